@@ -1,0 +1,40 @@
+"""livetrain: continuous training on live market data with SageMaker Pipelines."""
+
+from setuptools import find_packages, setup
+
+STREAMER = [
+    "boto3>=1.35",
+    "pymongo>=4.8,<5",
+    "lightstreamer-client-lib>=2.2,<3",
+]
+PIPELINES = [
+    "boto3>=1.35",
+    "sagemaker>=3.27,<4",
+    "scikit-learn>=1.4",
+    "matplotlib>=3.8",
+]
+# The local stand-ins for AWS and MongoDB; pinned because infra/local closes moto's gaps.
+LOCAL = [
+    "moto[server]==5.2.5",
+    "SecantusDB==0.7.0b3",
+    "aiohttp>=3.9,<4",
+]
+DEV = sorted(set(STREAMER + PIPELINES + LOCAL)) + [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "ruff>=0.6",
+]
+
+setup(
+    name="livetrain",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11",
+    packages=find_packages(include=["pipelines*", "processing*", "streamer*", "lambdas*", "infra*"]),
+    py_modules=["livetrain"],
+    package_data={"infra": ["*.yaml", "*.json"]},
+    install_requires=["numpy>=1.26", "pandas>=2.1"],
+    extras_require={"streamer": STREAMER, "pipelines": PIPELINES, "local": LOCAL, "dev": DEV},
+    entry_points={"console_scripts": ["livetrain=livetrain:main"]},
+)

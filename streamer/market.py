@@ -1,0 +1,125 @@
+"""A seeded market simulator: pure logic, no I/O.
+
+Ticks arrive at irregular times (exponential gaps, with rare long pauses), the
+mid follows a random walk, bid and offer sit half a spread either side of it
+(rounded to the quote's 2 decimals), and the day fields (mid_open, high, low,
+change, change_pct) are those of the UTC day so far.
+
+Two modes:
+- `random-walk`: mid increments are independent; nothing is predictable.
+- `planted-signal`: the mid also drifts at a hidden rate that persists
+  (an Ornstein-Uhlenbeck process with time constant `signal_halflife_s`,
+  standard deviation `signal_strength` points per second). The recent past
+  move reveals the drift, so a trade opened after a rise is more likely to
+  hit its take-profit: a linear model on the look-back features can learn it.
+  `signal_strength` 0 gives back the random walk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+MARKETS = ("random-walk", "planted-signal")
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class MarketSettings:
+    market: str = "planted-signal"
+    start: str = "2026-01-05T00:00:00.000Z"
+    start_mid: float = 60_000.0
+    spread: float = 36.0
+    volatility: float = 6.0  # points per sqrt(second)
+    mean_tick_interval_s: float = 1.0
+    pause_probability: float = 0.002  # a tick that comes after a long pause
+    pause_max_s: float = 30.0
+    signal_strength: float = 0.25  # points per second (std of the drift)
+    signal_halflife_s: float = 300.0
+
+    def __post_init__(self):
+        if self.market not in MARKETS:
+            raise ValueError(f"market must be one of {', '.join(MARKETS)}, not {self.market!r}")
+
+
+class MarketSimulator:
+    """Generates ticks in chunks; the same seed and settings give the same ticks."""
+
+    def __init__(self, settings: MarketSettings, seed: int, epic: str):
+        self.settings, self.epic = settings, epic
+        self._rng = np.random.default_rng(seed)
+        start = datetime.fromisoformat(settings.start.replace("Z", "+00:00"))
+        self._ts = int(start.timestamp() * 1000)
+        self._mid = settings.start_mid
+        self._drift = 0.0
+        self._day = self._ts // DAY_MS
+        self._day_open = self._day_high = self._day_low = self._mid
+
+    def ticks(self, n: int) -> pd.DataFrame:
+        """The next `n` ticks as a prices frame (batch contract columns, ts in int64 ms)."""
+        s, rng = self.settings, self._rng
+        gaps = rng.exponential(s.mean_tick_interval_s, n)
+        pauses = rng.random(n) < s.pause_probability
+        gaps[pauses] += rng.uniform(0, s.pause_max_s, pauses.sum())
+        gap_ms = np.maximum(1, np.round(gaps * 1000)).astype(np.int64)  # strictly increasing ts
+        ts = self._ts + np.cumsum(gap_ms)
+        dt = gap_ms / 1000.0
+        steps = s.volatility * np.sqrt(dt) * rng.standard_normal(n)
+        if s.market == "planted-signal" and s.signal_strength > 0:
+            steps += self._drifts(dt, rng.standard_normal(n)) * dt
+        mid = self._mid + np.cumsum(steps)
+        self._ts, self._mid = int(ts[-1]), float(mid[-1])
+        bid = np.round(mid - s.spread / 2, 2)
+        offer = np.round(mid + s.spread / 2, 2)
+        quoted_mid = (bid + offer) / 2
+        mid_open, high, low = self._day_fields(ts, quoted_mid)
+        change = np.round(quoted_mid - mid_open, 3)
+        return pd.DataFrame({
+            "ts": ts, "epic": self.epic, "bid": bid, "offer": offer,
+            "mid_open": mid_open, "high": high, "low": low, "change": change,
+            "change_pct": np.round(100 * change / mid_open, 4),
+            "market_state": "TRADEABLE", "update_time": _uk_clock(ts),
+        })  # fmt: skip
+
+    def _drifts(self, dt: np.ndarray, shocks: np.ndarray) -> np.ndarray:
+        """The hidden drift at each tick: an OU process sampled exactly at the tick gaps."""
+        s = self.settings
+        decay = np.exp(-math.log(2) * dt / s.signal_halflife_s)
+        noise = s.signal_strength * np.sqrt(1 - decay**2) * shocks
+        drifts = np.empty_like(dt)
+        drift = self._drift
+        for i in range(len(dt)):  # a recursion; ~0.2 µs per tick
+            drift = decay[i] * drift + noise[i]
+            drifts[i] = drift
+        self._drift = drift
+        return drifts
+
+    def _day_fields(self, ts: np.ndarray, mid: np.ndarray):
+        mid_open, high, low = np.empty_like(mid), np.empty_like(mid), np.empty_like(mid)
+        days = ts // DAY_MS
+        for day in np.unique(days):
+            part = days == day
+            if day != self._day:
+                self._day, first = day, mid[part][0]
+                self._day_open = self._day_high = self._day_low = first
+            high[part] = np.maximum.accumulate(np.maximum(mid[part], self._day_high))
+            low[part] = np.minimum.accumulate(np.minimum(mid[part], self._day_low))
+            mid_open[part] = self._day_open
+            self._day_high, self._day_low = high[part][-1], low[part][-1]
+        return mid_open, high, low
+
+
+def _uk_clock(ts: np.ndarray) -> np.ndarray:
+    """IG's UPDATE_TIME: the UK wall-clock time of day (no date)."""
+    from zoneinfo import ZoneInfo
+
+    london = ZoneInfo("Europe/London")
+    hours, inverse = np.unique(ts // 3_600_000, return_inverse=True)
+    offset_ms = np.array([datetime.fromtimestamp(h * 3600, london).utcoffset().total_seconds() * 1000
+                          for h in hours.tolist()], dtype=np.int64)
+    local = (ts + offset_ms[inverse]).astype("datetime64[ms]").astype("datetime64[s]")
+    return pd.Series(np.datetime_as_string(local)).str.slice(11).to_numpy(dtype=object)
