@@ -48,6 +48,13 @@ PRICE_FIELDS = ("bid", "offer", "mid_open", "high", "low")  # positive prices
 DIRECTIONS = ("BUY", "SELL")
 CLOSE_REASONS = ("TAKE_PROFIT", "STOP_LOSS", "EXPIRED")
 
+
+
+def feature_names(lookback_seconds: int = LOOKBACK_SECONDS) -> list[str]:
+    """Training features in column order, each minus the mid of the last tick at or before the trade's open."""
+    return [*PRICE_FIELDS, *(f"mid_lag_{j}s" for j in range(1, lookback_seconds + 1))]
+
+
 _TEXT_COLUMNS = {"epic", "market_state", "update_time", "trade_id", "direction", "close_reason"}
 _TS_COLUMNS = {"ts", "open_ts", "close_ts"}
 _FLOAT_FORMAT = "%.10g"
