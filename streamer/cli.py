@@ -31,8 +31,8 @@ def add_bot_arguments(parser: argparse.ArgumentParser) -> None:
     bot.add_argument("--limit-distance", type=positive_float, default=100.0, help="points (default 100)")
     bot.add_argument("--max-lifetime", type=positive_float, default=900.0,
                      help="seconds before an open trade closes at the market (default 900)")
-    bot.add_argument("--open-every", type=float, default=0.0,
-                     help="seconds between openings; 0 opens on every tick (default)")
+    bot.add_argument("--open-every", type=float, default=30.0,
+                     help="seconds between openings; 0 opens on every tick (default 30)")
 
 
 def bot_settings(args: argparse.Namespace):
