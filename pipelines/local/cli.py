@@ -43,7 +43,7 @@ def add_state_dir_argument(parser: argparse.ArgumentParser, config) -> None:
 
 
 def add_commands(commands, config) -> None:
-    """Register `livetrain report` (and, until the `pipeline` group lands, a temporary one)."""
+    """Register `livetrain report` (the `pipeline` group, in pipelines/cli.py, calls add_pipeline_subcommands)."""
     report = commands.add_parser("report", help="HTML report of a local execution",
                                  description="Write an HTML page with PNG plots of a local execution: the DAG with "
                                              "step status and duration, the tuning objective per training job, "
@@ -52,16 +52,6 @@ def add_commands(commands, config) -> None:
     report.add_argument("--out", metavar="DIR", help="output directory (default: <state-dir>/reports/<id>)")
     add_state_dir_argument(report, config)
     report.set_defaults(handler=write_report)
-
-    # TEMPORARY until the `pipeline` branch's pipelines/cli.py creates the group and calls
-    # add_pipeline_subcommands() and print_local_executions().
-    pipeline = commands.add_parser("pipeline", help="SageMaker pipeline commands")
-    subcommands = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
-    add_pipeline_subcommands(subcommands, config)
-    executions = subcommands.add_parser("executions", help="list executions")
-    executions.add_argument("--local", action="store_true", required=True, help="local executions")
-    add_state_dir_argument(executions, config)
-    executions.set_defaults(handler=lambda args: print_local_executions(args.state_dir))
 
 
 def run_local(args: argparse.Namespace) -> int:
