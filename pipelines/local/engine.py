@@ -251,21 +251,11 @@ class LocalExecution:
                                 for name, plan in plans.items()}
         self._set()
         self.progress(f"execution {self.id}: {len(plans)} steps, records in {self.directory}")
-        with ThreadPoolExecutor(self.max_parallel_steps, thread_name_prefix="step") as pool:
-            running: dict = {}
-            while True:
-                self._skip_unreachable(plans)
-                if not self._failed_step():
-                    for name in self._ready(plans, running.values()):
-                        running[pool.submit(self._run_step, plans[name])] = name
-                if not running:
-                    break
-                done, _ = wait(running, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
-                for future in done:
-                    future.result()
-                    del running[future]
-                if not done:
-                    self._heartbeat(running.values())
+        try:
+            self._run_dag(plans)
+        except KeyboardInterrupt:
+            self._finish("interrupted", status="Stopped")
+            raise
         failed = self._failed_step()
         for step in self.record["Steps"].values():
             if step["StepStatus"] == "Pending":
@@ -278,6 +268,25 @@ class LocalExecution:
         return self._finish(f"step {failed} failed: {step['FailureReason']}")
 
     # -- scheduling
+
+    def _run_dag(self, plans: dict[str, StepPlan]) -> None:
+        """Start every ready step, in parallel, until nothing runs; no new step starts once one failed."""
+        with ThreadPoolExecutor(self.max_parallel_steps, thread_name_prefix="step") as pool:
+            running: dict = {}
+            while True:
+                self._skip_unreachable(plans)
+                if not self._failed_step():
+                    for name in self._ready(plans, running.values()):
+                        self._step_clock[name] = time.monotonic()
+                        running[pool.submit(self._run_step, plans[name])] = name
+                if not running:
+                    return
+                done, _ = wait(running, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+                    del running[future]
+                if not done:
+                    self._heartbeat(running.values())
 
     def _status(self, name: str) -> str:
         return self.record["Steps"][name]["StepStatus"]
@@ -328,7 +337,6 @@ class LocalExecution:
 
     def _run_step(self, plan: StepPlan) -> None:
         name = plan.name
-        self._step_clock[name] = time.monotonic()
         self._set(name, StepStatus="Executing", StartTime=now_iso(), AttemptCount=0)
         self.progress(f"{name}: started ({plan.type})")
         try:
@@ -425,8 +433,9 @@ class LocalExecution:
             (self.record["Steps"][name] if name else self.record).update(fields)
             self.store.save(self.record)
 
-    def _finish(self, failure_reason: str | None) -> dict:
-        self._set(PipelineExecutionStatus="Failed" if failure_reason else "Succeeded", FailureReason=failure_reason,
-                  EndTime=now_iso(), DurationSeconds=round(time.monotonic() - self._started, 2))
+    def _finish(self, failure_reason: str | None, status: str | None = None) -> dict:
+        status = status or ("Failed" if failure_reason else "Succeeded")
+        self._set(PipelineExecutionStatus=status, FailureReason=failure_reason, EndTime=now_iso(),
+                  DurationSeconds=round(time.monotonic() - self._started, 2))
         return self.record
 

@@ -60,6 +60,12 @@ def download_manifest(s3, uri: str, destination: Path) -> list[Path]:
     return [download_file(s3, prefix + relative, local_path(destination, relative)) for relative in relatives]
 
 
+def download_input(s3, uri: str, data_type: str | None, destination: Path) -> list[Path]:
+    """A job input of S3DataType `ManifestFile` or `S3Prefix` (the default) into `destination`."""
+    download = download_manifest if data_type == "ManifestFile" else download_prefix
+    return download(s3, uri, destination)
+
+
 def local_path(destination: Path, relative: str) -> Path:
     """`destination/relative`, refusing a key that would land outside `destination`."""
     path = (destination / relative).resolve()

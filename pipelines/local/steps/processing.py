@@ -63,10 +63,7 @@ def _download_input(item: dict, local, job: Job) -> None:
         raise StepFailure(f"input {item.get('InputName')!r}: only S3Input is supported in local mode")
     destination = local(source["LocalPath"])
     destination.mkdir(parents=True, exist_ok=True)
-    if source.get("S3DataType", "S3Prefix") == "ManifestFile":
-        files = s3io.download_manifest(job.s3, source["S3Uri"], destination)
-    else:
-        files = s3io.download_prefix(job.s3, source["S3Uri"], destination)
+    files = s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), destination)
     job.log(f"input {item.get('InputName')}: {len(files)} file(s) from {source['S3Uri']}")
 
 

@@ -23,8 +23,7 @@ def run(arguments: dict, job: Job) -> dict:
     transform_input, transform_output = arguments["TransformInput"], arguments["TransformOutput"]
     source = transform_input["DataSource"]["S3DataSource"]
     inputs_dir, outputs_dir = job.work_dir / "input", job.work_dir / "output"
-    download = s3io.download_manifest if source.get("S3DataType") == "ManifestFile" else s3io.download_prefix
-    for path in download(job.s3, source["S3Uri"], inputs_dir):
+    for path in s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), inputs_dir):
         relative = path.relative_to(inputs_dir.resolve())
         output = outputs_dir / f"{relative}.out"
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ best first (what the SDK's TuningStep properties read).
 from __future__ import annotations
 
 from pipelines.local import s3io
-from pipelines.local.steps import Job, StepFailure, require_linear_learner
+from pipelines.local.steps import Job, StepFailure, plain
 
 
 def run(arguments: dict, job: Job) -> dict:
@@ -18,21 +18,17 @@ def run(arguments: dict, job: Job) -> dict:
     definition = arguments.get("TrainingJobDefinition")
     if definition is None:
         raise StepFailure("local tuning needs exactly one TrainingJobDefinition")
-    algorithm = definition["AlgorithmSpecification"]
-    require_linear_learner(algorithm.get("TrainingImage") or algorithm.get("AlgorithmName"), "Tuning")
 
     channels = {}
     for channel in definition.get("InputDataConfig", []):
         name, source = channel["ChannelName"], channel["DataSource"]["S3DataSource"]
         destination = job.work_dir / "input" / "data" / name
-        download = s3io.download_manifest if source.get("S3DataType") == "ManifestFile" else s3io.download_prefix
-        files = download(job.s3, source["S3Uri"], destination)
+        files = s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), destination)
         job.log(f"channel {name}: {len(files)} file(s) from {source['S3Uri']}")
         channels[name] = destination
 
     request = {**arguments, "HyperParameterTuningJobName": job.job_name}
-    seed = arguments.get("HyperParameterTuningJobConfig", {}).get("RandomSeed", 0)
-    result = run_tuning_job(request, channels, job.work_dir / "jobs", seed=seed, log=job.log)
+    result = plain(run_tuning_job(request, channels, job.work_dir / "jobs", log=job.log))
 
     output_path = definition["OutputDataConfig"]["S3OutputPath"].rstrip("/")
     for summary in result["TrainingJobSummaries"]:
@@ -41,4 +37,4 @@ def run(arguments: dict, job: Job) -> dict:
         if artefact.exists():
             s3io.upload_file(job.s3, artefact, f"{output_path}/{name}/output/model.tar.gz")
     job.log(f"uploaded the artefacts of {len(result['TrainingJobSummaries'])} training job(s) to {output_path}/")
-    return {**request, **result, "HyperParameterTuningJobArn": job.arn("hyper-parameter-tuning-job")}
+    return {**request, **result}
