@@ -497,3 +497,20 @@ def test_cli_fetches_the_definition_with_describe_pipeline(aws, tmp_path, run_cl
     record = ExecutionStore(tmp_path).all()[0]
     assert record["PipelineExecutionArn"].startswith(
         "arn:aws:sagemaker:us-east-1:123456789012:pipeline/from-moto/execution/")
+
+
+def test_failures_map_to_retry_exception_types():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                           "CreateModel")
+
+    assert engine.exception_type(client_error("ThrottlingException", 400)) == "Step.THROTTLING"
+    assert engine.exception_type(client_error("InternalFailure", 500)) == "Step.SERVICE_FAULT"
+    assert engine.exception_type(EndpointConnectionError(endpoint_url="http://127.0.0.1:1")) == "Step.SERVICE_FAULT"
+    assert engine.exception_type(client_error("ValidationException", 400)) is None
+    internal = "SageMaker.JOB_INTERNAL_ERROR"
+    assert engine.exception_type(StepFailure("killed", internal)) == internal
+    assert engine.exception_type(StepFailure("bad input")) is None
+    assert engine.exception_type(KeyError("x")) is None
