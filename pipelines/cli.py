@@ -119,12 +119,15 @@ def _add_build_arguments(parser: argparse.ArgumentParser, config, role_required:
 def _definition_json(args: argparse.Namespace, role_arn: str) -> str:
     from pipelines.definition import build_definition
 
-    if args.max_parallel_jobs > args.max_jobs:
-        raise UserError(f"--max-parallel-jobs {args.max_parallel_jobs} exceeds --max-jobs {args.max_jobs}; "
-                        "pass a value no greater than --max-jobs")
     return build_definition(region=args.region, role_arn=role_arn, bucket=args.bucket,
                             pipeline_name=args.pipeline_name, model_package_group=args.model_package_group,
                             prefix=_prefix(args), max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
+
+
+def _check_build_arguments(args: argparse.Namespace) -> None:
+    if args.max_parallel_jobs > args.max_jobs:
+        raise UserError(f"--max-parallel-jobs {args.max_parallel_jobs} exceeds --max-jobs {args.max_jobs}; "
+                        "pass a value no greater than --max-jobs")
 
 
 def _prefix(args: argparse.Namespace) -> str:
@@ -132,24 +135,30 @@ def _prefix(args: argparse.Namespace) -> str:
 
 
 def run_definition(args: argparse.Namespace) -> int:
+    _check_build_arguments(args)
+    target = Path(args.output) if args.output else None
+    if target and not target.parent.is_dir():
+        raise UserError(f"--output {args.output}: directory {target.parent} does not exist; create it first")
     if not args.role_arn:
         print(f"note: no --role-arn or LIVETRAIN_ROLE_ARN: the definition names the placeholder role "
               f"{PLACEHOLDER_ROLE_ARN}", file=sys.stderr)
-    text = _definition_json(args, args.role_arn or PLACEHOLDER_ROLE_ARN)
-    if not args.output:
-        sys.stdout.write(text + "\n")
+    text = _definition_json(args, args.role_arn or PLACEHOLDER_ROLE_ARN) + "\n"
+    if not target:
+        sys.stdout.write(text)
         return 0
-    target = Path(args.output)
-    if not target.parent.is_dir():
-        raise UserError(f"--output {args.output}: directory {target.parent} does not exist; create it first")
     with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
-        tmp.write(text + "\n")
-    os.replace(tmp.name, target)
+        try:
+            tmp.write(text)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, target)  # all or nothing: never a half-written FILE
     print(f"wrote the definition of pipeline {args.pipeline_name} to {target}", file=sys.stderr)
     return 0
 
 
 def run_upsert(args: argparse.Namespace) -> int:
+    _check_build_arguments(args)
     role_arn = _checked_role_arn(args.role_arn)
     if role_arn == PLACEHOLDER_ROLE_ARN:
         raise UserError("--role-arn: the placeholder role exists in no account; pass the pipeline's real role")
