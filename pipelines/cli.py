@@ -1,6 +1,7 @@
 """`livetrain pipeline …`: build, upload, start and inspect the SageMaker Pipeline.
 
-Only the standard library is imported here; handlers import the SDK and boto3 when they run.
+Only the standard library (and livetrain's own stdlib-only modules) is imported here; handlers import
+the SDK and boto3 when they run.
 `definition` needs no AWS account; the other commands call SageMaker (and S3) through boto3, at
 `--endpoint-url` when given (moto in local mode), else wherever boto3's configuration points
 (AWS_ENDPOINT_URL included).
@@ -21,6 +22,8 @@ from livetrain import UserError
 from pipelines.contract import MAX_JOBS, MAX_PARALLEL_JOBS, PARAMETER_NAMES, PLACEHOLDER_ROLE_ARN
 
 FINISHED = ("Succeeded", "Failed", "Stopped")
+PIPELINE_DESCRIPTION = ("livetrain: one batch of paper trades -> features -> tuned Linear Learner -> "
+                        "quality gate on the held-out test slice -> model registry")
 
 
 def positive_int(text: str) -> int:
@@ -187,10 +190,6 @@ def run_upsert(args: argparse.Namespace) -> int:
             arn = sagemaker.create_pipeline(**request)["PipelineArn"]
         print(f"created pipeline {arn}")
     return 0
-
-
-PIPELINE_DESCRIPTION = ("livetrain: one batch of paper trades -> features -> tuned Linear Learner -> "
-                        "quality gate on the held-out test slice -> model registry")
 
 
 def _checked_role_arn(role_arn: str | None) -> str:

@@ -169,3 +169,64 @@ def test_role_from_the_environment_and_output_file(run_cli, tmp_path):
     assert result.stdout == "" and "placeholder" not in result.stderr
     assert json.loads(target.read_text())["Steps"][0]["Arguments"]["RoleArn"] == ROLE
     assert [p.name for p in tmp_path.iterdir()] == ["definition.json"]  # no temporary file left behind
+
+
+@pytest.fixture(scope="session")
+def clean_python(tmp_path_factory) -> Path:
+    """A virtual environment with only numpy, pandas and scikit-learn (this environment's versions)."""
+    from importlib.metadata import version
+
+    venv = tmp_path_factory.mktemp("clean") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    packages = [f"{name}=={version(name)}" for name in ("numpy", "pandas", "scikit-learn")]
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
+                   check=True, timeout=600)
+    return python
+
+
+@pytest.mark.slow
+def test_shipped_preprocess_runs_in_a_clean_environment(upserted, aws, make_batch, clean_python, tmp_path):
+    """Download what upsert uploaded for Preprocess and run it as the container would: nothing else on the path."""
+    s3 = aws.client("s3")
+    steps = {s["Name"]: s for s in json.loads(
+        aws.client("sagemaker").describe_pipeline(PipelineName="livetrain")["PipelineDefinition"])["Steps"]}
+    [code_uri] = [i["S3Input"]["S3Uri"] for i in steps["Preprocess"]["Arguments"]["ProcessingInputs"]
+                  if i["InputName"] == "code"]
+    prefix = code_uri.removeprefix(f"s3://{BUCKET}/")
+    code = tmp_path / "code"
+    code.mkdir()
+    for listed in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]:
+        (code / listed["Key"].removeprefix(prefix)).write_bytes(
+            s3.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read())
+    entrypoint = steps["Preprocess"]["Arguments"]["AppSpecification"]["ContainerEntrypoint"]
+    script = code / Path(entrypoint[-1]).name
+
+    batch = make_batch()
+    shipped, repo = tmp_path / "shipped-out", tmp_path / "repo-out"
+    run = subprocess.run([str(clean_python), "-E", "-s", str(script), "--input-dir", str(batch),
+                          "--output-dir", str(shipped)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "processing" / "preprocess.py"),
+                    "--input-dir", str(batch), "--output-dir", str(repo)], check=True, timeout=600)
+
+    expected = ["metadata/features.json", "metadata/rows.csv", "test/test_features.csv", "test/test_labels.csv",
+                "train/train.csv", "validation/validation.csv"]
+    assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == expected
+    for name in expected:
+        assert (shipped / name).read_bytes() == (repo / name).read_bytes(), name
+    from processing.batch_contract import feature_names
+
+    train = (shipped / "train/train.csv").read_text().splitlines()
+    assert train and all(len(row.split(",")) == 1 + len(feature_names()) for row in train)
+    assert {row.split(",")[0] for row in train} <= {"0", "1"}
+    assert len((shipped / "test/test_features.csv").read_text().splitlines()) == len(
+        (shipped / "test/test_labels.csv").read_text().splitlines()) > 0
+
+
+def test_the_command_line_loads_without_aws_libraries():
+    """`livetrain --help` and the streamer never pay for (or need) boto3 and the SageMaker SDK."""
+    code = ("import sys, livetrain; livetrain.build_parser(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'sagemaker'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"
