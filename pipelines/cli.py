@@ -48,8 +48,11 @@ def add_commands(commands, config) -> None:
                              config)
 
 
-def add_pipeline_subcommands(subparsers, config) -> None:
-    """Register definition, upsert, start, describe and executions on the `pipeline` group's subparsers."""
+def add_pipeline_subcommands(subparsers, config) -> dict[str, argparse.ArgumentParser]:
+    """Register definition, upsert, start, describe and executions on the `pipeline` group's subparsers.
+
+    Returns their parsers by name, so that another part can add options (e.g. `executions --local`).
+    """
     definition = subparsers.add_parser(
         "definition", help="print the pipeline definition JSON (no AWS account needed)",
         description="Print the pipeline definition JSON that `upsert` sends. Needs no credentials and no network.")
@@ -88,6 +91,8 @@ def add_pipeline_subcommands(subparsers, config) -> None:
     _add_target_arguments(executions, config)
     executions.add_argument("--max-results", type=positive_int, default=10, help="how many (default 10)")
     executions.set_defaults(handler=run_executions)
+    return {"definition": definition, "upsert": upsert, "start": start, "describe": describe,
+            "executions": executions}
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser, config) -> None:
