@@ -45,8 +45,10 @@ def add_commands(commands, config) -> None:
     group = commands.add_parser(
         "pipeline", help="the SageMaker Pipeline: definition, upsert, start, describe, executions",
         description="Build the SageMaker Pipeline definition, create or update it, start and inspect runs.")
-    add_pipeline_subcommands(group.add_subparsers(dest="pipeline_command", required=True, metavar="SUBCOMMAND"),
-                             config)
+    subparsers = group.add_subparsers(dest="pipeline_command", required=True, metavar="SUBCOMMAND")
+    parsers = add_pipeline_subcommands(subparsers, config)
+    local_cli.add_pipeline_subcommands(subparsers, config)
+    local_cli.add_local_option(parsers["executions"], config)
 
 
 def add_pipeline_subcommands(subparsers, config) -> dict[str, argparse.ArgumentParser]:
@@ -91,14 +93,9 @@ def add_pipeline_subcommands(subparsers, config) -> dict[str, argparse.ArgumentP
                                        description="List the pipeline's recent executions, newest first.")
     _add_target_arguments(executions, config)
     executions.add_argument("--max-results", type=positive_int, default=10, help="how many (default 10)")
-    executions.add_argument("--local", action="store_true",
-                            help="list the executions of `run-local` recorded under --state-dir instead")
-    local_cli.add_state_dir_argument(executions, config)
     executions.set_defaults(handler=run_executions)
     return {"definition": definition, "upsert": upsert, "start": start, "describe": describe,
             "executions": executions}
-
-    local_cli.add_pipeline_subcommands(subparsers, config)
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser, config) -> None:
@@ -291,8 +288,6 @@ def _steps(steps: list, depth: int = 0):
 
 
 def run_executions(args: argparse.Namespace) -> int:
-    if args.local:
-        return local_cli.print_local_executions(args.state_dir)
     sagemaker = _client("sagemaker", args)
     with aws_call("ListPipelineExecutions"):
         summaries = sagemaker.list_pipeline_executions(

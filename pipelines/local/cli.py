@@ -32,6 +32,16 @@ def add_pipeline_subcommands(pipeline_subparsers, config) -> None:
     steps.set_defaults(handler=lambda args: print_steps(args.execution, args.state_dir))
 
 
+def add_local_option(executions: argparse.ArgumentParser, config) -> None:
+    """Give `pipeline executions` a `--local` flag that lists the executions recorded by run-local."""
+    executions.add_argument("--local", action="store_true",
+                            help="list the executions of `run-local` recorded under --state-dir instead")
+    add_state_dir_argument(executions, config)
+    remote = executions.get_default("handler")
+    executions.set_defaults(handler=lambda args: print_local_executions(args.state_dir) if args.local
+                            else remote(args))
+
+
 def add_endpoint_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint-url", metavar="URL",
                         help="endpoint for S3 and SageMaker records, e.g. moto's (default: AWS or $AWS_ENDPOINT_URL)")

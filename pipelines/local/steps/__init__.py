@@ -24,7 +24,6 @@ RUNNER_MODULES = {
     "RegisterModel": "register",
 }
 SUPPORTED_STEP_TYPES = tuple(RUNNER_MODULES)
-LINEAR_LEARNER = "linear-learner"
 
 
 class StepFailure(Exception):
@@ -84,9 +83,3 @@ def plain(response: dict) -> dict:
 
     return convert(response)
 
-
-def require_linear_learner(image: str, where: str) -> None:
-    """Local mode has one algorithm; any other image fails the step with a clear line."""
-    if LINEAR_LEARNER not in str(image):
-        raise StepFailure(f"{where}: image {image!r} has no local stand-in; local mode runs the built-in "
-                          f"{LINEAR_LEARNER} algorithm only")

@@ -7,15 +7,16 @@ object's predictions are uploaded as `<S3OutputPath>/<input name>.out`.
 from __future__ import annotations
 
 from pipelines.local import s3io
-from pipelines.local.steps import Job, StepFailure, require_linear_learner
+from pipelines.local.steps import Job, StepFailure
 
 
 def run(arguments: dict, job: Job) -> dict:
     from pipelines.local.transform import batch_transform
+    from pipelines.local.tuner import local_algorithm
 
     model = job.sagemaker.describe_model(ModelName=arguments["ModelName"])
     container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
-    require_linear_learner(container.get("Image"), "Transform")
+    local_algorithm(container.get("Image", ""))  # batch_transform serves the built-in Linear Learner
     if not container.get("ModelDataUrl"):
         raise StepFailure(f"model {arguments['ModelName']} has no ModelDataUrl")
     model_tar = s3io.download_file(job.s3, container["ModelDataUrl"], job.work_dir / "model" / "model.tar.gz")
