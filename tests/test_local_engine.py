@@ -514,3 +514,10 @@ def test_failures_map_to_retry_exception_types():
     assert engine.exception_type(StepFailure("killed", internal)) == internal
     assert engine.exception_type(StepFailure("bad input")) is None
     assert engine.exception_type(KeyError("x")) is None
+
+
+def test_failure_reasons_are_one_line():
+    assert engine.failure_reason(StepFailure("bad input")) == "bad input"
+    assert engine.failure_reason(RuntimeError("\n  An attempt was made\n  see the docs\n")) == \
+        "RuntimeError: An attempt was made"
+    assert engine.failure_reason(KeyError()) == "KeyError"

@@ -190,6 +190,14 @@ def exception_type(error: BaseException) -> str | None:
     return None
 
 
+def failure_reason(error: BaseException) -> str:
+    """One line for a step's failure: a StepFailure's own message, else the error's type and first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, StepFailure | ExpressionError):
+        return lines[0] if lines else "failed"
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def retry_delay(policies: list[dict], kind: str | None, failures: int, elapsed: float) -> float | None:
     """Seconds to wait before the next attempt, or None when no policy retries this failure."""
     for policy in policies:
@@ -342,7 +350,7 @@ class LocalExecution:
         try:
             properties = self._execute(plan)
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            reason = failure_reason(exc)
             self._set(name, StepStatus="Failed", EndTime=now_iso(), FailureReason=reason)
             self.progress(f"{name}: Failed after {self._elapsed(name)}: {reason}")
             return

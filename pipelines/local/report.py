@@ -52,7 +52,7 @@ PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}
-img{{max-width:100%}}.failed{{color:#b00020}}</style></head>
+img{{max-width:100%}}</style></head>
 <body><h1>{title}</h1>
 {body}
 </body></html>
@@ -125,7 +125,10 @@ def _plot_dag(steps: dict, path: Path) -> None:
     height = max(len(c) for c in columns.values())
     position = {name: (d * 2.6, (height - 1) / 2 - i * 1.4) for d, names in columns.items()
                 for i, name in enumerate(names)}
-    figure, axes = plt.subplots(figsize=(max(8.0, 2.1 * len(columns)), 1.6 + 1.25 * height))
+    xs = [x for x, _ in position.values()]
+    ys = [y for _, y in position.values()]
+    width = max(8.0, 2.1 * len(columns))
+    figure, axes = plt.subplots(figsize=(width, 0.5 + width * (max(ys) - min(ys) + 1.2) / (max(xs) - min(xs) + 2.4)))
     for parent, child in _edges(steps):
         (x0, y0), (x1, y1) = position[parent], position[child]
         branch = steps[child].get("Branch")
@@ -146,8 +149,6 @@ def _plot_dag(steps: dict, path: Path) -> None:
         axes.text(x, y + 0.17, name, ha="center", va="center", fontsize=9, weight="bold")
         axes.text(x, y - 0.05, step["StepType"], ha="center", va="center", fontsize=7.5, color="#444")
         axes.text(x, y - 0.25, detail, ha="center", va="center", fontsize=7.5)
-    xs = [x for x, _ in position.values()]
-    ys = [y for _, y in position.values()]
     axes.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
     axes.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
     axes.set_aspect("equal")
