@@ -76,8 +76,8 @@ class Ticks:
     """Tick prices as int64 multiples of 10**-decimals, and the last tick at or before any time in O(1).
 
     The lookup table holds, for each 2**shift-ms bucket of the tick span, the
-    last tick before the bucket starts (about 4 buckets per tick); a lookup
-    then steps over the few ticks inside its own bucket.
+    number of ticks before the bucket starts (about 4 buckets per tick); a
+    lookup then counts the few ticks inside its own bucket.
     """
 
     def __init__(self, ts: np.ndarray, prices: np.ndarray):
@@ -89,18 +89,18 @@ class Ticks:
         span = int(ts[-1]) - self._origin + 1
         self._shift = max(0, int(np.log2(span / (4 * len(ts)))))
         bucket_starts = self._origin + (np.arange((span >> self._shift) + 1, dtype=np.int64) << self._shift)
-        self._before_bucket = np.searchsorted(ts, bucket_starts, side="left") - 1
-        self._next_ts = np.append(ts[1:], np.iinfo(np.int64).max)
+        self._ticks_before_bucket = np.searchsorted(ts, bucket_starts, side="left")
+        self._ts_then_end = np.append(ts, np.iinfo(np.int64).max)
 
     def last_at_or_before(self, times: np.ndarray) -> np.ndarray:
-        """Index of the last tick at or before each time (int64 ms, between the first and the last tick)."""
-        at = self._before_bucket[(times - self._origin) >> self._shift]
-        flat_at, flat_times = at.reshape(-1), times.reshape(-1)
-        behind = np.flatnonzero(self._next_ts[flat_at] <= flat_times)
-        while behind.size:  # ticks inside the time's own bucket
-            flat_at[behind] += 1
-            behind = behind[self._next_ts[flat_at[behind]] <= flat_times[behind]]
-        return at
+        """Index of the last tick at or before each time (int64 ms); -1 before the first tick."""
+        count = np.take(self._ticks_before_bucket, (times - self._origin) >> self._shift, mode="clip")
+        flat_count, flat_times = count.reshape(-1), times.reshape(-1)
+        behind = np.flatnonzero(self._ts_then_end[flat_count] <= flat_times)
+        while behind.size:  # count the ticks inside the time's own bucket
+            flat_count[behind] += 1
+            behind = behind[self._ts_then_end[flat_count[behind]] <= flat_times[behind]]
+        return count - 1
 
 
 def feature_decimals(prices: np.ndarray) -> int:
@@ -375,7 +375,6 @@ def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, look
     started = time.monotonic()
     batch = contract.read_batch(input_dir)
     trades = batch.trades
-    log(f"read {len(batch.prices):,} ticks and {len(trades):,} trades in {time.monotonic() - started:.1f} s")
     ts = batch.prices["ts"].to_numpy()
     ticks = Ticks(ts, batch.prices[list(contract.PRICE_FIELDS)].to_numpy())
     if int(np.abs(ticks.prices).max()) >= 10 ** (MAX_INTEGER_DIGITS + ticks.decimals):
@@ -387,6 +386,8 @@ def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, look
     summary = _summary(batch.meta, split, labels, lookback_seconds, train_fraction, validation_fraction,
                        ticks.decimals)
     trade_ids = trades["trade_id"].to_numpy()
+    log(f"read and split {len(batch.prices):,} ticks and {len(trades):,} trades in "
+        f"{time.monotonic() - started:.1f} s")
     del batch, trades  # the writers are forked: keep them small
 
     output_dir = Path(output_dir)
