@@ -17,9 +17,10 @@ quality layout:
         (the pipeline's condition compares recall.value with minimum_recall)
 
 standard_deviation is a bootstrap estimate: the standard deviation of the metric
-over 100 resamples of the rows with replacement (seeded, so reruns agree);
-"NaN" when it is undefined (a resample without both labels). A ratio with a zero
-denominator (e.g. precision with no positive predictions) is 0.
+over 100 resamples of the rows with replacement (seeded, so reruns agree), among
+the resamples where it is defined (auc needs both labels); "NaN", as SageMaker
+writes it, when it cannot be estimated. A ratio with a zero denominator (e.g.
+precision with no positive predictions) is 0.
 
 Runs in SageMaker's scikit-learn Processing container: numpy, scikit-learn and
 the standard library only. Bad input → one line on stderr, exit 1, no evaluation.json.
@@ -116,11 +117,15 @@ def all_metrics(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray) -
 
 
 def bootstrap_std(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """Standard deviation of each metric over seeded resamples of the rows, with replacement."""
+    """Standard deviation of each metric over seeded resamples of the rows (with replacement) where it is defined."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     draws = [all_metrics(labels[rows], scores[rows], predicted[rows])
              for rows in (rng.integers(0, len(labels), len(labels)) for _ in range(BOOTSTRAP_RESAMPLES))]
-    return {name: float(np.std([d[name] for d in draws], ddof=1)) for name in draws[0]}
+    deviations = {}
+    for name in draws[0]:
+        defined = [d[name] for d in draws if not math.isnan(d[name])]
+        deviations[name] = float(np.std(defined, ddof=1)) if len(defined) > 1 else math.nan
+    return deviations
 
 
 def evaluate(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray, target_recall: float,
