@@ -130,7 +130,7 @@ def small_channels(tmp_path_factory):
     return write_channels(tmp_path_factory.mktemp("tuning-data"), rows=2500, features=605, seed=1)
 
 
-def tuning_request(max_jobs=4, image=IMAGE, metric="validation:precision", **static):
+def tuning_request(max_jobs=4, image=IMAGE, metric="validation:precision", content_type="text/csv", **static):
     """A CreateHyperParameterTuningJob request as a pipeline definition's Tuning step carries it."""
     return {
         "HyperParameterTuningJobConfig": {
@@ -155,7 +155,7 @@ def tuning_request(max_jobs=4, image=IMAGE, metric="validation:precision", **sta
             "StaticHyperParameters": {"predictor_type": "binary_classifier", "feature_dim": "605", "epochs": "5",
                                       "binary_classifier_model_selection_criteria": "precision_at_target_recall",
                                       "target_recall": "0.25", "normalize_data": "True", **static},
-            "InputDataConfig": [{"ChannelName": "train", "ContentType": "text/csv"},
+            "InputDataConfig": [{"ChannelName": "train", "ContentType": content_type},
                                 {"ChannelName": "validation", "ContentType": "text/csv"}],
             "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30}},
     }
@@ -195,6 +195,7 @@ def test_a_tuning_job_of_linear_learner_is_described_as_sagemaker_does(small_cha
     ({"metric": "test:precision"}, "objective metric 'test:precision' is not emitted.*validation:precision"),
     ({"mini_batch_sise": "100"}, "invalid: unknown hyperparameter 'mini_batch_sise'"),
     ({"epochs": "many"}, "invalid: invalid hyperparameter epochs='many'"),
+    ({"content_type": "application/x-recordio-protobuf"}, "channel 'train' has ContentType 'application/x-recordio"),
 ])
 def test_a_request_that_cannot_run_fails_before_any_job(small_channels, tmp_path, change, message):
     with pytest.raises(TuningError, match=message):

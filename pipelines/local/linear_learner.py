@@ -24,6 +24,7 @@ import json
 import math
 import tarfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 ARTEFACT_FORMAT = "livetrain-linear-learner/1"
+TRAINING_CONTENT_TYPES = ("text/csv",)  # channels: label first, no header (recordio-protobuf is not read locally)
 HOST = "algo-1"
 LOSS_NAME = "binary_classification_cross_entropy_objective"
 CRITERIA = ("accuracy", "f_beta", "precision_at_target_recall", "recall_at_target_precision", "loss_function")
@@ -391,7 +393,9 @@ class _Adam:
 
 def _improved(value: float, best: float, tolerance: float) -> bool:
     """True when `value` (larger is better) beats `best` by more than the relative tolerance."""
-    return value > best + tolerance * abs(best) if math.isfinite(best) else True
+    if not math.isfinite(value):
+        return False
+    return not math.isfinite(best) or value > best + tolerance * abs(best)
 
 
 def _log_metric(log, channel: str, name: str, value: float, epoch: int | None = None) -> None:
@@ -468,8 +472,10 @@ def _fit(x, y, selection, hp, models: _Models, rng, log):
         log(f"#throughput_metric: host={HOST}, train throughput={n / (time.perf_counter() - started):.1f} "
             "records/second")
         if stale_epochs >= hp["early_stopping_patience"]:
+            measure = (hp["binary_classifier_model_selection_criteria"] if selection.channel == "validation"
+                       else "the training loss")
             log(f"Early stop condition met. Stopping training after epoch {epoch}: no model improved "
-                f"{hp['binary_classifier_model_selection_criteria']} for {stale_epochs} epochs.")
+                f"{measure} for {stale_epochs} epochs.")
             break
     return best_weights, best_biases, best_train_loss
 
@@ -485,9 +491,11 @@ class _Selection(NamedTuple):
 def _epoch_values(weights, biases, selection: _Selection, hp, train_loss) -> np.ndarray:
     """Per model, the early-stopping value (larger is better)."""
     if selection.channel != "validation":
-        return -train_loss
-    scores = _expit(selection.x @ weights + biases)
-    return np.array([choose_threshold(scores[:, j], selection.y, hp)[1] for j in range(weights.shape[1])])
+        values = -train_loss
+    else:
+        scores = _expit(selection.x @ weights + biases)
+        values = np.array([choose_threshold(scores[:, j], selection.y, hp)[1] for j in range(weights.shape[1])])
+    return np.where(np.isnan(values), -np.inf, values)  # a diverged model never counts as an improvement
 
 
 def train(hyperparameters: dict[str, str], channels: dict[str, Path], model_dir: Path, log=print) -> dict[str, float]:
@@ -700,21 +708,21 @@ def _parse_json(text: str, where: str):
 
 
 def _decode_csv(text: str, feature_dim: int) -> np.ndarray:
-    import pandas as pd
-
     lines = [line for line in text.splitlines() if line.strip()]
     for number, line in enumerate(lines, 1):
         count = line.count(",") + 1
         if count != feature_dim:
             raise BadRequest(f"text/csv record {number} has {count} values; the model expects {feature_dim} "
                              "features per line (no label column)")
-    try:
-        values = pd.read_csv(io.StringIO("\n".join(lines)), header=None, dtype=np.float64, na_filter=False,
-                             engine="c", quoting=3).to_numpy()
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+    try:  # numpy's C parser: about 100x faster than pandas on one record, as fast on thousands
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)  # numpy < 2.3 only warns on a bad value
+            values = np.fromstring(",".join(lines), sep=",")
+    except (ValueError, DeprecationWarning):
         raise BadRequest("text/csv records must hold numbers only") from None
-    if values.shape != (len(lines), feature_dim):
+    if values.size != len(lines) * feature_dim:
         raise BadRequest(f"text/csv body must have {feature_dim} numeric values on each line")
+    values = values.reshape(len(lines), feature_dim)
     _check_finite(values)
     return values
 
