@@ -9,11 +9,14 @@ It logs the container's `#quality_metric` lines, which the tuner's metric regexe
 `model.tar.gz` holding JSON and `.npy` files only (no pickle).
 
 Choices where the documentation leaves a value to the algorithm ("auto"), made here and documented:
-learning_rate 0.01, beta_1 0.9, beta_2 0.999, wd 0, l1 0, bias_lr_mult 1, bias_wd_mult 0,
-lr_scheduler_step = one epoch of mini-batches, lr_scheduler_factor 0.99, lr_scheduler_minimum_lr 1e-5,
-num_models 8 (1 under automatic model tuning) whose settings are the given ones with the learning rate
-×3, ÷3, ×9, ÷9 and wd ×10, ÷10, positive_example_weight_mult "auto" = half the models at 1 and half
-balanced (balanced when there is one model), num_calibration_samples = every validation row.
+learning_rate 0.001 (Adam's usual default), beta_1 0.9, beta_2 0.999, wd 0, l1 0, bias_lr_mult 1,
+bias_wd_mult 0, lr_scheduler_step = one epoch of mini-batches, lr_scheduler_factor 0.99,
+lr_scheduler_minimum_lr 1e-5, num_calibration_samples = every validation row; num_models 8 (1 under
+automatic model tuning, i.e. when `_tuning_objective_metric` is set), model i using the given learning rate
+times (1, 3, 1/3, 9, 1/9)[i % 5] and wd times (1, 10, 0.1)[i // 5 % 3]; positive_example_weight_mult
+"auto" = odd models balanced, even ones 1 (balanced with one model). Each model keeps its best epoch on
+the early-stopping measure (the selection criterion on validation, else the training loss); training
+stops when no model improved for early_stopping_patience epochs. Training is seeded (reproducible).
 Only `loss` logistic and `optimizer` adam are implemented.
 """
 
@@ -361,7 +364,7 @@ class _Models:
 def _model_settings(hp: dict, labels: np.ndarray) -> _Models:
     tuning = bool(hp.get("_tuning_objective_metric"))
     count = 1 if tuning else (8 if hp["num_models"] == "auto" else hp["num_models"])
-    learning_rate = 0.01 if hp["learning_rate"] == "auto" else hp["learning_rate"]
+    learning_rate = 0.001 if hp["learning_rate"] == "auto" else hp["learning_rate"]
     wd = 0.0 if hp["wd"] == "auto" else hp["wd"]
     l1 = 0.0 if hp["l1"] == "auto" else hp["l1"]
     positives = labels.sum()
