@@ -212,7 +212,7 @@ def test_each_request_format_decodes_to_the_same_rows():
     (b"1,2,3", "", UnsupportedContentType, "content type"),
     (b"1,2", "text/csv", BadRequest, "record 1 has 2 values; the model expects 3"),
     (b"1,x,3", "text/csv", BadRequest, "numbers only"),
-    (b"1,nan,3", "text/csv", BadRequest, "numbers only"),
+    (b"1,nan,3", "text/csv", BadRequest, "finite"),
     (b"1,1e999,3", "text/csv", BadRequest, "finite"),
     (b"  \n", "text/csv", BadRequest, "empty"),
     (b"\xff\xfe", "text/csv", BadRequest, "UTF-8"),

@@ -17,7 +17,6 @@ or `RecordsResolver` (DescribeEndpoint -> DescribeEndpointConfig -> DescribeMode
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sys
 import tempfile
 import threading
@@ -52,43 +51,36 @@ class Served:
     variant: str = DEFAULT_VARIANT
 
 
-class ModelStore:
-    """Models by ModelDataUrl (local path or s3:// URI), loaded once each; S3 objects downloaded first."""
-
-    def __init__(self, s3_client=None):
-        self.s3 = s3_client
-        self._models: dict[str, LinearLearnerModel] = {}
-        self._directory = tempfile.TemporaryDirectory(prefix="livetrain-endpoint-")
-
-    def get(self, url: str) -> LinearLearnerModel:
-        if url not in self._models:
-            self._models[url] = load_model(self._local_path(url))
-        return self._models[url]
-
-    def _local_path(self, url: str) -> Path:
-        if not url.startswith("s3://"):
-            return Path(url)
-        if self.s3 is None:
-            raise ValueError(f"{url} is on S3 but no S3 client was given")
-        bucket, _, key = url[len("s3://"):].partition("/")
-        path = Path(self._directory.name) / hashlib.sha1(url.encode()).hexdigest() / "model.tar.gz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.s3.download_file(bucket, key, str(path))
-        return path
+def load_model_data(url: str, s3_client=None) -> LinearLearnerModel:
+    """The model at a ModelDataUrl: a local model.tar.gz path, or an s3:// URI downloaded first."""
+    if not url.startswith("s3://"):
+        return load_model(url)
+    if s3_client is None:
+        raise ValueError(f"{url} is on S3 but no S3 client was given")
+    bucket, _, key = url[len("s3://"):].partition("/")
+    with tempfile.TemporaryDirectory(prefix="livetrain-endpoint-") as directory:
+        path = Path(directory) / "model.tar.gz"
+        s3_client.download_file(bucket, key, str(path))
+        return load_model(path)
 
 
 class StaticResolver:
-    """Fixed endpoint names, each serving one model.tar.gz (path or s3:// URI)."""
+    """Fixed endpoint names, each serving one model.tar.gz (path or s3:// URI), loaded on first use."""
 
     def __init__(self, models: dict[str, str], s3_client=None):
-        self.models = dict(models)
-        self.store = ModelStore(s3_client)
-        self.default_name = next(iter(self.models), None)
+        self.urls = dict(models)
+        self.s3 = s3_client
+        self.default_name = next(iter(self.urls), None)
+        self._models: dict[str, Served] = {}
+        self._lock = threading.Lock()
 
     def resolve(self, name: str) -> Served:
-        if name not in self.models:
-            raise UnknownEndpoint(f"Endpoint {name} not found; this server serves {', '.join(self.models)}")
-        return Served(self.store.get(self.models[name]))
+        if name not in self.urls:
+            raise UnknownEndpoint(f"Endpoint {name} not found; this server serves {', '.join(self.urls)}")
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = Served(load_model_data(self.urls[name], self.s3))
+            return self._models[name]
 
 
 @dataclass
@@ -102,8 +94,7 @@ class RecordsResolver:
     """Endpoints as the SageMaker records describe them (e.g. moto's), rechecked every `recheck_seconds`."""
 
     def __init__(self, sagemaker_client, s3_client, default_name: str | None = None, recheck_seconds: float = 1.0):
-        self.sagemaker = sagemaker_client
-        self.store = ModelStore(s3_client)
+        self.sagemaker, self.s3 = sagemaker_client, s3_client
         self.default_name = default_name
         self.recheck_seconds = recheck_seconds
         self._endpoints: dict[str, _Resolved] = {}
@@ -141,7 +132,7 @@ class RecordsResolver:
             url = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
         if not url:
             raise ValueError(f"model {variant['ModelName']} has no ModelDataUrl")
-        return Served(self.store.get(url), variant.get("VariantName", DEFAULT_VARIANT))
+        return Served(load_model_data(url, self.s3), variant.get("VariantName", DEFAULT_VARIANT))
 
 
 def invoke(served: Served, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 # ECR repository name of a built-in algorithm's training image -> the module that runs it locally.
-# Such a module provides train(hyperparameters, channels, model_dir, log), parse_hyperparameters(...)
-# and emitted_metrics(channel_names).
+# Such a module provides train(hyperparameters, channels, model_dir, log), parse_hyperparameters(...),
+# emitted_metrics(channel_names) and TRAINING_CONTENT_TYPES.
 LOCAL_ALGORITHMS = {"linear-learner": "pipelines.local.linear_learner"}
 AUTO_LOG_RATIO = 100.0  # "Auto" scaling is logarithmic when max/min reaches two decades
 MIN_RANDOM_JOBS = 3  # Bayesian search starts with max(3, MaxParallelTrainingJobs) random jobs
@@ -412,6 +412,11 @@ def run_tuning_job(request: dict, channels: dict[str, Path], work_dir: Path, see
     if metric not in emitted:
         raise TuningError(f"objective metric {metric!r} is not emitted with channels {sorted(channels)}; "
                           f"choose one of {', '.join(emitted)}")
+    for channel in definition.get("InputDataConfig") or []:
+        content_type = str(channel.get("ContentType") or "text/csv").split(";")[0].strip().lower()
+        if content_type not in module.TRAINING_CONTENT_TYPES:
+            raise TuningError(f"channel '{channel.get('ChannelName')}' has ContentType {content_type!r}; locally "
+                              f"{image} reads {', '.join(module.TRAINING_CONTENT_TYPES)}")
     static = {str(k): str(v) for k, v in (definition.get("StaticHyperParameters") or {}).items()}
     static["_tuning_objective_metric"] = metric
     try:
