@@ -202,7 +202,7 @@ def test_shipped_preprocess_runs_in_a_clean_environment(upserted, aws, make_batc
     entrypoint = steps["Preprocess"]["Arguments"]["AppSpecification"]["ContainerEntrypoint"]
     script = code / Path(entrypoint[-1]).name
 
-    batch = make_batch()
+    batch = make_batch(trades=10_000)  # smaller synthetic batches can leave a slice with one label
     shipped, repo = tmp_path / "shipped-out", tmp_path / "repo-out"
     run = subprocess.run([str(clean_python), "-E", "-s", str(script), "--input-dir", str(batch),
                           "--output-dir", str(shipped)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
