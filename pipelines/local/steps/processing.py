@@ -3,7 +3,8 @@
 Every `/opt/ml/processing/...` path (input and output LocalPaths, entrypoint, arguments)
 is mapped to the same path under the job's directory; inputs are downloaded there first
 and outputs uploaded from there after a zero exit. The job's stdout and stderr go to its
-log; on a non-zero exit the script's last stderr line is the failure reason.
+log; on a non-zero exit the script's last stderr line is the failure reason, with sandbox
+paths written back as the container paths they stand for.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def run(arguments: dict, job: Job) -> dict:
     command = [sys.executable if part in PYTHON_NAMES else _CONTAINER_PATH.sub(str(sandbox), as_text(part))
                for part in [*app["ContainerEntrypoint"], *app.get("ContainerArguments", [])]]
     max_runtime = arguments.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
-    _run_command(command, job, cwd=job.work_dir, environment=arguments.get("Environment", {}),
-                 max_runtime=max_runtime)
+    try:
+        _run_command(command, job, cwd=job.work_dir, environment=arguments.get("Environment", {}),
+                     max_runtime=max_runtime)
+    except StepFailure as failure:  # name paths as the script saw them in the container
+        raise StepFailure(str(failure).replace(str(sandbox), CONTAINER_ROOT), failure.exception_type) from None
 
     for name, path, uri in outputs:
         written = s3io.upload_directory(job.s3, path, uri)
