@@ -166,8 +166,8 @@ def _tuning_properties(record: dict) -> dict | None:
 
 
 def _plot_tuning(tuning: dict, path: Path) -> None:
-    jobs = sorted(tuning.get("TrainingJobSummaries", []),
-                  key=lambda j: (str(j.get("CreationTime", "")), j["TrainingJobName"]))
+    jobs = sorted(tuning.get("TrainingJobSummaries", []),  # LaunchOrder: the local tuner's; else creation time
+                  key=lambda j: (j.get("LaunchOrder", 0), str(j.get("CreationTime", "")), j["TrainingJobName"]))
     objective = tuning.get("HyperParameterTuningJobConfig", {}).get("HyperParameterTuningJobObjective", {})
     best_name = tuning.get("BestTrainingJob", {}).get("TrainingJobName")
     maximise = objective.get("Type", "Maximize") == "Maximize"
@@ -181,7 +181,8 @@ def _plot_tuning(tuning: dict, path: Path) -> None:
         for _, value in scored:
             best_so_far = value if best_so_far is None else (max if maximise else min)(best_so_far, value)
             running.append(best_so_far)
-        axes.step([n for n, _ in scored], running, where="post", color="#ff7f0e", label="best so far")
+        axes.step([n for n, _ in scored] + [len(jobs) + 0.5], [*running, running[-1]], where="post",
+                  color="#ff7f0e", label="best so far")
     for n, job, value in zip(launch, jobs, values, strict=True):
         if job["TrainingJobName"] == best_name and value is not None:
             axes.plot([n], [value], "*", markersize=16, color="#d62728", label="best job")
@@ -193,6 +194,7 @@ def _plot_tuning(tuning: dict, path: Path) -> None:
     axes.set_xlabel("training job, in launch order")
     axes.set_ylabel(objective.get("MetricName", "objective"))
     axes.set_xticks(launch)
+    axes.set_xlim(0.5, len(jobs) + 0.5)
     axes.set_title(f"{tuning.get('HyperParameterTuningJobName', 'tuning')}: {len(jobs)} training jobs")
     axes.grid(alpha=0.3)
     figure.tight_layout()
