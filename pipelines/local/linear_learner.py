@@ -287,7 +287,8 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, hp: dict) -> tuple[
     """(threshold, criterion value) for one model's scores; predicted positive means score ≥ threshold.
 
     The value is larger-is-better (the negated loss for `loss_function`, whose threshold is 0.5).
-    `recall_at_target_precision` falls back to the highest precision when no threshold reaches the target.
+    `precision_at_target_recall` breaks ties in precision towards more recall; `recall_at_target_precision`
+    falls back to the highest precision when no threshold reaches the target.
     """
     criterion = hp["binary_classifier_model_selection_criteria"]
     if criterion == "loss_function":
@@ -311,6 +312,8 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, hp: dict) -> tuple[
         reached = precision >= hp["target_precision"]
         values = np.where(reached, recall, -1.0) if reached.any() else precision
     best = int(np.argmax(values))
+    if criterion == "precision_at_target_recall":  # of equally precise thresholds, the one with most recall
+        best = int(np.flatnonzero(values == values[best])[-1])
     threshold = np.nextafter(ranked[0], np.inf) if best == 0 else ranked[cuts[best - 1]]
     return float(threshold), float(values[best])
 
