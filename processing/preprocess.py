@@ -179,14 +179,14 @@ def csv_text(values: np.ndarray, decimals: int) -> bytes:
     if rows == 0:
         return b""
     scale = 10**decimals
-    negative = values < 0
-    integer = np.abs(values) // scale
-    fraction = np.abs(values) - integer * scale
+    magnitude = np.abs(values)
+    integer = magnitude // scale
+    fraction = magnitude - integer * scale
     width = len(str(int(integer.max())))
     if width > MAX_INTEGER_DIGITS:
         raise ValueError(f"{int(integer.max())} has more than {MAX_INTEGER_DIGITS} digits before the point")
     int_words, int_bits = _integer_text(width)
-    at = integer + negative * 10**width
+    at = integer + (values < 0) * 10**width
     head, head_bits = int_words[at], int_bits[at]
     frac_words, frac_bits = _fraction_text(decimals, ",")
     tail, tail_bits = frac_words[fraction], frac_bits[fraction]
@@ -438,7 +438,7 @@ def _write_metadata(staging: Path, summary: dict, split: Split, labels: np.ndarr
         "row": np.concatenate([np.arange(len(split.rows[name])) for name in SLICES]),
         "trade_id": trade_ids[np.concatenate([split.rows[name] for name in SLICES])],
     })  # fmt: skip
-    rows.to_csv(staging / ROWS_CSV, index=False, lineterminator="\n")
+    rows.to_csv(staging / ROWS_CSV, index=False)
 
 
 def _fraction(text: str) -> float:
