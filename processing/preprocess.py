@@ -63,7 +63,8 @@ SLICES = ("train", "validation", "test")
 
 MAX_DECIMALS = 6  # feature values are written with at most this many decimals
 MAX_INTEGER_DIGITS = 7  # … and at most this many digits before the point
-CHUNK_ROWS = 16  # rows formatted at a time: the temporaries stay in the CPU cache
+CHUNK_ROWS = 16  # rows per step: small temporaries stay in the CPU cache and in malloc's heap
+# (bigger ones are mmap-ed and page-faulted afresh at every step, which costs more than the work)
 WRITE_BUFFER_BYTES = 8 << 20  # large writes: much less kernel time per byte than 64 KB ones
 MIN_ROWS_PER_WORKER = 20_000  # below this a second process costs more than it saves
 PROGRESS_SECONDS = 5.0
@@ -81,7 +82,7 @@ class Ticks:
     """
 
     def __init__(self, ts: np.ndarray, prices: np.ndarray):
-        self.ts = ts
+        """`ts`: strictly increasing int64 ms; `prices`: one row per tick, the PRICE_FIELDS columns."""
         self.decimals = feature_decimals(prices)
         self.prices = np.round(prices * 10.0**self.decimals).astype(np.int64)  # PRICE_FIELDS columns
         self.mid = (self.prices[:, 0] + self.prices[:, 1]) // 2  # exact: one more decimal than the quotes
@@ -178,14 +179,14 @@ def csv_text(values: np.ndarray, decimals: int) -> bytes:
     if rows == 0:
         return b""
     scale = 10**decimals
-    negative = values < 0
-    integer = np.abs(values) // scale
-    fraction = np.abs(values) - integer * scale
+    magnitude = np.abs(values)
+    integer = magnitude // scale
+    fraction = magnitude - integer * scale
     width = len(str(int(integer.max())))
     if width > MAX_INTEGER_DIGITS:
         raise ValueError(f"{int(integer.max())} has more than {MAX_INTEGER_DIGITS} digits before the point")
     int_words, int_bits = _integer_text(width)
-    at = integer + negative * 10**width
+    at = integer + (values < 0) * 10**width
     head, head_bits = int_words[at], int_bits[at]
     frac_words, frac_bits = _fraction_text(decimals, ",")
     tail, tail_bits = frac_words[fraction], frac_bits[fraction]
@@ -437,7 +438,7 @@ def _write_metadata(staging: Path, summary: dict, split: Split, labels: np.ndarr
         "row": np.concatenate([np.arange(len(split.rows[name])) for name in SLICES]),
         "trade_id": trade_ids[np.concatenate([split.rows[name] for name in SLICES])],
     })  # fmt: skip
-    rows.to_csv(staging / ROWS_CSV, index=False, lineterminator="\n")
+    rows.to_csv(staging / ROWS_CSV, index=False)
 
 
 def _fraction(text: str) -> float:
