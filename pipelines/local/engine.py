@@ -238,8 +238,7 @@ class LocalExecution:
         self.execution_variables = {"PipelineExecutionId": self.id, "PipelineExecutionArn": self.arn,
                                     "PipelineName": pipeline_name, "PipelineArn": pipeline_arn,
                                     "StartDateTime": start}
-        self.resolver = Resolver(parameters, self.execution_variables, self._step_properties,
-                                 read_json=lambda uri: s3io.read_json(self.s3, uri))
+        self.parameters = parameters
         self.record = {"PipelineExecutionId": self.id, "PipelineExecutionArn": self.arn,
                        "PipelineName": pipeline_name, "PipelineArn": pipeline_arn, "Parameters": parameters,
                        "PipelineExecutionStatus": "Executing", "StartTime": start, "EndTime": None,
@@ -368,8 +367,8 @@ class LocalExecution:
             arguments = {k: v for k, v in arguments.items() if k not in BRANCHES}
         name_of_job = job_name(name, self.id, plan.type)
         variables = {"ProcessingJobName": name_of_job} if plan.type == "Processing" else {}
-        resolver = Resolver(self.resolver.parameters, {**self.execution_variables, **variables},
-                            self._step_properties, self.resolver.read_json)
+        resolver = Resolver(self.parameters, {**self.execution_variables, **variables}, self._step_properties,
+                            read_json=lambda uri: s3io.read_json(self.s3, uri))
         resolved = resolver.resolve(arguments)
 
         cache_config = plan.spec.get("CacheConfig", {})
