@@ -1,0 +1,72 @@
+"""preprocess.py against a naive per-trade pandas baseline: wall time and peak RSS at 10k and 1M trades.
+
+Batches come from `livetrain synth-batch` and are cached under bench/results/
+(git-ignored); outputs go to a temporary folder there and are deleted. Peak RSS
+is that of the largest process (preprocess forks its writers, which share its
+arrays).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.measure import measure, table
+from processing import preprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+LIVETRAIN = Path(sys.executable).parent / "livetrain"
+SEED = 1
+TARGET_RATIO, TARGET_SECONDS, TARGET_RSS_MB = 100, 30, 3072
+
+
+def synthetic_batch(trades: int) -> Path:
+    """The cached batch of `trades` trades, generated (and timed) on first use."""
+    path = RESULTS / f"batch-{trades}-{SEED}"
+    if not path.exists():
+        started = time.perf_counter()
+        subprocess.run([str(LIVETRAIN), "synth-batch", "--out", str(path), "--trades", str(trades), "--seed",
+                        str(SEED)], check=True)
+        print(f"generated {path.name} in {time.perf_counter() - started:.1f} s", flush=True)
+    return path
+
+
+def run_preprocess(batch: Path, output: Path):
+    return measure([sys.executable, str(ROOT / "processing" / "preprocess.py"), "--input-dir", str(batch),
+                    "--output-dir", str(output)])
+
+
+def same_numbers(a: Path, b: Path) -> bool:
+    return all(np.allclose(pd.read_csv(a / name, header=None), pd.read_csv(b / name, header=None), rtol=0, atol=1e-9)
+               for name in (preprocess.TRAIN_CSV, preprocess.VALIDATION_CSV, preprocess.TEST_FEATURES_CSV))
+
+
+def main() -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    small, large = synthetic_batch(10_000), synthetic_batch(1_000_000)
+    with tempfile.TemporaryDirectory(dir=RESULTS) as scratch:
+        scratch = Path(scratch)
+        print("10k trades: naive baseline …", flush=True)
+        naive = measure([sys.executable, str(ROOT / "bench" / "naive_preprocess.py"), "--input-dir", str(small),
+                         "--output-dir", str(scratch / "naive")])
+        fast = run_preprocess(small, scratch / "fast")
+        if not same_numbers(scratch / "naive", scratch / "fast"):
+            raise SystemExit("bench_preprocess: the baseline and preprocess.py disagree; the comparison is void")
+        print("1M trades: preprocess.py …", flush=True)
+        big = run_preprocess(large, scratch / "large")
+    runs = {"naive baseline, 10k trades": naive, "preprocess.py, 10k trades": fast, "preprocess.py, 1M trades": big}
+    rows = [{"run": name, "seconds": f"{m.seconds:.2f}", "peak RSS MB": f"{m.peak_rss_mb:.0f}"}
+            for name, m in runs.items()]
+    print(table(rows))
+    ratio = naive.seconds / fast.seconds
+    print(f"10k: {ratio:.0f}x the baseline (target >= {TARGET_RATIO}x): {'met' if ratio >= TARGET_RATIO else 'MISSED'}")
+    met = big.seconds <= TARGET_SECONDS and big.peak_rss_mb <= TARGET_RSS_MB
+    print(f"1M: {big.seconds:.1f} s, {big.peak_rss_mb:.0f} MB (targets <= {TARGET_SECONDS} s, <= {TARGET_RSS_MB} MB): "
+          f"{'met' if met else 'MISSED'}")

@@ -1,0 +1,485 @@
+"""The Preprocess step: one batch → leak-free features, split by time into train, validation and test.
+
+    python preprocess.py --input-dir D --output-dir O [--lookback-seconds 600]
+                         [--train-fraction 0.7 --validation-fraction 0.15] [--workers N]
+
+Features of a trade opened at t (`open_ts`, ms): the bid, offer, mid_open, high
+and low of the last tick at or before t, then for j = 1 … lookback the mid
+((bid + offer) / 2) of the last tick at or before t − j·1000 ms, all minus the
+mid of the last tick at or before t. Nothing after t is used; a gap carries the
+last tick before it. A trade with no tick at or before t − lookback is dropped
+(reason `short_lookback`).
+
+Split: the remaining trades, in open-time order, are cut 70/15/15 (by count) into
+train, validation and test; a trade whose lifetime [open_ts, close_ts] reaches a
+later slice's first open is purged (reason `crosses_split_boundary`), so that no
+label depends on prices of a later slice.
+
+Writes, under O (CSV without header, floats written exactly):
+    train/train.csv              label, then the features
+    validation/validation.csv    label, then the features
+    test/test_features.csv       the features only (Batch Transform input)
+    test/test_labels.csv         the label of each test row
+    metadata/features.json       feature names, counts, drops by reason, split boundaries, positive rates
+    metadata/rows.csv            slice,row,trade_id (header row)
+Everything is written to a staging folder first: bad input or a failure leaves no output.
+
+Runs in SageMaker's scikit-learn Processing container from a copy of the
+`processing/` folder: it imports only numpy, pandas, the standard library and
+the batch contract next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+try:  # in the Processing container the contract is a sibling file; in tests and the CLI, a package module
+    import batch_contract as contract
+except ImportError:
+    from processing import batch_contract as contract
+
+DEFAULT_INPUT_DIR = "/opt/ml/processing/input/batch"
+DEFAULT_OUTPUT_DIR = "/opt/ml/processing/output"
+TRAIN_CSV = "train/train.csv"
+VALIDATION_CSV = "validation/validation.csv"
+TEST_FEATURES_CSV = "test/test_features.csv"
+TEST_LABELS_CSV = "test/test_labels.csv"
+FEATURES_JSON = "metadata/features.json"
+ROWS_CSV = "metadata/rows.csv"
+SLICES = ("train", "validation", "test")
+
+MAX_DECIMALS = 6  # feature values are written with at most this many decimals
+MAX_INTEGER_DIGITS = 7  # … and at most this many digits before the point
+CHUNK_ROWS = 16  # rows per step: small temporaries stay in the CPU cache and in malloc's heap
+# (bigger ones are mmap-ed and page-faulted afresh at every step, which costs more than the work)
+WRITE_BUFFER_BYTES = 8 << 20  # large writes: much less kernel time per byte than 64 KB ones
+MIN_ROWS_PER_WORKER = 20_000  # below this a second process costs more than it saves
+PROGRESS_SECONDS = 5.0
+
+
+# ---------------------------------------------------------------- ticks and features
+
+
+class Ticks:
+    """Tick prices as int64 multiples of 10**-decimals, and the last tick at or before any time in O(1).
+
+    The lookup table holds, for each 2**shift-ms bucket of the tick span, the
+    number of ticks before the bucket starts (about 4 buckets per tick); a
+    lookup then counts the few ticks inside its own bucket.
+    """
+
+    def __init__(self, ts: np.ndarray, prices: np.ndarray):
+        """`ts`: strictly increasing int64 ms; `prices`: one row per tick, the PRICE_FIELDS columns."""
+        self.decimals = feature_decimals(prices)
+        self.prices = np.round(prices * 10.0**self.decimals).astype(np.int64)  # PRICE_FIELDS columns
+        self.mid = (self.prices[:, 0] + self.prices[:, 1]) // 2  # exact: one more decimal than the quotes
+        self._origin = int(ts[0])
+        span = int(ts[-1]) - self._origin + 1
+        self._shift = max(0, int(np.log2(span / (4 * len(ts)))))
+        bucket_starts = self._origin + (np.arange((span >> self._shift) + 1, dtype=np.int64) << self._shift)
+        self._ticks_before_bucket = np.searchsorted(ts, bucket_starts, side="left")
+        self._ts_then_end = np.append(ts, np.iinfo(np.int64).max)
+
+    def last_at_or_before(self, times: np.ndarray) -> np.ndarray:
+        """Index of the last tick at or before each time (int64 ms); -1 before the first tick."""
+        count = np.take(self._ticks_before_bucket, (times - self._origin) >> self._shift, mode="clip")
+        flat_count, flat_times = count.reshape(-1), times.reshape(-1)
+        behind = np.flatnonzero(self._ts_then_end[flat_count] <= flat_times)
+        while behind.size:  # count the ticks inside the time's own bucket
+            flat_count[behind] += 1
+            behind = behind[self._ts_then_end[flat_count[behind]] <= flat_times[behind]]
+        return count - 1
+
+
+def feature_decimals(prices: np.ndarray) -> int:
+    """Decimals that write every feature exactly: the prices' own, plus one for a mid's half (capped)."""
+    for decimals in range(MAX_DECIMALS):
+        scaled = prices * 10.0**decimals
+        if np.all(np.abs(scaled - np.round(scaled)) <= 1e-12 * max(1.0, float(np.abs(scaled).max()))):
+            return decimals + 1
+    return MAX_DECIMALS
+
+
+def feature_matrix(ticks: Ticks, open_ts: np.ndarray, lookback_seconds: int, out: np.ndarray) -> np.ndarray:
+    """Write the features of trades opened at `open_ts` into `out` (rows, 5 + lookback), in price units.
+
+    Columns follow `batch_contract.feature_names(lookback_seconds)`. Every trade
+    must have a tick at or before open_ts − lookback_seconds.
+    """
+    times = open_ts[:, None] - 1000 * np.arange(lookback_seconds + 1, dtype=np.int64)  # column 0: the open
+    at = ticks.last_at_or_before(times)
+    mids = ticks.mid[at]
+    now = mids[:, :1]
+    n_fields = len(contract.PRICE_FIELDS)
+    np.subtract(ticks.prices[at[:, 0]], now, out=out[:, :n_fields])
+    np.subtract(mids[:, 1:], now, out=out[:, n_fields:])
+    return out
+
+
+# ---------------------------------------------------------------- CSV text
+
+
+_BYTE = np.uint64(8)
+
+
+def _digit_words(numbers: np.ndarray, width: int) -> np.ndarray:
+    """Zero-padded decimal text of numbers < 10**width (≤ 8 digits), one little-endian uint64 per number."""
+    words = np.zeros(len(numbers), np.uint64)
+    for i in range(width):
+        digit = (numbers // 10 ** (width - 1 - i) % 10).astype(np.uint64)
+        words |= (digit + np.uint64(ord("0"))) << np.uint64(8 * i)
+    return words
+
+
+@functools.lru_cache
+def _integer_text(width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Text and bit length of 0 … 10**width − 1 (no leading zeros), then of the same numbers with a '-'."""
+    numbers = np.arange(10**width, dtype=np.int64)
+    digits = (np.ones(len(numbers), np.int64) + sum(numbers >= 10**k for k in range(1, width))).astype(np.uint64)
+    words = _digit_words(numbers, width) >> _BYTE * (np.uint64(width) - digits)
+    return (np.concatenate([words, (words << _BYTE) | np.uint64(ord("-"))]),
+            np.concatenate([_BYTE * digits, _BYTE * (digits + np.uint64(1))]))
+
+
+@functools.lru_cache
+def _fraction_text(decimals: int, separator: str) -> tuple[np.ndarray, np.ndarray]:
+    """Text and bit length of '.ddd' for 0 … 10**decimals − 1 (no trailing zeros; '' for 0), then the separator."""
+    numbers = np.arange(10**decimals, dtype=np.int64)
+    digits = np.full(len(numbers), decimals) - sum(numbers % 10**k == 0 for k in range(1, decimals + 1))
+    length = np.where(digits > 0, digits + 1, 0).astype(np.uint64)  # with the point
+    words = (_digit_words(numbers, decimals) << _BYTE) | np.uint64(ord("."))
+    words &= (np.uint64(1) << _BYTE * length) - np.uint64(1)  # cut after the last non-zero digit
+    return words | (np.uint64(ord(separator)) << _BYTE * length), _BYTE * (length + np.uint64(1))
+
+
+def csv_text(values: np.ndarray, decimals: int) -> bytes:
+    """CSV lines for an int64 matrix of multiples of 10**-decimals, each number as short as it can be exact.
+
+    `[[1000, -2500], [5, 0]]` with 3 decimals → b"1,-2.5\\n0.005,0\\n". Vectorised:
+    each number becomes a 16-byte token (sign and integer digits from one
+    table, '.digits' and the separator from another, joined with shifts), and
+    the tokens are packed end to end with one scatter of 16-byte slots at the
+    running sum of their lengths: each slot's unused tail is overwritten by the
+    next token, because numpy assigns the slots in order.
+    """
+    rows, columns = values.shape
+    if rows == 0:
+        return b""
+    scale = 10**decimals
+    magnitude = np.abs(values)
+    integer = magnitude // scale
+    fraction = magnitude - integer * scale
+    width = len(str(int(integer.max())))
+    if width > MAX_INTEGER_DIGITS:
+        raise ValueError(f"{int(integer.max())} has more than {MAX_INTEGER_DIGITS} digits before the point")
+    int_words, int_bits = _integer_text(width)
+    at = integer + (values < 0) * 10**width
+    head, head_bits = int_words[at], int_bits[at]
+    frac_words, frac_bits = _fraction_text(decimals, ",")
+    tail, tail_bits = frac_words[fraction], frac_bits[fraction]
+    last_words, _ = _fraction_text(decimals, "\n")
+    tail[:, -1] = last_words[fraction[:, -1]]
+    tokens = np.empty((rows, columns, 2), np.uint64)  # 16 bytes: head then tail
+    tokens[..., 0] = head | (tail << (head_bits - _BYTE) << _BYTE)  # two shifts: a shift by 64 is undefined
+    tokens[..., 1] = tail >> (np.uint64(64) - head_bits)
+    lengths = ((head_bits + tail_bits) >> np.uint64(3)).astype(np.int64).reshape(-1)
+    ends = np.cumsum(lengths)
+    text = np.empty(int(ends[-1]) + 16, np.uint8)
+    slots = np.ndarray((int(ends[-1]) + 1,), "V16", text, strides=(1,))  # a 16-byte slot at every byte
+    slots[ends - lengths] = tokens.reshape(-1).view("V16")
+    return text[: ends[-1]].tobytes()
+
+
+# ---------------------------------------------------------------- split
+
+
+@dataclass
+class Split:
+    """Trade positions of each slice (open-time order), the slices' first opens, and drops by reason."""
+
+    rows: dict[str, np.ndarray]
+    boundaries: tuple[int, int]  # ms: validation starts, test starts
+    dropped: dict[str, int]
+
+
+def split_trades(open_ts: np.ndarray, close_ts: np.ndarray, labels: np.ndarray, has_lookback: np.ndarray,
+                 train_fraction: float, validation_fraction: float) -> Split:
+    """Cut the trades with full look-back by open time, purging those whose lifetime reaches a later slice."""
+    kept = np.flatnonzero(has_lookback)
+    dropped = {"short_lookback": int(len(open_ts) - len(kept))}
+    cuts = (int(len(kept) * train_fraction), int(len(kept) * (train_fraction + validation_fraction)))
+    if not 0 < cuts[0] < cuts[1] < len(kept):
+        _too_few(len(open_ts), dropped, f"{len(kept)} are not enough for three slices")
+    boundaries = (int(open_ts[kept[cuts[0]]]), int(open_ts[kept[cuts[1]]]))
+    opened, closed = open_ts[kept], close_ts[kept]
+    crosses = np.zeros(len(kept), bool)
+    for boundary in boundaries:
+        crosses |= (opened < boundary) & (closed >= boundary)
+    dropped["crosses_split_boundary"] = int(crosses.sum())
+    kept, opened = kept[~crosses], opened[~crosses]
+    slice_of = np.searchsorted(np.array(boundaries), opened, side="right")
+    rows = {name: kept[slice_of == i] for i, name in enumerate(SLICES)}
+    for name, positions in rows.items():
+        if len(np.unique(labels[positions])) < 2:
+            _too_few(len(open_ts), dropped, f"the {name} slice has {len(positions)} trades, "
+                     f"{int(labels[positions].sum())} of them positive; it needs both labels")
+    return Split(rows=rows, boundaries=boundaries, dropped=dropped)
+
+
+def _too_few(trades: int, dropped: dict[str, int], problem: str):
+    raise contract.BatchError(
+        f"{contract.TRANSACTIONS_FILE}: too few trades left to split: {trades} trades, "
+        f"{dropped.get('short_lookback', 0)} without full look-back, "
+        f"{dropped.get('crosses_split_boundary', 0)} purged at split boundaries; {problem}; "
+        f"export a batch with more trades or shorten --lookback-seconds")
+
+
+# ---------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """What a feature writer needs: the ticks and, per trade, open time and label."""
+
+    ticks: Ticks
+    open_ts: np.ndarray
+    labels: np.ndarray
+    lookback_seconds: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """Rows of one feature file written by one writer, into `<file>.part<writer>`."""
+
+    file: str
+    rows: np.ndarray
+    with_label: bool
+
+
+def write_part(source: FeatureSource, part: Part, path: Path, report) -> None:
+    """Format the part's rows (label first if asked) chunk by chunk into `path`."""
+    decimals = source.ticks.decimals
+    n_features = len(contract.feature_names(source.lookback_seconds))
+    with open(path, "wb", buffering=WRITE_BUFFER_BYTES) as out:
+        for start in range(0, len(part.rows), CHUNK_ROWS):
+            rows = part.rows[start : start + CHUNK_ROWS]
+            values = np.empty((len(rows), part.with_label + n_features), np.int64)
+            if part.with_label:
+                values[:, 0] = source.labels[rows] * 10**decimals
+            feature_matrix(source.ticks, source.open_ts[rows], source.lookback_seconds, values[:, part.with_label :])
+            out.write(csv_text(values, decimals))
+            report(len(rows))
+
+
+def plan_parts(files: list[Part], writers: int) -> list[list[Part]]:
+    """Share the rows of all files, in order, into `writers` contiguous runs of equal length."""
+    total = sum(len(f.rows) for f in files)
+    bounds = [total * w // writers for w in range(writers + 1)]
+    plans, first = [[] for _ in range(writers)], 0
+    for f in files:
+        for w in range(writers):
+            lo, hi = max(bounds[w], first), min(bounds[w + 1], first + len(f.rows))
+            if lo < hi:
+                plans[w].append(Part(f.file, f.rows[lo - first : hi - first], f.with_label))
+        first += len(f.rows)
+    return plans
+
+
+def _run_writer(source: FeatureSource, parts: list[Part], staging: Path, writer: int, writers: int) -> None:
+    total, done, last = sum(len(p.rows) for p in parts), 0, time.monotonic()
+
+    def report(rows: int) -> None:
+        nonlocal done, last
+        done += rows
+        if time.monotonic() - last > PROGRESS_SECONDS:
+            who = f"writer {writer + 1}/{writers}: " if writers > 1 else ""
+            print(f"preprocess: {who}{done:,}/{total:,} rows", file=sys.stderr, flush=True)
+            last = time.monotonic()
+
+    for part in parts:
+        write_part(source, part, staging / f"{part.file}.part{writer}", report)
+
+
+def _writer_process(source: FeatureSource, parts: list[Part], staging: Path, writer: int, writers: int) -> None:
+    try:
+        _run_writer(source, parts, staging, writer, writers)
+    except Exception as exc:
+        print(f"preprocess: writer {writer + 1}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def write_feature_files(source: FeatureSource, files: list[Part], staging: Path, writers: int,
+                        while_writing=lambda: None) -> None:
+    """Write the feature files with `writers` processes (forked: they share the arrays), then join the parts."""
+    total = sum(len(f.rows) for f in files)
+    writers = max(1, min(writers, -(-total // MIN_ROWS_PER_WORKER)))
+    plans = plan_parts(files, writers)
+    for f in files:
+        (staging / f.file).parent.mkdir(parents=True, exist_ok=True)
+    if writers == 1:
+        while_writing()
+        _run_writer(source, plans[0], staging, 0, 1)
+    else:
+        context = multiprocessing.get_context("fork")
+        processes = [context.Process(target=_writer_process, args=(source, plan, staging, w, writers), daemon=True)
+                     for w, plan in enumerate(plans)]
+        for process in processes:
+            process.start()
+        try:
+            while_writing()
+        finally:
+            for process in processes:
+                process.join()
+        failed = sum(process.exitcode != 0 for process in processes)
+        if failed:
+            raise ChildProcessError(f"{failed} of {writers} feature writers failed")
+    for f in files:
+        _join_parts(staging / f.file, [staging / f"{f.file}.part{w}" for w in range(writers)])
+
+
+def _join_parts(path: Path, parts: list[Path]) -> None:
+    parts = [p for p in parts if p.exists()]
+    os.replace(parts[0], path)
+    with open(path, "r+b") as out:
+        out.seek(0, os.SEEK_END)
+        for part in parts[1:]:
+            with open(part, "rb") as source:
+                size = os.fstat(source.fileno()).st_size
+                while size > 0:  # copied inside the kernel
+                    size -= os.copy_file_range(source.fileno(), out.fileno(), size)
+            part.unlink()
+
+
+# ---------------------------------------------------------------- the step
+
+
+def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, lookback_seconds: int = 600,
+               train_fraction: float = 0.7, validation_fraction: float = 0.15, workers: int | None = None,
+               log=lambda message: print(f"preprocess: {message}", file=sys.stderr, flush=True)) -> dict:
+    """Validate the batch in `input_dir` and write the slices to `output_dir`; returns features.json's content.
+
+    Raises BatchError (one line) for bad input, before anything is written.
+    """
+    started = time.monotonic()
+    batch = contract.read_batch(input_dir)
+    trades = batch.trades
+    ts = batch.prices["ts"].to_numpy()
+    ticks = Ticks(ts, batch.prices[list(contract.PRICE_FIELDS)].to_numpy())
+    if int(np.abs(ticks.prices).max()) >= 10 ** (MAX_INTEGER_DIGITS + ticks.decimals):
+        raise contract.BatchError(f"{contract.PRICES_FILE}: prices of {10**MAX_INTEGER_DIGITS:,} or more "
+                                  f"are not supported")
+    open_ts, labels = trades["open_ts"].to_numpy(), trades["label"].to_numpy().astype(np.int64)
+    split = split_trades(open_ts, trades["close_ts"].to_numpy(), labels,
+                         open_ts - 1000 * lookback_seconds >= ts[0], train_fraction, validation_fraction)
+    summary = _summary(batch.meta, split, labels, lookback_seconds, train_fraction, validation_fraction,
+                       ticks.decimals)
+    trade_ids = trades["trade_id"].to_numpy()
+    log(f"read and split {len(batch.prices):,} ticks and {len(trades):,} trades in "
+        f"{time.monotonic() - started:.1f} s")
+    del batch, trades  # the writers are forked: keep them small
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=output_dir))
+    try:
+        source = FeatureSource(ticks, open_ts, labels, lookback_seconds)
+        files = [Part(TRAIN_CSV, split.rows["train"], True), Part(VALIDATION_CSV, split.rows["validation"], True),
+                 Part(TEST_FEATURES_CSV, split.rows["test"], False)]
+
+        def write_metadata() -> None:  # while the writers work
+            _write_metadata(staging, summary, split, labels, trade_ids)
+
+        write_feature_files(source, files, staging, workers or os.cpu_count() or 1, write_metadata)
+        for name in (TRAIN_CSV, VALIDATION_CSV, TEST_FEATURES_CSV, TEST_LABELS_CSV, FEATURES_JSON, ROWS_CSV):
+            (output_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, output_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _summary(meta: dict, split: Split, labels: np.ndarray, lookback_seconds: int, train_fraction: float,
+             validation_fraction: float, decimals: int) -> dict:
+    validation_starts, test_starts = contract.format_ts(split.boundaries)
+    return {
+        "batch_id": meta["batch_id"],
+        "epic": meta["epic"],
+        "lookback_seconds": lookback_seconds,
+        "feature_names": contract.feature_names(lookback_seconds),
+        "decimals": decimals,
+        "counts": {"trades": len(labels), **{name: len(rows) for name, rows in split.rows.items()}},
+        "dropped": split.dropped,
+        "split": {"train_fraction": train_fraction, "validation_fraction": validation_fraction,
+                  "validation_starts": str(validation_starts), "test_starts": str(test_starts)},
+        "positive_rate": {name: round(float(labels[rows].mean()), 6) for name, rows in split.rows.items()},
+    }
+
+
+def _write_metadata(staging: Path, summary: dict, split: Split, labels: np.ndarray, trade_ids: np.ndarray) -> None:
+    for name in (TEST_LABELS_CSV, FEATURES_JSON):
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+    (staging / FEATURES_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+    (staging / TEST_LABELS_CSV).write_bytes(csv_text(labels[split.rows["test"], None], 0))
+    rows = pd.DataFrame({
+        "slice": np.repeat(SLICES, [len(split.rows[name]) for name in SLICES]),
+        "row": np.concatenate([np.arange(len(split.rows[name])) for name in SLICES]),
+        "trade_id": trade_ids[np.concatenate([split.rows[name] for name in SLICES])],
+    })  # fmt: skip
+    rows.to_csv(staging / ROWS_CSV, index=False)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input-dir", default=DEFAULT_INPUT_DIR, help="the batch (default: %(default)s)")
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="default: %(default)s")
+    parser.add_argument("--lookback-seconds", type=_positive_int, default=contract.LOOKBACK_SECONDS)
+    parser.add_argument("--train-fraction", type=_fraction, default=0.7)
+    parser.add_argument("--validation-fraction", type=_fraction, default=0.15)
+    parser.add_argument("--workers", type=_positive_int, help="writer processes (default: one per CPU)")
+    args = parser.parse_args(argv)
+    if args.train_fraction + args.validation_fraction >= 1:
+        parser.error("--train-fraction plus --validation-fraction must leave a test slice (sum below 1)")
+    started = time.monotonic()
+    try:
+        summary = preprocess(args.input_dir, args.output_dir, args.lookback_seconds, args.train_fraction,
+                             args.validation_fraction, args.workers)
+    except (contract.BatchError, OSError) as exc:
+        print(f"preprocess: error: {exc}", file=sys.stderr)
+        return 1
+    counts, dropped = summary["counts"], summary["dropped"]
+    print(f"preprocess: {counts['trades']:,} trades: train {counts['train']:,}, validation "
+          f"{counts['validation']:,}, test {counts['test']:,} rows of {len(summary['feature_names'])} features; "
+          f"dropped {dropped['short_lookback']:,} without full look-back, {dropped['crosses_split_boundary']:,} "
+          f"crossing a split boundary; {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
