@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, fields
 
-COMMAND_MODULES = ("streamer.cli",)
+COMMAND_MODULES = ("streamer.cli", "infra.cli")
 
 
 class UserError(Exception):
