@@ -5,17 +5,14 @@ reading them here rather than retyping them:
 
 - `manifest_rule_pattern(bucket)`: S3 "Object Created" in the bucket, key `batches/*.manifest`;
 - `approval_rule_pattern(group)`: "SageMaker Model Package State Change" for the group, Approved;
-- `pipeline_parameter_mapping()`: pipeline parameter -> JSON path into the event, and
-  `pipeline_parameters(event)`: what EventBridge passes to StartPipelineExecution for an event;
-- `model_package_state_change_event(...)`: the event AWS emits when a package changes (moto emits none).
+- `pipeline_parameter_mapping()`: pipeline parameter -> JSON path into the event (the whole value is
+  the path, as EventBridge's dynamic target parameters require).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import uuid
-from datetime import UTC, datetime
 
 MANIFEST_RULE = "ManifestRule"
 APPROVAL_RULE = "ApprovalRule"
@@ -60,46 +57,3 @@ def pipeline_parameter_mapping() -> dict[str, str]:
     (target,) = [t for t in _resources()[MANIFEST_RULE]["Properties"]["Targets"] if "SageMakerPipelineParameters" in t]
     parameters = target["SageMakerPipelineParameters"]["PipelineParameterList"]
     return {parameter["Name"]: parameter["Value"] for parameter in parameters}
-
-
-def json_path_value(event: dict, path: str):
-    """The value at a dot-notation JSON path such as `$.detail.object.key` (what these targets use)."""
-    if not path.startswith("$."):
-        raise ValueError(f"not a JSON path: {path!r}")
-    value = event
-    for name in path[2:].split("."):
-        if not isinstance(value, dict) or name not in value:
-            raise KeyError(f"the event has no {path}")
-        value = value[name]
-    return value
-
-
-def pipeline_parameters(event: dict) -> list[dict[str, str]]:
-    """The PipelineParameters EventBridge passes to StartPipelineExecution for `event`."""
-    return [{"Name": name, "Value": str(json_path_value(event, path))}
-            for name, path in pipeline_parameter_mapping().items()]
-
-
-def _epoch_ms(value) -> int:
-    return int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
-
-
-def model_package_state_change_event(package: dict, account: str, region: str) -> dict:
-    """The "SageMaker Model Package State Change" event for a DescribeModelPackage result, in AWS's shape."""
-    detail = {key: package[key] for key in (
-        "ModelPackageGroupName", "ModelPackageVersion", "ModelPackageArn", "ModelPackageDescription",
-        "InferenceSpecification", "ModelApprovalStatus", "ModelPackageStatus") if key in package}
-    for key in ("CreationTime", "LastModifiedTime"):
-        if key in package:
-            detail[key] = _epoch_ms(package[key])
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "SageMaker Model Package State Change",
-        "source": "aws.sagemaker",
-        "account": account,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": region,
-        "resources": [package["ModelPackageArn"]],
-        "detail": detail,
-    }

@@ -6,13 +6,15 @@ validates the request against the service model) and every other call to moto.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 from botocore.stub import Stubber
 
-from infra.rules import model_package_state_change_event
+from infra.local.dispatcher import ModelPackageWatcher
+from infra.rules import approval_rule_pattern
 from lambdas.deploy_on_approval import DeployConfig, deploy, handler
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -31,8 +33,37 @@ def sagemaker(aws):
     return client
 
 
-def register(sagemaker, group=GROUP, status="Approved") -> dict:
-    """A package in `group` (PendingManualApproval, then `status`); returns the event AWS would emit."""
+@pytest.fixture
+def bus(aws):
+    """moto's default bus with two SQS-tapped rules (every package state change, and the template's approval
+    rule) and the local stack's watchers that put package state changes on it, as SageMaker does on AWS."""
+    events, sqs = aws.client("events"), aws.client("sqs")
+    queues = {}
+    for name, pattern in (("all-packages", {"source": ["aws.sagemaker"]}), ("approval", approval_rule_pattern(GROUP))):
+        events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_targets(Rule=name, Targets=[{"Id": "tap", "Arn": arn}])
+        queues[name] = url
+    watchers = {group: ModelPackageWatcher(aws.client("sagemaker"), events, group, REGION, ACCOUNT)
+                for group in (GROUP, "other-models")}
+    return sqs, queues, watchers
+
+
+def drain(sqs, url: str) -> list[dict]:
+    """Every event in the queue (moto delivers during put_events, so the queue is complete when it returns)."""
+    received = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        received += [json.loads(m["Body"]) for m in messages]
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                                       for i, m in enumerate(messages)])
+    return received
+
+
+def register(sagemaker, bus, group=GROUP, status="Approved") -> dict:
+    """A package in `group`, PendingManualApproval then `status`; returns the state change event from the bus,
+    put there by the local stack's ModelPackageWatcher (SageMaker's role on AWS)."""
+    sqs, queues, watchers = bus
     arn = sagemaker.create_model_package(
         ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
         InferenceSpecification={
@@ -41,7 +72,8 @@ def register(sagemaker, group=GROUP, status="Approved") -> dict:
             "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["application/json"]},
     )["ModelPackageArn"]
     sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status)
-    return model_package_state_change_event(sagemaker.describe_model_package(ModelPackageName=arn), ACCOUNT, REGION)
+    watchers[group].poll_once()
+    return next(e for e in drain(sqs, queues["all-packages"]) if e["detail"]["ModelPackageArn"] == arn)
 
 
 def names(sagemaker) -> tuple[list[str], list[str]]:
@@ -50,8 +82,8 @@ def names(sagemaker) -> tuple[list[str], list[str]]:
     return sorted(models), sorted(configs)
 
 
-def test_approved_package_creates_the_endpoint_and_a_replay_is_a_no_op(sagemaker):
-    event = register(sagemaker)
+def test_approved_package_creates_the_endpoint_and_a_replay_is_a_no_op(sagemaker, bus):
+    event = register(sagemaker, bus)
 
     report = deploy(event, sagemaker, CONFIG)
 
@@ -70,23 +102,23 @@ def test_approved_package_creates_the_endpoint_and_a_replay_is_a_no_op(sagemaker
     assert names(sagemaker) == (["livetrain-v1"], ["livetrain-v1"])
 
 
-def test_other_group_is_a_no_op(sagemaker):
-    report = deploy(register(sagemaker, group="other-models"), sagemaker, CONFIG)
+def test_other_group_is_a_no_op(sagemaker, bus):
+    report = deploy(register(sagemaker, bus, group="other-models"), sagemaker, CONFIG)
 
     assert report["action"] == "skipped" and "'other-models'" in report["reason"]
     assert names(sagemaker) == ([], [])
     assert sagemaker.list_endpoints()["Endpoints"] == []
 
 
-def test_rejected_package_is_a_no_op(sagemaker):
-    report = deploy(register(sagemaker, status="Rejected"), sagemaker, CONFIG)
+def test_rejected_package_is_a_no_op(sagemaker, bus):
+    report = deploy(register(sagemaker, bus, status="Rejected"), sagemaker, CONFIG)
 
     assert report["action"] == "skipped" and "Rejected" in report["reason"]
     assert names(sagemaker) == ([], []) and sagemaker.list_endpoints()["Endpoints"] == []
 
 
-def test_stale_approval_of_a_package_since_rejected_is_a_no_op(sagemaker):
-    event = register(sagemaker)
+def test_stale_approval_of_a_package_since_rejected_is_a_no_op(sagemaker, bus):
+    event = register(sagemaker, bus)
     sagemaker.update_model_package(ModelPackageArn=event["detail"]["ModelPackageArn"], ModelApprovalStatus="Rejected")
 
     report = deploy(event, sagemaker, CONFIG)
@@ -132,9 +164,9 @@ EXPECTED_UPDATE = {
 }
 
 
-def test_a_newer_package_updates_the_endpoint_blue_green_once(sagemaker, aws):
-    deploy(register(sagemaker), sagemaker, CONFIG)
-    second = register(sagemaker)
+def test_a_newer_package_updates_the_endpoint_blue_green_once(sagemaker, bus, aws):
+    deploy(register(sagemaker, bus), sagemaker, CONFIG)
+    second = register(sagemaker, bus)
     client = UpdateEndpointStubbed(sagemaker, aws, completes=True)
     client.stubber.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:"
                                                                    "endpoint/livetrain"}, EXPECTED_UPDATE)
@@ -151,19 +183,19 @@ def test_a_newer_package_updates_the_endpoint_blue_green_once(sagemaker, aws):
     assert names(sagemaker) == (["livetrain-v1", "livetrain-v2"], ["livetrain-v1", "livetrain-v2"])
 
 
-def test_an_update_that_ends_on_the_old_config_is_reported_rolled_back(sagemaker, aws):
-    deploy(register(sagemaker), sagemaker, CONFIG)
+def test_an_update_that_ends_on_the_old_config_is_reported_rolled_back(sagemaker, bus, aws):
+    deploy(register(sagemaker, bus), sagemaker, CONFIG)
     client = UpdateEndpointStubbed(sagemaker, aws, completes=False)
     client.stubber.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:"
                                                                    "endpoint/livetrain"}, EXPECTED_UPDATE)
 
-    report = deploy(register(sagemaker), client, CONFIG)
+    report = deploy(register(sagemaker, bus), client, CONFIG)
 
     assert (report["action"], report["status"]) == ("updated", "RolledBack")
 
 
-def test_handler_reads_its_configuration_from_the_environment(sagemaker, aws, monkeypatch):
-    event = register(sagemaker)
+def test_handler_reads_its_configuration_from_the_environment(sagemaker, bus, aws, monkeypatch):
+    event = register(sagemaker, bus)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
     for name, value in {"ENDPOINT_NAME": "from-env", "MODEL_PACKAGE_GROUP": GROUP, "EXECUTION_ROLE_ARN": ROLE,
                         "ALARM_NAMES": "a,b", "INSTANCE_TYPE": "ml.c5.xlarge", "WAIT_SECONDS": "5"}.items():
@@ -174,6 +206,16 @@ def test_handler_reads_its_configuration_from_the_environment(sagemaker, aws, mo
     assert report["action"] == "created" and report["endpoint_config"] == "from-env-v1"
     variant = sagemaker.describe_endpoint_config(EndpointConfigName="from-env-v1")["ProductionVariants"][0]
     assert variant["InstanceType"] == "ml.c5.xlarge"
+
+
+def test_the_approval_rule_delivers_approved_packages_of_the_group_only(sagemaker, bus):
+    approved = register(sagemaker, bus)
+    register(sagemaker, bus, status="Rejected")
+    register(sagemaker, bus, group="other-models")
+
+    delivered = drain(bus[0], bus[1]["approval"])
+
+    assert [e["detail"]["ModelPackageArn"] for e in delivered] == [approved["detail"]["ModelPackageArn"]]
 
 
 def test_missing_configuration_is_named():
