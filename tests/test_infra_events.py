@@ -1,4 +1,5 @@
-"""The deploy-on-approval Lambda against moto's SageMaker in server mode.
+"""The template's two rules through moto's real EventBridge, and the deploy-on-approval Lambda against moto's
+SageMaker, all in server mode.
 
 moto has no UpdateEndpoint (HTTP 500), so the update path sends that one call to a botocore Stubber (which
 validates the request against the service model) and every other call to moto.
@@ -13,8 +14,8 @@ import sys
 import pytest
 from botocore.stub import Stubber
 
-from infra.local.dispatcher import ModelPackageWatcher
-from infra.rules import approval_rule_pattern
+from infra.local.dispatcher import ModelPackageWatcher, json_path
+from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from lambdas.deploy_on_approval import DeployConfig, deploy, handler
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -33,21 +34,51 @@ def sagemaker(aws):
     return client
 
 
+def tap(aws, name: str, pattern: dict) -> str:
+    """A rule on moto's default bus with an SQS queue as its target; the queue's URL."""
+    events, sqs = aws.client("events"), aws.client("sqs")
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_targets(Rule=name, Targets=[{"Id": "tap", "Arn": arn}])
+    return url
+
+
+def test_the_manifest_rule_matches_a_batch_manifest_only(aws):
+    s3, sqs = aws.client("s3"), aws.client("sqs")
+    for bucket in ("livetrain-data", "elsewhere"):
+        s3.create_bucket(Bucket=bucket)
+        s3.put_bucket_notification_configuration(Bucket=bucket,
+                                                 NotificationConfiguration={"EventBridgeConfiguration": {}})
+    manifest_rule = tap(aws, "manifest", manifest_rule_pattern("livetrain-data"))
+    # Why one wildcard matcher: matchers listed in one array are OR-ed, so prefix and suffix side by side
+    # would also match these other keys.
+    either_rule = tap(aws, "prefix-or-suffix", {"source": ["aws.s3"], "detail-type": ["Object Created"],
+                                                "detail": {"object": {"key": [{"prefix": "batches/"},
+                                                                              {"suffix": ".manifest"}]}}})
+    manifest = "batches/CS.D.BITCOIN.CFD.IP/b1/batch.manifest"
+    for bucket, key in (("livetrain-data", "batches/CS.D.BITCOIN.CFD.IP/b1/prices.csv"),
+                        ("livetrain-data", "exports/b1/batch.manifest"), ("elsewhere", manifest),
+                        ("livetrain-data", manifest)):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"[]")
+
+    (event,) = drain(sqs, manifest_rule)
+
+    assert (event["detail-type"], event["detail"]["object"]["key"]) == ("Object Created", manifest)
+    assert {name: json_path(event, path) for name, path in pipeline_parameter_mapping().items()} == {
+        "InputBucket": "livetrain-data", "InputManifestKey": manifest}
+    assert len(drain(sqs, either_rule)) == 4
+
+
 @pytest.fixture
 def bus(aws):
     """moto's default bus with two SQS-tapped rules (every package state change, and the template's approval
     rule) and the local stack's watchers that put package state changes on it, as SageMaker does on AWS."""
-    events, sqs = aws.client("events"), aws.client("sqs")
-    queues = {}
-    for name, pattern in (("all-packages", {"source": ["aws.sagemaker"]}), ("approval", approval_rule_pattern(GROUP))):
-        events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
-        url = sqs.create_queue(QueueName=name)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_targets(Rule=name, Targets=[{"Id": "tap", "Arn": arn}])
-        queues[name] = url
-    watchers = {group: ModelPackageWatcher(aws.client("sagemaker"), events, group, REGION, ACCOUNT)
+    queues = {"all-packages": tap(aws, "all-packages", {"source": ["aws.sagemaker"]}),
+              "approval": tap(aws, "approval", approval_rule_pattern(GROUP))}
+    watchers = {group: ModelPackageWatcher(aws.client("sagemaker"), aws.client("events"), group, REGION, ACCOUNT)
                 for group in (GROUP, "other-models")}
-    return sqs, queues, watchers
+    return aws.client("sqs"), queues, watchers
 
 
 def drain(sqs, url: str) -> list[dict]:
