@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, fields
 
-COMMAND_MODULES = ("streamer.cli", "infra.cli")
+COMMAND_MODULES = ("streamer.cli", "pipelines.cli", "infra.cli")
 
 
 class UserError(Exception):
@@ -30,6 +30,7 @@ class Config:
     pipeline_name: str = "livetrain"
     model_package_group: str = "livetrain-models"
     state_dir: str = ".livetrain"
+    role_arn: str = ""  # the SageMaker Pipeline's execution role; "" = not configured
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Config:
