@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,13 @@ from livetrain import UserError
 LAMBDA_SOURCE = Path(__file__).resolve().parents[1] / "lambdas" / "deploy_on_approval.py"
 MAX_TEMPLATE_BODY = 51_200  # bytes CloudFormation accepts inline
 POLL_SECONDS = 5
+SET_BY_DEPLOY = {
+    "DataBucketName": "pass --bucket instead (the pipeline upsert uses it too)",
+    "PipelineName": "pass --pipeline-name instead (the pipeline upsert uses it too)",
+    "ModelPackageGroupName": "pass --model-package-group instead (the pipeline upsert uses it too)",
+    "LambdaCodeBucket": "deploy uploads the Lambda; pass --artifact-bucket to choose the bucket",
+    "LambdaCodeKey": "deploy uploads the Lambda and names the key after its content",
+}
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 DONE = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE")
 WHAT_IS_LEFT = {
@@ -204,14 +210,13 @@ def execute_and_wait(cloudformation, stack: str, change_set: str, timeout: float
 
 
 def upsert_pipeline(args, role_arn: str) -> None:
-    """The pipeline branch's `livetrain pipeline upsert`, with this stack's execution role, bucket and names."""
+    """`livetrain pipeline upsert` (the pipelines part) with this stack's execution role, bucket and names."""
     command = [sys.executable, "-m", "livetrain", "pipeline", "upsert", "--role-arn", role_arn,
-               "--region", args.region]
+               "--region", args.region, "--bucket", args.bucket, "--pipeline-name", args.pipeline_name,
+               "--model-package-group", args.model_package_group]
     if args.endpoint_url:
         command += ["--endpoint-url", args.endpoint_url]
-    env = {**os.environ, "LIVETRAIN_REGION": args.region, "LIVETRAIN_BUCKET": args.bucket,
-           "LIVETRAIN_PIPELINE_NAME": args.pipeline_name, "LIVETRAIN_MODEL_PACKAGE_GROUP": args.model_package_group}
-    process = subprocess.Popen(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
     last = ""
     for line in process.stderr:
         sys.stderr.write(line)
@@ -240,12 +245,15 @@ def deploy(args) -> dict[str, str]:
                         f"{MAX_TEMPLATE_BODY} inline: split it into nested stacks")
     declared = load_template(template).get("Parameters", {})
     overrides = parse_parameters(args.parameter, declared)
+    for name, instead in SET_BY_DEPLOY.items():
+        if name in overrides:
+            raise UserError(f"--parameter {name}: {instead}")
     cloudformation = client("cloudformation")
 
     with stage("find the account", left="nothing deployed"):
         account = client("sts").get_caller_identity()["Account"]
         status = stack_status(cloudformation, args.stack_name)
-    if status and status in WHAT_IS_LEFT and status.startswith("ROLLBACK"):
+    if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED"):
         raise UserError(f"stack {args.stack_name} is {status}: "
                         + WHAT_IS_LEFT[status].format(stack=args.stack_name))
     if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
@@ -255,17 +263,18 @@ def deploy(args) -> dict[str, str]:
     code = package_lambda()
     artifact_bucket = args.artifact_bucket or f"livetrain-artifacts-{account}-{args.region}"
     code_key = f"lambdas/{LAMBDA_SOURCE.stem}-{hashlib.sha256(code).hexdigest()[:16]}.zip"
-    progress(f"uploading the Lambda ({len(code)} bytes) to s3://{artifact_bucket}/{code_key}")
-    with stage("upload the Lambda", left="nothing deployed"):
-        s3 = client("s3")
-        ensure_artifact_bucket(s3, artifact_bucket, args.region)
-        s3.put_object(Bucket=artifact_bucket, Key=code_key, Body=code)
-
     values = {"DataBucketName": args.bucket, "PipelineName": args.pipeline_name,
               "ModelPackageGroupName": args.model_package_group, "LambdaCodeBucket": artifact_bucket,
               "LambdaCodeKey": code_key, **overrides}
     parameters = stack_parameters(declared, {k: v for k, v in values.items() if k in declared}, creating,
                                   args.stack_name)
+
+    with stage("upload the Lambda", left="nothing deployed"):
+        s3 = client("s3")
+        ensure_artifact_bucket(s3, artifact_bucket, args.region)
+        progress(f"uploading the Lambda ({len(code)} bytes) to s3://{artifact_bucket}/{code_key}")
+        s3.put_object(Bucket=artifact_bucket, Key=code_key, Body=code)
+
     progress(f"{'creating' if creating else 'updating'} stack {args.stack_name} in {args.region}")
     change_set = create_change_set(cloudformation, args, template, parameters, creating)
     if change_set is None:
