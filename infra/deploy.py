@@ -132,8 +132,13 @@ def create_change_set(cloudformation, args, template: str, parameters: list[dict
     if args.role_arn:
         request["RoleARN"] = args.role_arn
     unchanged = "stack unchanged" if not creating else "nothing created"
-    with stage("create the change set", left=unchanged):
-        cloudformation.create_change_set(**request)
+    try:
+        with stage("create the change set", left=unchanged):
+            cloudformation.create_change_set(**request)
+    except UserError as exc:  # some endpoints refuse an empty change set outright instead of failing it
+        if any(text in str(exc) for text in NO_CHANGES):
+            return None
+        raise
     deadline = time.monotonic() + 600
     while True:
         with stage("create the change set", left=f"change set {name} not executed, {unchanged}"):
