@@ -17,6 +17,7 @@ from botocore.stub import Stubber
 from infra.local.dispatcher import ModelPackageWatcher, json_path
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from lambdas.deploy_on_approval import DeployConfig, deploy, handler
+from processing.batch_contract import MANIFEST_FILE, batch_key_prefix
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 GROUP, ENDPOINT = "livetrain-models", "livetrain"
@@ -56,8 +57,9 @@ def test_the_manifest_rule_matches_a_batch_manifest_only(aws):
     either_rule = tap(aws, "prefix-or-suffix", {"source": ["aws.s3"], "detail-type": ["Object Created"],
                                                 "detail": {"object": {"key": [{"prefix": "batches/"},
                                                                               {"suffix": ".manifest"}]}}})
-    manifest = "batches/CS.D.BITCOIN.CFD.IP/b1/batch.manifest"
-    for bucket, key in (("livetrain-data", "batches/CS.D.BITCOIN.CFD.IP/b1/prices.csv"),
+    batch = batch_key_prefix("CS.D.BITCOIN.CFD.IP", "b1")
+    manifest = batch + MANIFEST_FILE
+    for bucket, key in (("livetrain-data", batch + "prices.csv"),
                         ("livetrain-data", "exports/b1/batch.manifest"), ("elsewhere", manifest),
                         ("livetrain-data", manifest)):
         s3.put_object(Bucket=bucket, Key=key, Body=b"[]")

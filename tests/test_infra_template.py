@@ -6,6 +6,8 @@ import pytest
 
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from infra.template import TEMPLATE_PATH, load_template
+from pipelines.contract import PARAMETER_NAMES
+from processing.batch_contract import BATCHES_PREFIX, MANIFEST_FILE
 
 # Actions that IAM cannot scope to a resource (the Service Authorization Reference lists no resource type for
 # them), so their statements need Resource "*". Anything else with "*" fails the test.
@@ -98,6 +100,16 @@ def test_the_rules_come_from_the_template():
     assert approval_rule_pattern("g")["detail"] == {"ModelPackageGroupName": ["g"], "ModelApprovalStatus": ["Approved"]}
     assert pipeline_parameter_mapping() == {"InputBucket": "$.detail.bucket.name",
                                             "InputManifestKey": "$.detail.object.key"}
+
+
+def test_the_template_agrees_with_the_batch_contract_and_the_pipeline():
+    template = load_template()
+    manifest_suffix = MANIFEST_FILE[MANIFEST_FILE.rindex("."):]
+
+    assert template["Mappings"]["Constants"]["Prefixes"]["Batches"] == BATCHES_PREFIX
+    key_matchers = manifest_rule_pattern("b")["detail"]["object"]["key"]
+    assert key_matchers == [{"wildcard": f"{BATCHES_PREFIX}/*{manifest_suffix}"}]
+    assert set(pipeline_parameter_mapping()) <= set(PARAMETER_NAMES)
 
 
 def test_infra_template_prints_the_template(run_cli):
