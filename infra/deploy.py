@@ -194,15 +194,17 @@ def execute_and_wait(cloudformation, stack: str, change_set: str, timeout: float
     while True:
         with stage("wait for the stack", left=f"it carries on in CloudFormation: {stack}"):
             status = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
-            for event in cloudformation.describe_stack_events(StackName=stack)["StackEvents"][::-1]:
-                if event["EventId"] in seen or event["Timestamp"].timestamp() < started - 5:
-                    continue
-                seen.add(event["EventId"])
-                events.append(event)
-                reason = f" — {event['ResourceStatusReason']}" if event.get("ResourceStatusReason") else ""
-                progress(f"  {event['LogicalResourceId']}: {event['ResourceStatus']}{reason}")
+            new = [event for event in cloudformation.describe_stack_events(StackName=stack)["StackEvents"][::-1]
+                   if event["EventId"] not in seen and event["Timestamp"].timestamp() >= started - 5]
+        for event in new:
+            seen.add(event["EventId"])
+            events.append(event)
+            reason = f" — {event['ResourceStatusReason']}" if event.get("ResourceStatusReason") else ""
+            progress(f"  {event['LogicalResourceId']}: {event['ResourceStatus']}{reason}")
         if not status.endswith("_IN_PROGRESS"):
             break
+        if not new:
+            progress(f"stack {stack}: {status} ({time.time() - started:.0f} s)")
         if time.monotonic() > deadline:
             raise UserError(f"wait for the stack failed: still {status} after {timeout:.0f} s; it carries on in "
                             f"CloudFormation (aws cloudformation describe-stack-events --stack-name {stack})")
