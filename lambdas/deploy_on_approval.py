@@ -136,7 +136,9 @@ def deploy(event: dict, sagemaker, config: DeployConfig, wait_seconds: float | N
     if status != "Approved":
         return _skipped(f"package {detail.get('ModelPackageArn')} is {status}, not Approved")
 
-    package_arn = detail["ModelPackageArn"]
+    package_arn = detail.get("ModelPackageArn") or next(iter(event.get("resources") or []), None)
+    if not package_arn:
+        return _skipped("the event names no model package")
     package = sagemaker.describe_model_package(ModelPackageName=package_arn)
     if package["ModelApprovalStatus"] != "Approved":
         return _skipped(f"package {package_arn} is now {package['ModelApprovalStatus']} (stale event)")
