@@ -1,6 +1,7 @@
 """`livetrain pipeline …`: build, upload, start and inspect the SageMaker Pipeline.
 
-Only the standard library is imported here; handlers import the SDK and boto3 when they run.
+Only the standard library (and livetrain's own stdlib-only modules) is imported here; handlers import
+the SDK and boto3 when they run.
 `definition` needs no AWS account; the other commands call SageMaker (and S3) through boto3, at
 `--endpoint-url` when given (moto in local mode), else wherever boto3's configuration points
 (AWS_ENDPOINT_URL included).
@@ -21,6 +22,8 @@ from livetrain import UserError
 from pipelines.contract import MAX_JOBS, MAX_PARALLEL_JOBS, PARAMETER_NAMES, PLACEHOLDER_ROLE_ARN
 
 FINISHED = ("Succeeded", "Failed", "Stopped")
+PIPELINE_DESCRIPTION = ("livetrain: one batch of paper trades -> features -> tuned Linear Learner -> "
+                        "quality gate on the held-out test slice -> model registry")
 
 
 def positive_int(text: str) -> int:
@@ -45,8 +48,11 @@ def add_commands(commands, config) -> None:
                              config)
 
 
-def add_pipeline_subcommands(subparsers, config) -> None:
-    """Register definition, upsert, start, describe and executions on the `pipeline` group's subparsers."""
+def add_pipeline_subcommands(subparsers, config) -> dict[str, argparse.ArgumentParser]:
+    """Register definition, upsert, start, describe and executions on the `pipeline` group's subparsers.
+
+    Returns their parsers by name, so that another part can add options (e.g. `executions --local`).
+    """
     definition = subparsers.add_parser(
         "definition", help="print the pipeline definition JSON (no AWS account needed)",
         description="Print the pipeline definition JSON that `upsert` sends. Needs no credentials and no network.")
@@ -85,6 +91,8 @@ def add_pipeline_subcommands(subparsers, config) -> None:
     _add_target_arguments(executions, config)
     executions.add_argument("--max-results", type=positive_int, default=10, help="how many (default 10)")
     executions.set_defaults(handler=run_executions)
+    return {"definition": definition, "upsert": upsert, "start": start, "describe": describe,
+            "executions": executions}
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser, config) -> None:
@@ -119,12 +127,15 @@ def _add_build_arguments(parser: argparse.ArgumentParser, config, role_required:
 def _definition_json(args: argparse.Namespace, role_arn: str) -> str:
     from pipelines.definition import build_definition
 
-    if args.max_parallel_jobs > args.max_jobs:
-        raise UserError(f"--max-parallel-jobs {args.max_parallel_jobs} exceeds --max-jobs {args.max_jobs}; "
-                        "pass a value no greater than --max-jobs")
     return build_definition(region=args.region, role_arn=role_arn, bucket=args.bucket,
                             pipeline_name=args.pipeline_name, model_package_group=args.model_package_group,
                             prefix=_prefix(args), max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
+
+
+def _check_build_arguments(args: argparse.Namespace) -> None:
+    if args.max_parallel_jobs > args.max_jobs:
+        raise UserError(f"--max-parallel-jobs {args.max_parallel_jobs} exceeds --max-jobs {args.max_jobs}; "
+                        "pass a value no greater than --max-jobs")
 
 
 def _prefix(args: argparse.Namespace) -> str:
@@ -132,24 +143,30 @@ def _prefix(args: argparse.Namespace) -> str:
 
 
 def run_definition(args: argparse.Namespace) -> int:
+    _check_build_arguments(args)
+    target = Path(args.output) if args.output else None
+    if target and not target.parent.is_dir():
+        raise UserError(f"--output {args.output}: directory {target.parent} does not exist; create it first")
     if not args.role_arn:
         print(f"note: no --role-arn or LIVETRAIN_ROLE_ARN: the definition names the placeholder role "
               f"{PLACEHOLDER_ROLE_ARN}", file=sys.stderr)
-    text = _definition_json(args, args.role_arn or PLACEHOLDER_ROLE_ARN)
-    if not args.output:
-        sys.stdout.write(text + "\n")
+    text = _definition_json(args, args.role_arn or PLACEHOLDER_ROLE_ARN) + "\n"
+    if not target:
+        sys.stdout.write(text)
         return 0
-    target = Path(args.output)
-    if not target.parent.is_dir():
-        raise UserError(f"--output {args.output}: directory {target.parent} does not exist; create it first")
     with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
-        tmp.write(text + "\n")
-    os.replace(tmp.name, target)
+        try:
+            tmp.write(text)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, target)  # all or nothing: never a half-written FILE
     print(f"wrote the definition of pipeline {args.pipeline_name} to {target}", file=sys.stderr)
     return 0
 
 
 def run_upsert(args: argparse.Namespace) -> int:
+    _check_build_arguments(args)
     role_arn = _checked_role_arn(args.role_arn)
     if role_arn == PLACEHOLDER_ROLE_ARN:
         raise UserError("--role-arn: the placeholder role exists in no account; pass the pipeline's real role")
@@ -178,10 +195,6 @@ def run_upsert(args: argparse.Namespace) -> int:
             arn = sagemaker.create_pipeline(**request)["PipelineArn"]
         print(f"created pipeline {arn}")
     return 0
-
-
-PIPELINE_DESCRIPTION = ("livetrain: one batch of paper trades -> features -> tuned Linear Learner -> "
-                        "quality gate on the held-out test slice -> model registry")
 
 
 def _checked_role_arn(role_arn: str | None) -> str:

@@ -186,22 +186,24 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
     sklearn_image = image_uris.retrieve("sklearn", region, version=SKLEARN_VERSION)
     linear_learner_image = image_uris.retrieve("linear-learner", region)
 
-    def script_processor(script: str) -> Processor:
-        return Processor(role=role_arn, image_uri=sklearn_image, instance_count=1,
-                         instance_type=processing_instance_type, entrypoint=["python3", f"{CODE_DIR}/{script}"],
-                         base_job_name=f"{pipeline_name}-{Path(script).stem}", sagemaker_session=session)
-
-    def code_input(step_name: str) -> ProcessingInput:
-        return s3_input("code", code[step_name].s3_prefix, CODE_DIR)
+    def run_script(step_name: str, inputs: list, outputs: list, arguments: list):
+        """A processing job that runs the step's script from its code bundle in the scikit-learn image."""
+        bundle = code[step_name]
+        processor = Processor(role=role_arn, image_uri=sklearn_image, instance_count=1,
+                              instance_type=processing_instance_type,
+                              entrypoint=["python3", f"{CODE_DIR}/{bundle.script}"],
+                              base_job_name=f"{pipeline_name}-{Path(bundle.script).stem}", sagemaker_session=session)
+        return processor.run(inputs=[s3_input("code", bundle.s3_prefix, CODE_DIR), *inputs], outputs=outputs,
+                             arguments=arguments)
 
     # 1. Preprocess: the batch named by the manifest → features, split by time.
     preprocess = ProcessingStep(
         name="Preprocess", display_name="Preprocess batch",
         description="Features from the batch's ticks for each closed trade, split by time into train, "
                     "validation and test (processing/preprocess.py).",
-        step_args=script_processor("preprocess.py").run(
-            inputs=[code_input("Preprocess"),
-                    s3_input("batch", Join(on="", values=["s3://", input_bucket, "/", input_manifest_key]),
+        step_args=run_script(
+            "Preprocess",
+            inputs=[s3_input("batch", Join(on="", values=["s3://", input_bucket, "/", input_manifest_key]),
                              "/opt/ml/processing/input/batch", data_type="ManifestFile")],
             outputs=[s3_output(name, f"/opt/ml/processing/output/{name}", run_uri("preprocess", name))
                      for name in PREPROCESS_OUTPUTS],
@@ -271,9 +273,9 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
         name="EvaluateBestModel", display_name="Evaluate best model",
         description="Precision, recall, F1, AUC and the confusion matrix of the best model on the test slice "
                     "(processing/evaluate.py).",
-        step_args=script_processor("evaluate.py").run(
-            inputs=[code_input("EvaluateBestModel"),
-                    s3_input("predictions", transform.properties.TransformOutput.S3OutputPath,
+        step_args=run_script(
+            "EvaluateBestModel",
+            inputs=[s3_input("predictions", transform.properties.TransformOutput.S3OutputPath,
                              "/opt/ml/processing/input/predictions"),
                     s3_input("labels", Join(on="/", values=[preprocessed["test"].S3Output.S3Uri, "test_labels.csv"]),
                              "/opt/ml/processing/input/labels")],
