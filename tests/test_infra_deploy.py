@@ -73,7 +73,6 @@ def error_line(result) -> str:
     return lines[0]
 
 
-@pytest.mark.slow
 def test_deploy_creates_updates_and_reports_no_changes(run_cli, aws, reduced_template):
     cloudformation = aws.client("cloudformation")
 
