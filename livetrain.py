@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass, fields
 
-COMMAND_MODULES = ("streamer.cli", "pipelines.cli", "pipelines.local.cli", "pipelines.local.serve_cli")
+COMMAND_MODULES = ("streamer.cli", "pipelines.cli", "pipelines.local.cli", "pipelines.local.serve_cli", "infra.cli")
 
 
 class UserError(Exception):
