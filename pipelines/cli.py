@@ -173,31 +173,40 @@ def run_upsert(args: argparse.Namespace) -> int:
     role_arn = _checked_role_arn(args.role_arn)
     if role_arn == PLACEHOLDER_ROLE_ARN:
         raise UserError("--role-arn: the placeholder role exists in no account; pass the pipeline's real role")
-    print(f"building the definition of pipeline {args.pipeline_name}…", file=sys.stderr)
-    definition = _definition_json(args, role_arn)
+    arn, created = upsert_pipeline(_client("s3", args), _client("sagemaker", args), region=args.region,
+                                   role_arn=role_arn, bucket=args.bucket, pipeline_name=args.pipeline_name,
+                                   model_package_group=args.model_package_group, prefix=_prefix(args),
+                                   max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
+    print(f"{'created' if created else 'updated'} pipeline {arn}")
+    return 0
 
-    from pipelines.definition import code_bundles
 
-    s3 = _client("s3", args)
-    for step_name, bundle in code_bundles(args.bucket, _prefix(args)).items():
-        for path, bucket, key in bundle.uploads():
-            with aws_call(f"S3 PutObject s3://{bucket}/{key}"):
-                s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+def upsert_pipeline(s3, sagemaker, *, region: str, role_arn: str, bucket: str, pipeline_name: str,
+                    model_package_group: str, prefix: str, max_jobs: int = MAX_JOBS,
+                    max_parallel_jobs: int = MAX_PARALLEL_JOBS) -> tuple[str, bool]:
+    """Upload the processing code to its content address, then create or update the pipeline.
+
+    Returns (pipeline ARN, whether it was created). Progress goes to stderr.
+    """
+    from pipelines.definition import build_definition, code_bundles
+
+    print(f"building the definition of pipeline {pipeline_name}…", file=sys.stderr)
+    definition = build_definition(region=region, role_arn=role_arn, bucket=bucket, pipeline_name=pipeline_name,
+                                  model_package_group=model_package_group, prefix=prefix, max_jobs=max_jobs,
+                                  max_parallel_jobs=max_parallel_jobs)
+    for step_name, bundle in code_bundles(bucket, prefix).items():
+        for path, code_bucket, key in bundle.uploads():
+            with aws_call(f"S3 PutObject s3://{code_bucket}/{key}"):
+                s3.put_object(Bucket=code_bucket, Key=key, Body=path.read_bytes())
         print(f"uploaded {step_name} code ({', '.join(p.name for p in bundle.files)}) to {bundle.s3_prefix}",
               file=sys.stderr)
-
-    sagemaker = _client("sagemaker", args)
-    request = {"PipelineName": args.pipeline_name, "PipelineDefinition": definition, "RoleArn": role_arn,
+    request = {"PipelineName": pipeline_name, "PipelineDefinition": definition, "RoleArn": role_arn,
                "PipelineDescription": PIPELINE_DESCRIPTION}
-    if _pipeline_exists(sagemaker, args.pipeline_name):
+    if _pipeline_exists(sagemaker, pipeline_name):
         with aws_call("UpdatePipeline"):
-            arn = sagemaker.update_pipeline(**request)["PipelineArn"]
-        print(f"updated pipeline {arn}")
-    else:
-        with aws_call("CreatePipeline"):
-            arn = sagemaker.create_pipeline(**request)["PipelineArn"]
-        print(f"created pipeline {arn}")
-    return 0
+            return sagemaker.update_pipeline(**request)["PipelineArn"], False
+    with aws_call("CreatePipeline"):
+        return sagemaker.create_pipeline(**request)["PipelineArn"], True
 
 
 def _checked_role_arn(role_arn: str | None) -> str:
