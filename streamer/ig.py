@@ -216,6 +216,7 @@ class IgSource:
         self._updates = MarketUpdates()
         self._client = self._subscription = None
         self._down_since: float | None = None
+        self._last_update = time.monotonic()
         self._reconnect_at: float | None = None
         self._failures = 0  # consecutive failed logins or refused sessions
         self._refusals = 0  # consecutive CONERR 1 since the last streaming connection
@@ -249,6 +250,7 @@ class IgSource:
                 yield None
                 continue
             if kind == "update":
+                self._last_update = time.monotonic()
                 yield self._updates.tick(*payload)
             elif kind == "status":
                 self._on_status(*payload)
@@ -298,8 +300,9 @@ class IgSource:
         if streaming:
             self._failures = self._refusals = 0
             if self._down_since is not None:
-                log.warning("IG stream reconnected (%s) after a gap of %.1f s", status,
-                            time.monotonic() - self._down_since)
+                now = time.monotonic()
+                log.warning("IG stream reconnected (%s): disconnected for %.1f s, no updates for %.1f s", status,
+                            now - self._down_since, now - self._last_update)
                 self._down_since = None
         elif previous.startswith("CONNECTED:") and self._down_since is None:
             self._down_since = time.monotonic()
