@@ -81,22 +81,24 @@ class Exporter(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stop_event.is_set() and not self.done:
-                self._step()
+                claimed = self._step()
                 self.steps += 1
-                self._wake.wait(POLL_S)
-                self._wake.clear()
+                if not claimed:
+                    self._wake.wait(POLL_S)
+                    self._wake.clear()
         except BaseException as exc:  # handed to the main loop, which stops the streamer with it
             self.failure = exc
 
-    def _step(self) -> None:
-        claimed = None
-        while self._may_claim() and (claimed := self.store.claim_batch(self.batch_size, self.bot_settings)):
+    def _step(self) -> bool:
+        """Claim at most one new batch, then export the unfinished batches that are due; True if it claimed."""
+        claimed = self.store.claim_batch(self.batch_size, self.bot_settings) if self._may_claim() else None
+        if claimed:
             log.info("batch %s claimed: %d closed trades (close_seq %d..%d)", claimed["_id"], claimed["trades"],
                      claimed["seq_from"], claimed["seq_to"])
         pending = self.store.unfinished_batches()
         for batch in pending:
             if self._stop_event.is_set() or self.done:
-                return
+                break
             if time.monotonic() < self._retry_at.get(batch["_id"], 0.0):
                 continue
             try:
@@ -104,6 +106,7 @@ class Exporter(threading.Thread):
             except S3_ERRORS as exc:
                 self._retry_later(batch, exc)
         self.idle = not pending and claimed is None
+        return claimed is not None
 
     def _may_claim(self) -> bool:
         if self.max_batches is None:

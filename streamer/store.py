@@ -45,7 +45,8 @@ def connect(uri: str) -> pymongo.database.Database:
     from livetrain import UserError
 
     try:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+        options = {} if "serverSelectionTimeoutMS" in uri else {"serverSelectionTimeoutMS": 10_000}
+        client = pymongo.MongoClient(uri, tz_aware=True, **options)
         client.admin.command("ping")
     except pymongo.errors.PyMongoError as exc:
         hosts = ", ".join(f"{h}:{p}" for h, p in pymongo.uri_parser.parse_uri(uri)["nodelist"]) \

@@ -7,11 +7,11 @@ import threading
 import time
 
 import pytest
+from streamer_helpers import database_uri, wait_until
+from tlcp_server import TlcpServer, encode_value
 
 from streamer.ig import IgCredentials, IgSource, MarketUpdates, Secret, load_credentials
 from streamer.run import Sequencer
-from streamer_helpers import database_uri, wait_until
-from tlcp_server import TlcpServer, encode_value
 
 EPIC = "CS.D.BITCOIN.CFD.IP"
 ITEM = f"MARKET:{EPIC}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 import pytest
 
@@ -55,7 +57,7 @@ def test_simulator_resumes_after_the_last_tick_from_its_mid():
                                  strict=False)]
     assert resumed[0].ts > last.ts - 1  # the Sequencer drops a tick at or before the last stored one
     assert abs((resumed[0].bid + resumed[0].offer) / 2 - 50_018.0) < 200
-    assert all(b.ts > a.ts for a, b in zip(resumed, resumed[1:], strict=False))
+    assert all(b.ts > a.ts for a, b in itertools.pairwise(resumed))
 
 
 def test_replay_reads_the_prices_columns_of_its_epic(tmp_path):

@@ -90,7 +90,7 @@ class TlcpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.url = "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
 
     def _call(self, coroutine, timeout: float = 10):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
