@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
 import threading
 import time
 
 import pytest
+from conftest import LIVETRAIN
 from streamer_helpers import database_uri, wait_until
 from tlcp_server import TlcpServer, encode_value
 
@@ -15,13 +19,15 @@ from streamer.run import Sequencer
 
 EPIC = "CS.D.BITCOIN.CFD.IP"
 ITEM = f"MARKET:{EPIC}"
+PASSWORD, API_KEY = "Pa55-word-Q7xZ", "api-key-7f3e9c1d2b"
+SECRET = json.dumps({"ig_identifier": "trader-1", "ig_password": PASSWORD, "ig_api_key": API_KEY})
 QUOTE = {"BID": "60000.5", "OFFER": "60036.5", "MID_OPEN": "59000", "HIGH": "60100", "LOW": "58900",
          "CHANGE": "1018.5", "CHANGE_PCT": "1.73", "MARKET_STATE": "TRADEABLE", "UPDATE_TIME": "10:00:00"}
 
 
 @pytest.fixture
 def ig_server():
-    server = TlcpServer(identifier="trader-1", password="pw-123", api_key="key-456").start()
+    server = TlcpServer(identifier="trader-1", password=PASSWORD, api_key=API_KEY).start()
     yield server
     server.stop()
 
@@ -54,7 +60,7 @@ class Consumer:
 @pytest.fixture
 def streaming(ig_server):
     """A started IG source subscribed on the test server, consumed on a thread."""
-    source = IgSource(EPIC, IgCredentials("trader-1", Secret("pw-123"), Secret("key-456")), ig_server.url)
+    source = IgSource(EPIC, IgCredentials("trader-1", Secret(PASSWORD), Secret(API_KEY)), ig_server.url)
     source.start()
     consumer = Consumer(source)
     wait_until(lambda: ig_server.connected_sessions == 1, what="the subscription")
@@ -134,7 +140,7 @@ def test_bad_credentials_one_clear_line_and_exit_2(ig_server, run_cli, mongo_uri
     aws.client("s3").create_bucket(Bucket="livetrain-data")
     result = run_cli("stream", "--source", "ig", "--ig-api-url", ig_server.url, "--mongo-uri",
                      database_uri(mongo_uri, mongo_db.name), "--s3-endpoint-url", aws.endpoint_url,
-                     env={"IG_IDENTIFIER": "trader-1", "IG_PASSWORD": "wrong-password", "IG_API_KEY": "key-456"},
+                     env={"IG_IDENTIFIER": "trader-1", "IG_PASSWORD": "wrong-password", "IG_API_KEY": API_KEY},
                      timeout=120)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
@@ -143,6 +149,7 @@ def test_bad_credentials_one_clear_line_and_exit_2(ig_server, run_cli, mongo_uri
                       "with keys ig_identifier, ig_password, ig_api_key)"]
     assert "Traceback" not in result.stderr
     assert "wrong-password" not in result.stderr + result.stdout
+    assert API_KEY not in result.stderr + result.stdout
 
 
 def test_missing_credentials_are_named():
@@ -153,11 +160,11 @@ def test_missing_credentials_are_named():
 def test_credentials_from_secrets_manager_never_show_in_repr(aws, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
     aws.client("secretsmanager").create_secret(
-        Name="ig", SecretString='{"ig_identifier": "trader-1", "ig_password": "pw-123", "ig_api_key": "key-456"}')
+        Name="ig", SecretString=SECRET)
     credentials = load_credentials("ig", "us-east-1")
     assert (credentials.identifier, credentials.password.reveal(), credentials.api_key.reveal()) == \
-        ("trader-1", "pw-123", "key-456")
-    assert "pw-123" not in repr(credentials) and "key-456" not in f"{credentials} {credentials.password}"
+        ("trader-1", PASSWORD, API_KEY)
+    assert PASSWORD not in repr(credentials) and API_KEY not in f"{credentials} {credentials.password}"
     aws.client("secretsmanager").create_secret(Name="partial", SecretString='{"ig_identifier": "x"}')
     with pytest.raises(Exception, match="secret partial: missing ig_password, ig_api_key") as error:
         load_credentials("partial", "us-east-1")
@@ -175,3 +182,42 @@ def test_market_updates_wait_for_every_numeric_field():
 def test_tlcp_value_encoding():
     assert [encode_value(v) for v in (None, "", "a|b,c", "#x", "$", "50%")] == \
         ["#", "$", "a%7Cb%2Cc", "%23x", "%24", "50%25"]
+
+
+def test_secrets_appear_in_no_log_line_exported_file_or_document(ig_server, mongo_uri, mongo_db, aws, tmp_path):
+    """A real IG run (login from Secrets Manager, a re-login, a batch exported), then a search for the secrets."""
+    aws.client("s3").create_bucket(Bucket="livetrain-data")
+    aws.client("secretsmanager").create_secret(Name="ig/demo", SecretString=SECRET)
+    log = tmp_path / "stream.log"
+    process = subprocess.Popen(
+        [str(LIVETRAIN), "stream", "--source", "ig", "--ig-secret-id", "ig/demo", "--ig-api-url", ig_server.url,
+         "--mongo-uri", database_uri(mongo_uri, mongo_db.name), "--s3-endpoint-url", aws.endpoint_url,
+         "--batch-size", "20", "--max-batches", "1", "--warmup-seconds", "0", "--stop-distance", "1",
+         "--limit-distance", "1", "--max-lifetime", "0.05"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "AWS_ENDPOINT_URL": aws.endpoint_url})
+    try:
+        wait_until(lambda: ig_server.connected_sessions == 1, timeout=60, what="the streamer's subscription")
+        ig_server.end_sessions(31, "Session destroyed")  # a re-login: a second pair of tokens
+        wait_until(lambda: ig_server.logins == 2 and ig_server.connected_sessions == 1, what="the re-login")
+        bid, give_up_at = 60000.0, time.monotonic() + 60
+        while process.poll() is None:
+            bid += 2.0 if int(bid) % 4 else -2.0
+            ig_server.publish(ITEM, {**QUOTE, "BID": str(bid), "OFFER": str(bid + 36)})
+            time.sleep(0.005)
+            assert time.monotonic() < give_up_at, "the streamer did not export a batch in time"
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = log.read_text()
+    assert process.returncode == 0, output
+    assert "logging in again" in output and "committed" in output
+    s3 = aws.client("s3")
+    objects = [s3.get_object(Bucket="livetrain-data", Key=o["Key"])["Body"].read().decode()
+               for o in s3.list_objects_v2(Bucket="livetrain-data")["Contents"]]
+    assert len(objects) == 4
+    documents = [json.dumps(doc, default=str) for name in mongo_db.list_collection_names()
+                 for doc in mongo_db[name].find()]
+    secrets = [PASSWORD, API_KEY, *ig_server.issued_tokens]
+    assert len(secrets) == 6
+    for text in [output, *objects, *documents]:
+        assert not [secret for secret in secrets if secret in text]
