@@ -94,7 +94,7 @@ def format_ts(ms) -> np.ndarray:
 def parse_ts(values, where: str) -> np.ndarray:
     """ISO-8601 `...T..:..:..mmmZ` strings → int64 milliseconds; BatchError naming `where` if malformed."""
     text = pd.Series(values, dtype="string")
-    bad = (text.str.len() != _TS_LENGTH) | ~text.str.endswith("Z") | text.isna()
+    bad = (text.str.len() != _TS_LENGTH) | ~text.str.endswith("Z") | (text.str.slice(10, 11) != "T") | text.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise BatchError(f"{where}: row {row + 1}: timestamp {values[row]!r} is not UTC ISO-8601 "

@@ -1,0 +1,156 @@
+"""Delivers EventBridge rule matches to their real targets, on one machine.
+
+moto stores EventBridge rules and matches events against them, but delivers
+only to targets such as SQS (shared/reference/moto.md). So every local rule
+gets an SQS "tap" as its only moto target, and the dispatcher reads the taps and
+applies the rule's real target: start a pipeline run with parameters taken from
+the event, or call a Lambda handler in-process.
+
+Delivery is at least once, as on AWS: an event whose id was already handled is
+acknowledged and skipped, so the same event twice starts one run. The ids are
+kept in the state directory, so this holds across restarts.
+
+moto emits no "SageMaker Model Package State Change" events either:
+`ModelPackageWatcher` polls the model registry and puts events of AWS's shape
+on the bus when a package appears or its approval status changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_RECEIVES = 3  # a target that fails this many times gives up on the event (AWS retries, then drops or DLQs)
+
+
+def json_path(event: dict, path: str):
+    """The value at a simple EventBridge JSON path such as `$.detail.object.key`."""
+    if not path.startswith("$."):
+        raise ValueError(f"unsupported JSON path {path!r}: expected $.a.b.c")
+    value = event
+    for key in path[2:].split("."):
+        value = value[key]
+    return value
+
+
+@dataclass
+class LocalRule:
+    """A rule as provisioned in moto, plus the real target the dispatcher applies."""
+
+    name: str
+    pattern: dict
+    target: Callable[[dict], None]
+    event_bus: str = "default"
+
+
+class Dispatcher:
+    """Reads each rule's SQS tap and applies its target once per event id."""
+
+    def __init__(self, events, sqs, state_dir: Path):
+        self.events, self.sqs = events, sqs
+        self._taps: dict[str, tuple[LocalRule, str]] = {}
+        self._handled_path = Path(state_dir) / "dispatched-events.jsonl"
+        self._handled = self._load_handled()
+        self._lock = threading.Lock()
+
+    def _load_handled(self) -> set[str]:
+        if not self._handled_path.exists():
+            return set()
+        return {json.loads(line)["id"] for line in self._handled_path.read_text().splitlines() if line.strip()}
+
+    def add_rule(self, rule: LocalRule) -> None:
+        """Create the rule in moto with its tap queue as its target."""
+        self.events.put_rule(Name=rule.name, EventPattern=json.dumps(rule.pattern), State="ENABLED",
+                             EventBusName=rule.event_bus)
+        queue_url = self.sqs.create_queue(QueueName=f"{rule.name}-tap")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.events.put_targets(Rule=rule.name, EventBusName=rule.event_bus,
+                                Targets=[{"Id": "local-tap", "Arn": arn}])
+        self._taps[rule.name] = (rule, queue_url)
+
+    def poll_once(self, wait_seconds: int = 0) -> int:
+        """Receive from every tap once and dispatch; returns how many events were applied."""
+        applied = 0
+        for rule, queue_url in list(self._taps.values()):
+            messages = self.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                                WaitTimeSeconds=wait_seconds,
+                                                AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
+            for message in messages:
+                applied += self._dispatch(rule, queue_url, message)
+        return applied
+
+    def _dispatch(self, rule: LocalRule, queue_url: str, message: dict) -> int:
+        event = json.loads(message["Body"])
+        key = f"{rule.name}/{event['id']}"
+        with self._lock:
+            duplicate = key in self._handled
+        if not duplicate:
+            try:
+                rule.target(event)
+            except Exception as exc:  # a failed target is retried by redelivery, like an async Lambda
+                receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+                log.error("rule %s: target failed on event %s (attempt %d/%d): %s",
+                          rule.name, event["id"], receives, MAX_RECEIVES, exc)
+                if receives < MAX_RECEIVES:
+                    self.sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"],
+                                                       VisibilityTimeout=1)
+                    return 0
+            self._remember(key)
+        else:
+            log.info("rule %s: event %s already handled; skipped", rule.name, event["id"])
+        self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return 0 if duplicate else 1
+
+    def _remember(self, key: str) -> None:
+        with self._lock:
+            self._handled.add(key)
+            self._handled_path.parent.mkdir(parents=True, exist_ok=True)
+            with self._handled_path.open("a") as out:
+                out.write(json.dumps({"id": key}) + "\n")
+
+
+class ModelPackageWatcher:
+    """Puts "SageMaker Model Package State Change" events on the bus, as SageMaker does on AWS."""
+
+    def __init__(self, sagemaker, events, group: str, region: str, account: str):
+        self.sagemaker, self.events = sagemaker, events
+        self.group, self.region, self.account = group, region, account
+        self._seen: dict[str, str] = {}
+
+    def poll_once(self) -> int:
+        """Emit one event per package that is new or whose approval status changed; returns the count."""
+        emitted = 0
+        pages = self.sagemaker.get_paginator("list_model_packages").paginate(ModelPackageGroupName=self.group)
+        for summary in (s for page in pages for s in page["ModelPackageSummaryList"]):
+            arn, status = summary["ModelPackageArn"], summary.get("ModelApprovalStatus")
+            if self._seen.get(arn) != status:
+                self._emit(self.sagemaker.describe_model_package(ModelPackageName=arn))
+                self._seen[arn] = status
+                emitted += 1
+        return emitted
+
+    def _emit(self, package: dict) -> None:
+        detail = {k: v for k, v in package.items() if k != "ResponseMetadata"}
+        entry = {
+            "Source": "aws.sagemaker",
+            "DetailType": "SageMaker Model Package State Change",
+            "Resources": [package["ModelPackageArn"]],
+            "Detail": json.dumps(detail, default=_json_default),
+            "Time": datetime.now(UTC),
+        }
+        failed = self.events.put_events(Entries=[entry]).get("FailedEntryCount", 0)
+        if failed:
+            raise RuntimeError(f"put_events refused the state change event of {package['ModelPackageArn']}")
+
+
+def _json_default(value):
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,116 @@
+"""The local stand-ins for AWS and MongoDB, run as daemons on 127.0.0.1.
+
+- moto in server mode (S3, EventBridge, SQS, Secrets Manager, SageMaker records);
+- SecantusDB, a MongoDB-wire-protocol server, with --sync-on-commit so that a
+  killed process loses no acknowledged write (see shared/reference/local-stack.md).
+
+Each service is a subprocess whose log goes to the state directory.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(ready, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll `ready()` until it returns true; RuntimeError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not become ready within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+@dataclass
+class Service:
+    """A daemon this process started: its name, URL, log file and process."""
+
+    name: str
+    url: str
+    log_path: Path
+    process: subprocess.Popen
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(empty log)"]
+            raise RuntimeError(f"{self.name} exited with code {self.process.returncode}: {tail[0]} "
+                               f"(log: {self.log_path})")
+
+
+def _spawn(name: str, command: list[str], url: str, log_dir: Path, ready, timeout: float) -> Service:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    service = Service(name, url, log_path, process)
+
+    def up() -> bool:
+        service.check_alive()
+        return ready(url)
+
+    try:
+        wait_until(up, timeout, name)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def _http_answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).read()
+        return True
+    except OSError:
+        return False
+
+
+def start_moto(state_dir: Path, port: int | None = None, timeout: float = 30) -> Service:
+    """moto's HTTP server on 127.0.0.1 (all services on one port)."""
+    port = port or free_port()
+    command = [str(Path(sys.executable).with_name("moto_server")), "-H", HOST, "-p", str(port)]
+    return _spawn("moto", command, f"http://{HOST}:{port}", state_dir / "logs", _http_answers, timeout)
+
+
+def _mongo_answers(uri: str) -> bool:
+    import pymongo
+
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=500)
+    try:
+        client.admin.command("ping")
+        return True
+    except pymongo.errors.PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+def start_mongo(state_dir: Path, port: int | None = None, timeout: float = 30) -> Service:
+    """SecantusDB on 127.0.0.1 with its data under state_dir/mongo (kept across restarts)."""
+    port = port or free_port()
+    command = [str(Path(sys.executable).with_name("secantusd-py")), "--host", HOST, "--port", str(port),
+               "--storage-path", str(state_dir / "mongo"), "--sync-on-commit", "--log-level", "WARNING"]
+    return _spawn("mongodb", command, f"mongodb://{HOST}:{port}/", state_dir / "logs", _mongo_answers, timeout)

@@ -1,0 +1,80 @@
+"""The batch contract: rendering is deterministic, writing is atomic, reading validates and round-trips."""
+
+import json
+
+import numpy as np
+import pytest
+
+from processing import batch_contract as bc
+from streamer.market import MarketSettings
+from streamer.synth import synthesize
+from streamer.trading import BotSettings
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return synthesize(300, 3, MarketSettings(), BotSettings(), "EPIC", progress=None)
+
+
+def render(frames, batch_id="b1"):
+    prices, trades = frames
+    return bc.render_batch(bucket="bkt", epic="EPIC", batch_id=batch_id, prices=prices, trades=trades,
+                           bot_settings=BotSettings().as_dict())
+
+
+def test_files_in_write_order_with_the_manifest_last(frames):
+    files = render(frames)
+    assert list(files) == ["prices.csv", "transactions.csv", "batch.json", "batch.manifest"]
+    assert json.loads(files["batch.manifest"]) == [
+        {"prefix": "s3://bkt/batches/EPIC/b1/"}, "prices.csv", "transactions.csv", "batch.json"]
+    assert files["prices.csv"].startswith((",".join(bc.PRICE_COLUMNS) + "\n").encode())
+    assert files["transactions.csv"].startswith((",".join(bc.TRADE_COLUMNS) + "\n").encode())
+
+
+def test_rendering_is_deterministic_and_records_checksums(frames):
+    first, second = render(frames), render(frames)
+    assert first == second
+    meta = json.loads(first["batch.json"])
+    assert meta["files"]["prices.csv"] == {"rows": len(frames[0]), "sha256": bc.sha256(first["prices.csv"])}
+    assert meta["schema_version"] == bc.SCHEMA_VERSION and meta["bot"]["stop_distance"] == 100.0
+
+
+def test_round_trip(frames, tmp_path):
+    directory = bc.write_batch_dir(render(frames), tmp_path / "b1")
+    batch = bc.read_batch(directory)
+    prices, trades = frames
+    assert batch.prices["ts"].tolist() == prices["ts"].tolist()
+    assert np.allclose(batch.prices["bid"], prices["bid"])
+    assert batch.trades["trade_id"].tolist() == trades.sort_values("open_ts")["trade_id"].tolist()
+    assert batch.trades["label"].sum() == trades["label"].sum()
+    assert batch.meta["batch_id"] == "b1"
+
+
+def test_write_refuses_an_existing_directory_and_leaves_nothing_behind_on_failure(frames, tmp_path):
+    files = render(frames)
+    bc.write_batch_dir(files, tmp_path / "b1")
+    with pytest.raises(bc.BatchError, match="already exists"):
+        bc.write_batch_dir(files, tmp_path / "b1")
+    with pytest.raises(TypeError):
+        bc.write_batch_dir({**files, "batch.json": None}, tmp_path / "b2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1"]
+
+
+def test_timestamps_round_trip_to_the_millisecond():
+    ms = np.array([0, 1767571200123, 1767571200999, 4102444799999])
+    text = bc.format_ts(ms)
+    assert text[1] == "2026-01-05T00:00:00.123Z"
+    assert bc.parse_ts(text, "x").tolist() == ms.tolist()
+
+
+@pytest.mark.parametrize("bad", ["2026-01-05 00:00:00.123Z", "2026-01-05T00:00:00.123", "2026-13-05T00:00:00.123Z",
+                                 "2026-01-05T00:00:00.12Z", ""])
+def test_malformed_timestamps_name_the_place(bad):
+    with pytest.raises(bc.BatchError, match=r"^where: "):
+        bc.parse_ts(np.array(["2026-01-05T00:00:00.000Z", bad]), "where")
+
+
+def test_feature_names():
+    names = bc.feature_names()
+    assert len(names) == 605 and names[:6] == ["bid", "offer", "mid_open", "high", "low", "mid_lag_1s"]
+    assert names[-1] == "mid_lag_600s"

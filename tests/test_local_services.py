@@ -1,0 +1,33 @@
+"""The local stack's daemons: moto and the MongoDB-wire server start on loopback, answer, and stop."""
+
+import boto3
+import pymongo
+
+from infra.local.services import start_mongo, start_moto
+
+
+def test_moto_daemon_serves_s3_on_loopback(tmp_path):
+    moto = start_moto(tmp_path)
+    try:
+        assert moto.url.startswith("http://127.0.0.1:")
+        s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
+        s3.create_bucket(Bucket="local-bucket")
+        s3.put_object(Bucket="local-bucket", Key="k", Body=b"v")
+        assert s3.get_object(Bucket="local-bucket", Key="k")["Body"].read() == b"v"
+    finally:
+        moto.stop()
+    assert moto.process.poll() is not None
+
+
+def test_mongo_daemon_keeps_data_across_restarts(tmp_path):
+    mongo = start_mongo(tmp_path)
+    try:
+        assert mongo.url.startswith("mongodb://127.0.0.1:")
+        pymongo.MongoClient(mongo.url).db.c.insert_one({"_id": 1, "v": "kept"})
+    finally:
+        mongo.stop()
+    mongo = start_mongo(tmp_path)
+    try:
+        assert pymongo.MongoClient(mongo.url).db.c.find_one({"_id": 1})["v"] == "kept"
+    finally:
+        mongo.stop()

@@ -1,0 +1,76 @@
+"""The seeded market simulator."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from processing.batch_contract import PRICE_COLUMNS
+from streamer.market import MarketSettings, MarketSimulator
+
+
+def ticks(n=20_000, seed=1, **settings):
+    return MarketSimulator(MarketSettings(**settings), seed, "EPIC").ticks(n)
+
+
+def test_same_seed_same_ticks_and_chunks_continue():
+    whole = ticks(4000)
+    simulator = MarketSimulator(MarketSettings(), 1, "EPIC")
+    assert whole.equals(ticks(4000))
+    parts = pd.concat([simulator.ticks(1000) for _ in range(4)], ignore_index=True)
+    assert parts["ts"].is_monotonic_increasing and parts["ts"].is_unique
+    assert not parts.equals(ticks(4000, seed=2))
+
+
+def test_quotes_are_well_formed():
+    frame = ticks()
+    assert list(frame.columns) == list(PRICE_COLUMNS)
+    assert (np.diff(frame["ts"]) > 0).all()
+    assert np.allclose(frame["offer"] - frame["bid"], 36.0)
+    assert (frame["low"] <= (frame["bid"] + frame["offer"]) / 2 + 1e-9).all()
+    assert (frame["high"] >= (frame["bid"] + frame["offer"]) / 2 - 1e-9).all()
+    assert np.allclose(frame["change"], (frame["bid"] + frame["offer"]) / 2 - frame["mid_open"], atol=1e-3)
+    assert frame["update_time"].str.fullmatch(r"\d\d:\d\d:\d\d").all()
+
+
+def test_irregular_times_with_pauses():
+    gaps = np.diff(ticks(50_000)["ts"]) / 1000
+    assert 0.8 < gaps.mean() < 1.3
+    assert gaps.max() > 10  # rare long pauses exercise carry-forward
+
+
+def test_day_fields_reset_at_midnight_utc():
+    frame = ticks(100_000, start="2026-01-05T23:00:00.000Z")
+    day = frame["ts"] // 86_400_000
+    second_day = frame[day == day.max()]
+    first_mid = (second_day["bid"].iat[0] + second_day["offer"].iat[0]) / 2
+    assert (second_day["mid_open"] == first_mid).all()
+    assert frame.loc[day == day.min(), "mid_open"].nunique() == 1
+
+
+def test_uk_clock_follows_british_summer_time():
+    frame = ticks(10, start="2026-07-01T12:00:00.000Z", pause_probability=0)
+    assert frame["update_time"].iat[0].startswith("13:00")
+
+
+def _future_vs_past_correlation(frame, window_ms=120_000):
+    """Correlation between the last `window` move and the next one, on a 1-second grid."""
+    mid = (frame["bid"] + frame["offer"]) / 2
+    grid = np.arange(frame["ts"].iat[0], frame["ts"].iat[-1], 1000)
+    on_grid = mid.to_numpy()[np.searchsorted(frame["ts"].to_numpy(), grid, side="right") - 1]
+    k = window_ms // 1000
+    past = on_grid[k:-k] - on_grid[:-2 * k]
+    future = on_grid[2 * k:] - on_grid[k:-k]
+    return np.corrcoef(past[::k], future[::k])[0, 1]
+
+
+def test_planted_signal_is_predictable_and_random_walk_is_not():
+    planted = _future_vs_past_correlation(ticks(400_000, market="planted-signal"))
+    random_walk = _future_vs_past_correlation(ticks(400_000, market="random-walk"))
+    # ~3,300 independent windows: the estimate's standard error is about 0.017
+    assert planted > 0.08
+    assert abs(random_walk) < 0.06
+
+
+def test_unknown_market_is_refused():
+    with pytest.raises(ValueError, match="random-walk"):
+        MarketSettings(market="bull")
