@@ -1,9 +1,9 @@
 """Streamer: ticks/s through the bot with 10k open trades (vs a naive baseline), memory over a long replay, and
 the time from a batch's last closed trade to its manifest in S3.
 
-Against the local MongoDB-wire server run as a daemon (`secantusd-py --sync-on-commit`, as the local stack does)
-and moto's S3 server. The baseline is what the seed did: every tick scans every open trade, and every write is
-its own request (insert_one per tick and per opened trade, update_one per closed trade).
+Against the local stack's daemons (infra.local.services): the MongoDB-wire server and moto's server. The
+baseline is what the seed did: every tick scans every open trade, and every write is its own request
+(insert_one per tick and per opened trade, update_one per closed trade).
 Sizes: LIVETRAIN_BENCH_REPLAY_TICKS (default 100000) ticks for the replay.
 """
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,57 +28,26 @@ REPLAY_TICKS = int(os.environ.get("LIVETRAIN_BENCH_REPLAY_TICKS", 100_000))
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
-def mongo_daemon():
-    """The MongoDB-wire server as its own process; yields its URI."""
-    import pymongo
-
-    storage, port = tempfile.mkdtemp(prefix="bench-mongo-"), _free_port()
-    server = subprocess.Popen([str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
-                               "--storage-path", storage, "--sync-on-commit"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"mongodb://127.0.0.1:{port}/"
-    try:
-        client, deadline = pymongo.MongoClient(uri, serverSelectionTimeoutMS=500), time.monotonic() + 30
-        while True:
-            try:
-                client.admin.command("ping")
-                break
-            except pymongo.errors.PyMongoError:
-                if time.monotonic() > deadline:
-                    raise
-        client.close()
-        yield uri
-    finally:
-        server.terminate()
-        server.wait(30)
-        shutil.rmtree(storage, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def moto_s3():
-    """moto's S3 server on loopback with an empty bucket; yields (endpoint_url, client)."""
+def local_services(state_dir: Path):
+    """The local stack's MongoDB-wire server and moto server (daemons); yields (mongo_uri, s3_endpoint, s3)."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):
-        os.environ.setdefault(name, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    s3.create_bucket(Bucket="livetrain-data")
+    from infra.local.services import start_mongo, start_moto
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "bench")
+    mongo = start_mongo(state_dir)
     try:
-        yield endpoint, s3
+        moto = start_moto(state_dir)
+        try:
+            s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
+            s3.create_bucket(Bucket="livetrain-data")
+            yield mongo.url, moto.url, s3
+        finally:
+            moto.stop()
     finally:
-        server.stop()
+        mongo.stop()
 
 
 def sim_ticks(count: int, seed: int = 0) -> list:
@@ -249,7 +216,7 @@ def batch_latency(uri: str, endpoint: str, s3) -> list[dict]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as workdir, mongo_daemon() as uri, moto_s3() as (endpoint, s3):
+    with tempfile.TemporaryDirectory() as workdir, local_services(Path(workdir)) as (uri, endpoint, s3):
         rows = throughput(uri)
         print(table(rows))
         print(table(batch_latency(uri, endpoint, s3)))

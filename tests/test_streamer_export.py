@@ -83,7 +83,7 @@ def check_exported(s3, mongo_db, batch_size: int) -> list[dict]:
         assert len(content.trades) == batch_size
         exported += content.trades["trade_id"].tolist()
     assert len(exported) == len(set(exported)), "a trade is in two batches"
-    claimed = [d["_id"] for d in mongo_db.trades.find({"close_seq": {"$lte": batches[-1]["seq_to"]}})]
+    claimed = [d["trade_id"] for d in mongo_db.trades.find({"close_seq": {"$lte": batches[-1]["seq_to"]}})]
     assert sorted(exported) == sorted(claimed), "a closed trade is in no batch"
     return batches
 

@@ -46,7 +46,7 @@ def stream(db, ticks, bot=None) -> Bot:
 
 def closed_trades(db) -> list[tuple]:
     return [(d["trade_id"], d["close_ts"], d["close_price"], d["close_reason"], d["close_seq"])
-            for d in db.trades.find({"epic": EPIC}).sort("close_seq", 1)]
+            for d in db.trades.find().sort("close_seq", 1)]
 
 
 def test_a_restart_continues_exactly_where_the_run_stopped(mongo_db, second_db, ticks):
@@ -81,7 +81,7 @@ def test_a_crash_between_ticks_and_trades_loses_no_trade(mongo_db, ticks, monkey
     closed_ids = {row[0] for row in closed}
     assert len(closed_ids) == len(closed)
     assert not closed_ids & set(resumed.trader.book.open)
-    opened = {d["_id"] for d in mongo_db.open_trades.find()}
+    opened = {d["trade_id"] for d in mongo_db.open_trades.find()}
     assert opened == closed_ids | set(resumed.trader.book.open)  # every opened trade is closed or still open
     tick_times = {d["ts"] for d in mongo_db.ticks.find({}, {"ts": 1})}
     assert all(d["open_ts"] in tick_times and d["close_ts"] in tick_times for d in mongo_db.trades.find())
