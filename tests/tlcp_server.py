@@ -64,6 +64,7 @@ class TlcpServer:
         self._valid: set[str] = set()  # valid streaming passwords
         self._state: dict[str, dict[str, str | None]] = {}  # item → current field values
         self._sessions: dict[str, _Session] = {}
+        self._transports: set = set()  # of the open WebSocket connections
         self._ids = itertools.count(1)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tlcp-server", daemon=True)
@@ -77,7 +78,7 @@ class TlcpServer:
         return self
 
     def stop(self) -> None:
-        self._call(self._runner.cleanup())
+        self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
@@ -91,6 +92,11 @@ class TlcpServer:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def _shutdown(self):
+        for transport in self._transports:
+            transport.abort()
+        await self._runner.cleanup()
 
     def _call(self, coroutine, timeout: float = 10):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
@@ -143,6 +149,7 @@ class TlcpServer:
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=(PROTOCOL,), autoping=True)
         await ws.prepare(request)
+        self._transports.add(request.transport)
         session: _Session | None = None
         probes = None
         try:
@@ -165,6 +172,7 @@ class TlcpServer:
                         if not await self._control(session, _params(line)):
                             break
         finally:
+            self._transports.discard(request.transport)
             if probes:
                 probes.cancel()
             if session is not None:
