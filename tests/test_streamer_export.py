@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import LIVETRAIN
-from streamer_helpers import database_uri, wait_until
+from streamer_helpers import database_uri
 
+from infra.local.services import wait_until
 from processing.batch_contract import (
     BATCH_JSON_FILE,
     MANIFEST_FILE,

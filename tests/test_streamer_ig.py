@@ -11,9 +11,10 @@ import time
 
 import pytest
 from conftest import LIVETRAIN
-from streamer_helpers import database_uri, wait_until
+from streamer_helpers import database_uri
 from tlcp_server import TlcpServer, encode_value
 
+from infra.local.services import wait_until
 from streamer.ig import IgCredentials, IgSource, MarketUpdates, Secret, load_credentials
 from streamer.run import Sequencer
 
@@ -63,7 +64,7 @@ def streaming(ig_server):
     source = IgSource(EPIC, IgCredentials("trader-1", Secret(PASSWORD), Secret(API_KEY)), ig_server.url)
     source.start()
     consumer = Consumer(source)
-    wait_until(lambda: ig_server.connected_sessions == 1, what="the subscription")
+    wait_until(lambda: ig_server.connected_sessions == 1, timeout=20, what="the subscription")
     yield consumer
     consumer.stop()
 
@@ -71,7 +72,7 @@ def streaming(ig_server):
 def publish_and_wait(server, consumer, fields) -> object:
     count = len(consumer.ticks)
     server.publish(ITEM, fields)
-    wait_until(lambda: len(consumer.ticks) > count, what="a tick")
+    wait_until(lambda: len(consumer.ticks) > count, timeout=20, what="a tick")
     return consumer.ticks[-1]
 
 
@@ -107,7 +108,7 @@ def test_tcp_drop_is_noticed_and_the_stream_recovers(ig_server, streaming, caplo
     tick = publish_and_wait(ig_server, streaming, {"BID": "60010"})
     assert tick.bid == 60010.0
     assert ig_server.logins == 1
-    wait_until(lambda: "reconnected" in caplog.text, what="the reconnection log line")
+    wait_until(lambda: "reconnected" in caplog.text, timeout=20, what="the reconnection log line")
     assert "IG stream disconnected" in caplog.text
     assert "no updates for" in caplog.text
 
@@ -115,7 +116,7 @@ def test_tcp_drop_is_noticed_and_the_stream_recovers(ig_server, streaming, caplo
 def test_end_48_the_client_retries_by_itself(ig_server, streaming):
     publish_and_wait(ig_server, streaming, QUOTE)
     ig_server.end_sessions(48, "Max session duration reached")
-    wait_until(lambda: ig_server.sessions_created == 2 and ig_server.connected_sessions == 1,
+    wait_until(lambda: ig_server.sessions_created == 2 and ig_server.connected_sessions == 1, timeout=20,
                what="a new session after END 48")
     assert publish_and_wait(ig_server, streaming, {"BID": "60011"}).bid == 60011.0
     assert ig_server.logins == 1
@@ -130,7 +131,7 @@ def test_session_ended_for_good_logs_in_again(ig_server, streaming, caplog, how)
     else:
         ig_server.expire_tokens()
         ig_server.drop_connections()
-    wait_until(lambda: ig_server.logins == 2 and ig_server.connected_sessions == 1, what="a new login")
+    wait_until(lambda: ig_server.logins == 2 and ig_server.connected_sessions == 1, timeout=20, what="a new login")
     assert publish_and_wait(ig_server, streaming, {"BID": "60012"}).bid == 60012.0
     assert "logging in again" in caplog.text
     assert streaming.error is None
@@ -198,7 +199,7 @@ def test_secrets_appear_in_no_log_line_exported_file_or_document(ig_server, mong
     try:
         wait_until(lambda: ig_server.connected_sessions == 1, timeout=60, what="the streamer's subscription")
         ig_server.end_sessions(31, "Session destroyed")  # a re-login: a second pair of tokens
-        wait_until(lambda: ig_server.logins == 2 and ig_server.connected_sessions == 1, what="the re-login")
+        wait_until(lambda: ig_server.logins == 2 and ig_server.connected_sessions == 1, timeout=20, what="the re-login")
         bid, give_up_at = 60000.0, time.monotonic() + 60
         while process.poll() is None:
             bid += 2.0 if int(bid) % 4 else -2.0
