@@ -15,6 +15,7 @@ from streamer_helpers import database_uri
 from tlcp_server import TlcpServer, encode_value
 
 from infra.local.services import wait_until
+from livetrain import UserError
 from streamer.ig import IgCredentials, IgSource, MarketUpdates, Secret, load_credentials
 from streamer.run import Sequencer
 
@@ -135,6 +136,20 @@ def test_session_ended_for_good_logs_in_again(ig_server, streaming, caplog, how)
     assert publish_and_wait(ig_server, streaming, {"BID": "60012"}).bid == 60012.0
     assert "logging in again" in caplog.text
     assert streaming.error is None
+
+
+def test_sessions_refused_despite_fresh_logins_stop_the_source_with_a_clear_error(ig_server):
+    ig_server.refuse_sessions = True
+    source = IgSource(EPIC, IgCredentials("trader-1", Secret(PASSWORD), Secret(API_KEY)), ig_server.url)
+    source.start()
+    consumer = Consumer(source)
+    try:
+        wait_until(lambda: consumer.error is not None, timeout=30, what="the source to give up")
+    finally:
+        consumer.stop()
+    assert isinstance(consumer.error, UserError)
+    assert "refused fresh session tokens 3 times" in str(consumer.error)
+    assert ig_server.logins == 3
 
 
 def test_bad_credentials_one_clear_line_and_exit_2(ig_server, run_cli, mongo_uri, mongo_db, aws):

@@ -12,7 +12,7 @@ One aiohttp app on 127.0.0.1, served from a background thread:
 
 Test controls, callable from any thread: `publish(item, fields)` (MERGE: only changed fields travel; None is
 sent as null, "" as an empty string), `drop_connections()` (TCP abort, no END), `end_sessions(code, message)`,
-`expire_tokens()`; counters `logins`, `sessions_created`, `subscriptions`.
+`expire_tokens()`, `refuse_sessions`; counters `logins`, `sessions_created`, `subscriptions`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class TlcpServer:
                  keepalive_ms: int = 1000):
         self.identifier, self.password, self.api_key, self.account = identifier, password, api_key, account
         self.keepalive_ms = keepalive_ms
+        self.refuse_sessions = False  # when set, every create_session gets CONERR 1, fresh tokens or not
         self.logins = self.sessions_created = self.subscriptions = 0
         self.issued_tokens: list[str] = []  # every CST and X-SECURITY-TOKEN handed out
         self._valid: set[str] = set()  # valid streaming passwords
@@ -182,7 +183,8 @@ class TlcpServer:
         return ws
 
     async def _create_session(self, ws, transport, params: dict) -> _Session | None:
-        if params.get("LS_user") != self.account or params.get("LS_password") not in self._valid:
+        valid = params.get("LS_user") == self.account and params.get("LS_password") in self._valid
+        if self.refuse_sessions or not valid:
             await ws.send_str("CONERR,1,User%2Fpassword%20check%20failed\r\n")
             return None
         self.sessions_created += 1
