@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processing.batch_contract import MANIFEST_FILE, batch_key_prefix, render_batch, sha256
+from processing.batch_contract import MANIFEST_FILE, batch_key_prefix, format_ts, render_batch, sha256
 from streamer.store import COMMITTED, Store
 
 log = logging.getLogger("livetrain.export")
@@ -93,8 +93,8 @@ class Exporter(threading.Thread):
         """Claim at most one new batch, then export the unfinished batches that are due; True if it claimed."""
         claimed = self.store.claim_batch(self.batch_size, self.bot_settings) if self._may_claim() else None
         if claimed:
-            log.info("batch %s claimed: %d closed trades (close_seq %d..%d)", claimed["_id"], claimed["trades"],
-                     claimed["seq_from"], claimed["seq_to"])
+            log.info("batch %s claimed: %d closed trades opened %s..%s", claimed["_id"], claimed["trades"],
+                     *format_ts([claimed["first_open_ts"], claimed["last_open_ts"]]))
         pending = self.store.unfinished_batches()
         for batch in pending:
             if self._stop_event.is_set() or self.done:

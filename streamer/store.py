@@ -4,10 +4,10 @@ Collections (one database may hold several epics):
 - `ticks`: one document per tick, `_id` = `<epic>/<ts>` (see `key`): a re-delivered tick is a no-op.
 - `open_trades`: every paper trade as it was opened (insert-only), `_id` = trade id.
 - `trades`: every closed trade, as a row of the batch contract plus `close_seq`, its 0-based position in the
-  epic's close order; `_id` = `<epic>/<close_seq>`. Batches are ranges of `close_seq`.
+  epic's close order; `_id` = `<epic>/<close_seq>`. Batches are ranges of open order (see claim_batch).
 - `checkpoints`: per epic, `ts` = the last tick whose trade openings and closings are all stored, with
   `first_ts` (the first tick), `last_open_ts` (the bot's last opening) and `next_close_seq`.
-- `batches`: one document per batch: its `close_seq` range and export state (see `streamer.exporter`).
+- `batches`: one document per batch: its range in open order and export state (see `streamer.exporter`).
 
 The hot path only inserts: writes are buffered and flushed in bulk, in the order ticks → opened trades →
 closed trades → checkpoint. A crash loses at most the unflushed writes and leaves a consistent store, because
@@ -86,6 +86,7 @@ class Store:
         self.stored_close_seq = max((doc["close_seq"] for doc in after_checkpoint),
                                     default=self._checkpoint.get("next_close_seq", 0) - 1)  # ≤ this: stored
         self.stored_ticks = 0  # this run
+        self._next_claim_check_ts = 0  # stored checkpoint ts before which no new batch can be complete
 
     # ------------------------------------------------------------ resuming
 
@@ -164,38 +165,55 @@ class Store:
         return list(self.batches.find({"epic": self.epic, "state": {"$ne": COMMITTED}}).sort("seq", 1))
 
     def claim_batch(self, size: int, bot_settings: dict) -> dict | None:
-        """Claim the next `size` stored closed trades (by close_seq) for a new batch; None if fewer wait.
+        """Claim the next `size` closed trades BY OPEN TIME for a new batch; None until they are all closed.
 
-        The batch id is `<UTC time of its first close, yyyymmddThhmmssZ>-<batch number>`, so ids sort in export
+        A batch is the first `size` trades, in (open_ts, trade_id) order, after the previous batch's last one.
+        Cutting by close order instead would favour trades that resolved quickly near each batch's end: a label
+        bias that a time-ordered test slice mistakes for skill. Every trade opened at or before
+        (stored checkpoint − max lifetime) has closed, so the claim waits for that cutoff to pass the batch.
+        The batch id is `<UTC time of its first open, yyyymmddThhmmssZ>-<batch number>`: ids sort in export
         order and the same claim always gets the same id.
         """
         last = self.last_batch()
-        after, seq, since = (-1, 1, 0) if last is None else (last["seq_to"], last["seq"] + 1, last["last_close_ts"])
-        if self.stored_close_seq - after < size:
+        after = (-1, "") if last is None else (last["last_open_ts"], last["last_trade_id"])
+        batched = 0 if last is None else last["trades_before"] + last["trades"]
+        if self.stored_close_seq + 1 - batched < size:  # every batched trade is closed: a cheap lower bound
             return None
-        rows = list(self.trades.find({"epic": self.epic, "close_ts": {"$gte": since},
-                                      "close_seq": {"$gt": after, "$lte": after + size}},
-                                     {"_id": 0, "close_seq": 1, "open_ts": 1, "close_ts": 1}))
-        if len(rows) < size:
+        checkpoint_ts = self.checkpoint().get("ts")
+        if checkpoint_ts is None or checkpoint_ts < self._next_claim_check_ts:
             return None
-        rows.sort(key=lambda row: row["close_seq"])
-        first_close = datetime.fromtimestamp(rows[0]["close_ts"] / 1000, UTC)
+        cutoff = checkpoint_ts - round(bot_settings["max_lifetime_s"] * 1000)
+        rows = [row for row in self.trades.find({"epic": self.epic, "close_ts": {"$gte": after[0]},
+                                                 "open_ts": {"$gte": after[0], "$lte": cutoff}},
+                                                {"_id": 0, "trade_id": 1, "open_ts": 1, "close_ts": 1})
+                if (row["open_ts"], row["trade_id"]) > after]
+        if len(rows) < size:  # the missing trades open at least open_every_s apart: no use asking sooner
+            openings = -(-(size - len(rows)) // len(bot_settings["directions"]))
+            self._next_claim_check_ts = checkpoint_ts + round(openings * bot_settings["open_every_s"] * 1000)
+            return None
+        rows = sorted(rows, key=lambda row: (row["open_ts"], row["trade_id"]))[:size]
+        seq = 1 if last is None else last["seq"] + 1
+        first_open = datetime.fromtimestamp(rows[0]["open_ts"] / 1000, UTC)
         batch = {
-            "_id": f"{first_close:%Y%m%dT%H%M%SZ}-{seq:05d}", "epic": self.epic, "seq": seq,
-            "seq_from": rows[0]["close_seq"], "seq_to": rows[-1]["close_seq"], "trades": len(rows),
-            "first_open_ts": min(r["open_ts"] for r in rows),
-            "first_close_ts": rows[0]["close_ts"], "last_close_ts": rows[-1]["close_ts"],
+            "_id": f"{first_open:%Y%m%dT%H%M%SZ}-{seq:05d}", "epic": self.epic, "seq": seq,
+            "after_open_ts": after[0], "after_trade_id": after[1],
+            "first_open_ts": rows[0]["open_ts"], "last_open_ts": rows[-1]["open_ts"],
+            "last_trade_id": rows[-1]["trade_id"], "trades": len(rows), "trades_before": batched,
+            "first_close_ts": min(r["close_ts"] for r in rows), "last_close_ts": max(r["close_ts"] for r in rows),
             "bot": bot_settings, "state": "claimed", "claimed_at": datetime.now(UTC),
         }  # fmt: skip
         self.batches.insert_one(batch)
         return batch
 
     def batch_trades(self, batch: dict) -> pd.DataFrame:
+        """The batch's closed trades: (open_ts, trade_id) after its cursor, up to its last trade."""
         docs = self.trades.find({"epic": self.epic,
                                  "close_ts": {"$gte": batch["first_close_ts"], "$lte": batch["last_close_ts"]},
-                                 "close_seq": {"$gte": batch["seq_from"], "$lte": batch["seq_to"]}},
+                                 "open_ts": {"$gte": batch["first_open_ts"], "$lte": batch["last_open_ts"]}},
                                 {"_id": 0, **dict.fromkeys(TRADE_COLUMNS, 1)})
-        return pd.DataFrame(list(docs), columns=list(TRADE_COLUMNS))
+        after, last = (batch["after_open_ts"], batch["after_trade_id"]), (batch["last_open_ts"], batch["last_trade_id"])
+        rows = [doc for doc in docs if after < (doc["open_ts"], doc["trade_id"]) <= last]
+        return pd.DataFrame(rows, columns=list(TRADE_COLUMNS))
 
     def batch_prices(self, batch: dict) -> pd.DataFrame:
         """Ticks from the last one at or before (first open − LOOKBACK_SECONDS) to the last close."""

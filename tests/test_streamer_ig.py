@@ -209,7 +209,7 @@ def test_secrets_appear_in_no_log_line_exported_file_or_document(ig_server, mong
         [str(LIVETRAIN), "stream", "--source", "ig", "--ig-secret-id", "ig/demo", "--ig-api-url", ig_server.url,
          "--mongo-uri", database_uri(mongo_uri, mongo_db.name), "--s3-endpoint-url", aws.endpoint_url,
          "--batch-size", "20", "--max-batches", "1", "--warmup-seconds", "0", "--stop-distance", "1",
-         "--limit-distance", "1", "--max-lifetime", "0.05"],
+         "--limit-distance", "1", "--max-lifetime", "0.05", "--open-every", "0"],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "AWS_ENDPOINT_URL": aws.endpoint_url})
     try:
         wait_until(lambda: ig_server.connected_sessions == 1, timeout=60, what="the streamer's subscription")

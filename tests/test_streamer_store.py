@@ -14,7 +14,8 @@ from streamer.store import Store
 from streamer.trading import BotSettings
 
 EPIC = "CS.D.BITCOIN.CFD.IP"
-SETTINGS = BotSettings(directions=("BUY", "SELL"), stop_distance=20, limit_distance=20, max_lifetime_s=300)
+SETTINGS = BotSettings(directions=("BUY", "SELL"), stop_distance=20, limit_distance=20, max_lifetime_s=300,
+                       open_every_s=0)
 WARMUP_S = 60
 
 
@@ -108,19 +109,28 @@ def test_nothing_is_wiped_at_start(mongo_db, ticks):
     assert counts["ticks"] == 700 and counts["trades"] > 0
 
 
-def test_batches_claim_consecutive_ranges_of_stored_closed_trades(mongo_db, ticks):
+def _eligible(db) -> list[tuple[int, str]]:
+    """Stored closed trades opened at or before (stored checkpoint − max lifetime), in open order."""
+    cutoff = db.checkpoints.find_one({"_id": EPIC})["ts"] - SETTINGS.max_lifetime_s * 1000
+    return sorted((d["open_ts"], d["trade_id"]) for d in db.trades.find({"open_ts": {"$lte": cutoff}}))
+
+
+def test_batches_claim_consecutive_ranges_in_open_order(mongo_db, ticks):
     bot = stream(mongo_db, ticks)
     bot.store.flush()
-    store, stored = Store(mongo_db, EPIC), mongo_db.trades.count_documents({})
-    size = stored // 3
+    store, eligible = Store(mongo_db, EPIC), _eligible(mongo_db)
+    size = len(eligible) // 3
     claims = [store.claim_batch(size, SETTINGS.as_dict()) for _ in range(4)]
-    assert claims[3] is None  # fewer than `size` left
-    assert [(c["seq_from"], c["seq_to"], c["seq"]) for c in claims[:3]] == \
-        [(0, size - 1, 1), (size, 2 * size - 1, 2), (2 * size, 3 * size - 1, 3)]
+    assert claims[3] is None  # fewer than `size` left that have surely all closed
+    assert [c["seq"] for c in claims[:3]] == [1, 2, 3]
+    claimed = [store.batch_trades(c) for c in claims[:3]]
+    assert [len(t) for t in claimed] == [size] * 3
+    in_order = [(t.open_ts, t.trade_id) for batch in claimed for t in batch.sort_values(["open_ts", "trade_id"])
+                .itertuples()]
+    assert in_order == eligible[:3 * size]  # consecutive in open order: none skipped, none twice
     assert all(re.fullmatch(r"\d{8}T\d{6}Z-0000\d", c["_id"]) for c in claims[:3])
     assert [c["_id"] for c in claims[:3]] == sorted(c["_id"] for c in claims[:3])
-    trades = store.batch_trades(claims[1])
-    assert len(trades) == size and trades["close_ts"].max() == claims[1]["last_close_ts"]
+    assert claimed[1]["close_ts"].max() == claims[1]["last_close_ts"]
     prices = store.batch_prices(claims[1])
     assert prices["ts"].iat[0] <= claims[1]["first_open_ts"] - 600_000 < prices["ts"].iat[1]
     assert prices["ts"].iat[-1] == claims[1]["last_close_ts"]
@@ -129,9 +139,9 @@ def test_batches_claim_consecutive_ranges_of_stored_closed_trades(mongo_db, tick
 def test_unflushed_closed_trades_are_never_claimed(mongo_db, ticks):
     bot = stream(mongo_db, ticks[:1500])
     bot.store.flush()
-    stored = bot.store.stored_close_seq + 1
+    flushed = len(_eligible(mongo_db))
     for tick in ticks[1500:]:
         bot.on_tick(tick)  # closes more trades, but nothing is flushed
-    assert bot.next_close_seq > stored + 10
-    assert bot.store.claim_batch(stored + 1, {}) is None
-    assert bot.store.claim_batch(stored, {})["seq_to"] == stored - 1
+    assert bot.next_close_seq > bot.store.stored_close_seq + 10
+    assert bot.store.claim_batch(flushed + 1, SETTINGS.as_dict()) is None
+    assert bot.store.claim_batch(flushed, SETTINGS.as_dict())["trades"] == flushed
