@@ -40,6 +40,9 @@ class Aws:
 def moto_server():
     from moto.server import ThreadedMotoServer
 
+    from infra.local.moto_gaps import apply
+
+    apply()  # the same moto as the local stack's
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -13,14 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from s3_batches import upload_batch
 
 from pipelines.local.records import ExecutionStore
 from processing.batch_contract import (
-    BATCH_JSON_FILE,
-    MANIFEST_FILE,
-    PRICES_FILE,
     TRANSACTIONS_FILE,
-    batch_key_prefix,
 )
 
 pytestmark = pytest.mark.slow
@@ -35,20 +32,11 @@ PLANTED = {"trades": 10_000, "seed": 0, "market": "planted-signal"}
 PREPROCESS = Path(__file__).resolve().parents[1] / "processing" / "preprocess.py"
 
 
-def upload_batch(s3, batch_dir) -> str:
-    """The batch's files under its key prefix, the manifest last; the manifest's key."""
-    meta = json.loads((batch_dir / BATCH_JSON_FILE).read_text())
-    prefix = batch_key_prefix(meta["epic"], meta["batch_id"])
-    for name in (PRICES_FILE, TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE):
-        s3.put_object(Bucket=BUCKET, Key=prefix + name, Body=(batch_dir / name).read_bytes())
-    return prefix + MANIFEST_FILE
-
-
 def run_pipeline(aws, run_cli, tmp_path, batch_dir, *parameters):
     """upsert + run-local; (the run-local process, the execution's record)."""
     s3 = aws.client("s3")
     s3.create_bucket(Bucket=BUCKET)
-    manifest_key = upload_batch(s3, batch_dir)
+    manifest_key = upload_batch(s3, BUCKET, batch_dir)
     upsert = run_cli("pipeline", "upsert", "--endpoint-url", aws.endpoint_url, "--role-arn", ROLE, "--bucket", BUCKET,
                      "--model-package-group", GROUP, "--max-jobs", "2", "--max-parallel-jobs", "2")
     assert upsert.returncode == 0, upsert.stderr

@@ -1,5 +1,7 @@
 """The operations infra/local/moto_gaps.py adds to moto, through the local stack's moto daemon."""
 
+import json
+
 import botocore.exceptions
 import pytest
 
@@ -7,12 +9,37 @@ from infra.local.services import start_moto
 
 
 @pytest.fixture(scope="module")
-def sagemaker(tmp_path_factory):
+def moto_daemon(tmp_path_factory):
+    moto = start_moto(tmp_path_factory.mktemp("moto"))
+    yield moto
+    moto.stop()
+
+
+def client(moto, service: str):
     import boto3
 
-    moto = start_moto(tmp_path_factory.mktemp("moto"))
-    yield boto3.client("sagemaker", endpoint_url=moto.url, region_name="us-east-1")
-    moto.stop()
+    return boto3.client(service, endpoint_url=moto.url, region_name="us-east-1")
+
+
+@pytest.fixture
+def sagemaker(moto_daemon):
+    return client(moto_daemon, "sagemaker")
+
+
+def test_every_s3_event_has_its_own_id(moto_daemon):
+    s3, events, sqs = (client(moto_daemon, name) for name in ("s3", "events", "sqs"))
+    s3.create_bucket(Bucket="events-bucket")
+    s3.put_bucket_notification_configuration(Bucket="events-bucket",
+                                             NotificationConfiguration={"EventBridgeConfiguration": {}})
+    queue = sqs.create_queue(QueueName="all-s3-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="all-s3", EventPattern=json.dumps({"source": ["aws.s3"], "detail-type": ["Object Created"]}))
+    events.put_targets(Rule="all-s3", Targets=[{"Id": "queue", "Arn": arn}])
+    for key in ("a.manifest", "b.manifest", "c.manifest"):
+        s3.put_object(Bucket="events-bucket", Key=key, Body=b"[]")
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=5)["Messages"]
+    ids = [json.loads(message["Body"])["id"] for message in messages]
+    assert len(ids) == 3 and len(set(ids)) == 3
 
 
 def _config(sagemaker, name: str, model: str) -> None:

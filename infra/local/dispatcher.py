@@ -136,6 +136,10 @@ class ModelPackageWatcher:
                 emitted += 1
         return emitted
 
+    def last_status(self, package_arn: str) -> str | None:
+        """The approval status last announced for the package (None if not seen yet)."""
+        return self._seen.get(package_arn)
+
     def _emit(self, package: dict) -> None:
         detail = {k: v for k, v in package.items() if k != "ResponseMetadata"}
         entry = {

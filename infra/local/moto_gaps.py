@@ -3,6 +3,9 @@
 - UpdateEndpoint (moto 5.2.5 answers HTTP 500): the deploy Lambda's blue/green update of an endpoint to a new
   endpoint config. Locally the switch is immediate: the endpoint stays InService on the new config (there are
   no instances to bake, so no alarms to watch).
+- S3 → EventBridge events all carry the same `id` (moto copies one base message). EventBridge gives every
+  event its own id, and at-least-once consumers (the local dispatcher) dedupe on it: every copy of the base
+  message gets a fresh id.
 
 `python -m infra.local.moto_gaps -H 127.0.0.1 -p PORT` runs moto's server with the gaps closed; `apply()`
 closes them in-process (for moto's decorator or threaded server).
@@ -10,14 +13,24 @@ closes them in-process (for moto's decorator or threaded server).
 
 from __future__ import annotations
 
+import copy
 import sys
+import uuid
 
 PINNED_MOTO = "5.2.5"
+
+
+class _EventWithFreshId(dict):
+    """moto's base event message; each deep copy (one per event sent) gets a new id."""
+
+    def __deepcopy__(self, memo):
+        return {**copy.deepcopy(dict(self), memo), "id": str(uuid.uuid4())}
 
 
 def apply() -> None:
     """Add the missing operations to moto's SageMaker backend and its HTTP responses."""
     import moto
+    import moto.events.utils
     from moto.core.responses import ActionResult
     from moto.core.utils import utcnow
     from moto.sagemaker.exceptions import ValidationError
@@ -49,6 +62,7 @@ def apply() -> None:
 
     SageMakerModelBackend.update_endpoint = update_endpoint
     SageMakerResponse.update_endpoint = update_endpoint_response
+    moto.events.utils._BASE_EVENT_MESSAGE = _EventWithFreshId(moto.events.utils._BASE_EVENT_MESSAGE)
 
 
 def main() -> None:

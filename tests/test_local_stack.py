@@ -1,0 +1,101 @@
+"""The local stack: the template's rules in moto, one run per event, a new model served only after approval."""
+
+import json
+
+import pytest
+from s3_batches import upload_batch
+
+from infra.local.services import wait_until
+from infra.local.stack import LocalStack
+from infra.rules import approval_rule_pattern, manifest_rule_pattern
+from livetrain import Config
+
+pytestmark = pytest.mark.slow
+CONFIG = Config()
+PLANTED = {"trades": 5000, "market": "planted-signal"}  # seeds 0 and 1 pass the gate with 10 tuning jobs
+
+
+@pytest.fixture
+def stack(tmp_path):
+    with LocalStack(CONFIG, tmp_path / "state", log=lambda line: None) as stack:
+        stack.provision()
+        stack.run_in_background()
+        yield stack
+
+
+def finished_runs(stack, count: int, timeout: float = 300) -> list[dict]:
+    wait_until(lambda: len(stack.executions) >= count, timeout, f"{count} pipeline runs")
+    return [execution.result(timeout) for execution in stack.executions[:count]]
+
+
+def queue_is_empty(stack, name: str) -> bool:
+    sqs = stack.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"], AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    return attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_the_local_rules_are_the_templates(stack):
+    events = stack.client("events")
+    rules = {rule["Name"]: json.loads(rule["EventPattern"]) for rule in events.list_rules()["Rules"]}
+    assert rules == {f"{CONFIG.pipeline_name}-batch-landed": manifest_rule_pattern(CONFIG.bucket),
+                     f"{CONFIG.pipeline_name}-package-approved": approval_rule_pattern(CONFIG.model_package_group)}
+
+
+def test_the_same_event_twice_starts_one_run(stack):
+    sqs, events = stack.client("sqs"), stack.client("events")
+    observer = sqs.create_queue(QueueName="observer")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=observer, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_targets(Rule=f"{CONFIG.pipeline_name}-batch-landed", Targets=[{"Id": "observer", "Arn": arn}])
+
+    stack.client("s3").put_object(Bucket=CONFIG.bucket, Key="batches/E/missing/batch.manifest", Body=b"[]")
+    (record,) = finished_runs(stack, 1)
+    assert record["Parameters"]["InputManifestKey"] == "batches/E/missing/batch.manifest"
+    event = sqs.receive_message(QueueUrl=observer, WaitTimeSeconds=5)["Messages"][0]["Body"]
+
+    tap = sqs.get_queue_url(QueueName=f"{CONFIG.pipeline_name}-batch-landed-tap")["QueueUrl"]
+    sqs.send_message(QueueUrl=tap, MessageBody=event)  # EventBridge delivers at least once
+    wait_until(lambda: queue_is_empty(stack, f"{CONFIG.pipeline_name}-batch-landed-tap"), 30,
+               "the redelivered event to be consumed")
+    stack.check()
+    assert len(stack.executions) == 1
+
+
+def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make_batch):
+    s3, sagemaker, runtime = stack.client("s3"), stack.client("sagemaker"), stack.client("sagemaker-runtime")
+
+    upload_batch(s3, CONFIG.bucket, make_batch(seed=0, **PLANTED))
+    (first,) = finished_runs(stack, 1)
+    assert first["PipelineExecutionStatus"] == "Succeeded", first["FailureReason"]
+    (v1,) = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group)["ModelPackageSummaryList"]
+    stack.approve(v1["ModelPackageArn"])
+    assert stack.wait_for_endpoint(v1["ModelPackageArn"])["EndpointConfigName"] == f"{CONFIG.endpoint_name}-v1"
+    body = b"\n".join((",".join(["1.5"] * 605)).encode() for _ in range(3))
+
+    def scores():
+        response = runtime.invoke_endpoint(EndpointName=CONFIG.endpoint_name, ContentType="text/csv",
+                                           Accept="application/json", Body=body)
+        return [p["score"] for p in json.loads(response["Body"].read())["predictions"]]
+
+    served_by_v1 = scores()
+
+    upload_batch(s3, CONFIG.bucket, make_batch(seed=1, **PLANTED))
+    second = finished_runs(stack, 2)[1]
+    assert second["PipelineExecutionStatus"] == "Succeeded", second["FailureReason"]
+    packages = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group,
+                                             SortBy="CreationTime", SortOrder="Descending")["ModelPackageSummaryList"]
+    v2 = packages[0]
+    assert (len(packages), v2["ModelApprovalStatus"]) == (2, "PendingManualApproval")
+    wait_until(lambda: stack.watcher.last_status(v2["ModelPackageArn"]) == "PendingManualApproval", 30,
+               "the package's state change event")
+    wait_until(lambda: queue_is_empty(stack, f"{CONFIG.pipeline_name}-package-approved-tap"), 30,
+               "the approval rule's tap to be drained")
+    assert sagemaker.describe_endpoint(EndpointName=CONFIG.endpoint_name)["EndpointConfigName"] == \
+        f"{CONFIG.endpoint_name}-v1"
+    assert scores() == served_by_v1
+    assert [d["action"] for d in stack.deployments] == ["created"]
+
+    stack.approve(v2["ModelPackageArn"])
+    assert stack.wait_for_endpoint(v2["ModelPackageArn"])["EndpointConfigName"] == f"{CONFIG.endpoint_name}-v2"
+    assert [d["action"] for d in stack.deployments] == ["created", "updated"]
+    wait_until(lambda: scores() != served_by_v1, 10, "the endpoint server to load the new model")
