@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# checkov pins an old boto3, so it gets a virtual environment of its own (shared/reference/moto.md).
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 
-.PHONY: install demo test lint bench clean
+.PHONY: install checkov demo test lint bench clean
 
 install: $(INSTALLED)
 
@@ -14,10 +17,17 @@ $(INSTALLED): setup.py
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 
+checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: Makefile
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
 demo: install
 	$(BIN)/livetrain demo
 
-test: install
+test: install checkov
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -28,4 +38,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .livetrain build *.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) .livetrain build *.egg-info

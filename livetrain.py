@@ -13,7 +13,8 @@ import os
 import sys
 from dataclasses import dataclass, fields
 
-COMMAND_MODULES = ("streamer.cli",)
+COMMAND_MODULES = ("streamer.cli", "pipelines.cli", "pipelines.local.cli", "pipelines.local.serve_cli", "infra.cli",
+                   "infra.local.cli")
 
 
 class UserError(Exception):
@@ -29,7 +30,9 @@ class Config:
     epic: str = "CS.D.BITCOIN.CFD.IP"
     pipeline_name: str = "livetrain"
     model_package_group: str = "livetrain-models"
+    endpoint_name: str = "livetrain"
     state_dir: str = ".livetrain"
+    role_arn: str = ""  # the SageMaker Pipeline's execution role; "" = not configured
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Config:

@@ -1,4 +1,4 @@
-"""`livetrain synth-batch` (and, later, `livetrain stream`): the streamer's commands.
+"""`livetrain synth-batch` and `livetrain stream`: the streamer's commands.
 
 Only the standard library is imported here; handlers import what they need.
 """
@@ -6,6 +6,7 @@ Only the standard library is imported here; handlers import what they need.
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def positive_int(text: str) -> int:
@@ -22,6 +23,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def speed(text: str) -> float | None:
+    """A replay/simulation speed: a positive factor, or `max` (None: as fast as possible)."""
+    return None if text == "max" else positive_float(text)
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def add_bot_arguments(parser: argparse.ArgumentParser) -> None:
     """The paper-trading bot's policy, shared by every command that trades."""
     bot = parser.add_argument_group("paper-trading bot")
@@ -31,8 +44,8 @@ def add_bot_arguments(parser: argparse.ArgumentParser) -> None:
     bot.add_argument("--limit-distance", type=positive_float, default=100.0, help="points (default 100)")
     bot.add_argument("--max-lifetime", type=positive_float, default=900.0,
                      help="seconds before an open trade closes at the market (default 900)")
-    bot.add_argument("--open-every", type=float, default=0.0,
-                     help="seconds between openings; 0 opens on every tick (default)")
+    bot.add_argument("--open-every", type=float, default=30.0,
+                     help="seconds between openings; 0 opens on every tick (default 30)")
 
 
 def bot_settings(args: argparse.Namespace):
@@ -57,6 +70,58 @@ def add_commands(commands, config) -> None:
     synth.add_argument("--batch-id", help="default: synth-<market>-<seed>-<trades>")
     add_bot_arguments(synth)
     synth.set_defaults(handler=run_synth_batch)
+    add_stream_command(commands, config)
+
+
+def add_stream_command(commands, config) -> None:
+    from processing.batch_contract import LOOKBACK_SECONDS
+
+    stream = commands.add_parser(
+        "stream", help="stream a market into MongoDB, paper-trade it and export batches of closed trades to S3",
+        description="Read a market (IG, the simulator or a replayed ticks file), store ticks and paper trades in "
+                    "MongoDB and export every --batch-size closed trades as a batch to "
+                    "s3://BUCKET/batches/EPIC/BATCH_ID/ (batch.manifest last). Runs until stopped (SIGTERM, "
+                    "Ctrl-C), --max-batches, or the end of a replay; a restart resumes where it stopped.")
+    stream.add_argument("--source", choices=("ig", "sim", "replay"), required=True)
+    stream.add_argument("--epic", default=config.epic, help=f"market (default {config.epic})")
+    stream.add_argument("--mongo-uri", default=os.environ.get("MONGODB_URI"),
+                        help="MongoDB URI, database from its path (default livetrain); default $MONGODB_URI")
+    stream.add_argument("--bucket", default=config.bucket, help=f"S3 bucket for batches (default {config.bucket})")
+    stream.add_argument("--s3-endpoint-url", help="S3 endpoint, e.g. a local moto server")
+    stream.add_argument("--batch-size", type=positive_int, default=10_000, help="closed trades per batch "
+                        "(default 10000)")
+    stream.add_argument("--max-batches", type=positive_int, help="stop after committing this many batches")
+    stream.add_argument("--warmup-seconds", type=non_negative_float, default=float(LOOKBACK_SECONDS),
+                        help=f"seconds of stored ticks before the first trade opens, so that trades have their "
+                             f"look-back (default {LOOKBACK_SECONDS})")
+    stream.add_argument("--speed", type=speed, default=1.0,
+                        help="sim/replay: times real time, or `max` for as fast as possible (default 1)")
+    stream.add_argument("--replay-file", help="replay: a ticks CSV with the columns of a batch's prices.csv")
+    stream.add_argument("--market", choices=("random-walk", "planted-signal"), default="planted-signal",
+                        help="sim: market model (default planted-signal)")
+    stream.add_argument("--seed", type=int, default=0, help="sim: random seed (default 0)")
+    stream.add_argument("--ig-secret-id", help="ig: Secrets Manager secret with ig_identifier, ig_password, "
+                        "ig_api_key (default: the IG_IDENTIFIER, IG_PASSWORD, IG_API_KEY environment variables)")
+    stream.add_argument("--ig-api-url", default="https://demo-api.ig.com/gateway/deal",
+                        help="ig: REST API base (default IG's demo)")
+    add_bot_arguments(stream)
+    stream.set_defaults(handler=run_stream, region=config.region)
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from livetrain import UserError
+
+    if not args.mongo_uri:
+        raise UserError("no MongoDB: pass --mongo-uri URI or set MONGODB_URI")
+    import pymongo.errors
+
+    from streamer.run import run_stream as run
+
+    try:
+        return run(args)
+    except pymongo.errors.PyMongoError as exc:
+        raise UserError(f"MongoDB failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+                        f"check --mongo-uri or MONGODB_URI and that the server is running") from None
 
 
 def run_synth_batch(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ class MarketSettings:
     mean_tick_interval_s: float = 1.0
     pause_probability: float = 0.002  # a tick that comes after a long pause
     pause_max_s: float = 30.0
-    signal_strength: float = 0.25  # points per second (std of the drift)
+    signal_strength: float = 0.5  # points per second (std of the drift)
     signal_halflife_s: float = 300.0
 
     def __post_init__(self):

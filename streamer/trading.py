@@ -26,7 +26,9 @@ class BotSettings:
     stop_distance: float = 100.0
     limit_distance: float = 100.0
     max_lifetime_s: float = 900.0
-    open_every_s: float = 0.0  # 0: on every tick
+    # 0 opens on every tick; spacing trades out gives a batch more independent market time (trades
+    # opened a second apart share one price path, so their labels are nearly one sample)
+    open_every_s: float = 30.0
 
     def __post_init__(self):
         if not self.directions or set(self.directions) - {BUY, SELL}:

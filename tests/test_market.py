@@ -74,3 +74,15 @@ def test_planted_signal_is_predictable_and_random_walk_is_not():
 def test_unknown_market_is_refused():
     with pytest.raises(ValueError, match="random-walk"):
         MarketSettings(market="bull")
+
+
+def test_a_batch_is_the_first_trades_by_open_time_all_closed():
+    from streamer.synth import synthesize
+    from streamer.trading import BotSettings
+
+    prices, trades = synthesize(200, 5, MarketSettings(), BotSettings(open_every_s=10), "EPIC", progress=None)
+    assert len(trades) == 200
+    gaps = trades["open_ts"].diff().dropna()
+    assert (gaps >= 10_000).all() and (gaps < 60_000).all()  # no trade between the first and the last is missing
+    assert prices["ts"].iat[-1] == trades["close_ts"].max()
+    assert prices["ts"].iat[0] <= trades["open_ts"].min() - 600_000

@@ -8,7 +8,7 @@ EPIC = "TEST.EPIC"
 
 
 def trader(**settings) -> PaperTrader:
-    return PaperTrader(EPIC, BotSettings(**settings))
+    return PaperTrader(EPIC, BotSettings(**{"open_every_s": 0, **settings}))
 
 
 def run(paper: PaperTrader, ticks, open_on_first_only=True):

@@ -89,9 +89,9 @@ def _http_answers(url: str) -> bool:
 
 
 def start_moto(state_dir: Path, port: int | None = None, timeout: float = 30) -> Service:
-    """moto's HTTP server on 127.0.0.1 (all services on one port)."""
+    """moto's HTTP server on 127.0.0.1 (all services on one port), with infra/local/moto_gaps.py applied."""
     port = port or free_port()
-    command = [str(Path(sys.executable).with_name("moto_server")), "-H", HOST, "-p", str(port)]
+    command = [sys.executable, "-m", "infra.local.moto_gaps", "-H", HOST, "-p", str(port)]
     return _spawn("moto", command, f"http://{HOST}:{port}", state_dir / "logs", _http_answers, timeout)
 
 

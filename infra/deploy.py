@@ -1,0 +1,304 @@
+"""`livetrain infra deploy`: package the Lambda, change-set the stack, wait, upsert the pipeline, print outputs.
+
+Each stage that fails raises one UserError line: which stage, the cause, and what it left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+import time
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from livetrain import UserError
+
+LAMBDA_SOURCE = Path(__file__).resolve().parents[1] / "lambdas" / "deploy_on_approval.py"
+MAX_TEMPLATE_BODY = 51_200  # bytes CloudFormation accepts inline
+POLL_SECONDS = 5
+SET_BY_DEPLOY = {
+    "DataBucketName": "pass --bucket instead (the pipeline upsert uses it too)",
+    "PipelineName": "pass --pipeline-name instead (the pipeline upsert uses it too)",
+    "ModelPackageGroupName": "pass --model-package-group instead (the pipeline upsert uses it too)",
+    "LambdaCodeBucket": "deploy uploads the Lambda; pass --artifact-bucket to choose the bucket",
+    "LambdaCodeKey": "deploy uploads the Lambda and names the key after its content",
+}
+NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
+DONE = ("CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE")
+WHAT_IS_LEFT = {
+    "ROLLBACK_COMPLETE": "the creation was rolled back; delete the stack "
+                        "(aws cloudformation delete-stack --stack-name {stack}) before deploying again",
+    "ROLLBACK_FAILED": "the creation's rollback failed; delete the stack and the resources it names",
+    "UPDATE_ROLLBACK_COMPLETE": "the update was rolled back; the stack runs its previous version",
+    "UPDATE_ROLLBACK_FAILED": "the update's rollback failed; fix the resources named above, then "
+                              "`aws cloudformation continue-update-rollback --stack-name {stack}`",
+}
+
+
+def progress(message: str) -> None:
+    print(f"infra deploy: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@contextmanager
+def stage(name: str, left: str = ""):
+    """Turn an AWS or OS error inside the stage into one line naming the stage, the cause and what is left."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError, OSError) as exc:
+        raise UserError(f"{name} failed: {_one_line(exc)}" + (f"; {left}" if left else "")) from exc
+
+
+def package_lambda(source: Path = LAMBDA_SOURCE) -> bytes:
+    """A zip of the handler module alone (boto3 comes with the runtime), byte-identical for identical source."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        entry = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
+        entry.external_attr = 0o644 << 16
+        archive.writestr(entry, source.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def ensure_artifact_bucket(s3, bucket: str, region: str) -> None:
+    """Create the artefact bucket if missing; (re)apply encryption, versioning and the public access block."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+        progress(f"creating artefact bucket {bucket}")
+        location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=bucket, **location)
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+def parse_parameters(pairs: list[str], declared: dict) -> dict[str, str]:
+    """KEY=VALUE pairs from --parameter, each naming a parameter the template declares."""
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--parameter {pair!r} is not KEY=VALUE (e.g. StreamerSubnetIds=subnet-a,subnet-b)")
+        if key not in declared:
+            raise UserError(f"--parameter {key}: the template has no such parameter; it has {', '.join(declared)}")
+        values[key] = value
+    return values
+
+
+def stack_status(cloudformation, stack: str) -> str | None:
+    """The stack's status, or None when there is no such stack."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return None
+        raise
+
+
+def stack_parameters(declared: dict, values: dict[str, str], creating: bool, stack: str) -> list[dict]:
+    """Parameters for the change set: given values; on update, the previous value of every other one."""
+    missing = [name for name, spec in declared.items() if name not in values and "Default" not in spec]
+    if creating and missing:
+        raise UserError(f"creating stack {stack} needs " + " ".join(f"--parameter {name}=…" for name in missing)
+                        + f" ({declared[missing[0]].get('Description', '')})")
+    parameters = [{"ParameterKey": name, "ParameterValue": values[name]} for name in declared if name in values]
+    if not creating:
+        parameters += [{"ParameterKey": name, "UsePreviousValue": True} for name in declared if name not in values]
+    return parameters
+
+
+def create_change_set(cloudformation, args, template: str, parameters: list[dict], creating: bool) -> str | None:
+    """Create the change set and wait until it is ready; its name, or None when there is nothing to change."""
+    name = f"livetrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    request = {"StackName": args.stack_name, "ChangeSetName": name, "TemplateBody": template,
+               "Parameters": parameters, "Capabilities": ["CAPABILITY_IAM"],
+               "ChangeSetType": "CREATE" if creating else "UPDATE", "Description": "livetrain infra deploy"}
+    if args.role_arn:
+        request["RoleARN"] = args.role_arn
+    unchanged = "stack unchanged" if not creating else "nothing created"
+    try:
+        with stage("create the change set", left=unchanged):
+            cloudformation.create_change_set(**request)
+    except UserError as exc:  # some endpoints refuse an empty change set outright instead of failing it
+        if any(text in str(exc) for text in NO_CHANGES):
+            return None
+        raise
+    deadline = time.monotonic() + 600
+    while True:
+        with stage("create the change set", left=f"change set {name} not executed, {unchanged}"):
+            change_set = cloudformation.describe_change_set(StackName=args.stack_name, ChangeSetName=name)
+        if change_set["Status"] == "CREATE_COMPLETE":
+            break
+        reason = change_set.get("StatusReason", "")
+        if change_set["Status"] == "FAILED":
+            if any(text in reason for text in NO_CHANGES):
+                with stage("delete the empty change set", left=f"change set {name} left FAILED, {unchanged}"):
+                    cloudformation.delete_change_set(StackName=args.stack_name, ChangeSetName=name)
+                return None
+            raise UserError(f"create the change set failed: {reason}; change set {name} left FAILED and not "
+                            f"executed, {unchanged}")
+        if time.monotonic() > deadline:
+            raise UserError(f"create the change set failed: still {change_set['Status']} after 600 s; "
+                            f"change set {name} not executed, {unchanged}")
+        progress(f"change set {name}: {change_set['Status']}")
+        time.sleep(POLL_SECONDS)
+    for change in change_set.get("Changes", []):
+        resource = change.get("ResourceChange", {})
+        replace = " (replacement)" if resource.get("Replacement") == "True" else ""
+        progress(f"  {resource.get('Action')} {resource.get('LogicalResourceId')} "
+                 f"({resource.get('ResourceType')}){replace}")
+    return name
+
+
+def _failure_reason(events: list[dict]) -> str:
+    """The first resource failure CloudFormation reported (the cause; later ones are usually consequences)."""
+    failed = [e for e in events if e["ResourceStatus"].endswith("FAILED") and e.get("ResourceStatusReason")]
+    if not failed:
+        return "no resource reported a reason"
+    first = min(failed, key=lambda e: e["Timestamp"])
+    return f"{first['LogicalResourceId']} {first['ResourceStatus']}: {first['ResourceStatusReason']}"
+
+
+def execute_and_wait(cloudformation, stack: str, change_set: str, timeout: float) -> str:
+    """Execute the change set and follow the stack's events until it settles; its final status."""
+    seen: set[str] = set()
+    events: list[dict] = []
+    started = time.time()
+
+    def left() -> str:
+        status = stack_status(cloudformation, stack)
+        return f"stack {stack} is {status}" if status else f"stack {stack} does not exist"
+
+    try:
+        with stage("execute the change set"):
+            cloudformation.execute_change_set(StackName=stack, ChangeSetName=change_set)
+    except UserError as exc:
+        raise UserError(f"{exc}; {left()}") from exc
+    deadline = time.monotonic() + timeout
+    while True:
+        with stage("wait for the stack", left=f"it carries on in CloudFormation: {stack}"):
+            status = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+            new = [event for event in cloudformation.describe_stack_events(StackName=stack)["StackEvents"][::-1]
+                   if event["EventId"] not in seen and event["Timestamp"].timestamp() >= started - 5]
+        for event in new:
+            seen.add(event["EventId"])
+            events.append(event)
+            reason = f" — {event['ResourceStatusReason']}" if event.get("ResourceStatusReason") else ""
+            progress(f"  {event['LogicalResourceId']}: {event['ResourceStatus']}{reason}")
+        if not status.endswith("_IN_PROGRESS"):
+            break
+        if not new:
+            progress(f"stack {stack}: {status} ({time.time() - started:.0f} s)")
+        if time.monotonic() > deadline:
+            raise UserError(f"wait for the stack failed: still {status} after {timeout:.0f} s; it carries on in "
+                            f"CloudFormation (aws cloudformation describe-stack-events --stack-name {stack})")
+        time.sleep(POLL_SECONDS)
+    if status not in DONE:
+        left_behind = WHAT_IS_LEFT.get(status, "see the stack's events").format(stack=stack)
+        raise UserError(f"execute the change set failed: stack {stack} is {status} ({_failure_reason(events)}); "
+                        f"{left_behind}")
+    return status
+
+
+def upsert_pipeline(args, role_arn: str) -> None:
+    """`livetrain pipeline upsert` (the pipelines part) with this stack's execution role, bucket and names."""
+    command = [sys.executable, "-m", "livetrain", "pipeline", "upsert", "--role-arn", role_arn,
+               "--region", args.region, "--bucket", args.bucket, "--pipeline-name", args.pipeline_name,
+               "--model-package-group", args.model_package_group]
+    if args.endpoint_url:
+        command += ["--endpoint-url", args.endpoint_url]
+    process = subprocess.Popen(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    last = ""
+    for line in process.stderr:
+        sys.stderr.write(line)
+        last = line.strip() or last
+    if process.wait() != 0:
+        raise UserError(f"upsert the pipeline failed: {last or f'exit code {process.returncode}'}; stack "
+                        f"{args.stack_name} is deployed but pipeline {args.pipeline_name} was not updated: run "
+                        f"`livetrain pipeline upsert --role-arn {role_arn} --region {args.region}`")
+
+
+def deploy(args) -> dict[str, str]:
+    """The whole deploy; prints the stack's outputs (KEY=VALUE lines on stdout) and returns them."""
+    import boto3
+
+    from infra.template import load_template
+
+    session = boto3.session.Session(region_name=args.region)
+
+    def client(service: str):
+        return session.client(service, endpoint_url=args.endpoint_url)
+
+    with stage("read the template"):
+        template = args.template.read_text()
+    if len(template.encode()) > MAX_TEMPLATE_BODY:
+        raise UserError(f"{args.template} is {len(template.encode())} bytes; CloudFormation takes at most "
+                        f"{MAX_TEMPLATE_BODY} inline: split it into nested stacks")
+    declared = load_template(template).get("Parameters", {})
+    overrides = parse_parameters(args.parameter, declared)
+    for name, instead in SET_BY_DEPLOY.items():
+        if name in overrides:
+            raise UserError(f"--parameter {name}: {instead}")
+    cloudformation = client("cloudformation")
+
+    with stage("find the account", left="nothing deployed"):
+        account = client("sts").get_caller_identity()["Account"]
+        status = stack_status(cloudformation, args.stack_name)
+    if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED"):
+        raise UserError(f"stack {args.stack_name} is {status}: "
+                        + WHAT_IS_LEFT[status].format(stack=args.stack_name))
+    if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
+        raise UserError(f"stack {args.stack_name} is {status}: wait until it settles, then deploy again")
+    creating = status in (None, "REVIEW_IN_PROGRESS")
+
+    code = package_lambda()
+    artifact_bucket = args.artifact_bucket or f"livetrain-artifacts-{account}-{args.region}"
+    code_key = f"lambdas/{LAMBDA_SOURCE.stem}-{hashlib.sha256(code).hexdigest()[:16]}.zip"
+    values = {"DataBucketName": args.bucket, "PipelineName": args.pipeline_name,
+              "ModelPackageGroupName": args.model_package_group, "LambdaCodeBucket": artifact_bucket,
+              "LambdaCodeKey": code_key, **overrides}
+    parameters = stack_parameters(declared, {k: v for k, v in values.items() if k in declared}, creating,
+                                  args.stack_name)
+
+    with stage("upload the Lambda", left="nothing deployed"):
+        s3 = client("s3")
+        ensure_artifact_bucket(s3, artifact_bucket, args.region)
+        progress(f"uploading the Lambda ({len(code)} bytes) to s3://{artifact_bucket}/{code_key}")
+        s3.put_object(Bucket=artifact_bucket, Key=code_key, Body=code)
+
+    progress(f"{'creating' if creating else 'updating'} stack {args.stack_name} in {args.region}")
+    change_set = create_change_set(cloudformation, args, template, parameters, creating)
+    if change_set is None:
+        progress(f"stack {args.stack_name}: no changes")
+    else:
+        status = execute_and_wait(cloudformation, args.stack_name, change_set, args.timeout)
+        progress(f"stack {args.stack_name}: {status}")
+
+    with stage("read the stack's outputs", left=f"stack {args.stack_name} is deployed"):
+        stack = cloudformation.describe_stacks(StackName=args.stack_name)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    if not args.no_pipeline:
+        if "PipelineExecutionRoleArn" not in outputs:
+            raise UserError(f"upsert the pipeline failed: stack {args.stack_name} has no PipelineExecutionRoleArn "
+                            "output; the stack is deployed, the pipeline was not updated (or pass --no-pipeline)")
+        progress(f"upserting pipeline {args.pipeline_name}")
+        upsert_pipeline(args, outputs["PipelineExecutionRoleArn"])
+    for key, value in sorted(outputs.items()):
+        print(f"{key}={value}")
+    return outputs

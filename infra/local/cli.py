@@ -1,0 +1,49 @@
+"""`livetrain demo`: the whole loop on one machine. Only the standard library is imported here."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
+    return int(text)
+
+
+def add_commands(commands, config) -> None:
+    demo = commands.add_parser(
+        "demo", help="run the whole loop locally: market → batch → pipeline → registry → endpoint",
+        description="Start the local stack (moto, a MongoDB-wire server, the SageMaker Runtime endpoint), stream "
+                    "the simulated market until a batch lands, let EventBridge's rule run the pipeline, approve the "
+                    "registered package, let the deploy Lambda bring the endpoint up, predict through boto3, and "
+                    "write the execution report. Everything binds to 127.0.0.1; no AWS account is used.")
+    demo.add_argument("--batch-size", type=positive_int, default=5000,
+                      help="closed trades per batch (default 5000; the streamer's own default is 10000)")
+    demo.add_argument("--market", choices=("planted-signal", "random-walk"), default="planted-signal")
+    demo.add_argument("--seed", type=int, default=0, help="the simulated market's seed")
+    demo.add_argument("--continuous", action="store_true",
+                      help="keep streaming: every batch retrains; a new package replaces the endpoint's model "
+                           "only once approved")
+    demo.add_argument("--batches", type=positive_int, help="with --continuous: stop after this many batches")
+    demo.add_argument("--no-approve", action="store_true", help="leave registered packages pending approval")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="keep the local stack up at the end (Ctrl-C stops it) to explore it with boto3 or the CLI")
+    demo.add_argument("--max-jobs", type=positive_int, default=10, help="training jobs per tuning (default 10)")
+    demo.add_argument("--max-parallel-jobs", type=positive_int, default=2, help="default 2")
+    demo.add_argument("--timeout", type=positive_int, default=900, help="seconds to wait for a batch (default 900)")
+    demo.add_argument("--state-dir", type=Path,
+                      default=Path(config.state_dir) / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+                      help=f"where the run keeps its services' data, records and reports "
+                           f"(default: a new folder under {config.state_dir}/demo)")
+    demo.set_defaults(handler=_run_demo, config=config)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from infra.local.demo import run_demo
+
+    if args.batches and not args.continuous:
+        raise SystemExit("livetrain demo: error: --batches goes with --continuous")
+    return run_demo(args)

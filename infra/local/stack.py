@@ -1,0 +1,204 @@
+"""The AWS side of livetrain on one machine: the same artefacts, local stand-ins for the services.
+
+`LocalStack` starts moto (S3, EventBridge, SQS, Secrets Manager, SageMaker records), the MongoDB-wire server
+and the local SageMaker Runtime endpoint, all on 127.0.0.1 with their state under one directory; provisions
+what the CloudFormation template provisions on AWS (the data bucket with EventBridge notifications, the two
+rules with the template's own patterns and parameter mapping, the model package group, the IG secret, the
+pipeline); and dispatches rule matches to their real targets:
+
+- the manifest rule → a local execution of the pipeline definition stored in moto, with the parameters
+  EventBridge would pass (`pipelines/local`); executions run one after another, none is dropped;
+- the approval rule → the deploy Lambda's code, in-process, configured as the template configures it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from infra.local.dispatcher import Dispatcher, LocalRule, ModelPackageWatcher, json_path
+from infra.local.services import Service, start_mongo, start_moto, wait_until
+from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
+from livetrain import Config
+
+ACCOUNT = "123456789012"  # moto's account
+LOCAL_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/livetrain-local"
+IG_SECRET_ID = "livetrain/ig-credentials"
+POLL_SECONDS = 0.5
+
+
+class LocalStack:
+    """Services, provisioning and event dispatch; use as a context manager, or start() and stop()."""
+
+    def __init__(self, config: Config, state_dir: Path | None = None, *, max_jobs: int = 10,
+                 max_parallel_jobs: int = 2, log=None):
+        self.config = config
+        self.state_dir = Path(state_dir or config.state_dir).resolve()
+        self.max_jobs, self.max_parallel_jobs = max_jobs, max_parallel_jobs
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.moto: Service | None = None
+        self.mongo: Service | None = None
+        self.endpoint = None
+        self.executions: list[Future] = []  # one per batch that landed, in arrival order
+        self.deployments: list[dict] = []  # the deploy Lambda's reports
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self._stop = threading.Event()
+        self._loop: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    # ------------------------------------------------------------ services
+
+    def start(self) -> LocalStack:
+        from pipelines.local.endpoint import EndpointServer, RecordsResolver
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.moto = start_moto(self.state_dir)
+        self.mongo = start_mongo(self.state_dir)
+        resolver = RecordsResolver(self.client("sagemaker"), self.client("s3"))
+        self.endpoint = EndpointServer(resolver)
+        self.endpoint.start()
+        self.log(f"local stack: AWS (moto) {self.moto.url}, MongoDB {self.mongo.url}, "
+                 f"SageMaker Runtime {self.endpoint.url}")
+        return self
+
+    def client(self, service: str):
+        """A boto3 client for a local AWS service (sagemaker-runtime: the local endpoint server)."""
+        import boto3
+
+        url = self.endpoint.url if service == "sagemaker-runtime" else self.moto.url
+        return boto3.client(service, endpoint_url=url, **self.credentials())
+
+    def credentials(self) -> dict:
+        """Placeholder credentials: the local services check none, and no real AWS account is ever used."""
+        return {"region_name": self.config.region, "aws_access_key_id": "livetrain-local",
+                "aws_secret_access_key": "livetrain-local"}
+
+    def environment(self) -> dict[str, str]:
+        """Environment for a process that should use the local stack (the streamer, a user's shell)."""
+        return {"AWS_ENDPOINT_URL": self.moto.url, "AWS_DEFAULT_REGION": self.config.region,
+                "AWS_ACCESS_KEY_ID": "livetrain-local", "AWS_SECRET_ACCESS_KEY": "livetrain-local",
+                "MONGODB_URI": self.mongo.url}
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._loop:
+            self._loop.join(timeout=10)
+        self._runner.shutdown(wait=True, cancel_futures=True)
+        if self.endpoint:
+            self.endpoint.stop()
+        for service in (self.mongo, self.moto):
+            if service:
+                service.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ provisioning
+
+    def provision(self) -> None:
+        """What the CloudFormation template creates on AWS, then the pipeline upsert, then the rules."""
+        from pipelines.cli import upsert_pipeline
+
+        config, s3 = self.config, self.client("s3")
+        s3.create_bucket(Bucket=config.bucket)
+        s3.put_bucket_versioning(Bucket=config.bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_notification_configuration(Bucket=config.bucket,
+                                                 NotificationConfiguration={"EventBridgeConfiguration": {}})
+        sagemaker = self.client("sagemaker")
+        sagemaker.create_model_package_group(ModelPackageGroupName=config.model_package_group,
+                                             ModelPackageGroupDescription="livetrain models (local)")
+        # The IG secret exists, as on AWS, with a placeholder value: the local demo streams the simulator.
+        self.client("secretsmanager").create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
+            {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
+        upsert_pipeline(s3, sagemaker, region=config.region, role_arn=LOCAL_ROLE_ARN, bucket=config.bucket,
+                        pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
+                        prefix=config.pipeline_name, max_jobs=self.max_jobs,
+                        max_parallel_jobs=self.max_parallel_jobs)
+        self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
+        self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",
+                                           manifest_rule_pattern(config.bucket), self._start_pipeline))
+        self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-package-approved",
+                                           approval_rule_pattern(config.model_package_group), self._deploy))
+        self.watcher = ModelPackageWatcher(sagemaker, self.client("events"), config.model_package_group,
+                                           config.region, ACCOUNT)
+        self.log(f"provisioned bucket {config.bucket}, model package group {config.model_package_group}, "
+                 f"pipeline {config.pipeline_name} and its two rules")
+
+    def run_in_background(self) -> None:
+        """Dispatch events until stop(): rule matches to their targets, package changes to the bus."""
+
+        def loop():
+            try:
+                while not self._stop.is_set():
+                    self.watcher.poll_once()
+                    if not self.dispatcher.poll_once():
+                        self._stop.wait(POLL_SECONDS)
+            except BaseException as exc:  # surfaced by check()
+                self._failure = exc
+
+        self._loop = threading.Thread(target=loop, name="dispatcher", daemon=True)
+        self._loop.start()
+
+    def check(self) -> None:
+        """Raise what stopped the dispatcher or a service, if anything did."""
+        if self._failure:
+            raise RuntimeError(f"the local event dispatcher stopped: {self._failure}") from self._failure
+        for service in (self.moto, self.mongo):
+            service.check_alive()
+
+    # ------------------------------------------------------------ the rules' targets
+
+    def _start_pipeline(self, event: dict) -> None:
+        parameters = {name: str(json_path(event, path)) for name, path in pipeline_parameter_mapping().items()}
+        self.log(f"batch landed: s3://{parameters['InputBucket']}/{parameters['InputManifestKey']} "
+                 f"→ pipeline {self.config.pipeline_name}")
+        self.executions.append(self._runner.submit(self._run_pipeline, parameters))
+
+    def _run_pipeline(self, parameters: dict) -> dict:
+        from pipelines.local.engine import LocalExecution, fetch_definition, resolve_parameters
+
+        sagemaker = self.client("sagemaker")
+        definition, pipeline_arn = fetch_definition(sagemaker, self.config.pipeline_name)
+        execution = LocalExecution(definition, resolve_parameters(definition, parameters), s3=self.client("s3"),
+                                   sagemaker=sagemaker, state_dir=self.state_dir, progress=self.log,
+                                   pipeline_name=self.config.pipeline_name, pipeline_arn=pipeline_arn)
+        return execution.run()
+
+    def _deploy(self, event: dict) -> None:
+        from lambdas.deploy_on_approval import DeployConfig, deploy
+
+        # The function's environment as the template sets it; no instances to bake locally.
+        environment = {"ENDPOINT_NAME": self.config.endpoint_name,
+                       "MODEL_PACKAGE_GROUP": self.config.model_package_group,
+                       "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1"}
+        self.deployments.append(deploy(event, self.client("sagemaker"), DeployConfig.from_env(environment),
+                                       wait_seconds=60))  # the Lambda logs its own report
+
+    # ------------------------------------------------------------ what a reviewer and a client do
+
+    def approve(self, package_arn: str) -> None:
+        """What a reviewer's click in the model registry does."""
+        self.client("sagemaker").update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus="Approved")
+
+    def wait_for_endpoint(self, package_arn: str, timeout: float = 120) -> dict:
+        """Wait until the endpoint serves the package (the deploy Lambda names configs after its version)."""
+        version = package_arn.rsplit("/", 1)[-1]
+        sagemaker = self.client("sagemaker")
+
+        def serving() -> bool:
+            self.check()
+            try:
+                endpoint = sagemaker.describe_endpoint(EndpointName=self.config.endpoint_name)
+            except sagemaker.exceptions.ClientError:
+                return False
+            return endpoint["EndpointStatus"] == "InService" and endpoint["EndpointConfigName"].endswith(f"-v{version}")
+
+        wait_until(serving, timeout, f"endpoint {self.config.endpoint_name} serving package version {version}",
+                   interval=0.2)
+        return sagemaker.describe_endpoint(EndpointName=self.config.endpoint_name)

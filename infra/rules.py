@@ -1,0 +1,59 @@
+"""The two EventBridge rules, read from the CloudFormation template (the one source of truth).
+
+The local stack applies the very same event patterns and pipeline parameter mapping as AWS does, by
+reading them here rather than retyping them:
+
+- `manifest_rule_pattern(bucket)`: S3 "Object Created" in the bucket, key `batches/*.manifest`;
+- `approval_rule_pattern(group)`: "SageMaker Model Package State Change" for the group, Approved;
+- `pipeline_parameter_mapping()`: pipeline parameter -> JSON path into the event (the whole value is
+  the path, as EventBridge's dynamic target parameters require).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+MANIFEST_RULE = "ManifestRule"
+APPROVAL_RULE = "ApprovalRule"
+
+
+@functools.cache
+def _resources() -> dict:
+    from infra.template import load_template
+
+    return load_template()["Resources"]
+
+
+def _resolve(node, refs: dict[str, str]):
+    """Replace {"Ref": name} by refs[name]; any other intrinsic function is an error (the pattern must stay plain)."""
+    if isinstance(node, list):
+        return [_resolve(item, refs) for item in node]
+    if isinstance(node, dict):
+        if set(node) == {"Ref"}:
+            return refs[node["Ref"]]
+        if any(key.startswith("Fn::") for key in node):
+            raise ValueError(f"event patterns may only use !Ref, not {sorted(node)}")
+        return {key: _resolve(value, refs) for key, value in node.items()}
+    return node
+
+
+def _pattern(rule: str, refs: dict[str, str]) -> dict:
+    return _resolve(copy.deepcopy(_resources()[rule]["Properties"]["EventPattern"]), refs)
+
+
+def manifest_rule_pattern(bucket: str) -> dict:
+    """The event pattern that starts the pipeline: a batch manifest created in `bucket`."""
+    return _pattern(MANIFEST_RULE, {"DataBucket": bucket})
+
+
+def approval_rule_pattern(group: str) -> dict:
+    """The event pattern that triggers the deploy Lambda: a package of `group` approved."""
+    return _pattern(APPROVAL_RULE, {"ModelPackageGroupName": group})
+
+
+def pipeline_parameter_mapping() -> dict[str, str]:
+    """Pipeline parameter name -> JSON path into the event, as the manifest rule's pipeline target declares."""
+    (target,) = [t for t in _resources()[MANIFEST_RULE]["Properties"]["Targets"] if "SageMakerPipelineParameters" in t]
+    parameters = target["SageMakerPipelineParameters"]["PipelineParameterList"]
+    return {parameter["Name"]: parameter["Value"] for parameter in parameters}

@@ -1,0 +1,203 @@
+"""Deploy an approved model package to the endpoint: the Lambda behind the "package approved" rule.
+
+boto3 only (the Lambda runtime's). `handler` reads its configuration from the environment the template sets
+(ENDPOINT_NAME, MODEL_PACKAGE_GROUP, EXECUTION_ROLE_ARN, ALARM_NAMES, INSTANCE_TYPE, ...); `deploy` is the
+whole behaviour, with the SageMaker client passed in.
+
+For an Approved package of the group: a model named `<endpoint>-v<version>` from the package, an endpoint
+config of the same name, then the endpoint is created, or updated blue/green with automatic rollback on the
+alarms. It then waits, within a bounded time, for InService and reports; past that time SageMaker carries on
+and the report says so. Idempotent: a package already in service or being deployed is a logged no-op, and an
+existing model or config of that name is reused; so are events for other groups or other statuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+log = logging.getLogger("deploy_on_approval")
+log.setLevel(logging.INFO)
+
+DETAIL_TYPE = "SageMaker Model Package State Change"
+BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+SETTLED = ("InService", "Failed", "OutOfService", "UpdateRollbackFailed")
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    endpoint_name: str
+    model_package_group: str
+    execution_role_arn: str
+    alarm_names: tuple[str, ...] = ()
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    variant_name: str = "AllTraffic"
+    bake_seconds: int = 300
+    wait_seconds: int = 840
+    poll_seconds: int = 15
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> DeployConfig:
+        """ENDPOINT_NAME, MODEL_PACKAGE_GROUP, EXECUTION_ROLE_ARN (required); ALARM_NAMES (comma-separated),
+        INSTANCE_TYPE, INSTANCE_COUNT, VARIANT_NAME, BAKE_SECONDS, WAIT_SECONDS, POLL_SECONDS (optional)."""
+        required = ("ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN")
+        missing = [name for name in required if not environ.get(name)]
+        if missing:
+            raise RuntimeError(f"environment variables not set: {', '.join(missing)}")
+        optional = {"instance_type": "INSTANCE_TYPE", "variant_name": "VARIANT_NAME"}
+        numbers = {"instance_count": "INSTANCE_COUNT", "bake_seconds": "BAKE_SECONDS",
+                   "wait_seconds": "WAIT_SECONDS", "poll_seconds": "POLL_SECONDS"}
+        return cls(
+            endpoint_name=environ["ENDPOINT_NAME"],
+            model_package_group=environ["MODEL_PACKAGE_GROUP"],
+            execution_role_arn=environ["EXECUTION_ROLE_ARN"],
+            alarm_names=tuple(name for name in environ.get("ALARM_NAMES", "").split(",") if name),
+            **{field: environ[name] for field, name in optional.items() if environ.get(name)},
+            **{field: int(environ[name]) for field, name in numbers.items() if environ.get(name)},
+        )
+
+
+def _not_found(error) -> bool:
+    message = error.response.get("Error", {}).get("Message", "")
+    return error.response.get("Error", {}).get("Code") == "ValidationException" and "Could not find" in message
+
+
+def _already_exists(error) -> bool:
+    message = error.response.get("Error", {}).get("Message", "")
+    return error.response.get("Error", {}).get("Code") == "ValidationException" and "already exist" in message
+
+
+def _describe(call, **kwargs) -> dict | None:
+    """The description, or None when the resource does not exist."""
+    try:
+        return call(**kwargs)
+    except ClientError as error:
+        if _not_found(error):
+            return None
+        raise
+
+
+def _create_once(describe, create, **kwargs) -> bool:
+    """Create unless it exists (also when a concurrent invocation created it first); True if this call created it."""
+    if describe() is not None:
+        return False
+    try:
+        create(**kwargs)
+    except ClientError as error:
+        if _already_exists(error):
+            return False
+        raise
+    return True
+
+
+def _skipped(reason: str, **report) -> dict:
+    log.info("no-op: %s", reason)
+    return {"action": "skipped", "reason": reason, **report}
+
+
+def deployment_config(config: DeployConfig) -> dict:
+    """Blue/green, all traffic at once after the new fleet is up, baked for `bake_seconds` while the alarms
+    are watched; any alarm rolls back to the old fleet."""
+    return {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": config.bake_seconds},
+            "TerminationWaitInSeconds": 0,
+            "MaximumExecutionTimeoutInSeconds": max(600, config.bake_seconds + 1800),
+        },
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in config.alarm_names]},
+    }
+
+
+def _wait(sagemaker, config: DeployConfig, wait_seconds: float) -> dict:
+    """Poll the endpoint until it settles or the time is up; the last description."""
+    deadline = time.monotonic() + max(0.0, wait_seconds)
+    while True:
+        endpoint = sagemaker.describe_endpoint(EndpointName=config.endpoint_name)
+        remaining = deadline - time.monotonic()
+        if endpoint["EndpointStatus"] in SETTLED or remaining <= 0:
+            return endpoint
+        log.info("endpoint %s is %s; %.0f s left to wait", config.endpoint_name, endpoint["EndpointStatus"], remaining)
+        time.sleep(min(config.poll_seconds, remaining))
+
+
+def deploy(event: dict, sagemaker, config: DeployConfig, wait_seconds: float | None = None) -> dict:
+    """Deploy the package an Approved event names; returns a report (action, endpoint, config, status)."""
+    detail = event.get("detail") or {}
+    group, status = detail.get("ModelPackageGroupName"), detail.get("ModelApprovalStatus")
+    if event.get("detail-type") != DETAIL_TYPE:
+        return _skipped(f"not a {DETAIL_TYPE} event: {event.get('detail-type')!r}")
+    if group != config.model_package_group:
+        return _skipped(f"package of group {group!r}, not {config.model_package_group!r}")
+    if status != "Approved":
+        return _skipped(f"package {detail.get('ModelPackageArn')} is {status}, not Approved")
+
+    package_arn = detail.get("ModelPackageArn") or next(iter(event.get("resources") or []), None)
+    if not package_arn:
+        return _skipped("the event names no model package")
+    package = sagemaker.describe_model_package(ModelPackageName=package_arn)
+    if package["ModelApprovalStatus"] != "Approved":
+        return _skipped(f"package {package_arn} is now {package['ModelApprovalStatus']} (stale event)")
+    name = f"{config.endpoint_name}-v{package['ModelPackageVersion']}"
+    report = {"endpoint": config.endpoint_name, "endpoint_config": name, "model_package": package_arn}
+
+    endpoint = _describe(sagemaker.describe_endpoint, EndpointName=config.endpoint_name)
+    if endpoint is not None:
+        pending = (endpoint.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
+        if name in (endpoint.get("EndpointConfigName"), pending):
+            return _skipped(f"{name} is already {'being deployed' if pending == name else 'in service'}",
+                            status=endpoint["EndpointStatus"], **report)
+        if endpoint["EndpointStatus"] in BUSY:
+            raise RuntimeError(f"endpoint {config.endpoint_name} is {endpoint['EndpointStatus']}; retry later")
+        if endpoint["EndpointStatus"] != "InService":
+            raise RuntimeError(f"endpoint {config.endpoint_name} is {endpoint['EndpointStatus']} "
+                               f"({endpoint.get('FailureReason', 'no reason given')}): delete it, then approve again")
+
+    if _create_once(lambda: _describe(sagemaker.describe_model, ModelName=name), sagemaker.create_model,
+                    ModelName=name, ExecutionRoleArn=config.execution_role_arn,
+                    PrimaryContainer={"ModelPackageName": package_arn}):
+        log.info("created model %s from %s", name, package_arn)
+    if _create_once(lambda: _describe(sagemaker.describe_endpoint_config, EndpointConfigName=name),
+                    sagemaker.create_endpoint_config, EndpointConfigName=name, ProductionVariants=[{
+                        "VariantName": config.variant_name, "ModelName": name,
+                        "InitialInstanceCount": config.instance_count, "InstanceType": config.instance_type,
+                        "InitialVariantWeight": 1.0}]):
+        log.info("created endpoint config %s", name)
+
+    if endpoint is None:
+        sagemaker.create_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=name)
+        action = "created"
+    else:
+        sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=name,
+                                  DeploymentConfig=deployment_config(config))
+        action = "updated"
+    log.info("%s endpoint %s with %s", action, config.endpoint_name, name)
+
+    final = _wait(sagemaker, config, config.wait_seconds if wait_seconds is None else wait_seconds)
+    report.update(action=action, status=final["EndpointStatus"])
+    if final["EndpointStatus"] == "Failed":
+        raise RuntimeError(f"endpoint {config.endpoint_name} failed: {final.get('FailureReason', 'no reason given')}")
+    if final["EndpointStatus"] not in SETTLED:
+        log.info("handing off: endpoint %s is still %s; SageMaker carries on", config.endpoint_name,
+                 final["EndpointStatus"])
+    elif final.get("EndpointConfigName") != name:
+        report["status"] = "RolledBack"
+        log.error("endpoint %s rolled back to %s: an alarm fired during the deployment of %s",
+                  config.endpoint_name, final.get("EndpointConfigName"), name)
+    log.info("report: %s", report)
+    return report
+
+
+def handler(event, context):
+    """Lambda entry point: configuration from the environment, waiting at most until 30 s before the timeout."""
+    import boto3
+
+    config = DeployConfig.from_env()
+    wait_seconds = config.wait_seconds
+    if context is not None:
+        wait_seconds = min(wait_seconds, context.get_remaining_time_in_millis() / 1000 - 30)
+    return deploy(event, boto3.client("sagemaker"), config, wait_seconds=wait_seconds)

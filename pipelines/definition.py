@@ -1,0 +1,358 @@
+"""The livetrain SageMaker Pipeline, built with SageMaker Python SDK v3.
+
+`get_pipeline(...)` reads top to bottom as the DAG:
+
+    Preprocess → TuneLinearLearner → BestModel → TransformTest → EvaluateBestModel → CheckPrecision
+        CheckPrecision true  → RegisterBestModel
+        CheckPrecision false → PrecisionTooLow
+
+Building the definition needs no AWS account and no network: nothing is uploaded here. The
+processing scripts are referenced at a content address, `s3://<bucket>/<prefix>/code/<sha256>/`,
+computed from the local files (`code_bundles`); `livetrain pipeline upsert` uploads exactly those
+files before it creates or updates the pipeline.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+
+# The SDK creates boto3 clients while it is imported and when steps are constructed, so it needs
+# *a* region even offline (the definition itself uses the region passed to get_pipeline), and it
+# would ask IAM to validate the role ARN while the definition is being built.
+if boto3.Session().region_name is None:
+    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
+
+from sagemaker.core import image_uris
+from sagemaker.core.config.config_manager import SageMakerConfig
+from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
+from sagemaker.core.processing import Processor
+from sagemaker.core.shapes import (
+    MetricsSource,
+    ModelMetrics,
+    ModelQuality,
+    ProcessingInput,
+    ProcessingOutput,
+    ProcessingS3Input,
+    ProcessingS3Output,
+)
+from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig
+from sagemaker.core.transformer import Transformer
+from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+from sagemaker.core.workflow.execution_variables import ExecutionVariables
+from sagemaker.core.workflow.functions import Join, JsonGet
+from sagemaker.core.workflow.parameters import ParameterFloat, ParameterString
+from sagemaker.core.workflow.pipeline_context import PipelineSession
+from sagemaker.core.workflow.properties import PropertyFile
+from sagemaker.mlops.workflow.condition_step import ConditionStep
+from sagemaker.mlops.workflow.fail_step import FailStep
+from sagemaker.mlops.workflow.model_step import ModelStep
+from sagemaker.mlops.workflow.pipeline import Pipeline
+from sagemaker.mlops.workflow.retry import (
+    SageMakerJobExceptionTypeEnum,
+    SageMakerJobStepRetryPolicy,
+    StepExceptionTypeEnum,
+    StepRetryPolicy,
+)
+from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TransformStep, TuningStep
+from sagemaker.serve.model_builder import ModelBuilder
+from sagemaker.train import ModelTrainer
+from sagemaker.train.tuner import HyperparameterTuner
+
+import processing
+from livetrain import UserError
+from pipelines.contract import (
+    EVALUATION_REPORT,
+    INSTANCE_TYPE,
+    MAX_JOBS,
+    MAX_PARALLEL_JOBS,
+    MIN_PRECISION,
+    RECALL_TOLERANCE,
+    TARGET_RECALL,
+)
+from processing.batch_contract import feature_names
+
+# No SDK defaults from the user's config files and no telemetry: the definition depends on the arguments only.
+SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+SageMakerConfig.validate_sagemaker_config(SDK_CONFIG)
+_validate_sdk_config = SageMakerConfig.validate_sagemaker_config
+
+
+def _validate_other_sdk_config(sagemaker_config=None):
+    if sagemaker_config is not SDK_CONFIG:
+        _validate_sdk_config(sagemaker_config)
+
+
+# The SDK validates the session's config against its JSON schema at every lookup (about 70 times,
+# 4.5 of the 5 s a build takes); SDK_CONFIG was validated once above.
+SageMakerConfig.validate_sagemaker_config = staticmethod(_validate_other_sdk_config)
+
+PROCESSING_DIR = Path(processing.__file__).resolve().parent
+SKLEARN_VERSION = "1.2-1"  # the SageMaker scikit-learn image: numpy, pandas and scikit-learn
+CODE_DIR = "/opt/ml/processing/input/code"
+PREPROCESS_OUTPUTS = ("train", "validation", "test", "metadata")
+
+# The pipeline service retries throttled and faulted service calls; job steps also wait out
+# account limits and capacity shortages instead of failing the run.
+SERVICE_RETRY = StepRetryPolicy(
+    exception_types=[StepExceptionTypeEnum.THROTTLING, StepExceptionTypeEnum.SERVICE_FAULT],
+    interval_seconds=10, backoff_rate=2.0, max_attempts=5)
+JOB_RETRY = SageMakerJobStepRetryPolicy(
+    exception_types=[SageMakerJobExceptionTypeEnum.RESOURCE_LIMIT, SageMakerJobExceptionTypeEnum.CAPACITY_ERROR],
+    interval_seconds=60, backoff_rate=2.0, max_attempts=5)
+
+
+@dataclass(frozen=True)
+class CodeBundle:
+    """A processing script and the sibling modules it imports, at a content-addressed S3 prefix."""
+
+    script: str
+    files: tuple[Path, ...]
+    s3_prefix: str  # s3://<bucket>/<prefix>/code/<sha256>/
+
+    def uploads(self) -> list[tuple[Path, str, str]]:
+        """(local file, bucket, key) for each file to upload."""
+        bucket, _, key_prefix = self.s3_prefix.removeprefix("s3://").partition("/")
+        return [(path, bucket, key_prefix + path.name) for path in self.files]
+
+
+def shipped_files(script: Path) -> tuple[Path, ...]:
+    """`script` and, transitively, the modules next to it that it imports, sorted by name."""
+    found: dict[str, Path] = {}
+    pending = [script]
+    while pending:
+        path = pending.pop()
+        if path.name in found:
+            continue
+        found[path.name] = path
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            for name in names:
+                sibling = path.parent / f"{name.split('.')[-1]}.py"
+                if sibling.is_file() and name.split(".")[0] in (sibling.stem, path.parent.name):
+                    pending.append(sibling)
+    return tuple(found[name] for name in sorted(found))
+
+
+def code_bundle(script: Path, bucket: str, prefix: str) -> CodeBundle:
+    """The bundle for one script; its address is the sha256 over the shipped files' names and contents."""
+    if not script.is_file():
+        raise UserError(f"{script} is missing: the pipeline ships it to SageMaker Processing; restore it")
+    files = shipped_files(script)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return CodeBundle(script.name, files, f"s3://{bucket}/{prefix}/code/{digest.hexdigest()}/")
+
+
+def code_bundles(bucket: str, prefix: str, code_dir: Path = PROCESSING_DIR) -> dict[str, CodeBundle]:
+    """The code each processing step ships, by step name."""
+    return {"Preprocess": code_bundle(code_dir / "preprocess.py", bucket, prefix),
+            "EvaluateBestModel": code_bundle(code_dir / "evaluate.py", bucket, prefix)}
+
+
+def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, model_package_group: str,
+                 prefix: str, max_jobs: int = MAX_JOBS, max_parallel_jobs: int = MAX_PARALLEL_JOBS,
+                 code_dir: Path = PROCESSING_DIR) -> Pipeline:
+    """The pipeline; every run keeps its data under s3://<bucket>/<prefix>/executions/<execution id>/."""
+    session = PipelineSession(boto_session=boto3.Session(region_name=region), default_bucket=bucket,
+                              sagemaker_config=SDK_CONFIG)
+    code = code_bundles(bucket, prefix, code_dir)
+
+    def run_uri(*parts: str) -> Join:
+        return Join(on="/", values=["s3:/", bucket, prefix, "executions", ExecutionVariables.PIPELINE_EXECUTION_ID,
+                                    *parts])
+
+    input_bucket = ParameterString("InputBucket", default_value=bucket)
+    input_manifest_key = ParameterString("InputManifestKey")  # no default: each run names its batch
+    processing_instance_type = ParameterString("ProcessingInstanceType", default_value=INSTANCE_TYPE)
+    training_instance_type = ParameterString("TrainingInstanceType", default_value=INSTANCE_TYPE)
+    target_recall = ParameterFloat("TargetRecall", default_value=TARGET_RECALL)
+    min_precision = ParameterFloat("MinPrecision", default_value=MIN_PRECISION)
+    model_approval_status = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval")
+    sklearn_image = image_uris.retrieve("sklearn", region, version=SKLEARN_VERSION)
+    linear_learner_image = image_uris.retrieve("linear-learner", region)
+
+    def run_script(step_name: str, inputs: list, outputs: list, arguments: list):
+        """A processing job that runs the step's script from its code bundle in the scikit-learn image."""
+        bundle = code[step_name]
+        processor = Processor(role=role_arn, image_uri=sklearn_image, instance_count=1,
+                              instance_type=processing_instance_type,
+                              entrypoint=["python3", f"{CODE_DIR}/{bundle.script}"],
+                              base_job_name=f"{pipeline_name}-{Path(bundle.script).stem}", sagemaker_session=session)
+        return processor.run(inputs=[s3_input("code", bundle.s3_prefix, CODE_DIR), *inputs], outputs=outputs,
+                             arguments=arguments)
+
+    # 1. Preprocess: the batch named by the manifest → features, split by time.
+    preprocess = ProcessingStep(
+        name="Preprocess", display_name="Preprocess batch",
+        description="Features from the batch's ticks for each closed trade, split by time into train, "
+                    "validation and test (processing/preprocess.py).",
+        step_args=run_script(
+            "Preprocess",
+            inputs=[s3_input("batch", Join(on="", values=["s3://", input_bucket, "/", input_manifest_key]),
+                             "/opt/ml/processing/input/batch", data_type="ManifestFile")],
+            outputs=[s3_output(name, f"/opt/ml/processing/output/{name}", run_uri("preprocess", name))
+                     for name in PREPROCESS_OUTPUTS],
+            arguments=["--input-dir", "/opt/ml/processing/input/batch", "--output-dir", "/opt/ml/processing/output"]),
+        cache_config=CacheConfig(enable_caching=True, expire_after="P30D"),
+        retry_policies=[SERVICE_RETRY, JOB_RETRY])
+    preprocessed = preprocess.properties.ProcessingOutputConfig.Outputs
+
+    # 2. TuneLinearLearner: Bayesian search over the built-in Linear Learner, scored on validation precision.
+    models_uri = run_uri("models")
+    trainer = ModelTrainer(
+        training_image=linear_learner_image, role=role_arn, base_job_name=f"{pipeline_name}-linear-learner",
+        compute=Compute(instance_type=training_instance_type, instance_count=1),
+        output_data_config=OutputDataConfig(s3_output_path=models_uri), sagemaker_session=session,
+        hyperparameters={"feature_dim": len(feature_names()), "epochs": 15, "normalize_data": "true",
+                         "predictor_type": "binary_classifier",
+                         "binary_classifier_model_selection_criteria": "precision_at_target_recall",
+                         "target_recall": target_recall})
+    tuner = HyperparameterTuner(
+        model_trainer=trainer, objective_metric_name="validation:precision", objective_type="Maximize",
+        strategy="Bayesian", max_jobs=max_jobs, max_parallel_jobs=max_parallel_jobs,
+        base_tuning_job_name=pipeline_name,
+        hyperparameter_ranges={
+            "use_bias": CategoricalParameter(["true", "false"]),
+            "l1": ContinuousParameter(1e-7, 1.0, scaling_type="Logarithmic"),
+            "learning_rate": ContinuousParameter(1e-5, 1.0, scaling_type="Logarithmic"),
+            "positive_example_weight_mult": ContinuousParameter(1e-5, 10000.0, scaling_type="Logarithmic"),
+            "wd": ContinuousParameter(1e-7, 1.0, scaling_type="Logarithmic"),
+            "mini_batch_size": IntegerParameter(100, 1000),
+        })
+    tune = TuningStep(
+        name="TuneLinearLearner", display_name="Tune Linear Learner",
+        description=f"Bayesian search, {max_jobs} training jobs ({max_parallel_jobs} at a time), maximising "
+                    "validation precision at the target recall.",
+        step_args=tuner.tune(inputs=[
+            InputData(channel_name=channel, content_type="text/csv",
+                      data_source=preprocessed[channel].S3Output.S3Uri)
+            for channel in ("train", "validation")]),
+        retry_policies=[SERVICE_RETRY, JOB_RETRY])
+
+    # 3. BestModel: a SageMaker model from the best training job's artefact.
+    best_artefact = Join(on="/", values=[models_uri, tune.properties.BestTrainingJob.TrainingJobName,
+                                         "output", "model.tar.gz"])
+    best_model = ModelBuilder(image_uri=linear_learner_image, s3_model_data_url=best_artefact, role_arn=role_arn,
+                              sagemaker_session=session, dependencies=None)
+    create_model = ModelStep(
+        name="BestModel", display_name="Create best model",
+        description="A SageMaker model from the artefact of the tuning job's best training job.",
+        step_args=best_model.build(), retry_policies=[SERVICE_RETRY])
+
+    # 4. TransformTest: score the held-out test slice (features only), JSON Lines out.
+    transformer = Transformer(
+        model_name=create_model.properties.ModelName, instance_count=1, instance_type=processing_instance_type,
+        accept="application/jsonlines", assemble_with="Line", output_path=run_uri("transform"),
+        base_transform_job_name=f"{pipeline_name}-test", sagemaker_session=session)
+    transform = TransformStep(
+        name="TransformTest", display_name="Score test slice",
+        description="Batch Transform of test_features.csv with the best model; writes test_features.csv.out.",
+        step_args=transformer.transform(
+            data=Join(on="/", values=[preprocessed["test"].S3Output.S3Uri, "test_features.csv"]),
+            content_type="text/csv", split_type="Line"),
+        retry_policies=[SERVICE_RETRY, JOB_RETRY])
+
+    # 5. EvaluateBestModel: predictions + labels → evaluation.json.
+    evaluation_report = PropertyFile(name=EVALUATION_REPORT, output_name="evaluation", path="evaluation.json")
+    evaluate = ProcessingStep(
+        name="EvaluateBestModel", display_name="Evaluate best model",
+        description="Precision, recall, F1, AUC and the confusion matrix of the best model on the test slice "
+                    "(processing/evaluate.py).",
+        step_args=run_script(
+            "EvaluateBestModel",
+            inputs=[s3_input("predictions", transform.properties.TransformOutput.S3OutputPath,
+                             "/opt/ml/processing/input/predictions"),
+                    s3_input("labels", Join(on="/", values=[preprocessed["test"].S3Output.S3Uri, "test_labels.csv"]),
+                             "/opt/ml/processing/input/labels")],
+            outputs=[s3_output("evaluation", "/opt/ml/processing/evaluation", run_uri("evaluation"))],
+            arguments=["--predictions-dir", "/opt/ml/processing/input/predictions",
+                       "--labels-dir", "/opt/ml/processing/input/labels",
+                       "--output-dir", "/opt/ml/processing/evaluation",
+                       "--target-recall", target_recall.to_string(),
+                       "--recall-tolerance", str(RECALL_TOLERANCE)]),
+        property_files=[evaluation_report], retry_policies=[SERVICE_RETRY, JOB_RETRY])
+
+    def report(path: str) -> JsonGet:
+        return JsonGet(step_name=evaluate.name, property_file=evaluation_report, json_path=path)
+
+    precision = report("binary_classification_metrics.precision.value")
+    recall = report("binary_classification_metrics.recall.value")
+    minimum_recall = report("target_recall.minimum_recall")
+
+    # 7. RegisterBestModel: into the model package group, with evaluation.json as its metrics.
+    evaluation_uri = Join(on="/", values=[
+        evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri, "evaluation.json"])
+    register = ModelStep(
+        name="RegisterBestModel", display_name="Register best model",
+        description="A model package version in the group, with evaluation.json as its model quality metrics.",
+        step_args=best_model.register(
+            model_package_group_name=model_package_group, approval_status=model_approval_status,
+            content_types=["text/csv", "application/json"],
+            response_types=["application/json", "application/jsonlines"],
+            inference_instances=["ml.t2.medium", INSTANCE_TYPE], transform_instances=[INSTANCE_TYPE],
+            model_metrics=ModelMetrics(model_quality=ModelQuality(
+                statistics=MetricsSource(content_type="application/json", s3_uri=evaluation_uri)))),
+        retry_policies=[SERVICE_RETRY])
+
+    # 8. PrecisionTooLow: stop the run, saying what was measured against what.
+    fail = FailStep(
+        name="PrecisionTooLow", display_name="Precision too low",
+        description="The best model missed the quality gate; it is not registered.",
+        error_message=Join(on="", values=[
+            "Model not registered: precision ", precision, " (minimum ", min_precision, "), recall ", recall,
+            " (minimum ", minimum_recall, " = TargetRecall ", target_recall, " - ", str(RECALL_TOLERANCE),
+            ") on the held-out test slice"]))
+
+    # 6. CheckPrecision: the quality gate on the test slice.
+    check = ConditionStep(
+        name="CheckPrecision", display_name="Check precision",
+        description=f"Precision at the model's threshold >= MinPrecision and recall >= TargetRecall - "
+                    f"{RECALL_TOLERANCE} on the held-out test slice.",
+        conditions=[ConditionGreaterThanOrEqualTo(left=precision, right=min_precision),
+                    ConditionGreaterThanOrEqualTo(left=recall, right=minimum_recall)],
+        if_steps=[register], else_steps=[fail])
+
+    return Pipeline(
+        name=pipeline_name, sagemaker_session=session,
+        parameters=[input_bucket, input_manifest_key, processing_instance_type, training_instance_type,
+                    target_recall, min_precision, model_approval_status],
+        steps=[preprocess, tune, create_model, transform, evaluate, check])
+
+
+def build_definition(**pipeline_args) -> str:
+    """The definition JSON of `get_pipeline(**pipeline_args)`, without the SDK's chatter on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Running within a PipelineSession, there will be No Wait…"
+        logging.disable(logging.WARNING)  # "Popping out 'ProcessingJobName' from the pipeline definition…"
+        try:
+            return get_pipeline(**pipeline_args).definition()
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+def s3_input(name: str, s3_uri, local_path: str, data_type: str = "S3Prefix") -> ProcessingInput:
+    """A processing input downloaded in full before the script starts."""
+    return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
+        s3_uri=s3_uri, local_path=local_path, s3_data_type=data_type, s3_input_mode="File",
+        s3_data_distribution_type="FullyReplicated"))
+
+
+def s3_output(name: str, local_path: str, s3_uri) -> ProcessingOutput:
+    """A processing output uploaded when the job ends."""
+    return ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
+        s3_uri=s3_uri, local_path=local_path, s3_upload_mode="EndOfJob"))

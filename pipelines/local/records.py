@@ -1,0 +1,69 @@
+"""Local execution records on disk: `<state_dir>/executions/<id>/execution.json`, next to the steps' logs and jobs.
+
+A record is rewritten atomically (temporary file + rename) each time a step changes state,
+so a reader never sees half a record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import string
+import tempfile
+from pathlib import Path
+
+from livetrain import UserError
+
+RECORD_FILE = "execution.json"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_execution_id() -> str:
+    """A 12-character id shaped like SageMaker's pipeline execution ids."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+
+
+def write_json_atomically(path: Path, value) -> None:
+    """`value` as JSON at `path`, replacing any previous file in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
+        json.dump(value, out, indent=2, default=str)
+    os.replace(out.name, path)
+
+
+class ExecutionStore:
+    """The executions kept under a state directory."""
+
+    def __init__(self, state_dir: str | Path):
+        self.state_dir = Path(state_dir)
+        self.root = self.state_dir / "executions"
+
+    def execution_dir(self, execution_id: str) -> Path:
+        return self.root / execution_id
+
+    def save(self, record: dict) -> None:
+        write_json_atomically(self.execution_dir(record["PipelineExecutionId"]) / RECORD_FILE, record)
+
+    def load(self, execution: str) -> dict:
+        """The record of an execution given by its id or its ARN."""
+        execution_id = execution.rstrip("/").rsplit("/", 1)[-1]
+        path = self.execution_dir(execution_id) / RECORD_FILE
+        if not execution_id or not path.exists():
+            raise UserError(f"no local execution {execution!r} in {self.root}; "
+                            "list them with `livetrain pipeline executions --local`")
+        return json.loads(path.read_text())
+
+    def all(self) -> list[dict]:
+        """Every record, newest first."""
+        records = [json.loads(p.read_text()) for p in self.root.glob(f"*/{RECORD_FILE}")]
+        return sorted(records, key=lambda r: r.get("StartTime", ""), reverse=True)
+
+
+def step_duration(step: dict) -> float | None:
+    """Seconds between a step record's StartTime and EndTime, if both are known."""
+    if not step.get("StartTime") or not step.get("EndTime"):
+        return None
+    start, end = (dt.datetime.fromisoformat(step[k].replace("Z", "+00:00")) for k in ("StartTime", "EndTime"))
+    return (end - start).total_seconds()

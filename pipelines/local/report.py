@@ -1,0 +1,266 @@
+"""`livetrain report EXECUTION`: an HTML page with PNG plots of one local execution, from its record alone.
+
+- the DAG, each step coloured by status with its duration;
+- the tuning objective of each training job in launch order (the seed's CloudWatch view);
+- confusion matrices at the model's threshold and at score > 0.75 (from evaluation.json);
+- the evaluation metrics.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyBboxPatch
+
+from pipelines.local.records import step_duration
+
+STATUS_COLOURS = {"Succeeded": "#b7e4c7", "Failed": "#f4a6a6", "NotExecuted": "#e5e5e5",
+                  "Executing": "#ffe8a3", "Pending": "#ffffff"}
+SCORE_THRESHOLD = 0.75
+
+
+def render_report(record: dict, out: Path) -> Path:
+    """Write index.html and its PNGs into `out`; the page's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    sections = [_summary(record)]
+    if record["Steps"]:
+        _plot_dag(record["Steps"], out / "dag.png")
+        sections.append(_figure("Steps", "dag.png", "Each step's status and duration; arrows are direct "
+                                "dependencies (implied ones omitted)."))
+    tuning = _tuning_properties(record)
+    if tuning:
+        _plot_tuning(tuning, out / "tuning.png")
+        sections.append(_figure("Tuning", "tuning.png", "The objective of each training job, in launch order."))
+    evaluation = _evaluation(record)
+    if evaluation:
+        _plot_confusion(evaluation, out / "confusion.png")
+        sections.append(_figure("Confusion matrices on the test slice", "confusion.png",
+                                f"At the model's threshold (its predicted_label) and at score > {SCORE_THRESHOLD}."))
+        sections.append(_metrics_table(evaluation))
+    page = out / "index.html"
+    page.write_text(PAGE.format(title=html.escape(f"livetrain execution {record['PipelineExecutionId']}"),
+                                body="\n".join(sections)))
+    return page
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}
+img{{max-width:100%}}</style></head>
+<body><h1>{title}</h1>
+{body}
+</body></html>
+"""
+
+
+def _summary(record: dict) -> str:
+    status = record["PipelineExecutionStatus"]
+    rows = [("Pipeline", record["PipelineName"]), ("Execution ARN", record["PipelineExecutionArn"]),
+            ("Status", status), ("Started", record["StartTime"]), ("Ended", record.get("EndTime") or ""),
+            ("Duration", f"{step_duration(record) or 0:.1f} s")]
+    if record.get("FailureReason"):
+        rows.append(("Failure reason", record["FailureReason"]))
+    rows += [(f"Parameter {k}", v) for k, v in record["Parameters"].items()]
+    package = next((s["Properties"] for s in record["Steps"].values()
+                    if s["StepType"] == "RegisterModel" and s["StepStatus"] == "Succeeded"), None)
+    if package:
+        rows += [("Model package", package.get("ModelPackageArn", "")),
+                 ("Approval status", package.get("ModelApprovalStatus", ""))]
+    return "<h2>Summary</h2>" + _table(None, rows)
+
+
+def _table(header: list[str] | None, rows: list[tuple]) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _figure(title: str, image: str, caption: str) -> str:
+    return f'<h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p><img src="{image}" alt="{html.escape(title)}">'
+
+
+# ---------------------------------------------------------------- DAG
+
+def _edges(steps: dict) -> list[tuple[str, str]]:
+    """Direct dependencies: upstream edges not implied by a longer path."""
+    upstream = {name: set(step.get("Upstream", [])) for name, step in steps.items()}
+
+    def ancestors(name: str, seen: set[str]) -> set[str]:
+        for parent in upstream[name] - seen:
+            seen.add(parent)
+            ancestors(parent, seen)
+        return seen
+
+    edges = []
+    for name, parents in upstream.items():
+        implied = set().union(*(ancestors(p, set()) for p in parents)) if parents else set()
+        edges += [(parent, name) for parent in sorted(parents - implied)]
+    return edges
+
+
+def _layers(steps: dict) -> dict[str, int]:
+    depth: dict[str, int] = {}
+
+    def level(name: str) -> int:
+        if name not in depth:
+            depth[name] = 1 + max((level(p) for p in steps[name].get("Upstream", [])), default=-1)
+        return depth[name]
+
+    for name in steps:
+        level(name)
+    return depth
+
+
+def _plot_dag(steps: dict, path: Path) -> None:
+    depth = _layers(steps)
+    columns: dict[int, list[str]] = {}
+    for name in steps:
+        columns.setdefault(depth[name], []).append(name)
+    height = max(len(c) for c in columns.values())
+    position = {name: (d * 2.6, (height - 1) / 2 - i * 1.4) for d, names in columns.items()
+                for i, name in enumerate(names)}
+    xs = [x for x, _ in position.values()]
+    ys = [y for _, y in position.values()]
+    width = max(8.0, 2.1 * len(columns))
+    figure, axes = plt.subplots(figsize=(width, 0.5 + width * (max(ys) - min(ys) + 1.2) / (max(xs) - min(xs) + 2.4)))
+    for parent, child in _edges(steps):
+        (x0, y0), (x1, y1) = position[parent], position[child]
+        branch = steps[child].get("Branch")
+        label = ("if true" if branch[1] else "else") if branch and branch[0] == parent else None
+        axes.annotate("", xy=(x1 - 1.05, y1), xytext=(x0 + 1.05, y0),
+                      arrowprops={"arrowstyle": "->", "color": "#555", "shrinkA": 0, "shrinkB": 0})
+        if label:
+            axes.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, label, ha="center", fontsize=8, color="#555")
+    for name, (x, y) in position.items():
+        step = steps[name]
+        status = step["StepStatus"]
+        axes.add_patch(FancyBboxPatch((x - 1.05, y - 0.45), 2.1, 0.9, boxstyle="round,pad=0.02",
+                                      facecolor=STATUS_COLOURS.get(status, "#fff"), edgecolor="#333"))
+        seconds = step_duration(step)
+        detail = status if seconds is None else f"{status}, {seconds:.1f} s"
+        if step.get("CacheHitResult"):
+            detail += " (cache)"
+        axes.text(x, y + 0.17, name, ha="center", va="center", fontsize=9, weight="bold")
+        axes.text(x, y - 0.05, step["StepType"], ha="center", va="center", fontsize=7.5, color="#444")
+        axes.text(x, y - 0.25, detail, ha="center", va="center", fontsize=7.5)
+    axes.set_xlim(min(xs) - 1.2, max(xs) + 1.2)
+    axes.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    axes.set_aspect("equal")
+    axes.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------- tuning
+
+def _tuning_properties(record: dict) -> dict | None:
+    return next((s["Properties"] for s in record["Steps"].values()
+                 if s["StepType"] == "Tuning" and s["StepStatus"] == "Succeeded"), None)
+
+
+def _plot_tuning(tuning: dict, path: Path) -> None:
+    jobs = sorted(tuning.get("TrainingJobSummaries", []),  # LaunchOrder: the local tuner's; else creation time
+                  key=lambda j: (j.get("LaunchOrder", 0), str(j.get("CreationTime", "")), j["TrainingJobName"]))
+    objective = tuning.get("HyperParameterTuningJobConfig", {}).get("HyperParameterTuningJobObjective", {})
+    best_name = tuning.get("BestTrainingJob", {}).get("TrainingJobName")
+    maximise = objective.get("Type", "Maximize") == "Maximize"
+    launch = list(range(1, len(jobs) + 1))
+    values = [j.get("FinalHyperParameterTuningJobObjectiveMetric", {}).get("Value") for j in jobs]
+    figure, axes = plt.subplots(figsize=(8, 4))
+    scored = [(n, v) for n, v in zip(launch, values, strict=True) if v is not None]
+    if scored:
+        axes.plot(*zip(*scored, strict=True), "o", color="#1f77b4", label="training job")
+        running, best_so_far = [], None
+        for _, value in scored:
+            best_so_far = value if best_so_far is None else (max if maximise else min)(best_so_far, value)
+            running.append(best_so_far)
+        axes.step([n for n, _ in scored] + [len(jobs) + 0.5], [*running, running[-1]], where="post",
+                  color="#ff7f0e", label="best so far")
+    for n, job, value in zip(launch, jobs, values, strict=True):
+        if job["TrainingJobName"] == best_name and value is not None:
+            axes.plot([n], [value], "*", markersize=16, color="#d62728", label="best job")
+        if value is None:
+            axes.axvline(n, color="#bbb", linestyle=":", label="no metric (failed)")
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    axes.legend(unique.values(), unique.keys(), loc="best")
+    axes.set_xlabel("training job, in launch order")
+    axes.set_ylabel(objective.get("MetricName", "objective"))
+    axes.set_xticks(launch)
+    axes.set_xlim(0.5, len(jobs) + 0.5)
+    axes.set_title(f"{tuning.get('HyperParameterTuningJobName', 'tuning')}: {len(jobs)} training jobs")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------- evaluation
+
+def _evaluation(record: dict) -> dict | None:
+    for step in record["Steps"].values():
+        files = (step.get("Properties") or {}).get("PropertyFiles", {})
+        for content in files.values():
+            if isinstance(content, dict) and "binary_classification_metrics" in content:
+                return content
+    return None
+
+
+def confusion_matrices(evaluation: dict) -> dict[str, list[list[int]]]:
+    """[[TN, FP], [FN, TP]] (rows: actual 0/1, columns: predicted 0/1) at the model's threshold and at 0.75."""
+    matrix = evaluation["binary_classification_metrics"]["confusion_matrix"]
+    at_threshold = [[int(matrix[a][p]) for p in ("0", "1")] for a in ("0", "1")]
+    negatives, positives = sum(at_threshold[0]), sum(at_threshold[1])
+    high = evaluation["at_score_0_75"]
+    flagged = int(high["count"])
+    true_positives = round((high["precision"] or 0.0) * flagged)
+    false_positives = flagged - true_positives
+    at_score = [[negatives - false_positives, false_positives], [positives - true_positives, true_positives]]
+    return {"at the model's threshold": at_threshold, f"at score > {SCORE_THRESHOLD}": at_score}
+
+
+def _plot_confusion(evaluation: dict, path: Path) -> None:
+    matrices = confusion_matrices(evaluation)
+    figure, axes_row = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.9))
+    for axes, (title, matrix) in zip(axes_row, matrices.items(), strict=True):
+        total = sum(map(sum, matrix)) or 1
+        axes.imshow(matrix, cmap="Blues", vmin=0, vmax=max(max(row) for row in matrix) or 1)
+        for actual in (0, 1):
+            for predicted in (0, 1):
+                count = matrix[actual][predicted]
+                axes.text(predicted, actual, f"{count}\n{count / total:.1%}", ha="center", va="center",
+                          fontsize=11, color="white" if count > 0.6 * max(max(r) for r in matrix) else "black")
+        axes.set_xticks([0, 1], ["0 (loss)", "1 (win)"])
+        axes.set_yticks([0, 1], ["0 (loss)", "1 (win)"])
+        axes.set_xlabel("predicted")
+        axes.set_ylabel("actual")
+        axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _metrics_table(evaluation: dict) -> str:
+    rows = []
+    for name, metric in evaluation["binary_classification_metrics"].items():
+        if isinstance(metric, dict) and "value" in metric:
+            spread = metric.get("standard_deviation")
+            rows.append((name, _number(metric["value"]) + (f" ± {_number(spread)}" if spread is not None else "")))
+    high = evaluation.get("at_score_0_75", {})
+    rows += [(f"{k} at score > {SCORE_THRESHOLD}", _number(v)) for k, v in high.items()]
+    rows += [(k, _number(evaluation[k])) for k in ("positive_rate", "samples") if k in evaluation]
+    rows += [(f"target_recall {k}", _number(v)) for k, v in evaluation.get("target_recall", {}).items()]
+    return "<h2>Evaluation metrics (test slice)</h2>" + _table(["metric", "value"], rows)
+
+
+def _number(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "n/a" if value is None else str(value)

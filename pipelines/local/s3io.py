@@ -1,0 +1,113 @@
+"""S3 transfers as SageMaker jobs do them: S3Prefix and ManifestFile inputs, directory outputs, JSON files.
+
+Failures a user can fix (a missing object, a malformed manifest) raise `StepFailure` with one line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipelines.local.steps import StepFailure
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key` → (bucket, key)."""
+    bucket, _, key = uri[5:].partition("/") if isinstance(uri, str) and uri.startswith("s3://") else ("", "", "")
+    if not bucket:
+        raise StepFailure(f"{uri!r} is not an s3://bucket/key URI")
+    return bucket, key
+
+
+def _keys_under(s3, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [item["Key"] for item in page.get("Contents", []) if not item["Key"].endswith("/")]
+    return keys
+
+
+def download_prefix(s3, uri: str, destination: Path) -> list[Path]:
+    """Every object under an S3Prefix, at its path relative to the prefix (an exact key lands as its file name)."""
+    bucket, prefix = split_s3_uri(uri)
+    keys = _keys_under(s3, bucket, prefix)
+    if not keys:
+        raise StepFailure(f"no S3 objects found under {uri}")
+    files = []
+    for key in keys:
+        relative = key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[-1]
+        files.append(download_file(s3, f"s3://{bucket}/{key}", local_path(destination, relative)))
+    return files
+
+
+def read_manifest(s3, uri: str) -> tuple[str, list[str]]:
+    """A ManifestFile `[{"prefix": "s3://…/"}, "relative/key", …]` → (prefix, relative keys)."""
+    try:
+        body = read_bytes(s3, uri)
+        entries = json.loads(body)
+        prefix = entries[0]["prefix"]
+        relatives = entries[1:]
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise StepFailure(f"{uri} is not a ManifestFile ([{{\"prefix\": \"s3://…/\"}}, \"key\", …])") from None
+    if not relatives or not all(isinstance(r, str) and r for r in relatives):
+        raise StepFailure(f"{uri} lists no files after its prefix")
+    split_s3_uri(prefix)
+    return prefix, relatives
+
+
+def download_manifest(s3, uri: str, destination: Path) -> list[Path]:
+    """The files a ManifestFile lists, each at its key relative to the manifest's prefix."""
+    prefix, relatives = read_manifest(s3, uri)
+    return [download_file(s3, prefix + relative, local_path(destination, relative)) for relative in relatives]
+
+
+def download_input(s3, uri: str, data_type: str | None, destination: Path) -> list[Path]:
+    """A job input of S3DataType `ManifestFile` or `S3Prefix` (the default) into `destination`."""
+    download = download_manifest if data_type == "ManifestFile" else download_prefix
+    return download(s3, uri, destination)
+
+
+def local_path(destination: Path, relative: str) -> Path:
+    """`destination/relative`, refusing a key that would land outside `destination`."""
+    path = (destination / relative).resolve()
+    if not path.is_relative_to(destination.resolve()):
+        raise StepFailure(f"S3 key {relative!r} would be written outside the job's directory")
+    return path
+
+
+def download_file(s3, uri: str, path: Path) -> Path:
+    """One object to `path` (parents created); StepFailure naming the URI if it does not exist."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(read_bytes(s3, uri))
+    return path
+
+
+def read_bytes(s3, uri: str) -> bytes:
+    bucket, key = split_s3_uri(uri)
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        raise StepFailure(f"{uri} does not exist") from None
+    except s3.exceptions.NoSuchBucket:
+        raise StepFailure(f"{uri}: bucket {bucket} does not exist") from None
+
+
+def read_json(s3, uri: str):
+    try:
+        return json.loads(read_bytes(s3, uri))
+    except ValueError:
+        raise StepFailure(f"{uri} is not JSON") from None
+
+
+def upload_file(s3, path: Path, uri: str) -> None:
+    bucket, key = split_s3_uri(uri)
+    s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+
+
+def upload_directory(s3, directory: Path, uri: str) -> list[str]:
+    """Every file under `directory` to `uri/<relative path>`; the URIs written."""
+    written = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        target = f"{uri.rstrip('/')}/{path.relative_to(directory).as_posix()}"
+        upload_file(s3, path, target)
+        written.append(target)
+    return written

@@ -1,0 +1,105 @@
+"""Processing step (CreateProcessingJob): the container's command with this machine's Python, in a sandbox.
+
+Every `/opt/ml/processing/...` path (input and output LocalPaths, entrypoint, arguments)
+is mapped to the same path under the job's directory; inputs are downloaded there first
+and outputs uploaded from there after a zero exit. The job's stdout and stderr go to its
+log; on a non-zero exit the script's last stderr line is the failure reason, with sandbox
+paths written back as the container paths they stand for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from pipelines.local import s3io
+from pipelines.local.expressions import as_text
+from pipelines.local.steps import Job, StepFailure
+
+CONTAINER_ROOT = "/opt/ml/processing"
+_CONTAINER_PATH = re.compile(r"(?<![\w/.])/opt/ml/processing(?=/|$)")
+PYTHON_NAMES = {"python", "python3"}
+
+
+def run(arguments: dict, job: Job) -> dict:
+    sandbox = job.work_dir / CONTAINER_ROOT.lstrip("/")
+
+    def local(path: str) -> Path:
+        if not _CONTAINER_PATH.match(path):
+            raise StepFailure(f"LocalPath {path!r} must be under {CONTAINER_ROOT}/")
+        return Path(_CONTAINER_PATH.sub(str(sandbox), path, count=1))
+
+    for item in arguments.get("ProcessingInputs", []):
+        _download_input(item, local, job)
+    outputs = [(o["OutputName"], local(o["S3Output"]["LocalPath"]), o["S3Output"]["S3Uri"])
+               for o in arguments.get("ProcessingOutputConfig", {}).get("Outputs", [])]
+    for _, path, _ in outputs:
+        path.mkdir(parents=True, exist_ok=True)
+
+    app = arguments["AppSpecification"]
+    if not app.get("ContainerEntrypoint"):
+        raise StepFailure(f"AppSpecification of image {app.get('ImageUri')!r} has no ContainerEntrypoint; "
+                          "local mode runs the entrypoint with this machine's Python, not the image")
+    command = [sys.executable if part in PYTHON_NAMES else _CONTAINER_PATH.sub(str(sandbox), as_text(part))
+               for part in [*app["ContainerEntrypoint"], *app.get("ContainerArguments", [])]]
+    max_runtime = arguments.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
+    try:
+        _run_command(command, job, cwd=job.work_dir, environment=arguments.get("Environment", {}),
+                     max_runtime=max_runtime)
+    except StepFailure as failure:  # name paths as the script saw them in the container
+        raise StepFailure(str(failure).replace(str(sandbox), CONTAINER_ROOT), failure.exception_type) from None
+
+    for name, path, uri in outputs:
+        written = s3io.upload_directory(job.s3, path, uri)
+        job.log(f"output {name}: {len(written)} file(s) to {uri}")
+    return {**arguments, "ProcessingJobName": job.job_name, "ProcessingJobArn": job.arn("processing-job"),
+            "ProcessingJobStatus": "Completed", "ExitMessage": ""}
+
+
+def _download_input(item: dict, local, job: Job) -> None:
+    source = item.get("S3Input")
+    if source is None:
+        raise StepFailure(f"input {item.get('InputName')!r}: only S3Input is supported in local mode")
+    destination = local(source["LocalPath"])
+    destination.mkdir(parents=True, exist_ok=True)
+    files = s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), destination)
+    job.log(f"input {item.get('InputName')}: {len(files)} file(s) from {source['S3Uri']}")
+
+
+def _run_command(command: list[str], job: Job, cwd: Path, environment: dict, max_runtime: int | None) -> None:
+    """Run the job's command; StepFailure with the last stderr line on a non-zero exit."""
+    (cwd / "tmp").mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "TMPDIR": str(cwd / "tmp"),
+           "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in environment.items()}}
+    job.log(f"$ {' '.join(command)}")
+    with job.log_path.open("a") as log:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.PIPE, text=True,
+                                   errors="replace")
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        process.kill()
+
+    timer = threading.Timer(max_runtime, stop) if max_runtime else None
+    if timer:
+        timer.start()
+    last_error = ""
+    for line in process.stderr:
+        job.log(line)
+        last_error = line.strip() or last_error
+    code = process.wait()
+    if timer:
+        timer.cancel()
+    if timed_out.is_set():
+        raise StepFailure(f"the job ran longer than MaxRuntimeInSeconds={max_runtime} and was stopped")
+    if code < 0:
+        raise StepFailure(f"the job's process was killed by {signal.Signals(-code).name}",
+                          exception_type="SageMaker.JOB_INTERNAL_ERROR")
+    if code > 0:
+        raise StepFailure(last_error or f"the job's command exited with code {code}")

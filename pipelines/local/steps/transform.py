@@ -1,0 +1,38 @@
+"""Transform step (CreateTransformJob): local batch inference with the model's algorithm.
+
+The model's artefact is found as SageMaker finds it, through DescribeModel; each input
+object's predictions are uploaded as `<S3OutputPath>/<input name>.out`.
+"""
+
+from __future__ import annotations
+
+from pipelines.local import s3io
+from pipelines.local.steps import Job, StepFailure
+
+
+def run(arguments: dict, job: Job) -> dict:
+    from pipelines.local.transform import batch_transform
+    from pipelines.local.tuner import local_algorithm
+
+    model = job.sagemaker.describe_model(ModelName=arguments["ModelName"])
+    container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+    local_algorithm(container.get("Image", ""))  # batch_transform serves the built-in Linear Learner
+    if not container.get("ModelDataUrl"):
+        raise StepFailure(f"model {arguments['ModelName']} has no ModelDataUrl")
+    model_tar = s3io.download_file(job.s3, container["ModelDataUrl"], job.work_dir / "model" / "model.tar.gz")
+
+    transform_input, transform_output = arguments["TransformInput"], arguments["TransformOutput"]
+    source = transform_input["DataSource"]["S3DataSource"]
+    inputs_dir, outputs_dir = job.work_dir / "input", job.work_dir / "output"
+    for path in s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), inputs_dir):
+        relative = path.relative_to(inputs_dir.resolve())
+        output = outputs_dir / f"{relative}.out"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        batch_transform(model_tar, path, output, content_type=transform_input.get("ContentType", "text/csv"),
+                        accept=transform_output.get("Accept", "application/json"),
+                        split_type=transform_input.get("SplitType", "None"))
+        job.log(f"transformed {relative} → {relative}.out")
+    written = s3io.upload_directory(job.s3, outputs_dir, transform_output["S3OutputPath"])
+    job.log(f"uploaded {len(written)} file(s) to {transform_output['S3OutputPath']}")
+    return {**arguments, "TransformJobName": job.job_name, "TransformJobArn": job.arn("transform-job"),
+            "TransformJobStatus": "Completed"}

@@ -1,0 +1,502 @@
+"""Local automatic model tuning: a CreateHyperParameterTuningJob request run on this machine.
+
+`run_tuning_job` reads the request as it appears in a pipeline's Tuning step, picks the local algorithm
+that matches the training image, and runs up to MaxNumberOfTrainingJobs training jobs, at most
+MaxParallelTrainingJobs at a time in separate processes. Strategy "Bayesian" is a Gaussian process
+(scikit-learn) with expected improvement after a few random jobs; "Random" samples every job at random.
+Both honour the ranges' ScalingType ("Auto" means logarithmic when a positive range spans two decades
+or more) and categorical values. It returns a DescribeHyperParameterTuningJob-shaped dict whose
+TrainingJobSummaries are best first, as the pipeline property `TrainingJobSummaries[0]` expects.
+
+Reproducible: job k's hyperparameters depend only on the seed and on jobs 0..k-MaxParallelTrainingJobs
+(jobs still running count as "pending" at the worst objective seen, the "constant liar"), so the same
+seed gives the same jobs whatever order parallel jobs finish in.
+
+`tune` is the optimiser core on any picklable job function (index, hyperparameters) -> metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# ECR repository name of a built-in algorithm's training image -> the module that runs it locally.
+# Such a module provides train(hyperparameters, channels, model_dir, log), parse_hyperparameters(...),
+# emitted_metrics(channel_names) and TRAINING_CONTENT_TYPES.
+LOCAL_ALGORITHMS = {"linear-learner": "pipelines.local.linear_learner"}
+AUTO_LOG_RATIO = 100.0  # "Auto" scaling is logarithmic when max/min reaches two decades
+MIN_RANDOM_JOBS = 3  # Bayesian search starts with max(3, MaxParallelTrainingJobs) random jobs
+CANDIDATES = 2000  # random points scored by expected improvement per suggestion
+LOCAL_CANDIDATES = 400  # perturbations of the best points so far
+DEFAULT_ACCOUNT = "123456789012"
+
+
+class TuningError(ValueError):
+    """The tuning job cannot run (bad request, no local algorithm) or every training job failed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The search space
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One tuned hyperparameter: `kind` continuous, integer or categorical."""
+
+    name: str
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    scaling: str = "Linear"  # resolved: Linear, Logarithmic or ReverseLogarithmic
+    values: tuple[str, ...] = ()
+
+    def _bounds(self) -> tuple[float, float]:
+        # An integer's range is widened by half a step so that both end values are as likely as the others.
+        return (self.low - 0.5, self.high + 0.5) if self.kind == "integer" else (self.low, self.high)
+
+    def value_at(self, unit: float):
+        """The value at position `unit` in [0, 1] of the range, in the range's scaling."""
+        if self.kind == "categorical":
+            return self.values[min(int(unit * len(self.values)), len(self.values) - 1)]
+        low, high = self._bounds()
+        if self.scaling == "Logarithmic":
+            value = math.exp(math.log(low) + unit * (math.log(high) - math.log(low)))
+        elif self.scaling == "ReverseLogarithmic":
+            value = 1 - math.exp(math.log(1 - low) + unit * (math.log(1 - high) - math.log(1 - low)))
+        else:
+            value = low + unit * (high - low)
+        if self.kind == "integer":
+            return int(min(max(round(value), self.low), self.high))
+        return min(max(value, self.low), self.high)
+
+    def unit_of(self, value) -> float:
+        """The inverse of `value_at` for continuous and integer parameters."""
+        low, high = self._bounds()
+        if self.scaling == "Logarithmic":
+            position = (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+        elif self.scaling == "ReverseLogarithmic":
+            position = (math.log(1 - value) - math.log(1 - low)) / (math.log(1 - high) - math.log(1 - low))
+        else:
+            position = (value - low) / (high - low) if high > low else 0.5
+        return min(max(position, 0.0), 1.0)
+
+    def encode(self, value) -> list[float]:
+        """The value's coordinates for the Gaussian process: unit position, or one-hot for a category."""
+        if self.kind == "categorical":
+            return [float(value == v) for v in self.values]
+        return [self.unit_of(value)]
+
+    def format(self, value) -> str:
+        """The value as the training job receives it (hyperparameters are strings)."""
+        return value if self.kind == "categorical" else str(value) if self.kind == "integer" else repr(float(value))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    parameters: tuple[Parameter, ...]
+
+    @classmethod
+    def from_ranges(cls, ranges: dict) -> SearchSpace:
+        """The space of an API ParameterRanges dict (Continuous/Integer/CategoricalParameterRanges)."""
+        parameters = []
+        for item in ranges.get("ContinuousParameterRanges", []):
+            parameters.append(_numeric_parameter(item, "continuous"))
+        for item in ranges.get("IntegerParameterRanges", []):
+            parameters.append(_numeric_parameter(item, "integer"))
+        for item in ranges.get("CategoricalParameterRanges", []):
+            values = tuple(str(v) for v in item.get("Values", []))
+            if not values:
+                raise TuningError(f"categorical range '{item.get('Name')}' has no Values")
+            parameters.append(Parameter(name=str(item["Name"]), kind="categorical", values=values))
+        if ranges.get("AutoParameters"):
+            raise TuningError("AutoParameters (Autotune) are not supported locally; give explicit ranges")
+        names = [p.name for p in parameters]
+        if not parameters:
+            raise TuningError("ParameterRanges defines no hyperparameter to tune")
+        if len(set(names)) != len(names):
+            raise TuningError(f"a hyperparameter appears in more than one range: {names}")
+        return cls(tuple(parameters))
+
+    def random_point(self, rng: np.random.Generator) -> tuple:
+        return tuple(p.value_at(rng.random()) for p in self.parameters)
+
+    def perturb(self, point: tuple, rng: np.random.Generator, spread: float) -> tuple:
+        """A point near `point`: unit positions moved by N(0, spread); a category redrawn one time in five."""
+        moved = []
+        for parameter, value in zip(self.parameters, point, strict=True):
+            if parameter.kind == "categorical":
+                moved.append(parameter.value_at(rng.random()) if rng.random() < 0.2 else value)
+            else:
+                unit = min(max(parameter.unit_of(value) + rng.normal(0.0, spread), 0.0), 1.0)
+                moved.append(parameter.value_at(unit))
+        return tuple(moved)
+
+    def encode(self, point: tuple) -> list[float]:
+        return [x for parameter, value in zip(self.parameters, point, strict=True) for x in parameter.encode(value)]
+
+    def hyperparameters(self, point: tuple) -> dict[str, str]:
+        return {p.name: p.format(v) for p, v in zip(self.parameters, point, strict=True)}
+
+
+def _numeric_parameter(item: dict, kind: str) -> Parameter:
+    name = str(item.get("Name", ""))
+    try:
+        low, high = (float(item[key]) for key in ("MinValue", "MaxValue"))
+    except (KeyError, TypeError, ValueError):
+        raise TuningError(f"range '{name}' needs numeric MinValue and MaxValue, got {item}") from None
+    if kind == "integer" and (low != int(low) or high != int(high)):
+        raise TuningError(f"integer range '{name}' has a non-integer bound: {item}")
+    if not low <= high:
+        raise TuningError(f"range '{name}' has MinValue {low} above MaxValue {high}")
+    scaling = item.get("ScalingType", "Auto")
+    if scaling == "Auto":
+        scaling = "Logarithmic" if low > 0 and high / low >= AUTO_LOG_RATIO else "Linear"
+    if scaling not in ("Linear", "Logarithmic", "ReverseLogarithmic"):
+        raise TuningError(f"range '{name}': unknown ScalingType {scaling!r}")
+    if scaling == "Logarithmic" and low <= 0:
+        raise TuningError(f"range '{name}': Logarithmic scaling needs MinValue > 0")
+    if scaling == "ReverseLogarithmic" and (kind == "integer" or not (low >= 0 and high < 1)):
+        raise TuningError(f"range '{name}': ReverseLogarithmic scaling needs a continuous range within [0, 1)")
+    return Parameter(name=name, kind=kind, low=low, high=high, scaling=scaling)
+
+
+# ---------------------------------------------------------------------------------------------
+# Search strategies
+
+
+class RandomSearch:
+    def __init__(self, space: SearchSpace, seed: int):
+        self.space, self.seed = space, seed
+
+    def suggest(self, index: int, observed: list[tuple[tuple, float]], pending: list[tuple]) -> tuple:
+        return self.space.random_point(np.random.default_rng([self.seed, index]))
+
+
+class BayesianSearch(RandomSearch):
+    """Gaussian-process regression of the objective; the next point maximises expected improvement."""
+
+    def __init__(self, space: SearchSpace, seed: int, maximize: bool, random_jobs: int):
+        super().__init__(space, seed)
+        self.sign = 1.0 if maximize else -1.0
+        self.random_jobs = random_jobs
+
+    def suggest(self, index: int, observed: list[tuple[tuple, float]], pending: list[tuple]) -> tuple:
+        if index < self.random_jobs or len(observed) < 2:
+            return super().suggest(index, observed, pending)
+        from scipy.stats import norm
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+        from threadpoolctl import threadpool_limits
+
+        rng = np.random.default_rng([self.seed, index])
+        values = self.sign * np.array([value for _, value in observed])
+        # Jobs still running are assumed to score the worst value seen (the "constant liar").
+        points = [point for point, _ in observed] + pending
+        targets = np.concatenate([values, np.full(len(pending), values.min())])
+        encoded = np.array([self.space.encode(p) for p in points])
+        kernel = (ConstantKernel(1.0, (1e-3, 1e3))
+                  * Matern(length_scale=np.full(encoded.shape[1], 0.3), length_scale_bounds=(1e-2, 1e1), nu=2.5)
+                  + WhiteKernel(1e-3, (1e-6, 1e-1)))
+        model = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
+                                         random_state=int(rng.integers(2**31)))
+        best_points = [points[i] for i in np.argsort(-values)[:3]]
+        candidates = [self.space.random_point(rng) for _ in range(CANDIDATES)]
+        candidates += [self.space.perturb(best_points[i % len(best_points)], rng, 0.05 if i % 2 else 0.15)
+                       for i in range(LOCAL_CANDIDATES)]
+        # Small matrices: BLAS threads only add contention (10x slower on a busy 2-core machine).
+        with threadpool_limits(1), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bound-hitting length scales are expected on few points
+            model.fit(encoded, targets)
+            mean, std = model.predict(np.array([self.space.encode(c) for c in candidates]), return_std=True)
+        improvement = mean - values.max() - 0.01 * (values.std() or 1.0)
+        z = improvement / np.maximum(std, 1e-12)
+        expected = np.where(std > 1e-12, improvement * norm.cdf(z) + std * norm.pdf(z), np.maximum(improvement, 0))
+        return candidates[int(np.argmax(expected))]
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimiser core
+
+
+@dataclass
+class Trial:
+    """One training job of a tuning job, in launch order (`index` from 0)."""
+
+    index: int
+    point: tuple
+    hyperparameters: dict[str, str]
+    created: float
+    status: str = "InProgress"  # Completed or Failed when done
+    metrics: dict[str, float] = field(default_factory=dict)
+    objective: float | None = None
+    failure_reason: str | None = None
+    start: float | None = None
+    end: float | None = None
+    pid: int | None = None
+
+
+def _timed_job(job: Callable, index: int, hyperparameters: dict[str, str]) -> dict:
+    """Run one job in a worker process; never raises (a failure is returned as its reason)."""
+    outcome: dict[str, Any] = {"start": time.time(), "pid": os.getpid()}
+    try:
+        outcome["metrics"] = {k: float(v) for k, v in job(index, hyperparameters).items()}
+    except ValueError as exc:  # the job's input or hyperparameters are wrong
+        outcome["failure_reason"] = f"ClientError: {exc}"
+    except Exception as exc:
+        outcome["failure_reason"] = f"AlgorithmError: {type(exc).__name__}: {exc}"
+    outcome["end"] = time.time()
+    return outcome
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker initializer: parallel jobs share the cores instead of each using all of them."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+
+
+def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, float]], *, max_jobs: int,
+         max_parallel: int, objective_metric: str, maximize: bool, strategy: str = "Bayesian", seed: int = 0,
+         on_trial: Callable[[Trial, list[Trial]], None] | None = None) -> list[Trial]:
+    """Run `max_jobs` calls of `job(index, hyperparameters)` in worker processes, `max_parallel` at a time.
+
+    `job` must be picklable (a module-level function or a partial of one) and return metrics by name; the
+    objective is `metrics[objective_metric]`. `on_trial(trial, trials)` runs in this process as each job
+    ends. Returns the trials in launch order.
+    """
+    if strategy == "Bayesian":
+        search = BayesianSearch(space, seed, maximize, random_jobs=min(max_jobs, max(MIN_RANDOM_JOBS, max_parallel)))
+    elif strategy == "Random":
+        search = RandomSearch(space, seed)
+    else:
+        raise TuningError(f"tuning strategy {strategy!r} is not supported locally; use Bayesian or Random")
+    workers = max(1, min(max_parallel, max_jobs))
+    trials: list[Trial] = []
+    running: dict[Future, Trial] = {}
+
+    def finish(future: Future, trial: Trial) -> None:
+        outcome = future.result()
+        trial.start, trial.end, trial.pid = outcome["start"], outcome["end"], outcome["pid"]
+        trial.metrics = outcome.get("metrics", {})
+        trial.failure_reason = outcome.get("failure_reason")
+        if trial.failure_reason is None and objective_metric not in trial.metrics:
+            trial.failure_reason = (f"ClientError: the job did not emit the objective metric {objective_metric}; "
+                                    f"it emitted {', '.join(sorted(trial.metrics)) or 'none'}")
+        if trial.failure_reason is None:
+            trial.status, trial.objective = "Completed", trial.metrics[objective_metric]
+        else:
+            trial.status = "Failed"
+        if on_trial:
+            on_trial(trial, trials)
+
+    def wait_for(trial: Trial) -> None:
+        while trial.status == "InProgress":
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                finish(future, running.pop(future))
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may run threads
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
+        for index in range(max_jobs):
+            settled = index - max_parallel  # jobs up to this one are finished before job `index` is chosen
+            if settled >= 0:
+                wait_for(trials[settled])
+            observed = [(t.point, t.objective) for t in trials[:settled + 1] if t.objective is not None]
+            pending = [t.point for t in trials[max(settled + 1, 0):]]
+            point = search.suggest(index, observed, pending)
+            trial = Trial(index=index, point=point, hyperparameters=space.hyperparameters(point), created=time.time())
+            trials.append(trial)
+            running[pool.submit(_timed_job, job, index, trial.hyperparameters)] = trial
+        for trial in trials:
+            wait_for(trial)
+    return trials
+
+
+def best_first(trials: list[Trial], maximize: bool) -> list[Trial]:
+    """Completed trials from best to worst objective (ties: earlier launch first), then failed ones."""
+    done = [t for t in trials if t.objective is not None]
+    done.sort(key=lambda t: (-t.objective if maximize else t.objective, t.index))
+    return done + [t for t in trials if t.objective is None]
+
+
+# ---------------------------------------------------------------------------------------------
+# The API: CreateHyperParameterTuningJob in, DescribeHyperParameterTuningJob out
+
+
+def training_job_name(tuning_job_name: str, index: int, hyperparameters: dict[str, str]) -> str:
+    """`<tuning-job-name>-NNN-<8 hex>`, as SageMaker names a tuning job's training jobs (≤ 63 chars)."""
+    digest = hashlib.sha1(json.dumps([tuning_job_name, index, hyperparameters], sort_keys=True).encode())
+    return f"{tuning_job_name[:32]}-{index + 1:03d}-{digest.hexdigest()[:8]}"
+
+
+def run_training_job(algorithm: str, static: dict[str, str], channels: dict[str, Path], work_dir: Path,
+                     tuning_job_name: str, index: int, hyperparameters: dict[str, str]) -> dict[str, float]:
+    """One training job of a tuning job (runs in a worker): its log and artefact under work_dir/<job name>/."""
+    job_dir = Path(work_dir) / training_job_name(tuning_job_name, index, hyperparameters)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with open(job_dir / "training.log", "w", encoding="utf-8") as log_file:
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+
+        try:
+            module = importlib.import_module(algorithm)
+            return module.train({**static, **hyperparameters}, channels, job_dir / "output", log=log)
+        except Exception:
+            log(f"Training failed:\n{traceback.format_exc()}")
+            raise
+
+
+def local_algorithm(image: str) -> str:
+    """The module implementing the built-in algorithm of a training image URI, or TuningError."""
+    repository = image.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
+    if repository not in LOCAL_ALGORITHMS:
+        raise TuningError(f"no local implementation for training image {image!r}; local tuning runs "
+                          f"{', '.join(LOCAL_ALGORITHMS)} images only")
+    return LOCAL_ALGORITHMS[repository]
+
+
+def run_tuning_job(request: dict, channels: dict[str, Path], work_dir: Path, seed: int = 0, log=print) -> dict:
+    """Run a CreateHyperParameterTuningJob request locally; returns a DescribeHyperParameterTuningJob-shaped dict.
+
+    `channels` maps channel names to local directories (already downloaded). Each training job writes
+    `work_dir/<training-job-name>/output/model.tar.gz` and `work_dir/<training-job-name>/training.log`.
+    HyperParameterTuningJobConfig.RandomSeed, when set, overrides `seed`. Beyond the API's fields, each
+    summary carries `LaunchOrder` (1 = first launched) and the job's `FinalMetricDataList`.
+    Raises TuningError for a request that cannot run and when every training job failed.
+    """
+    config = request.get("HyperParameterTuningJobConfig") or {}
+    definition = request.get("TrainingJobDefinition")
+    if definition is None:
+        definitions = request.get("TrainingJobDefinitions") or []
+        if len(definitions) != 1:
+            raise TuningError("the request needs one TrainingJobDefinition (several definitions are not "
+                              "supported locally)")
+        definition = definitions[0]
+    objective = config.get("HyperParameterTuningJobObjective") or definition.get("TuningObjective") or {}
+    metric, direction = objective.get("MetricName"), objective.get("Type")
+    if not metric or direction not in ("Maximize", "Minimize"):
+        raise TuningError("HyperParameterTuningJobObjective needs a MetricName and Type Maximize or Minimize")
+    limits = config.get("ResourceLimits") or {}
+    try:
+        max_jobs = int(limits["MaxNumberOfTrainingJobs"])
+        max_parallel = int(limits.get("MaxParallelTrainingJobs", 1))
+    except (KeyError, TypeError, ValueError):
+        raise TuningError("ResourceLimits needs integer MaxNumberOfTrainingJobs and MaxParallelTrainingJobs") from None
+    if max_jobs < 1 or max_parallel < 1:
+        raise TuningError("MaxNumberOfTrainingJobs and MaxParallelTrainingJobs must be at least 1")
+    space = SearchSpace.from_ranges(config.get("ParameterRanges") or definition.get("HyperParameterRanges") or {})
+    strategy = config.get("Strategy", "Bayesian")
+    seed = int(config.get("RandomSeed", seed))
+    image = (definition.get("AlgorithmSpecification") or {}).get("TrainingImage") or ""
+    algorithm = local_algorithm(image)
+    module = importlib.import_module(algorithm)
+    emitted = module.emitted_metrics(channels)
+    if metric not in emitted:
+        raise TuningError(f"objective metric {metric!r} is not emitted with channels {sorted(channels)}; "
+                          f"choose one of {', '.join(emitted)}")
+    for channel in definition.get("InputDataConfig") or []:
+        content_type = str(channel.get("ContentType") or "text/csv").split(";")[0].strip().lower()
+        if content_type not in module.TRAINING_CONTENT_TYPES:
+            raise TuningError(f"channel '{channel.get('ChannelName')}' has ContentType {content_type!r}; locally "
+                              f"{image} reads {', '.join(module.TRAINING_CONTENT_TYPES)}")
+    static = {str(k): str(v) for k, v in (definition.get("StaticHyperParameters") or {}).items()}
+    static["_tuning_objective_metric"] = metric
+    try:
+        example = space.hyperparameters(space.random_point(np.random.default_rng(seed)))
+        module.parse_hyperparameters({**static, **example})
+    except ValueError as exc:
+        raise TuningError(f"the training job definition is invalid: {exc}") from None
+
+    name = request.get("HyperParameterTuningJobName") or "tuning-" + hashlib.sha1(
+        json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    maximize = direction == "Maximize"
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    created = time.time()
+    log(f"Tuning job {name}: {strategy} search over {', '.join(p.name for p in space.parameters)}; "
+        f"{max_jobs} training jobs of {image}, {max_parallel} in parallel; objective {direction} {metric}")
+
+    def report(trial: Trial, trials: list[Trial]) -> None:
+        done = [t for t in trials if t.status != "InProgress"]
+        scores = [t.objective for t in done if t.objective is not None]
+        best = (max if maximize else min)(scores) if scores else None
+        result = f"{metric}={trial.objective:.6g}" if trial.objective is not None else trial.failure_reason
+        log(f"[{len(done)}/{max_jobs}] {training_job_name(name, trial.index, trial.hyperparameters)} "
+            f"{trial.status} in {trial.end - trial.start:.1f} s: {result}"
+            + (f" (best so far {best:.6g})" if best is not None else ""))
+
+    job = partial(run_training_job, algorithm, static, {k: Path(v) for k, v in channels.items()}, work_dir, name)
+    trials = tune(space, job, max_jobs=max_jobs, max_parallel=max_parallel, objective_metric=metric,
+                  maximize=maximize, strategy=strategy, seed=seed, on_trial=report)
+    ranked = best_first(trials, maximize)
+    if ranked[0].objective is None:
+        raise TuningError(f"all {len(trials)} training jobs failed; the first: {trials[0].failure_reason}")
+    return _describe(name, config, definition, created, trials, ranked, metric)
+
+
+def _describe(name, config, definition, created, trials, ranked, metric) -> dict:
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    role = str(definition.get("RoleArn", ""))
+    account = role.split(":")[4] if role.count(":") >= 5 and role.split(":")[4] else DEFAULT_ACCOUNT
+    arn = f"arn:aws:sagemaker:{region}:{account}:"
+
+    def stamp(seconds: float) -> datetime:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+
+    def summary(trial: Trial) -> dict:
+        job_name = training_job_name(name, trial.index, trial.hyperparameters)
+        item = {
+            "TrainingJobName": job_name,
+            "TrainingJobArn": f"{arn}training-job/{job_name}",
+            "TuningJobName": name,
+            "CreationTime": stamp(trial.created),
+            "TrainingStartTime": stamp(trial.start),
+            "TrainingEndTime": stamp(trial.end),
+            "TrainingJobStatus": trial.status,
+            "TunedHyperParameters": dict(trial.hyperparameters),
+            "ObjectiveStatus": "Succeeded" if trial.objective is not None else "Failed",
+            "LaunchOrder": trial.index + 1,
+            "FinalMetricDataList": [{"MetricName": k, "Value": v, "Timestamp": stamp(trial.end)}
+                                    for k, v in sorted(trial.metrics.items())],
+        }
+        if trial.objective is not None:
+            item["FinalHyperParameterTuningJobObjectiveMetric"] = {"MetricName": metric, "Value": trial.objective}
+        else:
+            item["FailureReason"] = trial.failure_reason
+        return item
+
+    failed = sum(t.objective is None for t in trials)
+    ended = max(t.end for t in trials)
+    return {
+        "HyperParameterTuningJobName": name,
+        "HyperParameterTuningJobArn": f"{arn}hyper-parameter-tuning-job/{name.lower()}",
+        "HyperParameterTuningJobConfig": config,
+        "TrainingJobDefinition": definition,
+        "HyperParameterTuningJobStatus": "Completed",
+        "CreationTime": stamp(created),
+        "HyperParameterTuningEndTime": stamp(ended),
+        "LastModifiedTime": stamp(ended),
+        "TrainingJobStatusCounters": {"Completed": len(trials) - failed, "InProgress": 0, "RetryableError": 0,
+                                      "NonRetryableError": failed, "Stopped": 0},
+        "ObjectiveStatusCounters": {"Succeeded": len(trials) - failed, "Pending": 0, "Failed": failed},
+        "BestTrainingJob": summary(ranked[0]),
+        "TrainingJobSummaries": [summary(t) for t in ranked],
+    }

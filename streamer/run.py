@@ -1,0 +1,184 @@
+"""`livetrain stream`: source → store → bot → exporter, until stopped.
+
+The main thread reads the source, records each tick and the trades it opens and closes (buffered, flushed
+several times a second), and logs a status line every few seconds; the exporter thread turns stored closed
+trades into batches in S3. SIGTERM or Ctrl-C: stop subscribing, flush, let the exporter finish the write in
+progress, close. A restart resumes from MongoDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from livetrain import UserError
+from streamer.sources import Source, Tick, usable
+
+log = logging.getLogger("livetrain.stream")
+STATUS_EVERY_S = 5.0
+
+
+class Sequencer:
+    """Makes tick times strictly increasing per epic, as the batch contract requires.
+
+    A live source's tick whose receive time (ms) is not after the previous tick's is stamped one millisecond
+    after it. A recorded source's tick at or before the last stored tick was stored already (a replay read
+    again after a restart) and is dropped. Ticks the contract would reject (e.g. a zero bid) are dropped too.
+    """
+
+    def __init__(self, live: bool, last_ts: int | None):
+        self.live, self.last_ts = live, last_ts
+        self.dropped = 0
+
+    def __call__(self, tick: Tick) -> Tick | None:
+        if self.last_ts is not None and tick.ts <= self.last_ts:
+            if not self.live:
+                return None
+            tick = tick._replace(ts=self.last_ts + 1)
+        if not usable(tick):
+            self.dropped += 1
+            return None
+        self.last_ts = tick.ts
+        return tick
+
+
+def open_source(args: argparse.Namespace, last_tick: Tick | None) -> Source:
+    """The source named by --source, ready to yield events (IG: logged in and connecting)."""
+    if args.source == "sim":
+        from streamer.sources import SimulatedSource
+
+        return SimulatedSource(args.epic, args.market, args.seed, args.speed, after=last_tick)
+    if args.source == "replay":
+        from streamer.sources import ReplaySource
+
+        if not args.replay_file:
+            raise UserError("--source replay needs --replay-file FILE (a ticks CSV with the prices.csv columns)")
+        return ReplaySource(args.replay_file, args.epic, args.speed)
+    from streamer.ig import IgSource, load_credentials
+
+    source = IgSource(args.epic, load_credentials(args.ig_secret_id, args.region), args.ig_api_url)
+    source.start()
+    return source
+
+
+def s3_client(endpoint_url: str | None, region: str):
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+def check_bucket(s3, bucket: str) -> None:
+    """A missing or forbidden bucket is a UserError; an unreachable S3 is only logged (the exporter retries)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise UserError(f"bucket {bucket}: {code or exc} (does it exist, may this role write to it?); "
+                        f"check --bucket") from None
+    except BotoCoreError as exc:
+        log.warning("S3 unreachable at start (%s); batches wait until it answers", exc)
+
+
+def configure_logging() -> None:
+    logger = logging.getLogger("livetrain")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+class StopSignals:
+    """SIGTERM and SIGINT set `requested`; a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.requested = threading.Event()
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.info("%s received: stopping after the write in progress", signal.Signals(signum).name)
+        self.requested.set()
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    """The streamer's main loop; returns the exit code."""
+    from streamer.bot import Bot
+    from streamer.cli import bot_settings
+    from streamer.exporter import Exporter
+    from streamer.store import Store, connect
+
+    configure_logging()
+    stop = StopSignals()
+    store = Store(connect(args.mongo_uri), args.epic)
+    s3 = s3_client(args.s3_endpoint_url, args.region)
+    check_bucket(s3, args.bucket)
+    settings = bot_settings(args)
+    last_tick = store.last_tick()
+    source = open_source(args, last_tick)
+    bot = Bot(store, settings, args.warmup_seconds)
+    log.info("streaming %s from %s into MongoDB; %d open trades resumed; batches of %d to s3://%s", args.epic,
+             args.source, bot.open_trades, args.batch_size, args.bucket)
+    exporter = Exporter(store, s3, args.bucket, args.batch_size, settings.as_dict(), args.max_batches)
+    exporter.start()
+    sequencer = Sequencer(source.live, None if last_tick is None else last_tick.ts)
+    status = _Status(store, bot, exporter, source, sequencer)
+    exhausted = False
+    try:
+        for event in source.events():
+            if event is not None and (tick := sequencer(event)) is not None:
+                bot.on_tick(tick)
+            if store.flush_due():
+                store.flush()
+                exporter.wake()
+            status.maybe_log()
+            if exporter.failure is not None:
+                raise exporter.failure
+            if stop.requested.is_set() or exporter.done:
+                break
+        else:
+            exhausted = True
+        source.close()
+        store.flush()
+        exporter.wake()
+        if exhausted:  # a replay's end
+            log.info("source exhausted: exporting the complete batches")
+            exporter.finish(give_up=stop.requested)
+    finally:
+        exporter.stop()
+        status.log()
+    if exporter.failure is not None:
+        raise exporter.failure
+    return 0
+
+
+class _Status:
+    """The status line: ticks/s, open and closed trades, batches."""
+
+    def __init__(self, store, bot, exporter, source, sequencer):
+        self.store, self.bot, self.exporter, self.source, self.sequencer = store, bot, exporter, source, sequencer
+        self._at, self._ticks = time.monotonic(), 0
+
+    def maybe_log(self) -> None:
+        if time.monotonic() - self._at >= STATUS_EVERY_S:
+            self.log()
+
+    def log(self) -> None:
+        now, ticks = time.monotonic(), self.store.stored_ticks
+        rate = (ticks - self._ticks) / max(now - self._at, 1e-9)
+        self._at, self._ticks = now, ticks
+        log.info("%s: %s ticks stored (%.0f/s), %s dropped; trades %s open, %s closed; batches %d committed "
+                 "(last %s)", self.source.status, f"{ticks:,}", rate, f"{self.sequencer.dropped:,}",
+                 f"{self.bot.open_trades:,}", f"{self.bot.closed:,}", self.exporter.committed,
+                 self.exporter.last_batch or "none")

@@ -1,0 +1,125 @@
+"""The CloudFormation template: least privilege, lint, documented checkov skips, one source for the rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
+from infra.template import TEMPLATE_PATH, load_template
+from pipelines.contract import PARAMETER_NAMES
+from processing.batch_contract import BATCHES_PREFIX, MANIFEST_FILE
+
+# Actions that IAM cannot scope to a resource (the Service Authorization Reference lists no resource type for
+# them), so their statements need Resource "*". Anything else with "*" fails the test.
+UNSCOPABLE_ACTIONS = {
+    "ecr:GetAuthorizationToken",  # a registry login token, tied to no repository
+    "cloudwatch:PutMetricData",  # metrics have no ARN; the template narrows it with a cloudwatch:namespace condition
+}
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_documents(template: dict):
+    """(where, document) for every IAM policy in the template: identity, trust and resource policies."""
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        for key in ("PolicyDocument", "AssumeRolePolicyDocument"):
+            if key in properties:
+                yield f"{name}.{key}", properties[key]
+        for policy in properties.get("Policies", []):
+            yield f"{name}.{policy['PolicyName']}", policy["PolicyDocument"]
+
+
+def privilege_problems(where: str, document: dict) -> list[str]:
+    """Allow statements that grant wildcard actions, NotAction/NotResource, any principal, or "*" resources
+    for scopable actions. Deny statements may be broad: a broad deny narrows access."""
+    problems = []
+    for statement in as_list(document["Statement"]):
+        if statement["Effect"] != "Allow":
+            continue
+        actions = as_list(statement.get("Action", []))
+        problems += [f"{where}: {key} in an Allow" for key in ("NotAction", "NotResource") if key in statement]
+        problems += [f"{where}: wildcard action {action}" for action in actions if "*" in action]
+        if statement.get("Principal") == "*" or "*" in as_list((statement.get("Principal") or {}).get("AWS", [])):
+            problems.append(f"{where}: Allow to any principal")
+        if "*" in as_list(statement.get("Resource", [])):
+            problems += [f"{where}: {action} on Resource *" for action in actions if action not in UNSCOPABLE_ACTIONS]
+    return problems
+
+
+def test_every_iam_statement_names_its_actions_and_scopes_its_resources():
+    documents = list(policy_documents(load_template()))
+
+    assert len(documents) >= 15  # every role's trust and inline policies, three resource policies
+    assert [problem for where, document in documents for problem in privilege_problems(where, document)] == []
+
+
+@pytest.mark.parametrize(("statement", "problem"), [
+    ({"Effect": "Allow", "Action": "*", "Resource": "arn:aws:s3:::b"}, "wildcard action *"),
+    ({"Effect": "Allow", "Action": ["s3:*"], "Resource": "arn:aws:s3:::b"}, "wildcard action s3:*"),
+    ({"Effect": "Allow", "Action": "s3:Get*", "Resource": "arn:aws:s3:::b"}, "wildcard action s3:Get*"),
+    ({"Effect": "Allow", "Action": "sagemaker:CreateModel", "Resource": "*"}, "sagemaker:CreateModel on Resource *"),
+    ({"Effect": "Allow", "NotAction": "iam:PassRole", "Resource": "arn:aws:s3:::b"}, "NotAction in an Allow"),
+    ({"Effect": "Allow", "Principal": "*", "Action": "sqs:SendMessage", "Resource": "arn:q"}, "any principal"),
+])
+def test_the_privilege_check_catches_broad_grants(statement, problem):
+    problems = privilege_problems("T", {"Statement": [statement]})
+
+    assert len(problems) == 1 and problem in problems[0]
+
+
+def test_unscopable_actions_pass_and_deny_statements_may_be_broad():
+    document = {"Statement": [
+        {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "*"},
+    ]}
+
+    assert privilege_problems("T", document) == []
+
+
+def test_every_checkov_skip_gives_its_reason_in_the_template():
+    skips = [(name, skip) for name, resource in load_template()["Resources"].items()
+             for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])]
+
+    assert skips, "the template documents its checkov skips"
+    assert [(name, skip["id"]) for name, skip in skips if len(skip.get("comment", "").split()) < 6] == []
+
+
+def test_the_streamer_runs_in_private_subnets_without_a_public_ip():
+    network = load_template()["Resources"]["StreamerService"]["Properties"]["NetworkConfiguration"]
+
+    assert network["AwsvpcConfiguration"] == {"AssignPublicIp": "DISABLED", "Subnets": {"Ref": "StreamerSubnetIds"},
+                                              "SecurityGroups": {"Ref": "StreamerSecurityGroupIds"}}
+
+
+def test_the_rules_come_from_the_template():
+    assert manifest_rule_pattern("b")["detail"] == {"bucket": {"name": ["b"]},
+                                                    "object": {"key": [{"wildcard": "batches/*.manifest"}]}}
+    assert approval_rule_pattern("g")["detail"] == {"ModelPackageGroupName": ["g"], "ModelApprovalStatus": ["Approved"]}
+    assert pipeline_parameter_mapping() == {"InputBucket": "$.detail.bucket.name",
+                                            "InputManifestKey": "$.detail.object.key"}
+
+
+def test_the_template_agrees_with_the_batch_contract_and_the_pipeline():
+    template = load_template()
+    manifest_suffix = MANIFEST_FILE[MANIFEST_FILE.rindex("."):]
+
+    assert template["Mappings"]["Constants"]["Prefixes"]["Batches"] == BATCHES_PREFIX
+    key_matchers = manifest_rule_pattern("b")["detail"]["object"]["key"]
+    assert key_matchers == [{"wildcard": f"{BATCHES_PREFIX}/*{manifest_suffix}"}]
+    assert set(pipeline_parameter_mapping()) <= set(PARAMETER_NAMES)
+
+
+def test_infra_template_prints_the_template(run_cli):
+    result = run_cli("infra", "template")
+
+    assert result.returncode == 0 and result.stdout == TEMPLATE_PATH.read_text()
+
+
+def test_infra_lint_is_clean(run_cli):
+    result = run_cli("infra", "lint")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Passed checks" in result.stdout and "Failed checks: 0" in result.stdout

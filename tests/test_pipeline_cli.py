@@ -1,0 +1,232 @@
+"""`livetrain pipeline …` end to end: against moto's HTTP server, and the mistakes a user can make."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.definition import code_bundles
+
+ROLE = "arn:aws:iam::123456789012:role/livetrain-pipeline"
+BUCKET = "livetrain-data"
+
+
+@pytest.fixture
+def upserted(aws, run_cli):
+    """moto with the bucket and the pipeline created by `livetrain pipeline upsert`."""
+    aws.client("s3").create_bucket(Bucket=BUCKET)
+    result = run_cli("pipeline", "upsert", "--role-arn", ROLE, "--bucket", BUCKET, "--endpoint-url", aws.endpoint_url)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def one_line_error(result) -> str:
+    """The error line, after checking it is the only one (progress lines may precede it)."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("livetrain: error: ")]
+    assert len(errors) == 1 and result.stderr.rstrip().endswith(errors[0]), result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]
+
+
+def test_upsert_uploads_the_code_then_creates_the_pipeline(upserted, aws, run_cli):
+    assert upserted.stdout.strip() == "created pipeline arn:aws:sagemaker:us-east-1:123456789012:pipeline/livetrain"
+    assert "uploaded Preprocess code" in upserted.stderr
+
+    pipeline = aws.client("sagemaker").describe_pipeline(PipelineName="livetrain")
+    assert pipeline["RoleArn"] == ROLE
+    offline = run_cli("pipeline", "definition", "--role-arn", ROLE, "--bucket", BUCKET)
+    assert pipeline["PipelineDefinition"] + "\n" == offline.stdout  # what `definition` prints is what was sent
+
+    # Every code prefix the definition names holds exactly the files shipped for that step, byte for byte.
+    s3 = aws.client("s3")
+    definition = json.loads(pipeline["PipelineDefinition"])
+    steps = {step["Name"]: step for step in definition["Steps"]}
+    for name, bundle in code_bundles(BUCKET, "livetrain").items():
+        [code_uri] = [i["S3Input"]["S3Uri"] for i in steps[name]["Arguments"]["ProcessingInputs"]
+                      if i["InputName"] == "code"]
+        assert code_uri == bundle.s3_prefix
+        prefix = code_uri.removeprefix(f"s3://{BUCKET}/")
+        listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+        assert sorted(o["Key"].removeprefix(prefix) for o in listed) == [p.name for p in bundle.files]
+        for path in bundle.files:
+            assert s3.get_object(Bucket=BUCKET, Key=prefix + path.name)["Body"].read() == path.read_bytes()
+
+    again = run_cli("pipeline", "upsert", "--role-arn", ROLE, "--bucket", BUCKET, "--max-jobs", "4",
+                    "--endpoint-url", aws.endpoint_url)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("updated pipeline ")
+    updated = json.loads(aws.client("sagemaker").describe_pipeline(PipelineName="livetrain")["PipelineDefinition"])
+    tuning = updated["Steps"][1]["Arguments"]["HyperParameterTuningJobConfig"]
+    assert tuning["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 4
+
+
+def test_start_with_parameters_wait_and_list(upserted, aws, run_cli):
+    started = run_cli("pipeline", "start", "--manifest-key", "batches/E/b1/batch.manifest", "--bucket", "in-bucket",
+                      "--parameter", "MinPrecision=0.6", "--parameter", "TrainingInstanceType=ml.c5.xlarge",
+                      "--wait", "--poll-seconds", "1", "--endpoint-url", aws.endpoint_url)
+    assert started.returncode == 0, started.stderr
+    arn = started.stdout.strip()
+    assert arn.startswith("arn:aws:sagemaker:us-east-1:123456789012:pipeline/livetrain/execution/")
+    assert "Succeeded" in started.stderr  # moto finishes executions at once; the poll saw it
+
+    sagemaker = aws.client("sagemaker")
+    parameters = sagemaker.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]
+    assert {p["Name"]: p["Value"] for p in parameters} == {
+        "InputBucket": "in-bucket", "InputManifestKey": "batches/E/b1/batch.manifest", "MinPrecision": "0.6",
+        "TrainingInstanceType": "ml.c5.xlarge"}
+
+    listed = run_cli("pipeline", "executions", "--endpoint-url", aws.endpoint_url)
+    assert listed.returncode == 0, listed.stderr
+    [line] = listed.stdout.strip().splitlines()
+    assert line.split()[:2] == [arn.rsplit("/", 1)[-1], "Succeeded"]
+
+
+def test_describe_shows_parameters_and_the_step_graph_and_no_executions_yet(upserted, aws, run_cli):
+    described = run_cli("pipeline", "describe", "--endpoint-url", aws.endpoint_url)
+    assert described.returncode == 0, described.stderr
+    out = described.stdout
+    assert out.startswith("livetrain  Active  arn:aws:sagemaker:us-east-1:123456789012:pipeline/livetrain")
+    assert "parameter InputManifestKey (String) (required)" in out
+    assert "parameter MinPrecision (Float) = 0.5" in out
+    steps = [line.strip() for line in out.splitlines() if line.strip().startswith("step ")]
+    assert [s.split()[1] for s in steps] == ["Preprocess", "TuneLinearLearner", "BestModel", "TransformTest",
+                                             "EvaluateBestModel", "CheckPrecision", "RegisterBestModel",
+                                             "PrecisionTooLow"]
+    assert "    step RegisterBestModel (RegisterModel)" in out
+
+    listed = run_cli("pipeline", "executions", "--endpoint-url", aws.endpoint_url)
+    assert listed.returncode == 0 and listed.stdout == ""
+    assert "no executions of pipeline livetrain yet" in listed.stderr
+
+
+@pytest.mark.parametrize("command", [["describe"], ["executions"], ["start", "--manifest-key", "k"]])
+def test_unknown_pipeline_is_one_line_naming_the_call(aws, run_cli, command):
+    result = run_cli("pipeline", *command, "--pipeline-name", "nope", "--endpoint-url", aws.endpoint_url)
+    line = one_line_error(result)
+    call = {"describe": "DescribePipeline", "executions": "ListPipelineExecutions",
+            "start": "StartPipelineExecution"}[command[0]]
+    assert line.startswith(f"livetrain: error: {call}: ")
+    assert "nope" in line and "livetrain pipeline upsert" in line
+
+
+def test_upsert_into_a_missing_bucket(aws, run_cli):
+    line = one_line_error(run_cli("pipeline", "upsert", "--role-arn", ROLE, "--bucket", "no-such-bucket",
+                                  "--endpoint-url", aws.endpoint_url))
+    assert "S3 PutObject s3://no-such-bucket/livetrain/code/" in line
+    assert "NoSuchBucket" in line and "create the bucket or pass --bucket" in line
+
+
+def test_no_credentials_is_one_line(aws):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true")
+    livetrain = Path(sys.executable).parent / "livetrain"
+    result = subprocess.run([str(livetrain), "pipeline", "describe", "--endpoint-url", aws.endpoint_url],
+                            capture_output=True, text=True, env=env, timeout=120)
+    line = one_line_error(result)
+    assert line.startswith("livetrain: error: DescribePipeline: no AWS credentials found; configure them")
+
+
+def test_unreachable_endpoint_is_one_line(run_cli):
+    line = one_line_error(run_cli("pipeline", "executions", "--endpoint-url", "http://127.0.0.1:9"))
+    assert line.startswith("livetrain: error: ListPipelineExecutions: cannot connect to http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["upsert"], "no execution role: pass --role-arn arn:aws:iam::<account>:role/<name> or set LIVETRAIN_ROLE_ARN"),
+    (["upsert", "--role-arn", "my-role"], "--role-arn 'my-role' is not an IAM role ARN"),
+    (["upsert", "--role-arn", "arn:aws:iam::000000000000:role/livetrain-placeholder-pass-role-arn"],
+     "the placeholder role exists in no account"),
+    (["definition", "--max-jobs", "2", "--max-parallel-jobs", "3"], "--max-parallel-jobs 3 exceeds --max-jobs 2"),
+    (["definition", "--output", "/nonexistent/dir/d.json"], "directory /nonexistent/dir does not exist"),
+])
+def test_user_mistakes_are_one_line(run_cli, args, expected):
+    line = one_line_error(run_cli("pipeline", *args))
+    assert expected in line
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["definition", "--max-jobs", "0"], "--max-jobs: must be a positive whole number, not '0'"),
+    (["start"], "the following arguments are required: --manifest-key"),
+    (["start", "--manifest-key", "k", "--parameter", "Bogus=1"], "expected NAME=VALUE with NAME one of InputBucket"),
+    ([], "the following arguments are required: SUBCOMMAND"),
+])
+def test_argument_errors_say_what_to_pass(run_cli, args, expected):
+    result = run_cli("pipeline", *args)
+    assert result.returncode == 2
+    assert expected in result.stderr.strip().splitlines()[-1]
+
+
+def test_role_from_the_environment_and_output_file(run_cli, tmp_path):
+    target = tmp_path / "definition.json"
+    result = run_cli("pipeline", "definition", "--output", target, env={"LIVETRAIN_ROLE_ARN": ROLE})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and "placeholder" not in result.stderr
+    assert json.loads(target.read_text())["Steps"][0]["Arguments"]["RoleArn"] == ROLE
+    assert [p.name for p in tmp_path.iterdir()] == ["definition.json"]  # no temporary file left behind
+
+
+@pytest.fixture(scope="session")
+def clean_python(tmp_path_factory) -> Path:
+    """A virtual environment with only numpy, pandas and scikit-learn (this environment's versions)."""
+    from importlib.metadata import version
+
+    venv = tmp_path_factory.mktemp("clean") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    packages = [f"{name}=={version(name)}" for name in ("numpy", "pandas", "scikit-learn")]
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
+                   check=True, timeout=600)
+    return python
+
+
+@pytest.mark.slow
+def test_shipped_preprocess_runs_in_a_clean_environment(upserted, aws, make_batch, clean_python, tmp_path):
+    """Download what upsert uploaded for Preprocess and run it as the container would: nothing else on the path."""
+    s3 = aws.client("s3")
+    steps = {s["Name"]: s for s in json.loads(
+        aws.client("sagemaker").describe_pipeline(PipelineName="livetrain")["PipelineDefinition"])["Steps"]}
+    [code_uri] = [i["S3Input"]["S3Uri"] for i in steps["Preprocess"]["Arguments"]["ProcessingInputs"]
+                  if i["InputName"] == "code"]
+    prefix = code_uri.removeprefix(f"s3://{BUCKET}/")
+    code = tmp_path / "code"
+    code.mkdir()
+    for listed in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]:
+        (code / listed["Key"].removeprefix(prefix)).write_bytes(
+            s3.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read())
+    entrypoint = steps["Preprocess"]["Arguments"]["AppSpecification"]["ContainerEntrypoint"]
+    script = code / Path(entrypoint[-1]).name
+
+    batch = make_batch(trades=10_000)  # smaller synthetic batches can leave a slice with one label
+    shipped, repo = tmp_path / "shipped-out", tmp_path / "repo-out"
+    run = subprocess.run([str(clean_python), "-E", "-s", str(script), "--input-dir", str(batch),
+                          "--output-dir", str(shipped)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "processing" / "preprocess.py"),
+                    "--input-dir", str(batch), "--output-dir", str(repo)], check=True, timeout=600)
+
+    expected = ["metadata/features.json", "metadata/rows.csv", "test/test_features.csv", "test/test_labels.csv",
+                "train/train.csv", "validation/validation.csv"]
+    assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == expected
+    for name in expected:
+        assert (shipped / name).read_bytes() == (repo / name).read_bytes(), name
+    from processing.batch_contract import feature_names
+
+    train = (shipped / "train/train.csv").read_text().splitlines()
+    assert train and all(len(row.split(",")) == 1 + len(feature_names()) for row in train)
+    assert {row.split(",")[0] for row in train} <= {"0", "1"}
+    assert len((shipped / "test/test_features.csv").read_text().splitlines()) == len(
+        (shipped / "test/test_labels.csv").read_text().splitlines()) > 0
+
+
+def test_the_command_line_loads_without_aws_libraries():
+    """`livetrain --help` and the streamer never pay for (or need) boto3 and the SageMaker SDK."""
+    code = ("import sys, livetrain; livetrain.build_parser(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'sagemaker'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "[]"

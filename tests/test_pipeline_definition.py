@@ -1,0 +1,486 @@
+"""The pipeline definition: offline and reproducible, its DAG and references, and each step's request shape.
+
+The step Arguments are checked against botocore's bundled SageMaker service model, the same
+description of CreateProcessingJob & co. that the service validates requests against.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from livetrain import Config
+from pipelines.contract import EVALUATION_REPORT, PARAMETER_NAMES, STEP_NAMES
+from processing.batch_contract import feature_names
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = dict(region="eu-west-1", role_arn="arn:aws:iam::123456789012:role/livetrain-pipeline", bucket="data-bucket",
+            pipeline_name="lt", model_package_group="lt-models", prefix="runs/lt")
+STEP_TYPES = {"Preprocess": "Processing", "TuneLinearLearner": "Tuning", "BestModel": "Model",
+              "TransformTest": "Transform", "EvaluateBestModel": "Processing", "CheckPrecision": "Condition",
+              "RegisterBestModel": "RegisterModel", "PrecisionTooLow": "Fail"}
+# Step type → (the API call its Arguments are a request of, the name the pipeline service fills in).
+REQUESTS = {"Processing": ("CreateProcessingJob", "ProcessingJobName"),
+            "Tuning": ("CreateHyperParameterTuningJob", "HyperParameterTuningJobName"),
+            "Model": ("CreateModel", "ModelName"),
+            "Transform": ("CreateTransformJob", "TransformJobName"),
+            "RegisterModel": ("CreateModelPackage", None)}
+# Step type → the response shapes its properties (`Steps.<name>.…`) are read from.
+PROPERTY_SHAPES = {"Processing": ["DescribeProcessingJobResponse"],
+                   "Tuning": ["DescribeHyperParameterTuningJobResponse",
+                              "ListTrainingJobsForHyperParameterTuningJobResponse"],
+                   "Model": ["DescribeModelOutput"], "Transform": ["DescribeTransformJobResponse"],
+                   "RegisterModel": ["DescribeModelPackageOutput"]}
+EXECUTION_VARIABLES = {"PipelineExecutionId", "PipelineExecutionArn", "PipelineName", "PipelineArn",
+                       "StartDateTime", "CurrentDateTime", "PipelineExecutionDisplayName"}
+EXPRESSIONS = ("Get", "Std:Join", "Std:JsonGet")
+
+
+def build(**overrides) -> str:
+    from pipelines.definition import build_definition
+
+    return build_definition(**{**ARGS, **overrides})
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    return build()
+
+
+@pytest.fixture(scope="module")
+def definition(text) -> dict:
+    return json.loads(text)
+
+
+@pytest.fixture(scope="module")
+def steps(definition) -> dict[str, dict]:
+    """Every step by name, the Condition's branches included."""
+    found = {}
+
+    def collect(step_list):
+        for step in step_list:
+            found[step["Name"]] = step
+            if step["Type"] == "Condition":
+                collect(step["Arguments"]["IfSteps"] + step["Arguments"]["ElseSteps"])
+
+    collect(definition["Steps"])
+    return found
+
+
+@pytest.fixture(scope="module")
+def service_model():
+    import botocore.session
+
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+def is_expression(value) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in EXPRESSIONS
+
+
+def expressions(value, kind: str):
+    """Every `{kind: …}` expression inside value."""
+    if isinstance(value, dict):
+        if kind in value and len(value) == 1:
+            yield value[kind]
+        for item in value.values():
+            yield from expressions(item, kind)
+    elif isinstance(value, list):
+        for item in value:
+            yield from expressions(item, kind)
+
+
+def step_dependencies(step: dict) -> set[str]:
+    """The steps whose properties this step reads (a Condition's own, not its branches')."""
+    arguments = step["Arguments"]["Conditions"] if step["Type"] == "Condition" else step["Arguments"]
+    return {ref.split(".")[1] for ref in expressions(arguments, "Get") if ref.startswith("Steps.")}
+
+
+# ---------------------------------------------------------------- offline and reproducible
+
+
+def test_builds_offline_byte_identical(text):
+    assert build() == text
+    assert text.startswith('{"Version": "2020-12-01"')
+
+
+def test_builds_without_any_network(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access while building the definition: {args}")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    assert json.loads(build(prefix="other"))["Steps"]
+
+
+def test_cli_builds_in_an_empty_environment():
+    """No credentials, no region, no LIVETRAIN_* and no AWS_* variables: only PATH and HOME."""
+    from pipelines.contract import PLACEHOLDER_ROLE_ARN
+    from pipelines.definition import build_definition
+
+    livetrain = Path(sys.executable).parent / "livetrain"
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]}
+    runs = [subprocess.run([str(livetrain), "pipeline", "definition"], capture_output=True, text=True, env=env,
+                           cwd="/", timeout=300) for _ in range(2)]
+    assert [run.returncode for run in runs] == [0, 0], runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+    assert "placeholder role" in runs[0].stderr
+    config = Config()
+    assert runs[0].stdout == build_definition(
+        region=config.region, role_arn=PLACEHOLDER_ROLE_ARN, bucket=config.bucket,
+        pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
+        prefix=config.pipeline_name) + "\n"
+
+
+# ---------------------------------------------------------------- the DAG
+
+
+def test_eight_steps_with_their_types(definition, steps):
+    assert [step["Name"] for step in definition["Steps"]] == list(STEP_NAMES[:6])
+    assert {name: step["Type"] for name, step in steps.items()} == STEP_TYPES
+    assert set(steps) == set(STEP_NAMES)
+    check = steps["CheckPrecision"]["Arguments"]
+    assert [s["Name"] for s in check["IfSteps"]] == ["RegisterBestModel"]
+    assert [s["Name"] for s in check["ElseSteps"]] == ["PrecisionTooLow"]
+
+
+def test_dependencies(steps):
+    assert {name: step_dependencies(step) for name, step in steps.items()} == {
+        "Preprocess": set(),
+        "TuneLinearLearner": {"Preprocess"},
+        "BestModel": {"TuneLinearLearner"},
+        "TransformTest": {"BestModel", "Preprocess"},
+        "EvaluateBestModel": {"TransformTest", "Preprocess"},
+        "CheckPrecision": {"EvaluateBestModel"},
+        "RegisterBestModel": {"TuneLinearLearner", "EvaluateBestModel"},
+        "PrecisionTooLow": {"EvaluateBestModel"},
+    }
+    assert not any("DependsOn" in step for step in steps.values())
+
+
+def test_every_step_has_a_display_name_description_and_throttling_retry(steps):
+    for name, step in steps.items():
+        assert step.get("DisplayName") and step.get("Description"), name
+        if step["Type"] in REQUESTS:
+            retried = {kind for policy in step["RetryPolicies"] for kind in policy["ExceptionType"]}
+            assert {"Step.THROTTLING", "Step.SERVICE_FAULT"} <= retried, name
+    assert steps["Preprocess"]["CacheConfig"]["Enabled"] is True
+
+
+def resolve_property(service_model, shape_names: list[str], path: str, step: dict) -> None:
+    """Walk `path` (e.g. `ProcessingOutputConfig.Outputs['train'].S3Output.S3Uri`) through the response shapes."""
+    tokens = re.findall(r"[A-Za-z0-9]+|\[\d+\]|\['[^']+'\]", path)
+    assert "".join(t if t.startswith("[") else "." + t for t in tokens).lstrip(".") == path, path
+    candidates = [service_model.shape_for(name) for name in shape_names]
+    for token in tokens:
+        if token.startswith("["):
+            assert all(shape.type_name == "list" for shape in candidates), path
+            if token.startswith("['"):  # a processing output by name: the step must declare it
+                outputs = step["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+                assert token[2:-2] in {output["OutputName"] for output in outputs}, path
+            candidates = [shape.member for shape in candidates]
+        else:
+            candidates = [shape.members[token] for shape in candidates
+                          if shape.type_name == "structure" and token in shape.members]
+            assert candidates, f"{path}: no member {token}"
+    assert all(shape.type_name not in ("structure", "list", "map") for shape in candidates), path
+
+
+def test_every_get_refers_to_a_parameter_step_property_or_execution_variable(definition, steps, service_model):
+    parameters = {p["Name"] for p in definition["Parameters"]}
+    references = list(expressions(definition["Steps"], "Get"))
+    assert references
+    for reference in references:
+        scope, _, rest = reference.partition(".")
+        if scope == "Parameters":
+            assert rest in parameters, reference
+        elif scope == "Execution":
+            assert rest in EXECUTION_VARIABLES, reference
+        else:
+            assert scope == "Steps", reference
+            name, _, path = rest.partition(".")
+            step = steps[name]
+            if path.startswith("PropertyFiles."):
+                assert path.removeprefix("PropertyFiles.") in {f["PropertyFileName"] for f in step["PropertyFiles"]}
+            else:
+                resolve_property(service_model, PROPERTY_SHAPES[step["Type"]], path, step)
+
+
+def test_parameters_are_the_contract_and_all_used(definition, text):
+    declared = [p["Name"] for p in definition["Parameters"]]
+    assert declared == list(PARAMETER_NAMES)
+    used = {ref.removeprefix("Parameters.") for ref in expressions(definition["Steps"], "Get")}
+    assert set(declared) <= used
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
+    assert defaults == {"InputBucket": "data-bucket", "InputManifestKey": None,
+                        "ProcessingInstanceType": "ml.m5.xlarge", "TrainingInstanceType": "ml.m5.xlarge",
+                        "TargetRecall": 0.25, "MinPrecision": 0.5, "ModelApprovalStatus": "PendingManualApproval"}
+
+
+def test_condition_reads_the_property_file_the_evaluation_declares(steps):
+    evaluate = steps["EvaluateBestModel"]
+    [report] = evaluate["PropertyFiles"]
+    assert report == {"PropertyFileName": EVALUATION_REPORT, "OutputName": "evaluation",
+                      "FilePath": "evaluation.json"}
+    outputs = evaluate["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert [o["S3Output"]["LocalPath"] for o in outputs if o["OutputName"] == "evaluation"] == [
+        "/opt/ml/processing/evaluation"]
+    conditions = steps["CheckPrecision"]["Arguments"]["Conditions"]
+    assert [c["Type"] for c in conditions] == ["GreaterThanOrEqualTo"] * 2
+    json_gets = list(expressions(conditions, "Std:JsonGet"))
+    assert {g["PropertyFile"]["Get"] for g in json_gets} == {"Steps.EvaluateBestModel.PropertyFiles.EvaluationReport"}
+    precision, recall = conditions
+    assert precision["LeftValue"]["Std:JsonGet"]["Path"] == "binary_classification_metrics.precision.value"
+    assert precision["RightValue"] == {"Get": "Parameters.MinPrecision"}
+    assert recall["LeftValue"]["Std:JsonGet"]["Path"] == "binary_classification_metrics.recall.value"
+    assert recall["RightValue"]["Std:JsonGet"]["Path"] == "target_recall.minimum_recall"
+
+
+# ---------------------------------------------------------------- what each step does
+
+
+def test_preprocess_reads_the_manifest_and_keeps_each_run(steps):
+    arguments = steps["Preprocess"]["Arguments"]
+    inputs = {i["InputName"]: i["S3Input"] for i in arguments["ProcessingInputs"]}
+    assert inputs["batch"]["S3DataType"] == "ManifestFile"
+    assert inputs["batch"]["LocalPath"] == "/opt/ml/processing/input/batch"
+    assert inputs["batch"]["S3Uri"] == {"Std:Join": {"On": "", "Values": [
+        "s3://", {"Get": "Parameters.InputBucket"}, "/", {"Get": "Parameters.InputManifestKey"}]}}
+    assert inputs["code"]["LocalPath"] == "/opt/ml/processing/input/code"
+    assert arguments["AppSpecification"]["ContainerEntrypoint"] == [
+        "python3", "/opt/ml/processing/input/code/preprocess.py"]
+    assert "sagemaker-scikit-learn" in arguments["AppSpecification"]["ImageUri"]
+    assert ".eu-west-1." in arguments["AppSpecification"]["ImageUri"]
+    for output in arguments["ProcessingOutputConfig"]["Outputs"]:
+        name = output["OutputName"]
+        assert output["S3Output"]["LocalPath"] == f"/opt/ml/processing/output/{name}"
+        assert output["S3Output"]["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
+            "s3:/", "data-bucket", "runs/lt", "executions", {"Get": "Execution.PipelineExecutionId"},
+            "preprocess", name]}}
+    assert [o["OutputName"] for o in arguments["ProcessingOutputConfig"]["Outputs"]] == [
+        "train", "validation", "test", "metadata"]
+
+
+def test_code_is_referenced_at_its_content_address(steps, tmp_path):
+    from pipelines.definition import PROCESSING_DIR, code_bundles
+
+    bundles = code_bundles("data-bucket", "runs/lt")
+    for name, bundle in bundles.items():
+        inputs = {i["InputName"]: i["S3Input"] for i in steps[name]["Arguments"]["ProcessingInputs"]}
+        assert inputs["code"]["S3Uri"] == bundle.s3_prefix
+        assert re.fullmatch(r"s3://data-bucket/runs/lt/code/[0-9a-f]{64}/", bundle.s3_prefix)
+        assert bundle.files[0].parent == PROCESSING_DIR
+    assert {p.name for p in bundles["Preprocess"].files} >= {"preprocess.py", "batch_contract.py"}
+
+    # Changing a shipped file moves the address; the definition follows.
+    code_dir = Path(shutil.copytree(PROCESSING_DIR, tmp_path / "processing"))
+    before = code_bundles("data-bucket", "runs/lt", code_dir)
+    assert {k: b.s3_prefix for k, b in before.items()} == {k: b.s3_prefix for k, b in bundles.items()}
+    with (code_dir / "batch_contract.py").open("a") as f:
+        f.write("\n# changed\n")
+    after = code_bundles("data-bucket", "runs/lt", code_dir)
+    assert after["Preprocess"].s3_prefix != before["Preprocess"].s3_prefix
+    changed = json.loads(build(code_dir=code_dir))
+    assert after["Preprocess"].s3_prefix in json.dumps(changed["Steps"][0])
+
+
+def test_shipped_files_follow_sibling_imports_only(tmp_path):
+    from pipelines.definition import shipped_files
+
+    (tmp_path / "main.py").write_text("import json\nimport numpy as np\nimport helper\n")
+    (tmp_path / "helper.py").write_text("from deeper import thing\n")
+    (tmp_path / "deeper.py").write_text("thing = 1\n")
+    (tmp_path / "unused.py").write_text("x = 1\n")
+    (tmp_path / "json.py").write_text("")  # a sibling that shadows the standard library is shipped too
+    assert [p.name for p in shipped_files(tmp_path / "main.py")] == ["deeper.py", "helper.py", "json.py", "main.py"]
+
+
+def test_tuning(steps):
+    arguments = steps["TuneLinearLearner"]["Arguments"]
+    config = arguments["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Bayesian"
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize", "MetricName": "validation:precision"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 10, "MaxParallelTrainingJobs": 2}
+    ranges = config["ParameterRanges"]
+    assert {r["Name"]: (r["MinValue"], r["MaxValue"]) for r in ranges["ContinuousParameterRanges"]} == {
+        "l1": ("1e-07", "1.0"), "learning_rate": ("1e-05", "1.0"),
+        "positive_example_weight_mult": ("1e-05", "10000.0"), "wd": ("1e-07", "1.0")}
+    assert {r["Name"]: (r["MinValue"], r["MaxValue"]) for r in ranges["IntegerParameterRanges"]} == {
+        "mini_batch_size": ("100", "1000")}
+    assert ranges["CategoricalParameterRanges"] == [{"Name": "use_bias", "Values": ["true", "false"]}]
+    job = arguments["TrainingJobDefinition"]
+    assert job["StaticHyperParameters"] == {
+        "feature_dim": str(len(feature_names())), "epochs": "15", "normalize_data": "true",
+        "predictor_type": "binary_classifier",
+        "binary_classifier_model_selection_criteria": "precision_at_target_recall",
+        "target_recall": {"Std:Join": {"On": "", "Values": [{"Get": "Parameters.TargetRecall"}]}}}
+    assert "linear-learner" in job["AlgorithmSpecification"]["TrainingImage"]
+    assert [(c["ChannelName"], c["ContentType"]) for c in job["InputDataConfig"]] == [
+        ("train", "text/csv"), ("validation", "text/csv")]
+    assert job["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
+
+
+def test_tuning_budget_is_configurable():
+    config = json.loads(build(max_jobs=4, max_parallel_jobs=1))["Steps"][1]["Arguments"]
+    assert config["HyperParameterTuningJobConfig"]["ResourceLimits"] == {
+        "MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 1}
+
+
+def test_best_model_transform_and_evaluation(steps):
+    model_url = steps["BestModel"]["Arguments"]["PrimaryContainer"]["ModelDataUrl"]
+    assert "Steps.TuneLinearLearner.BestTrainingJob.TrainingJobName" in json.dumps(model_url)
+    assert model_url["Std:Join"]["Values"][-2:] == ["output", "model.tar.gz"]
+    output_path = steps["TuneLinearLearner"]["Arguments"]["TrainingJobDefinition"]["OutputDataConfig"]["S3OutputPath"]
+    assert model_url["Std:Join"]["Values"][0] == output_path
+
+    transform = steps["TransformTest"]["Arguments"]
+    assert transform["ModelName"] == {"Get": "Steps.BestModel.ModelName"}
+    assert transform["TransformInput"]["ContentType"] == "text/csv"
+    assert transform["TransformInput"]["SplitType"] == "Line"
+    assert transform["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]["Std:Join"]["Values"][-1] == (
+        "test_features.csv")
+    assert transform["TransformOutput"]["Accept"] == "application/jsonlines"
+
+    evaluate = steps["EvaluateBestModel"]["Arguments"]
+    inputs = {i["InputName"]: i["S3Input"] for i in evaluate["ProcessingInputs"]}
+    assert inputs["predictions"]["S3Uri"] == {"Get": "Steps.TransformTest.TransformOutput.S3OutputPath"}
+    assert inputs["predictions"]["LocalPath"] == "/opt/ml/processing/input/predictions"
+    assert inputs["labels"]["S3Uri"]["Std:Join"]["Values"][-1] == "test_labels.csv"
+    assert inputs["labels"]["LocalPath"] == "/opt/ml/processing/input/labels"
+    arguments = evaluate["AppSpecification"]["ContainerArguments"]
+    assert arguments[arguments.index("--target-recall") + 1] == {
+        "Std:Join": {"On": "", "Values": [{"Get": "Parameters.TargetRecall"}]}}
+    assert evaluate["AppSpecification"]["ContainerEntrypoint"][-1] == "/opt/ml/processing/input/code/evaluate.py"
+
+
+def test_registration_and_failure_message(steps):
+    register = steps["RegisterBestModel"]["Arguments"]
+    assert register["ModelPackageGroupName"] == "lt-models"
+    assert register["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
+    spec = register["InferenceSpecification"]
+    assert spec["SupportedContentTypes"] == ["text/csv", "application/json"]
+    assert spec["SupportedResponseMIMETypes"] == ["application/json", "application/jsonlines"]
+    assert spec["Containers"][0]["ModelDataUrl"] == steps["BestModel"]["Arguments"]["PrimaryContainer"]["ModelDataUrl"]
+    statistics = register["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert statistics["ContentType"] == "application/json"
+    assert statistics["S3Uri"]["Std:Join"]["Values"] == [
+        {"Get": "Steps.EvaluateBestModel.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri"},
+        "evaluation.json"]
+
+    message = steps["PrecisionTooLow"]["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+    paths = [v["Std:JsonGet"]["Path"] for v in message if isinstance(v, dict) and "Std:JsonGet" in v]
+    assert paths == ["binary_classification_metrics.precision.value", "binary_classification_metrics.recall.value",
+                     "target_recall.minimum_recall"]
+    assert {"Get": "Parameters.MinPrecision"} in message and {"Get": "Parameters.TargetRecall"} in message
+
+
+# ---------------------------------------------------------------- request shapes
+
+
+def shape_violations(value, shape, path: str) -> list[str]:
+    """Where value breaks the botocore shape; pipeline expressions stand for any scalar."""
+    kind = shape.type_name
+    if is_expression(value):
+        return [] if kind not in ("structure", "list", "map") else [f"{path}: an expression where a {kind} belongs"]
+    if kind == "structure":
+        if not isinstance(value, dict):
+            return [f"{path}: {value!r} is not a structure"]
+        errors = [f"{path}.{name}: required" for name in shape.required_members if name not in value]
+        for key, item in value.items():
+            if key in shape.members:
+                errors += shape_violations(item, shape.members[key], f"{path}.{key}")
+            else:
+                errors.append(f"{path}.{key}: unknown member of {shape.name}")
+        return errors
+    if kind == "list":
+        if not isinstance(value, list):
+            return [f"{path}: {value!r} is not a list"]
+        errors = [] if len(value) >= shape.metadata.get("min", 0) else [f"{path}: too few items"]
+        for index, item in enumerate(value):
+            errors += shape_violations(item, shape.member, f"{path}[{index}]")
+        return errors
+    if kind == "map":
+        if not isinstance(value, dict):
+            return [f"{path}: {value!r} is not a map"]
+        errors = []
+        for key, item in value.items():
+            errors += shape_violations(key, shape.key, f"{path} key {key!r}")
+            errors += shape_violations(item, shape.value, f"{path}[{key!r}]")
+        return errors
+    if kind == "string":
+        if not isinstance(value, str):
+            return [f"{path}: {value!r} is not a string"]
+        errors = []
+        if shape.enum and value not in shape.enum:
+            errors.append(f"{path}: {value!r} is not one of {shape.enum}")
+        if not shape.metadata.get("min", 0) <= len(value) <= shape.metadata.get("max", len(value)):
+            errors.append(f"{path}: length {len(value)} outside {shape.metadata}")
+        pattern = shape.metadata.get("pattern")
+        if pattern and checkable(pattern) and not re.fullmatch(pattern, value, re.DOTALL):
+            errors.append(f"{path}: {value!r} does not match {pattern}")
+        return errors
+    if kind in ("integer", "long"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not shape.metadata.get("min", value) <= value <= shape.metadata.get("max", value):
+            return [f"{path}: {value} outside {shape.metadata}"]
+    elif kind in ("float", "double"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind == "boolean":
+        ok = isinstance(value, bool)
+    else:
+        ok = False
+    return [] if ok else [f"{path}: {value!r} is not a {kind}"]
+
+
+def checkable(pattern: str) -> bool:
+    """botocore patterns are Java regexes; the few Python cannot compile (\\p{L} classes) are skipped."""
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", [n for n, t in STEP_TYPES.items() if t in REQUESTS])
+def test_arguments_match_the_request_shape(name, steps, service_model):
+    step = steps[name]
+    operation, filled_by_service = REQUESTS[step["Type"]]
+    shape = service_model.operation_model(operation).input_shape
+    arguments = {**step["Arguments"], **({filled_by_service: "filled-by-the-pipeline"} if filled_by_service else {})}
+    assert shape_violations(arguments, shape, operation) == []
+
+
+def test_the_validator_catches_mistakes(steps, service_model):
+    shape = service_model.operation_model("CreateProcessingJob").input_shape
+    good = {**steps["Preprocess"]["Arguments"], "ProcessingJobName": "x"}
+    broken = json.loads(json.dumps(good))
+    del broken["RoleArn"]
+    broken["AppSpecification"]["ImageUrl"] = "typo"
+    broken["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = "1"
+    broken["ProcessingInputs"][0]["S3Input"]["S3DataType"] = "Manifest"
+    broken["ProcessingInputs"][1]["S3Input"]["S3Uri"] = "https:/nowhere"
+    broken["ProcessingOutputConfig"] = {"Get": "Parameters.InputBucket"}
+    assert sorted(shape_violations(broken, shape, "R")) == sorted([
+        "R.RoleArn: required",
+        "R.AppSpecification.ImageUrl: unknown member of AppSpecification",
+        "R.ProcessingResources.ClusterConfig.InstanceCount: '1' is not a integer",
+        "R.ProcessingInputs[0].S3Input.S3DataType: 'Manifest' is not one of ['ManifestFile', 'S3Prefix']",
+        "R.ProcessingInputs[1].S3Input.S3Uri: 'https:/nowhere' does not match (https|s3)://([^/]+)/?(.*)",
+        "R.ProcessingOutputConfig: an expression where a structure belongs",
+    ])
+
+
+def test_placeholder_role_is_a_valid_arn_in_no_account(service_model):
+    from pipelines.contract import PLACEHOLDER_ROLE_ARN
+
+    assert shape_violations(PLACEHOLDER_ROLE_ARN, service_model.shape_for("RoleArn"), "RoleArn") == []
+    assert ":000000000000:" in PLACEHOLDER_ROLE_ARN

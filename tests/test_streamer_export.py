@@ -1,0 +1,211 @@
+"""`livetrain stream` as a subprocess against MongoDB (wire) and S3 (moto server): batches, kill -9 at every
+export stage, an S3 outage, SIGTERM, and a replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import LIVETRAIN
+from streamer_helpers import database_uri
+
+from infra.local.services import wait_until
+from processing.batch_contract import (
+    BATCH_JSON_FILE,
+    MANIFEST_FILE,
+    PRICE_COLUMNS,
+    PRICES_FILE,
+    TRANSACTIONS_FILE,
+    format_ts,
+    manifest,
+    read_batch,
+    render_batch,
+)
+from streamer.exporter import CRASH_HOOK_VARIABLE
+from streamer.store import Store
+
+EPIC = "CS.D.BITCOIN.CFD.IP"
+BUCKET = "livetrain-data"
+FILES = (PRICES_FILE, TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE)
+FAST = ("--warmup-seconds", "60", "--max-lifetime", "120", "--stop-distance", "20", "--limit-distance", "20",
+        "--directions", "BOTH", "--open-every", "0")
+
+
+@pytest.fixture
+def bucket(aws):
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return s3
+
+
+def stream_args(mongo_uri, mongo_db, endpoint_url, *extra, source="sim", batch_size=40):
+    return ("stream", "--source", source, "--speed", "max", "--batch-size", str(batch_size),
+            "--mongo-uri", database_uri(mongo_uri, mongo_db.name), "--bucket", BUCKET,
+            "--s3-endpoint-url", endpoint_url, *FAST, *extra)
+
+
+def batch_objects(s3, batch_id: str) -> dict[str, list[bytes]]:
+    """Every version of every object of a batch, oldest first."""
+    prefix = f"batches/{EPIC}/{batch_id}/"
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=prefix).get("Versions", [])
+    objects: dict[str, list[bytes]] = {}
+    for version in sorted(versions, key=lambda v: v["LastModified"]):
+        body = s3.get_object(Bucket=BUCKET, Key=version["Key"], VersionId=version["VersionId"])["Body"].read()
+        objects.setdefault(version["Key"].removeprefix(prefix), []).append(body)
+    return objects
+
+
+def check_exported(s3, mongo_db, batch_size: int) -> list[dict]:
+    """Every batch committed, valid, written once, equal to a re-render; every closed trade in exactly one."""
+    store = Store(mongo_db, EPIC)
+    batches = list(mongo_db.batches.find().sort("seq", 1))
+    assert batches and {b["state"] for b in batches} == {"committed"}
+    exported: list[str] = []
+    for batch in batches:
+        objects = batch_objects(s3, batch["_id"])
+        assert sorted(objects) == sorted(FILES)
+        assert len(objects[MANIFEST_FILE]) == 1, "the manifest (the pipeline's trigger) lands once"
+        assert all(len(set(versions)) == 1 for versions in objects.values()), "a re-export wrote other bytes"
+        files = {name: versions[0] for name, versions in objects.items()}
+        assert json.loads(files[MANIFEST_FILE]) == manifest(BUCKET, EPIC, batch["_id"])
+        with tempfile.TemporaryDirectory() as directory:
+            for name, data in files.items():
+                Path(directory, name).write_bytes(data)
+            content = read_batch(directory)  # checks every file's sha256 against batch.json
+        rerendered = render_batch(bucket=BUCKET, epic=EPIC, batch_id=batch["_id"], prices=store.batch_prices(batch),
+                                  trades=store.batch_trades(batch), bot_settings=batch["bot"])
+        assert rerendered == files
+        assert len(content.trades) == batch_size
+        exported += content.trades["trade_id"].tolist()
+    assert len(exported) == len(set(exported)), "a trade is in two batches"
+    last = (batches[-1]["last_open_ts"], batches[-1]["last_trade_id"])
+    claimed = [d["trade_id"] for d in mongo_db.trades.find() if (d["open_ts"], d["trade_id"]) <= last]
+    assert sorted(exported) == sorted(claimed), "a closed trade is in no batch"
+    return batches
+
+
+@pytest.mark.slow
+def test_kill_9_at_every_export_stage_then_restart_finishes_the_same_batch(run_cli, mongo_uri, mongo_db, aws,
+                                                                            bucket):
+    args = stream_args(mongo_uri, mongo_db, aws.endpoint_url)
+    written = []
+    for stage in ("claimed", PRICES_FILE, TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE):
+        result = run_cli(*args, env={CRASH_HOOK_VARIABLE: stage}, timeout=120)
+        assert result.returncode == -signal.SIGKILL, result.stderr
+        first = mongo_db.batches.find_one({"seq": 1})
+        assert first["state"] != "committed"
+        written += [stage] if stage != "claimed" else []
+        assert sorted(batch_objects(bucket, first["_id"])) == sorted(written), f"after a crash at {stage}"
+    unfinished = mongo_db.batches.count_documents({"state": {"$ne": "committed"}})
+    result = run_cli(*args, "--max-batches", unfinished + 1, timeout=120)
+    assert result.returncode == 0, result.stderr
+    batches = check_exported(bucket, mongo_db, batch_size=40)
+    assert len(batches) == unfinished + 1
+
+
+def test_batches_are_valid_and_cover_their_look_back(run_cli, mongo_uri, mongo_db, aws, bucket):
+    args = stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--max-batches", "2", "--warmup-seconds", "600")
+    result = run_cli(*args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    batches = check_exported(bucket, mongo_db, batch_size=40)
+    assert len(batches) == 2
+    for batch in batches:  # from the last tick at or before (first open − 600 s)
+        ts = Store(mongo_db, EPIC).batch_prices(batch)["ts"]
+        assert ts.iat[0] <= batch["first_open_ts"] - 600_000 < ts.iat[1]
+    assert "committed to s3://livetrain-data/batches/CS.D.BITCOIN.CFD.IP/" in result.stderr
+    assert "ticks stored" in result.stderr  # the status line
+
+
+class StreamProcess:
+    """`livetrain stream` in the background, its stderr in a file."""
+
+    def __init__(self, args, tmp_path, env=None):
+        self.log = tmp_path / "stream.log"
+        self.process = subprocess.Popen([str(LIVETRAIN), *map(str, args)], stdout=subprocess.DEVNULL,
+                                        stderr=self.log.open("w"), env={**os.environ, **(env or {})})
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+
+def test_s3_outage_during_export_is_retried_and_the_batch_lands_once(mongo_uri, mongo_db, aws, bucket, tmp_path):
+    from moto.server import ThreadedMotoServer
+
+    outage = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # shares moto's state in-process
+    outage.start()
+    host, port = outage.get_host_and_port()
+    stream = StreamProcess(stream_args(mongo_uri, mongo_db, f"http://{host}:{port}", "--max-batches", "2",
+                                       "--speed", "300"), tmp_path)
+    try:
+        wait_until(lambda: "streaming CS.D.BITCOIN.CFD.IP from sim" in stream.output, timeout=60, what="start")
+        outage.stop()
+        wait_until(lambda: "attempt 2 failed" in stream.output, timeout=60, what="two failed exports")
+        ticks_during_outage = mongo_db.ticks.count_documents({})
+        wait_until(lambda: mongo_db.ticks.count_documents({}) > ticks_during_outage + 100, timeout=30,
+                   what="ticks still flowing while S3 is down")
+        assert mongo_db.batches.count_documents({"state": "committed"}) == 0
+        outage = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        outage.start()
+        assert stream.wait(timeout=90) == 0, stream.output
+    finally:
+        outage.stop()
+    assert "S3 error" in stream.output
+    check_exported(bucket, mongo_db, batch_size=40)
+
+
+def test_sigterm_stops_subscribing_flushes_and_exits_cleanly(mongo_uri, mongo_db, aws, bucket, tmp_path):
+    stream = StreamProcess(stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--speed", "50"), tmp_path)
+    wait_until(lambda: mongo_db.ticks.count_documents({}) > 20, timeout=60, what="ticks")
+    stream.process.send_signal(signal.SIGTERM)
+    assert stream.wait(timeout=30) == 0, stream.output
+    assert "SIGTERM received" in stream.output
+    last = mongo_db.ticks.find_one(sort=[("ts", -1)])
+    assert mongo_db.checkpoints.find_one({"_id": EPIC})["ts"] == last["ts"]  # the buffer was flushed
+
+
+def test_replay_exports_complete_batches_and_a_second_run_stores_nothing_new(run_cli, mongo_uri, mongo_db, aws,
+                                                                             bucket, tmp_path):
+    from streamer.market import MarketSettings, MarketSimulator
+
+    prices = MarketSimulator(MarketSettings(), 5, EPIC).ticks(3000)
+    replay = tmp_path / "ticks.csv"
+    prices.assign(ts=format_ts(prices["ts"].to_numpy())).to_csv(replay, index=False, columns=list(PRICE_COLUMNS))
+    args = stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", replay, source="replay",
+                       batch_size=1000)
+    result = run_cli(*args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    closed = mongo_db.trades.count_documents({})
+    assert mongo_db.ticks.count_documents({}) == 3000
+    assert len(check_exported(bucket, mongo_db, batch_size=1000)) == closed // 1000 >= 2
+    again = run_cli(*args, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert (mongo_db.ticks.count_documents({}), mongo_db.trades.count_documents({})) == (3000, closed)
+
+
+def test_user_mistakes_are_one_line(run_cli, mongo_uri, mongo_db, aws):
+    args = ("stream", "--source", "replay", "--mongo-uri", database_uri(mongo_uri, mongo_db.name),
+            "--s3-endpoint-url", aws.endpoint_url)
+    no_bucket = run_cli(*args, "--replay-file", "x.csv", "--bucket", "missing-bucket")
+    aws.client("s3").create_bucket(Bucket=BUCKET)
+    no_file = run_cli(*args)
+    no_mongo = run_cli("stream", "--source", "sim", "--mongo-uri", "mongodb://127.0.0.1:9/x?serverSelectionTimeoutMS=300",
+                       env={"MONGODB_URI": ""})
+    for result, message in ((no_bucket, "bucket missing-bucket"), (no_file, "--source replay needs --replay-file"),
+                            (no_mongo, "cannot reach MongoDB at 127.0.0.1:9")):
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert message in result.stderr

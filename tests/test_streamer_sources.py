@@ -1,0 +1,94 @@
+"""Market sources without services: pacing, the simulator's resume, replay files, tick sequencing."""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+import pytest
+
+from livetrain import UserError
+from processing.batch_contract import PRICE_COLUMNS, format_ts
+from streamer.market import MarketSettings, MarketSimulator
+from streamer.run import Sequencer
+from streamer.sources import ReplaySource, SimulatedSource, Tick, frame_ticks, paced, usable
+
+EPIC = "CS.D.BITCOIN.CFD.IP"
+
+
+def tick(ts: int, bid: float = 100.0, offer: float = 101.0, **fields) -> Tick:
+    values = dict(mid_open=99.0, high=102.0, low=98.0, change=1.5, change_pct=1.5, market_state="TRADEABLE",
+                  update_time="10:00:00")
+    return Tick(ts=ts, bid=bid, offer=offer, **{**values, **fields})
+
+
+class FakeClock:
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_paced_waits_by_timestamps_times_speed_and_yields_idle_events():
+    clock = FakeClock()
+    ticks = [tick(0), tick(1000), tick(1500), tick(31_500)]
+    events = list(paced(ticks, speed=10.0, clock=clock, sleep=clock.sleep))
+    assert [e.ts for e in events if e is not None] == [0, 1000, 1500, 31_500]
+    assert clock.now == pytest.approx(3.15)  # 31.5 s of market time at 10x
+    assert events.count(None) == 5  # the 3 s wait: a None after each 0.5 s sleep but the last
+    assert max(clock.sleeps) <= 0.5
+
+
+def test_paced_as_fast_as_possible_never_sleeps():
+    clock = FakeClock()
+    assert len(list(paced([tick(0), tick(10**9)], speed=None, clock=clock, sleep=clock.sleep))) == 2
+    assert clock.sleeps == []
+
+
+def test_simulator_resumes_after_the_last_tick_from_its_mid():
+    first = next(t for t in SimulatedSource(EPIC, "random-walk", 1, None).events())
+    last = tick(first.ts + 3_600_000, bid=50_000.0, offer=50_036.0)
+    resumed = [t for _, t in zip(range(50), SimulatedSource(EPIC, "random-walk", 1, None, after=last).events(),
+                                 strict=False)]
+    assert resumed[0].ts > last.ts - 1  # the Sequencer drops a tick at or before the last stored one
+    assert abs((resumed[0].bid + resumed[0].offer) / 2 - 50_018.0) < 200
+    assert all(b.ts > a.ts for a, b in itertools.pairwise(resumed))
+
+
+def test_replay_reads_the_prices_columns_of_its_epic(tmp_path):
+    prices = MarketSimulator(MarketSettings(), 3, EPIC).ticks(2500)
+    other = prices.head(5).assign(epic="OTHER")
+    path = tmp_path / "ticks.csv"
+    rows = pd.concat([prices, other])
+    rows.assign(ts=format_ts(rows["ts"].to_numpy())).to_csv(path, index=False, columns=list(PRICE_COLUMNS))
+    replayed = [t for t in ReplaySource(str(path), EPIC, None).events()]
+    assert replayed == list(frame_ticks(prices))
+
+
+def test_replay_file_problems_are_one_line_user_errors(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        ReplaySource(str(tmp_path / "missing.csv"), EPIC, None)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ts,bid,offer\n")
+    with pytest.raises(UserError, match="missing columns epic, mid_open"):
+        ReplaySource(str(bad), EPIC, None)
+
+
+def test_sequencer_bumps_live_duplicates_and_drops_recorded_repeats():
+    live = Sequencer(live=True, last_ts=1000)
+    assert [live(tick(ts)).ts for ts in (1000, 1000, 999, 1005)] == [1001, 1002, 1003, 1005]
+    recorded = Sequencer(live=False, last_ts=1000)
+    assert [recorded(tick(ts)) is not None for ts in (999, 1000, 1001, 1001, 1002)] == [False, False, True, False, True]
+
+
+@pytest.mark.parametrize("fields", [dict(bid=0.0), dict(offer=-1.0), dict(bid=102.0, offer=101.0),
+                                    dict(high=float("nan")), dict(change=None), dict(low=0.0)])
+def test_ticks_the_contract_rejects_are_unusable(fields):
+    assert usable(tick(1))
+    assert not usable(tick(1)._replace(**fields))
+    assert Sequencer(live=True, last_ts=None)(tick(1)._replace(**fields)) is None

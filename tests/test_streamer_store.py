@@ -1,0 +1,147 @@
+"""The MongoDB store and the bot over the wire: re-delivery, resume after a restart or a crash, batch claims."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from streamer.bot import Bot
+from streamer.market import MarketSettings, MarketSimulator
+from streamer.run import Sequencer
+from streamer.sources import frame_ticks
+from streamer.store import Store
+from streamer.trading import BotSettings
+
+EPIC = "CS.D.BITCOIN.CFD.IP"
+SETTINGS = BotSettings(directions=("BUY", "SELL"), stop_distance=20, limit_distance=20, max_lifetime_s=300,
+                       open_every_s=0)
+WARMUP_S = 60
+
+
+@pytest.fixture(scope="module")
+def ticks():
+    return list(frame_ticks(MarketSimulator(MarketSettings(), 7, EPIC).ticks(2000)))
+
+
+@pytest.fixture
+def second_db(mongo_db):
+    db = mongo_db.client[mongo_db.name + "_b"]
+    yield db
+    mongo_db.client.drop_database(db.name)
+
+
+def stream(db, ticks, bot=None) -> Bot:
+    """Feed ticks as the main loop does (recorded source: ticks already stored are dropped)."""
+    store = Store(db, EPIC)
+    bot = bot or Bot(store, SETTINGS, WARMUP_S)
+    last = store.last_tick()
+    sequencer = Sequencer(live=False, last_ts=None if last is None else last.ts)
+    for tick in ticks:
+        if (tick := sequencer(tick)) is not None:
+            bot.on_tick(tick)
+            if store.flush_due():
+                store.flush()
+    return bot
+
+
+def closed_trades(db) -> list[tuple]:
+    return [(d["trade_id"], d["close_ts"], d["close_price"], d["close_reason"], d["close_seq"])
+            for d in db.trades.find().sort("close_seq", 1)]
+
+
+def test_a_restart_continues_exactly_where_the_run_stopped(mongo_db, second_db, ticks):
+    whole = stream(mongo_db, ticks)
+    whole.store.flush()
+    first = stream(second_db, ticks[:1200])
+    first.store.flush()
+    resumed = stream(second_db, ticks)  # a new Store and Bot: as after a restart
+    resumed.store.flush()
+    assert resumed.open_trades == len(first.trader.book.open) - resumed.closed + resumed.opened
+    assert closed_trades(second_db) == closed_trades(mongo_db)
+    assert len(closed_trades(mongo_db)) > 1000
+    assert set(resumed.trader.book.open) == set(whole.trader.book.open)
+
+
+def test_a_crash_between_ticks_and_trades_loses_no_trade(mongo_db, ticks, monkeypatch):
+    bot = stream(mongo_db, ticks[:1000])
+    bot.store.flush()
+    for tick in ticks[1000:1100]:  # buffered, then the process "dies" after writing the ticks only
+        bot.on_tick(tick)
+    assert bot.store._closed, "the lost buffer should hold closings"
+    monkeypatch.setattr(bot.store.open_trades_, "insert_many", _die)
+    with pytest.raises(SystemExit):
+        bot.store.flush()
+    assert mongo_db.ticks.count_documents({}) == 1100
+    monkeypatch.undo()
+    resumed = stream(mongo_db, ticks)
+    resumed.store.flush()
+    assert resumed.opened > 0 and resumed.closed > 0
+    closed = closed_trades(mongo_db)
+    assert [row[4] for row in closed] == list(range(len(closed)))  # close_seq has no gap
+    closed_ids = {row[0] for row in closed}
+    assert len(closed_ids) == len(closed)
+    assert not closed_ids & set(resumed.trader.book.open)
+    opened = {d["trade_id"] for d in mongo_db.open_trades.find()}
+    assert opened == closed_ids | set(resumed.trader.book.open)  # every opened trade is closed or still open
+    tick_times = {d["ts"] for d in mongo_db.ticks.find({}, {"ts": 1})}
+    assert all(d["open_ts"] in tick_times and d["close_ts"] in tick_times for d in mongo_db.trades.find())
+
+
+def _die(*args, **kwargs):
+    raise SystemExit("killed")
+
+
+def test_a_redelivered_tick_is_a_no_op(mongo_db, ticks):
+    store = Store(mongo_db, EPIC)
+    for _ in range(2):
+        store.add_tick(ticks[0])
+        store.add_tick(ticks[1])
+        store.flush()
+    assert mongo_db.ticks.count_documents({}) == 2
+
+
+def test_nothing_is_wiped_at_start(mongo_db, ticks):
+    stream(mongo_db, ticks[:700]).store.flush()
+    counts = {name: mongo_db[name].count_documents({}) for name in ("ticks", "open_trades", "trades")}
+    Bot(Store(mongo_db, EPIC), SETTINGS, WARMUP_S)
+    assert {name: mongo_db[name].count_documents({}) for name in counts} == counts
+    assert counts["ticks"] == 700 and counts["trades"] > 0
+
+
+def _eligible(db) -> list[tuple[int, str]]:
+    """Stored closed trades opened at or before (stored checkpoint − max lifetime), in open order."""
+    cutoff = db.checkpoints.find_one({"_id": EPIC})["ts"] - SETTINGS.max_lifetime_s * 1000
+    return sorted((d["open_ts"], d["trade_id"]) for d in db.trades.find({"open_ts": {"$lte": cutoff}}))
+
+
+def test_batches_claim_consecutive_ranges_in_open_order(mongo_db, ticks):
+    bot = stream(mongo_db, ticks)
+    bot.store.flush()
+    store, eligible = Store(mongo_db, EPIC), _eligible(mongo_db)
+    size = len(eligible) // 3
+    claims = [store.claim_batch(size, SETTINGS.as_dict()) for _ in range(4)]
+    assert claims[3] is None  # fewer than `size` left that have surely all closed
+    assert [c["seq"] for c in claims[:3]] == [1, 2, 3]
+    claimed = [store.batch_trades(c) for c in claims[:3]]
+    assert [len(t) for t in claimed] == [size] * 3
+    in_order = [(t.open_ts, t.trade_id) for batch in claimed for t in batch.sort_values(["open_ts", "trade_id"])
+                .itertuples()]
+    assert in_order == eligible[:3 * size]  # consecutive in open order: none skipped, none twice
+    assert all(re.fullmatch(r"\d{8}T\d{6}Z-0000\d", c["_id"]) for c in claims[:3])
+    assert [c["_id"] for c in claims[:3]] == sorted(c["_id"] for c in claims[:3])
+    assert claimed[1]["close_ts"].max() == claims[1]["last_close_ts"]
+    prices = store.batch_prices(claims[1])
+    assert prices["ts"].iat[0] <= claims[1]["first_open_ts"] - 600_000 < prices["ts"].iat[1]
+    assert prices["ts"].iat[-1] == claims[1]["last_close_ts"]
+
+
+def test_unflushed_closed_trades_are_never_claimed(mongo_db, ticks):
+    bot = stream(mongo_db, ticks[:1500])
+    bot.store.flush()
+    flushed = len(_eligible(mongo_db))
+    for tick in ticks[1500:]:
+        bot.on_tick(tick)  # closes more trades, but nothing is flushed
+    assert bot.next_close_seq > bot.store.stored_close_seq + 10
+    assert bot.store.claim_batch(flushed + 1, SETTINGS.as_dict()) is None
+    assert bot.store.claim_batch(flushed, SETTINGS.as_dict())["trades"] == flushed
