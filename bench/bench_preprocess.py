@@ -1,9 +1,11 @@
 """preprocess.py against a naive per-trade pandas baseline: wall time and peak RSS at 10k and 1M trades.
 
-Batches come from `livetrain synth-batch` and are cached under bench/results/
-(git-ignored); outputs go to a temporary folder there and are deleted. Peak RSS
-is that of the largest process (preprocess forks its writers, which share its
-arrays).
+Batches come from `livetrain synth-batch --open-every 0` (a trade opens on every
+tick, so 1M trades come with ~1M ticks; at the bot's default of one trade per
+30 s they would carry ~30M ticks, a year of market) and are cached under
+bench/results/ (git-ignored); outputs go to a temporary folder there and are
+deleted. Peak RSS is that of the largest process (preprocess forks its writers,
+which share its arrays).
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ TARGET_RATIO, TARGET_SECONDS, TARGET_RSS_MB = 100, 30, 3072
 
 def synthetic_batch(trades: int) -> Path:
     """The cached batch of `trades` trades, generated (and timed) on first use."""
-    path = RESULTS / f"batch-{trades}-{SEED}"
+    path = RESULTS / f"batch-{trades}-seed{SEED}-every-tick"
     if not path.exists():
         started = time.perf_counter()
         subprocess.run([str(LIVETRAIN), "synth-batch", "--out", str(path), "--trades", str(trades), "--seed",
-                        str(SEED)], check=True)
+                        str(SEED), "--open-every", "0"], check=True)
         print(f"generated {path.name} in {time.perf_counter() - started:.1f} s", flush=True)
     return path
 

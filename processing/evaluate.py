@@ -144,7 +144,7 @@ def evaluate(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray, targ
         "positive_rate": float(labels.mean()),
         "samples": len(labels),
         "target_recall": {"target": target_recall, "tolerance": recall_tolerance,
-                          "minimum_recall": round(target_recall - recall_tolerance, 10)},
+                          "minimum_recall": max(0.0, round(target_recall - recall_tolerance, 10))},
     }
 
 

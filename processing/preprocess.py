@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 try:  # in the Processing container the contract is a sibling file; in tests and the CLI, a package module
     import batch_contract as contract
@@ -433,12 +432,9 @@ def _write_metadata(staging: Path, summary: dict, split: Split, labels: np.ndarr
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
     (staging / FEATURES_JSON).write_text(json.dumps(summary, indent=2) + "\n")
     (staging / TEST_LABELS_CSV).write_bytes(csv_text(labels[split.rows["test"], None], 0))
-    rows = pd.DataFrame({
-        "slice": np.repeat(SLICES, [len(split.rows[name]) for name in SLICES]),
-        "row": np.concatenate([np.arange(len(split.rows[name])) for name in SLICES]),
-        "trade_id": trade_ids[np.concatenate([split.rows[name] for name in SLICES])],
-    })  # fmt: skip
-    rows.to_csv(staging / ROWS_CSV, index=False)
+    lines = [f"{name},{row},{trade_id}\n" for name in SLICES
+             for row, trade_id in enumerate(trade_ids[split.rows[name]].tolist())]
+    (staging / ROWS_CSV).write_text("slice,row,trade_id\n" + "".join(lines))
 
 
 def _fraction(text: str) -> float:
