@@ -102,15 +102,18 @@ def _skipped(reason: str, **report) -> dict:
 
 def deployment_config(config: DeployConfig) -> dict:
     """Blue/green, all traffic at once after the new fleet is up, baked for `bake_seconds` while the alarms
-    are watched; any alarm rolls back to the old fleet."""
-    return {
+    are watched; any alarm rolls back to the old fleet. With no alarms (the API refuses an empty list) there is
+    nothing to roll back on, and the rollback configuration is left out."""
+    policy = {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": config.bake_seconds},
             "TerminationWaitInSeconds": 0,
             "MaximumExecutionTimeoutInSeconds": max(600, config.bake_seconds + 1800),
         },
-        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in config.alarm_names]},
     }
+    if config.alarm_names:
+        policy["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": name} for name in config.alarm_names]}
+    return policy
 
 
 def _wait(sagemaker, config: DeployConfig, wait_seconds: float) -> dict:

@@ -174,6 +174,19 @@ def write_batch_dir(files: dict[str, bytes], directory: str | os.PathLike) -> Pa
     return target
 
 
+def upload_batch_dir(s3, bucket: str, directory: str | os.PathLike) -> str:
+    """Put a batch directory into S3 under its key prefix, the manifest LAST; returns the manifest's key.
+
+    `s3` is a boto3 S3 client (this module imports no AWS SDK).
+    """
+    directory = Path(directory)
+    meta = json.loads((directory / BATCH_JSON_FILE).read_text())
+    prefix = batch_key_prefix(meta["epic"], meta["batch_id"])
+    for name in (PRICES_FILE, TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE):
+        s3.put_object(Bucket=bucket, Key=prefix + name, Body=(directory / name).read_bytes())
+    return prefix + MANIFEST_FILE
+
+
 # ---------------------------------------------------------------- reading
 
 

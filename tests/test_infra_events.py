@@ -16,7 +16,7 @@ from botocore.stub import Stubber
 
 from infra.local.dispatcher import ModelPackageWatcher, json_path
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
-from lambdas.deploy_on_approval import DeployConfig, deploy, handler
+from lambdas.deploy_on_approval import DeployConfig, deploy, deployment_config, handler
 from processing.batch_contract import MANIFEST_FILE, batch_key_prefix
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -261,3 +261,12 @@ def test_the_lambda_does_not_import_the_sagemaker_sdk():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sagemaker'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_rollback_watches_the_alarms_and_is_left_out_without_any():
+    config = DeployConfig(endpoint_name="e", model_package_group="g", execution_role_arn="arn:aws:iam::1:role/r")
+    assert "AutoRollbackConfiguration" not in deployment_config(config)  # the API refuses an empty alarm list
+    alarmed = DeployConfig(endpoint_name="e", model_package_group="g", execution_role_arn="arn:aws:iam::1:role/r",
+                           alarm_names=("e-5xx", "e-latency"))
+    assert deployment_config(alarmed)["AutoRollbackConfiguration"] == {
+        "Alarms": [{"AlarmName": "e-5xx"}, {"AlarmName": "e-latency"}]}

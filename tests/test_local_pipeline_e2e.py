@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from s3_batches import upload_batch
 
 from pipelines.local.records import ExecutionStore
 from processing.batch_contract import (
     TRANSACTIONS_FILE,
+    upload_batch_dir,
 )
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def run_pipeline(aws, run_cli, tmp_path, batch_dir, *parameters):
     """upsert + run-local; (the run-local process, the execution's record)."""
     s3 = aws.client("s3")
     s3.create_bucket(Bucket=BUCKET)
-    manifest_key = upload_batch(s3, BUCKET, batch_dir)
+    manifest_key = upload_batch_dir(s3, BUCKET, batch_dir)
     upsert = run_cli("pipeline", "upsert", "--endpoint-url", aws.endpoint_url, "--role-arn", ROLE, "--bucket", BUCKET,
                      "--model-package-group", GROUP, "--max-jobs", "2", "--max-parallel-jobs", "2")
     assert upsert.returncode == 0, upsert.stderr

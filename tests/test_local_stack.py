@@ -3,12 +3,12 @@
 import json
 
 import pytest
-from s3_batches import upload_batch
 
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from infra.rules import approval_rule_pattern, manifest_rule_pattern
 from livetrain import Config
+from processing.batch_contract import upload_batch_dir
 
 pytestmark = pytest.mark.slow
 CONFIG = Config()
@@ -64,7 +64,7 @@ def test_the_same_event_twice_starts_one_run(stack):
 def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make_batch):
     s3, sagemaker, runtime = stack.client("s3"), stack.client("sagemaker"), stack.client("sagemaker-runtime")
 
-    upload_batch(s3, CONFIG.bucket, make_batch(seed=0, **PLANTED))
+    upload_batch_dir(s3, CONFIG.bucket, make_batch(seed=0, **PLANTED))
     (first,) = finished_runs(stack, 1)
     assert first["PipelineExecutionStatus"] == "Succeeded", first["FailureReason"]
     (v1,) = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group)["ModelPackageSummaryList"]
@@ -79,7 +79,7 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
 
     served_by_v1 = scores()
 
-    upload_batch(s3, CONFIG.bucket, make_batch(seed=1, **PLANTED))
+    upload_batch_dir(s3, CONFIG.bucket, make_batch(seed=1, **PLANTED))
     second = finished_runs(stack, 2)[1]
     assert second["PipelineExecutionStatus"] == "Succeeded", second["FailureReason"]
     packages = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group,

@@ -1,0 +1,33 @@
+"""`livetrain demo` end to end: the whole loop on one machine, as a newcomer runs it (small batches)."""
+
+import pytest
+
+from pipelines.local.records import ExecutionStore
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_the_whole_loop(run_cli, tmp_path):
+    result = run_cli("demo", "--batch-size", 2000, "--max-jobs", 4, "--state-dir", tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = ExecutionStore(tmp_path).all()
+    assert record["PipelineExecutionStatus"] == "Succeeded"
+    assert record["Steps"]["RegisterBestModel"]["StepStatus"] == "Succeeded"
+    assert "deployed to endpoint config livetrain-v1; 5 predictions served" in result.stdout
+    assert result.stderr.count("predicted_label") == 5  # answered through boto3's invoke_endpoint
+    report = tmp_path / "reports" / record["PipelineExecutionId"]
+    assert (report / "index.html").is_file() and (report / "confusion.png").read_bytes().startswith(b"\x89PNG")
+    for phase in ("stream the planted-signal market", "run the pipeline", "approve the package", "predict"):
+        assert phase in result.stdout  # the summary times every phase
+
+
+def test_a_random_walk_stops_at_the_quality_gate_and_nothing_is_deployed(run_cli, tmp_path):
+    result = run_cli("demo", "--market", "random-walk", "--batch-size", 2000, "--max-jobs", 4,
+                     "--state-dir", tmp_path, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    (record,) = ExecutionStore(tmp_path).all()
+    assert record["Steps"]["PrecisionTooLow"]["StepStatus"] == "Failed"
+    assert record["Steps"]["RegisterBestModel"]["StepStatus"] == "NotExecuted"
+    assert "Model not registered: precision" in record["FailureReason"]
+    assert record["FailureReason"] in result.stdout
+    assert "nothing is deployed" in result.stderr and "deployed to endpoint" not in result.stdout
