@@ -21,6 +21,13 @@ class UserError(Exception):
     """A mistake the user can fix; printed as one line, never as a traceback."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts: a whole number above zero."""
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Config:
     """Defaults shared by every part; each field is overridden by LIVETRAIN_<FIELD>."""

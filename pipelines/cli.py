@@ -18,19 +18,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from livetrain import UserError
+from livetrain import UserError, positive_int
 from pipelines.contract import MAX_JOBS, MAX_PARALLEL_JOBS, PARAMETER_NAMES, PLACEHOLDER_ROLE_ARN
 from pipelines.local import cli as local_cli
 
 FINISHED = ("Succeeded", "Failed", "Stopped")
 PIPELINE_DESCRIPTION = ("livetrain: one batch of paper trades -> features -> tuned Linear Learner -> "
                         "quality gate on the held-out test slice -> model registry")
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
-    return int(text)
 
 
 def parameter(text: str) -> tuple[str, str]:

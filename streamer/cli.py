@@ -8,12 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
-    return value
+from livetrain import positive_int
 
 
 def positive_float(text: str) -> float:

@@ -6,11 +6,7 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
-    return int(text)
+from livetrain import positive_int
 
 
 def add_commands(commands, config) -> None:
