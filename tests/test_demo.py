@@ -1,5 +1,7 @@
 """`livetrain demo` end to end: the whole loop on one machine, as a newcomer runs it (small batches)."""
 
+import re
+
 import pytest
 
 from pipelines.local.records import ExecutionStore
@@ -31,3 +33,15 @@ def test_a_random_walk_stops_at_the_quality_gate_and_nothing_is_deployed(run_cli
     assert "Model not registered: precision" in record["FailureReason"]
     assert record["FailureReason"] in result.stdout
     assert "nothing is deployed" in result.stderr and "deployed to endpoint" not in result.stdout
+
+
+def test_continuous_mode_retrains_on_every_batch(run_cli, tmp_path):
+    result = run_cli("demo", "--continuous", "--batches", 2, "--no-approve", "--batch-size", 1000, "--max-jobs", 2,
+                     "--state-dir", tmp_path, timeout=600)
+    assert result.returncode in (0, 1), result.stderr[-3000:]  # 1: the last batch stopped at the quality gate
+    assert "Traceback" not in result.stderr
+    records = sorted(ExecutionStore(tmp_path).all(), key=lambda record: record["StartTime"])
+    keys = [record["Parameters"]["InputManifestKey"] for record in records]
+    assert len(keys) == 2 and keys == sorted(set(keys))  # one run per batch, in batch order (ids sort by time)
+    assert len(re.findall(r"^  execution \w+: ", result.stdout, flags=re.M)) == 2
+    assert "deployed to endpoint" not in result.stdout  # --no-approve: packages wait for a reviewer
