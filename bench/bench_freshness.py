@@ -11,6 +11,7 @@ from bench.measure import table
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from livetrain import Config
+from pipelines.local.records import step_duration
 from processing.batch_contract import render_batch, upload_batch_dir, write_batch_dir
 from streamer.market import MarketSettings
 from streamer.synth import synthesize
@@ -48,7 +49,7 @@ def main() -> None:
         record = stack.executions[0].result()
         if record["PipelineExecutionStatus"] != "Succeeded":
             raise SystemExit(f"the run did not register a package: {record['FailureReason']}")
-        steps = {name: step.get("DurationSeconds") for name, step in record["Steps"].items()}
+        steps = {name: step_duration(step) for name, step in record["Steps"].items()}
         stack.approve(packages()[0]["ModelPackageArn"])
         approved = time.monotonic()
         stack.wait_for_endpoint(packages()[0]["ModelPackageArn"])
