@@ -79,6 +79,8 @@ from pipelines.contract import (
     TARGET_RECALL,
 )
 from processing.batch_contract import feature_names
+from processing.evaluate import EVALUATION_FILE, LABELS_FILE
+from processing.preprocess import TEST_FEATURES_CSV
 
 # No SDK defaults from the user's config files and no telemetry: the definition depends on the arguments only.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
@@ -263,12 +265,12 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
         name="TransformTest", display_name="Score test slice",
         description="Batch Transform of test_features.csv with the best model; writes test_features.csv.out.",
         step_args=transformer.transform(
-            data=Join(on="/", values=[preprocessed["test"].S3Output.S3Uri, "test_features.csv"]),
+            data=Join(on="/", values=[preprocessed["test"].S3Output.S3Uri, Path(TEST_FEATURES_CSV).name]),
             content_type="text/csv", split_type="Line"),
         retry_policies=[SERVICE_RETRY, JOB_RETRY])
 
     # 5. EvaluateBestModel: predictions + labels → evaluation.json.
-    evaluation_report = PropertyFile(name=EVALUATION_REPORT, output_name="evaluation", path="evaluation.json")
+    evaluation_report = PropertyFile(name=EVALUATION_REPORT, output_name="evaluation", path=EVALUATION_FILE)
     evaluate = ProcessingStep(
         name="EvaluateBestModel", display_name="Evaluate best model",
         description="Precision, recall, F1, AUC and the confusion matrix of the best model on the test slice "
@@ -277,7 +279,7 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
             "EvaluateBestModel",
             inputs=[s3_input("predictions", transform.properties.TransformOutput.S3OutputPath,
                              "/opt/ml/processing/input/predictions"),
-                    s3_input("labels", Join(on="/", values=[preprocessed["test"].S3Output.S3Uri, "test_labels.csv"]),
+                    s3_input("labels", Join(on="/", values=[preprocessed["test"].S3Output.S3Uri, LABELS_FILE]),
                              "/opt/ml/processing/input/labels")],
             outputs=[s3_output("evaluation", "/opt/ml/processing/evaluation", run_uri("evaluation"))],
             arguments=["--predictions-dir", "/opt/ml/processing/input/predictions",
@@ -296,7 +298,7 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
 
     # 7. RegisterBestModel: into the model package group, with evaluation.json as its metrics.
     evaluation_uri = Join(on="/", values=[
-        evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri, "evaluation.json"])
+        evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri, EVALUATION_FILE])
     register = ModelStep(
         name="RegisterBestModel", display_name="Register best model",
         description="A model package version in the group, with evaluation.json as its model quality metrics.",

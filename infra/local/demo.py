@@ -19,6 +19,8 @@ from pathlib import Path
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from livetrain import UserError
+from processing.evaluate import EVALUATION_FILE
+from processing.preprocess import TEST_FEATURES_CSV
 
 
 class Phases:
@@ -129,12 +131,12 @@ def _read_s3(stack: LocalStack, uri: str) -> bytes:
 def _evaluation(stack: LocalStack, record: dict) -> dict | None:
     if record["Steps"].get("EvaluateBestModel", {}).get("StepStatus") != "Succeeded":
         return None
-    uri = _step_output(record, "EvaluateBestModel", "evaluation").rstrip("/") + "/evaluation.json"
+    uri = _step_output(record, "EvaluateBestModel", "evaluation").rstrip("/") + "/" + EVALUATION_FILE
     return json.loads(_read_s3(stack, uri))
 
 
 def _predict(stack: LocalStack, record: dict, rows: int = 5) -> list[dict]:
-    test = _step_output(record, "Preprocess", "test").rstrip("/") + "/test_features.csv"
+    test = _step_output(record, "Preprocess", "test").rstrip("/") + "/" + Path(TEST_FEATURES_CSV).name
     body = b"\n".join(_read_s3(stack, test).splitlines()[:rows]) + b"\n"
     response = stack.client("sagemaker-runtime").invoke_endpoint(
         EndpointName=stack.config.endpoint_name, ContentType="text/csv", Accept="application/json", Body=body)
