@@ -42,6 +42,8 @@ class LocalStack:
         self.moto: Service | None = None
         self.mongo: Service | None = None
         self.endpoint = None
+        self.dispatcher: Dispatcher | None = None  # made by provision()
+        self.watcher: ModelPackageWatcher | None = None
         self.executions: list[Future] = []  # one per batch that landed, in arrival order
         self.deployments: list[dict] = []  # the deploy Lambda's reports
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
