@@ -85,7 +85,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"livetrain: AWS error: {exc}", file=sys.stderr)
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
 import sys
 import time
 import zipfile
@@ -217,21 +216,23 @@ def execute_and_wait(cloudformation, stack: str, change_set: str, timeout: float
 
 
 def upsert_pipeline(args, role_arn: str) -> None:
-    """`livetrain pipeline upsert` (the pipelines part) with this stack's execution role, bucket and names."""
-    command = [sys.executable, "-m", "livetrain", "pipeline", "upsert", "--role-arn", role_arn,
-               "--region", args.region, "--bucket", args.bucket, "--pipeline-name", args.pipeline_name,
-               "--model-package-group", args.model_package_group]
-    if args.endpoint_url:
-        command += ["--endpoint-url", args.endpoint_url]
-    process = subprocess.Popen(command, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
-    last = ""
-    for line in process.stderr:
-        sys.stderr.write(line)
-        last = line.strip() or last
-    if process.wait() != 0:
-        raise UserError(f"upsert the pipeline failed: {last or f'exit code {process.returncode}'}; stack "
-                        f"{args.stack_name} is deployed but pipeline {args.pipeline_name} was not updated: run "
-                        f"`livetrain pipeline upsert --role-arn {role_arn} --region {args.region}`")
+    """The pipelines part's upsert, with this stack's execution role, bucket and names."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from pipelines.cli import checked_role_arn
+    from pipelines.cli import upsert_pipeline as upsert
+
+    session = boto3.session.Session(region_name=args.region)
+    try:
+        upsert(session.client("s3", endpoint_url=args.endpoint_url),
+               session.client("sagemaker", endpoint_url=args.endpoint_url), region=args.region,
+               role_arn=checked_role_arn(role_arn), bucket=args.bucket, pipeline_name=args.pipeline_name,
+               model_package_group=args.model_package_group, prefix=args.pipeline_name)
+    except (UserError, BotoCoreError, ClientError) as exc:
+        raise UserError(f"upsert the pipeline failed: {exc}; stack {args.stack_name} is deployed but pipeline "
+                        f"{args.pipeline_name} was not updated: run "
+                        f"`livetrain pipeline upsert --role-arn {role_arn} --region {args.region}`") from None
 
 
 def deploy(args) -> dict[str, str]:

@@ -164,7 +164,7 @@ def run_definition(args: argparse.Namespace) -> int:
 
 def run_upsert(args: argparse.Namespace) -> int:
     _check_build_arguments(args)
-    role_arn = _checked_role_arn(args.role_arn)
+    role_arn = checked_role_arn(args.role_arn)
     if role_arn == PLACEHOLDER_ROLE_ARN:
         raise UserError("--role-arn: the placeholder role exists in no account; pass the pipeline's real role")
     arn, created = upsert_pipeline(_client("s3", args), _client("sagemaker", args), region=args.region,
@@ -203,7 +203,8 @@ def upsert_pipeline(s3, sagemaker, *, region: str, role_arn: str, bucket: str, p
         return sagemaker.create_pipeline(**request)["PipelineArn"], True
 
 
-def _checked_role_arn(role_arn: str | None) -> str:
+def checked_role_arn(role_arn: str | None) -> str:
+    """The role ARN if it looks like one; UserError saying what to pass otherwise."""
     if not role_arn:
         raise UserError("no execution role: pass --role-arn arn:aws:iam::<account>:role/<name> "
                         "or set LIVETRAIN_ROLE_ARN")

@@ -201,3 +201,11 @@ def test_the_lambda_zip_is_the_handler_alone_and_reproducible():
 
     assert archive.namelist() == ["deploy_on_approval.py"]
     assert package_lambda() == package_lambda()
+
+
+def test_upsert_creates_the_pipeline_with_the_stacks_role(aws):
+    aws.client("s3").create_bucket(Bucket="livetrain-data")
+    upsert_pipeline(upsert_args(aws), "arn:aws:iam::123456789012:role/lt-pipeline")
+    pipeline = aws.client("sagemaker").describe_pipeline(PipelineName="lt-pipeline")
+    assert pipeline["RoleArn"] == "arn:aws:iam::123456789012:role/lt-pipeline"
+    assert '"TuneLinearLearner"' in pipeline["PipelineDefinition"]
