@@ -11,22 +11,30 @@ Timestamps are UTC ISO-8601 with milliseconds and `Z`; in memory they are
 int64 milliseconds since the epoch. Tick times are strictly increasing.
 
 This module is shipped into the SageMaker Processing container next to
-`preprocess.py`, so it may import only numpy, pandas and the standard library.
+`preprocess.py`, so it imports only numpy and the standard library: the reader
+returns numpy columns, and the writer takes the pandas DataFrames of callers
+that have pandas (the streamer) without importing it itself. Keeping pandas off
+the reading path saves the Processing step a third of a second of start-up.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 1
 PRICES_FILE = "prices.csv"
@@ -58,7 +66,9 @@ def feature_names(lookback_seconds: int = LOOKBACK_SECONDS) -> list[str]:
 _TEXT_COLUMNS = {"epic", "market_state", "update_time", "trade_id", "direction", "close_reason"}
 _TS_COLUMNS = {"ts", "open_ts", "close_ts"}
 _FLOAT_FORMAT = "%.10g"
-_TS_LENGTH = len("2026-01-05T00:00:00.000Z")
+# the range of each character of a timestamp (a digit or a fixed one), then the end of the text:
+_TS_LOWEST, _TS_HIGHEST = "0000-00-00T00:00:00.000Z\0", "9999-99-99T99:99:99.999Z\0"
+_TS_LENGTH = len(_TS_LOWEST) - 1
 
 
 class BatchError(ValueError):
@@ -67,11 +77,15 @@ class BatchError(ValueError):
 
 @dataclass
 class Batch:
-    """A validated batch: prices and trades with timestamps as int64 milliseconds."""
+    """A validated batch: prices and trades as {column: numpy array}, timestamps as int64 milliseconds.
+
+    Number columns are float64, text columns hold Python strings (dtype object);
+    `pd.DataFrame(batch.trades)` gives a DataFrame where one is wanted.
+    """
 
     meta: dict
-    prices: pd.DataFrame
-    trades: pd.DataFrame
+    prices: dict[str, np.ndarray]
+    trades: dict[str, np.ndarray]
 
 
 def batch_key_prefix(epic: str, batch_id: str) -> str:
@@ -92,18 +106,26 @@ def format_ts(ms) -> np.ndarray:
 
 
 def parse_ts(values, where: str) -> np.ndarray:
-    """ISO-8601 `...T..:..:..mmmZ` strings → int64 milliseconds; BatchError naming `where` if malformed."""
-    text = pd.Series(values, dtype="string")
-    bad = (text.str.len() != _TS_LENGTH) | ~text.str.endswith("Z") | (text.str.slice(10, 11) != "T") | text.isna()
+    """ISO-8601 `YYYY-MM-DDTHH:MM:SS.mmmZ` strings → int64 milliseconds; BatchError naming `where` if malformed.
+
+    `values`: strings or bytes, e.g. a numpy U or S array (checked as it is, without a copy per string).
+    """
+    text = np.asarray(values)
+    kind = text.dtype.kind if text.dtype.kind in "SU" else "U"
+    text = np.ascontiguousarray(text, dtype=f"{kind}{_TS_LENGTH + 1}").reshape(-1)  # one more: a longer one shows
+    chars = text.view(f"u{text.dtype.itemsize // (_TS_LENGTH + 1)}").reshape(-1, _TS_LENGTH + 1)
+    lowest, highest = (np.array([ord(c) for c in pattern], chars.dtype) for pattern in (_TS_LOWEST, _TS_HIGHEST))
+    bad = np.any((chars < lowest) | (chars > highest), axis=1)
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise BatchError(f"{where}: row {row + 1}: timestamp {values[row]!r} is not UTC ISO-8601 "
+        row = int(np.flatnonzero(bad)[0])
+        shown = text[row].decode(errors="replace") if kind == "S" else str(text[row])
+        raise BatchError(f"{where}: row {row + 1}: timestamp {shown!r} is not UTC ISO-8601 "
                          f"like 2026-01-05T09:30:00.123Z")
+    without_z = np.ascontiguousarray(chars[:, : _TS_LENGTH - 1]).view(f"{kind}{_TS_LENGTH - 1}").reshape(-1)
     try:
-        parsed = np.array(text.str.slice(0, _TS_LENGTH - 1).to_numpy(dtype=str), dtype="datetime64[ms]")
-    except ValueError as exc:
+        return without_z.astype("datetime64[ms]").astype("int64")
+    except ValueError as exc:  # e.g. month 13
         raise BatchError(f"{where}: {exc}") from None
-    return parsed.astype("int64")
 
 
 def _csv_bytes(frame: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
@@ -223,40 +245,57 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _read_csv(path: Path, columns: tuple[str, ...], meta: dict) -> pd.DataFrame:
+def _column_dtype(column: str) -> str:
+    if column in _TS_COLUMNS:
+        return f"S{_TS_LENGTH + 1}"  # as parse_ts reads them: one byte more than a timestamp
+    return "O" if column in _TEXT_COLUMNS else "f8"
+
+
+def _read_csv(path: Path, columns: tuple[str, ...], meta: dict) -> dict[str, np.ndarray]:
     data = path.read_bytes()
     expected = meta["files"].get(path.name, {})
     if expected.get("sha256") != sha256(data):
         raise BatchError(f"{path}: sha256 does not match {BATCH_JSON_FILE}; the file is corrupt "
                          f"or incomplete, export the batch again")
-    header = io.BytesIO(data).readline().decode(errors="replace").strip()
+    header = data[: data.find(b"\n")].decode(errors="replace").strip()
     if header != ",".join(columns):
         raise BatchError(f"{path}: header is {header!r}, expected {','.join(columns)!r}")
-    numbers = {column: "float64" for column in columns if column not in _TEXT_COLUMNS | _TS_COLUMNS}
     try:
-        try:  # fast: the C parser converts the numbers
-            frame = pd.read_csv(io.BytesIO(data), dtype=dict.fromkeys(columns, str) | numbers, keep_default_na=False)
-        except ValueError:  # something is not a number: read text, so that _numeric names the row
-            frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as exc:
-        raise BatchError(f"{path}: not a valid CSV file ({str(exc).strip()})") from None
-    if len(frame) != expected.get("rows"):
-        raise BatchError(f"{path}: {len(frame)} rows but {BATCH_JSON_FILE} says {expected.get('rows')}")
+        with warnings.catch_warnings():  # a file with no rows is reported by the checks, not as a warning
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(io.BytesIO(data), dtype=[(c, _column_dtype(c)) for c in columns], delimiter=",",
+                               skiprows=1, quotechar='"', comments=None, ndmin=1, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BatchError(f"{path}: not UTF-8 text ({exc.reason}); export the batch again") from None
+    except ValueError:
+        raise BatchError(_first_unreadable_row(path, data.decode(errors="replace"), columns)) from None
+    if len(table) != expected.get("rows"):
+        raise BatchError(f"{path}: {len(table)} rows but {BATCH_JSON_FILE} says {expected.get('rows')}")
+    frame = {}
     for column in columns:
+        values = table[column]
         if column in _TS_COLUMNS:
-            frame[column] = parse_ts(frame[column], f"{path}: column {column}")
+            values = parse_ts(values, f"{path}: column {column}")
         elif column not in _TEXT_COLUMNS:
-            frame[column] = _numeric(frame[column], f"{path}: column {column}")
+            _fail_if(~np.isfinite(values), f"{path}: column {column}", "not a finite number")
+        frame[column] = values
     return frame
 
 
-def _numeric(values: pd.Series, where: str) -> pd.Series:
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna() | ~np.isfinite(numbers)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise BatchError(f"{where}: row {row + 1}: {values.iloc[row]!r} is not a number")
-    return numbers.astype("float64")
+def _first_unreadable_row(path: Path, text: str, columns: tuple[str, ...]) -> str:
+    """The problem numpy's CSV reader stopped at, as one line naming the row (read again, row by row)."""
+    numbers = [(i, column) for i, column in enumerate(columns) if _column_dtype(column) == "f8"]
+    rows = csv.reader(io.StringIO(text))
+    next(rows)  # the header, already checked
+    for row_number, fields in enumerate((fields for fields in rows if fields), start=1):
+        if len(fields) != len(columns):
+            return f"{path}: row {row_number}: {len(fields)} fields, expected {len(columns)}"
+        for i, column in numbers:
+            try:
+                float(fields[i])
+            except ValueError:
+                return f"{path}: column {column}: row {row_number}: {fields[i]!r} is not a number"
+    return f"{path}: not a valid CSV file; export the batch again"
 
 
 def _first_bad_row(bad: np.ndarray) -> int | None:
@@ -270,36 +309,44 @@ def _fail_if(bad, where: str, problem: str) -> None:
         raise BatchError(f"{where}: row {row}: {problem}")
 
 
-def _check_prices(prices: pd.DataFrame, name: str, epic: str) -> None:
-    if prices.empty:
+def _check_prices(prices: dict[str, np.ndarray], name: str, epic: str) -> None:
+    ts = prices["ts"]
+    if len(ts) == 0:
         raise BatchError(f"{name}: no ticks; an empty batch cannot be processed")
     for field in PRICE_FIELDS:
-        _fail_if(prices[field].to_numpy() <= 0, name, f"{field} is not a positive price")
-    _fail_if(prices["bid"].to_numpy() > prices["offer"].to_numpy(), name, "bid is above offer")
-    _fail_if(prices["epic"].to_numpy() != epic, name, f"epic is not {epic!r} as in {BATCH_JSON_FILE}")
-    ts = prices["ts"].to_numpy()
+        _fail_if(prices[field] <= 0, name, f"{field} is not a positive price")
+    _fail_if(prices["bid"] > prices["offer"], name, "bid is above offer")
+    _fail_if(prices["epic"] != epic, name, f"epic is not {epic!r} as in {BATCH_JSON_FILE}")
     _fail_if(np.r_[False, ts[1:] < ts[:-1]], name, "ticks are not ordered by ts")
     _fail_if(np.r_[False, ts[1:] == ts[:-1]], name, "duplicated tick timestamp")
 
 
-def _check_trades(trades: pd.DataFrame, name: str, epic: str) -> None:
-    if trades.empty:
+def _check_trades(trades: dict[str, np.ndarray], name: str, epic: str) -> None:
+    if len(trades["trade_id"]) == 0:
         raise BatchError(f"{name}: no trades; an empty batch cannot be processed")
-    _fail_if(~trades["direction"].isin(DIRECTIONS), name, f"direction must be one of {DIRECTIONS}")
-    _fail_if(~trades["close_reason"].isin(CLOSE_REASONS), name, f"close_reason must be one of {CLOSE_REASONS}")
-    _fail_if(trades["epic"].to_numpy() != epic, name, f"epic is not {epic!r} as in {BATCH_JSON_FILE}")
+    _fail_if(~np.isin(trades["direction"], DIRECTIONS), name, f"direction must be one of {DIRECTIONS}")
+    _fail_if(~np.isin(trades["close_reason"], CLOSE_REASONS), name, f"close_reason must be one of {CLOSE_REASONS}")
+    _fail_if(trades["epic"] != epic, name, f"epic is not {epic!r} as in {BATCH_JSON_FILE}")
     for field in ("open_price", "close_price", "stop_distance", "limit_distance"):
-        _fail_if(trades[field].to_numpy() <= 0, name, f"{field} is not positive")
-    _fail_if(trades["close_ts"].to_numpy() < trades["open_ts"].to_numpy(), name, "close_ts is before open_ts")
-    _fail_if(~trades["label"].isin((0.0, 1.0)), name, "label must be 0 or 1")
-    _fail_if(trades["label"].to_numpy() != (trades["pnl"].to_numpy() > 0), name, "label is not (pnl > 0)")
-    _fail_if(trades["trade_id"].duplicated().to_numpy(), name, "duplicated trade_id")
-    opened = trades["open_ts"].to_numpy()
+        _fail_if(trades[field] <= 0, name, f"{field} is not positive")
+    _fail_if(trades["close_ts"] < trades["open_ts"], name, "close_ts is before open_ts")
+    _fail_if(~np.isin(trades["label"], (0.0, 1.0)), name, "label must be 0 or 1")
+    _fail_if(trades["label"] != (trades["pnl"] > 0), name, "label is not (pnl > 0)")
+    _fail_if(_repeated(trades["trade_id"]), name, "duplicated trade_id")
+    opened = trades["open_ts"]
     _fail_if(np.r_[False, opened[1:] < opened[:-1]], name, "trades are not ordered by open_ts")
 
 
-def _check_coverage(prices: pd.DataFrame, trades: pd.DataFrame) -> None:
-    first, last = prices["ts"].iat[0], prices["ts"].iat[-1]
-    outside = (trades["open_ts"].to_numpy() < first) | (trades["close_ts"].to_numpy() > last)
+def _repeated(values: np.ndarray) -> np.ndarray:
+    """True where a value equals one in an earlier row."""
+    _, first_rows = np.unique(values, return_index=True)
+    repeated = np.ones(len(values), bool)
+    repeated[first_rows] = False
+    return repeated
+
+
+def _check_coverage(prices: dict[str, np.ndarray], trades: dict[str, np.ndarray]) -> None:
+    first, last = prices["ts"][0], prices["ts"][-1]
+    outside = (trades["open_ts"] < first) | (trades["close_ts"] > last)
     _fail_if(outside, TRANSACTIONS_FILE, f"trade lies outside the price coverage of {PRICES_FILE} "
              f"({format_ts([first])[0]} … {format_ts([last])[0]})")

@@ -23,7 +23,7 @@ def test_synth_batch_writes_a_valid_batch(run_cli, tmp_path):
                      env={"LIVETRAIN_BUCKET": "env-bucket"})
     assert result.returncode == 0, result.stderr
     batch = read_batch(tmp_path / "b")
-    assert len(batch.trades) == 500
+    assert len(batch.trades["trade_id"]) == 500
     assert json.loads((tmp_path / "b" / "batch.manifest").read_text())[0]["prefix"].startswith("s3://env-bucket/")
 
 

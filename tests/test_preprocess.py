@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -230,12 +231,22 @@ def reference_features(prices: pd.DataFrame, open_ts: int, lookback: int) -> np.
     return np.r_[now[list(bc.PRICE_FIELDS)].to_numpy(dtype=float), lagged.to_numpy()] - mids.iloc[-1]
 
 
+@dataclass
+class BatchFrames:
+    """A read batch with its columns as DataFrames, for the pandas reference and for re-rendering."""
+
+    meta: dict
+    prices: pd.DataFrame
+    trades: pd.DataFrame
+
+
 @pytest.fixture(scope="module")
 def synthetic_output(make_batch, tmp_path_factory):
     batch = make_batch()
     out = tmp_path_factory.mktemp("synthetic") / "out"
     pp.preprocess(batch, out, workers=1, log=lambda m: None)
-    return bc.read_batch(batch), out
+    read = bc.read_batch(batch)
+    return BatchFrames(read.meta, pd.DataFrame(read.prices), pd.DataFrame(read.trades)), out
 
 
 def test_features_of_a_synthetic_batch_equal_a_literal_pandas_reference(synthetic_output):
@@ -258,7 +269,24 @@ def test_parallel_writers_write_the_same_files(synthetic_output, tmp_path, monke
         assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
 
 
-def make_batch_dir(batch: bc.Batch, tmp_path: Path, prices: pd.DataFrame | None = None) -> Path:
+def test_a_failing_forked_writer_fails_the_step_and_leaves_no_output(synthetic_output, tmp_path, monkeypatch, capfd):
+    batch, _ = synthetic_output
+    monkeypatch.setattr(pp, "MIN_ROWS_PER_WORKER", 100)
+    write_part = pp.write_part
+
+    def fail_in_the_second_writer(source, part, path, report):
+        if path.name.endswith(".part1"):
+            raise RuntimeError("disk full")
+        write_part(source, part, path, report)
+
+    monkeypatch.setattr(pp, "write_part", fail_in_the_second_writer)
+    with pytest.raises(ChildProcessError, match=r"^1 of 2 forked feature writers failed$"):
+        pp.preprocess(make_batch_dir(batch, tmp_path), tmp_path / "out", workers=3, log=lambda m: None)
+    assert "preprocess: writer 2: RuntimeError: disk full" in capfd.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def make_batch_dir(batch: BatchFrames, tmp_path: Path, prices: pd.DataFrame | None = None) -> Path:
     files = bc.render_batch(bucket="bkt", epic=batch.meta["epic"], batch_id=batch.meta["batch_id"],
                             prices=batch.prices if prices is None else prices, trades=batch.trades,
                             bot_settings=batch.meta["bot"])
@@ -300,13 +328,22 @@ def test_the_script_runs_from_a_copy_of_the_processing_folder(make_batch, tmp_pa
 
 def edit_rows(batch: Path, name: str, edit) -> None:
     """Rewrite one CSV of a batch, edit(header, rows) -> (header, rows), and record it in batch.json."""
-    path = batch / name
-    header, *rows = path.read_text().splitlines(keepends=True)
+    header, *rows = (batch / name).read_text().splitlines(keepends=True)
     header, rows = edit(header, rows)
-    path.write_text(header + "".join(rows))
+    replace_file(batch, name, (header + "".join(rows)).encode(), len(rows))
+
+
+def replace_file(batch: Path, name: str, data: bytes, rows: int) -> None:
+    """Write one file of a batch and record its checksum and row count in batch.json."""
+    (batch / name).write_bytes(data)
     meta = json.loads((batch / bc.BATCH_JSON_FILE).read_text())
-    meta["files"][name] = {"rows": len(rows), "sha256": bc.sha256(path.read_bytes())}
+    meta["files"][name] = {"rows": rows, "sha256": bc.sha256(data)}
     (batch / bc.BATCH_JSON_FILE).write_text(json.dumps(meta))
+
+
+def not_utf8(batch: Path) -> None:
+    data = (batch / TRADES).read_bytes()
+    replace_file(batch, TRADES, data.replace(b"BUY", b"B\xdcY", 1), data.count(b"\n") - 1)
 
 
 def set_field(batch: Path, name: str, row: int, column: str, value: str) -> None:
@@ -329,6 +366,13 @@ BAD_INPUTS = {  # case: (how to break the small batch, what the one line must sa
                      "prices.csv: header is"),
     "non-numeric price": (lambda b: set_field(b, PRICES, 5, "bid", "1O0.5"),
                           "prices.csv: column bid: row 5: '1O0.5' is not a number"),
+    "infinite price": (lambda b: set_field(b, PRICES, 6, "high", "inf"),
+                       "prices.csv: column high: row 6: not a finite number"),
+    "missing field": (lambda b: edit_rows(b, PRICES, lambda h, r: (h, [*r[:3], r[3].rsplit(",", 1)[0] + "\n", *r[4:]])),
+                      "prices.csv: row 4: 10 fields, expected 11"),
+    "malformed timestamp": (lambda b: set_field(b, TRADES, 9, "open_ts", "2026-01-05T00:10:00.000Z0"),
+                            "transactions.csv: column open_ts: row 9: timestamp '2026-01-05T00:10:00.000Z0' is not"),
+    "not UTF-8": (not_utf8, "transactions.csv: not UTF-8 text"),
     "non-positive price": (lambda b: set_field(b, PRICES, 3, "low", "0"), "prices.csv: row 3: low is not a positive"),
     "bid above offer": (lambda b: set_field(b, PRICES, 7, "bid", "999"), "prices.csv: row 7: bid is above offer"),
     "unsorted rows": (lambda b: edit_rows(b, PRICES, lambda h, r: (h, [*r[:3], r[4], r[3], *r[5:]])),

@@ -81,7 +81,7 @@ def check_exported(s3, mongo_db, batch_size: int) -> list[dict]:
         rerendered = render_batch(bucket=BUCKET, epic=EPIC, batch_id=batch["_id"], prices=store.batch_prices(batch),
                                   trades=store.batch_trades(batch), bot_settings=batch["bot"])
         assert rerendered == files
-        assert len(content.trades) == batch_size
+        assert len(content.trades["trade_id"]) == batch_size
         exported += content.trades["trade_id"].tolist()
     assert len(exported) == len(set(exported)), "a trade is in two batches"
     last = (batches[-1]["last_open_ts"], batches[-1]["last_trade_id"])
