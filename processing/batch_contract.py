@@ -101,8 +101,7 @@ def manifest(bucket: str, epic: str, batch_id: str) -> list:
 
 def format_ts(ms) -> np.ndarray:
     """int64 milliseconds → ISO-8601 strings with milliseconds and `Z`."""
-    text = np.datetime_as_string(np.asarray(ms, dtype="int64").astype("datetime64[ms]"), unit="ms")
-    return np.char.add(text, "Z")
+    return np.datetime_as_string(np.asarray(ms, dtype="int64").astype("datetime64[ms]"), unit="ms", timezone="UTC")
 
 
 def parse_ts(values, where: str) -> np.ndarray:
@@ -348,5 +347,6 @@ def _repeated(values: np.ndarray) -> np.ndarray:
 def _check_coverage(prices: dict[str, np.ndarray], trades: dict[str, np.ndarray]) -> None:
     first, last = prices["ts"][0], prices["ts"][-1]
     outside = (trades["open_ts"] < first) | (trades["close_ts"] > last)
-    _fail_if(outside, TRANSACTIONS_FILE, f"trade lies outside the price coverage of {PRICES_FILE} "
-             f"({format_ts([first])[0]} … {format_ts([last])[0]})")
+    if outside.any():  # (the message's times are formatted only when needed)
+        _fail_if(outside, TRANSACTIONS_FILE, f"trade lies outside the price coverage of {PRICES_FILE} "
+                 f"({format_ts([first])[0]} … {format_ts([last])[0]})")
