@@ -341,11 +341,6 @@ def replace_file(batch: Path, name: str, data: bytes, rows: int) -> None:
     (batch / bc.BATCH_JSON_FILE).write_text(json.dumps(meta))
 
 
-def not_utf8(batch: Path) -> None:
-    data = (batch / TRADES).read_bytes()
-    replace_file(batch, TRADES, data.replace(b"BUY", b"B\xdcY", 1), data.count(b"\n") - 1)
-
-
 def set_field(batch: Path, name: str, row: int, column: str, value: str) -> None:
     """Set one field of data row `row` (1-based, as error messages count)."""
     columns = bc.PRICE_COLUMNS if name == bc.PRICES_FILE else bc.TRADE_COLUMNS
@@ -359,6 +354,13 @@ def set_field(batch: Path, name: str, row: int, column: str, value: str) -> None
 
 
 PRICES, TRADES = bc.PRICES_FILE, bc.TRANSACTIONS_FILE
+
+
+def not_utf8(batch: Path) -> None:
+    data = (batch / TRADES).read_bytes()
+    replace_file(batch, TRADES, data.replace(b"BUY", b"B\xdcY", 1), data.count(b"\n") - 1)
+
+
 BAD_INPUTS = {  # case: (how to break the small batch, what the one line must say)
     "missing file": (lambda b: (b / PRICES).unlink(), "prices.csv: missing"),
     "checksum mismatch": (lambda b: (b / PRICES).open("a").write("x\n"), "prices.csv: sha256 does not match"),
