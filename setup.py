@@ -12,6 +12,7 @@ PIPELINES = [
     "sagemaker>=3.27,<4",
     "scikit-learn>=1.4",
     "matplotlib>=3.8",
+    "arch==8.0.0",  # pinned: the evaluation step ships its bootstrap's source (pipelines/definition.py)
 ]
 # The local stand-ins for AWS and MongoDB; pinned because infra/local closes moto's gaps.
 LOCAL = [

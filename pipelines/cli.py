@@ -189,11 +189,10 @@ def upsert_pipeline(s3, sagemaker, *, region: str, role_arn: str, bucket: str, p
                                   model_package_group=model_package_group, prefix=prefix, max_jobs=max_jobs,
                                   max_parallel_jobs=max_parallel_jobs)
     for step_name, bundle in code_bundles(bucket, prefix).items():
-        for path, code_bucket, key in bundle.uploads():
+        for code_bucket, key, content in bundle.uploads():
             with aws_call(f"S3 PutObject s3://{code_bucket}/{key}"):
-                s3.put_object(Bucket=code_bucket, Key=key, Body=path.read_bytes())
-        print(f"uploaded {step_name} code ({', '.join(p.name for p in bundle.files)}) to {bundle.s3_prefix}",
-              file=sys.stderr)
+                s3.put_object(Bucket=code_bucket, Key=key, Body=content)
+        print(f"uploaded {step_name} code ({len(bundle.files)} files) to {bundle.s3_prefix}", file=sys.stderr)
     request = {"PipelineName": pipeline_name, "PipelineDefinition": definition, "RoleArn": role_arn,
                "PipelineDescription": PIPELINE_DESCRIPTION}
     if _pipeline_exists(sagemaker, pipeline_name):

@@ -6,19 +6,33 @@ Standard library only: the CLI imports this without the SageMaker SDK.
 from __future__ import annotations
 
 PARAMETER_NAMES = ("InputBucket", "InputManifestKey", "ProcessingInstanceType", "TrainingInstanceType",
-                   "TargetRecall", "MinPrecision", "ModelApprovalStatus")
-STEP_NAMES = ("Preprocess", "TuneLinearLearner", "BestModel", "TransformTest", "EvaluateBestModel",
-              "CheckPrecision", "RegisterBestModel", "PrecisionTooLow")
+                   "TargetRecall", "MinTestWindows", "MinPrecision", "MinLift", "MaxShortfallVsBaseline",
+                   "MaxShortfallVsChampion", "ModelApprovalStatus")
+GATE_STEPS = {  # each check of the quality gate, and the Fail step that says it failed
+    "CheckPrecision": "PrecisionTooLow",
+    "CheckLift": "NoLiftOverBaseRate",
+    "CheckBaseline": "WorseThanBaseline",
+    "CheckChampion": "WorseThanChampion",
+}
+STEP_NAMES = ("Preprocess", "TuneLinearLearner", "FitBaseline", "BestModel", "TransformTest", "FindChampion",
+              "TransformChampion", "EvaluateBestModel", *GATE_STEPS, "RegisterBestModel", *GATE_STEPS.values())
 EVALUATION_REPORT = "EvaluationReport"  # the PropertyFile on EvaluateBestModel (evaluation.json)
 
 # A role ARN no account has: `livetrain pipeline definition` uses it when no role is given.
 PLACEHOLDER_ROLE_ARN = "arn:aws:iam::000000000000:role/livetrain-placeholder-pass-role-arn"
 INSTANCE_TYPE = "ml.m5.xlarge"
 TARGET_RECALL = 0.25
-# Precision at the model's own threshold on the held-out test slice. The planted-signal market and
-# live trades run at a positive rate well under one half; 0.5 means "a flagged trade wins more often
-# than not", the least a model must do to be worth trading on.
-MIN_PRECISION = 0.5
-RECALL_TOLERANCE = 0.05  # CheckPrecision accepts recall >= TargetRecall - this (evaluate.py computes it)
+# The gate's defaults; each bounds one side of a 95 % block-bootstrap interval on the test slice (README, "The gate").
+MIN_PRECISION = 0.4  # lower bound of precision at the model's threshold
+MIN_LIFT = 0.0  # lower bound of precision minus the base rate: flagged trades win more often than trades do
+MAX_SHORTFALL_VS_BASELINE = 0.0  # lower bound of (baseline − challenger) in precision at the target recall
+MAX_SHORTFALL_VS_CHAMPION = 0.0  # … and of (champion − challenger): not significantly worse than the model in service
+CHAMPION_FUNCTION_SUFFIX = "-find-champion"  # the FindChampion Lambda is named <pipeline name><this>
+
+
+def champion_function_arn(region: str, role_arn: str, pipeline_name: str) -> str:
+    """The FindChampion Lambda's ARN: in the pipeline role's account and region (the template creates it)."""
+    account = role_arn.split(":")[4]
+    return f"arn:aws:lambda:{region}:{account}:function:{pipeline_name}{CHAMPION_FUNCTION_SUFFIX}"
 MAX_JOBS = 10
 MAX_PARALLEL_JOBS = 2

@@ -2,9 +2,15 @@
 
 `get_pipeline(...)` reads top to bottom as the DAG:
 
-    Preprocess → TuneLinearLearner → BestModel → TransformTest → EvaluateBestModel → CheckPrecision
-        CheckPrecision true  → RegisterBestModel
-        CheckPrecision false → PrecisionTooLow
+    Preprocess ─┬─ TuneLinearLearner → BestModel ─┬─ TransformTest ──────────────────┐
+                │                                  └─ FindChampion → TransformChampion ┼─ EvaluateBestModel
+                └─ FitBaseline ─────────────────────────────────────────────────────────┘
+    EvaluateBestModel → CheckPrecision → CheckLift → CheckBaseline → CheckChampion → RegisterBestModel
+        each check's false branch: a Fail step named after it (PrecisionTooLow, NoLiftOverBaseRate,
+        WorseThanBaseline, WorseThanChampion), whose message states every number with its interval
+
+The gate is a statistical decision on the held-out, purged and embargoed test slice: each condition
+compares a bound of a 95 % block-bootstrap interval (evaluate.py) with a pipeline parameter.
 
 Building the definition needs no AWS account and no network: nothing is uploaded here. The
 processing scripts are referenced at a content address, `s3://<bucket>/<prefix>/code/<sha256>/`,
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.metadata
+import importlib.util
 import logging
 import os
 import warnings
@@ -33,6 +41,7 @@ os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
 
 from sagemaker.core import image_uris
 from sagemaker.core.config.config_manager import SageMakerConfig
+from sagemaker.core.lambda_helper import Lambda
 from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 from sagemaker.core.processing import Processor
 from sagemaker.core.shapes import (
@@ -46,14 +55,20 @@ from sagemaker.core.shapes import (
 )
 from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig
 from sagemaker.core.transformer import Transformer
-from sagemaker.core.workflow.conditions import ConditionGreaterThanOrEqualTo
+from sagemaker.core.workflow.conditions import (
+    ConditionEquals,
+    ConditionGreaterThanOrEqualTo,
+    ConditionLessThanOrEqualTo,
+    ConditionOr,
+)
 from sagemaker.core.workflow.execution_variables import ExecutionVariables
 from sagemaker.core.workflow.functions import Join, JsonGet
-from sagemaker.core.workflow.parameters import ParameterFloat, ParameterString
+from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
 from sagemaker.core.workflow.pipeline_context import PipelineSession
 from sagemaker.core.workflow.properties import PropertyFile
 from sagemaker.mlops.workflow.condition_step import ConditionStep
 from sagemaker.mlops.workflow.fail_step import FailStep
+from sagemaker.mlops.workflow.lambda_step import LambdaOutput, LambdaStep
 from sagemaker.mlops.workflow.model_step import ModelStep
 from sagemaker.mlops.workflow.pipeline import Pipeline
 from sagemaker.mlops.workflow.retry import (
@@ -74,13 +89,17 @@ from pipelines.contract import (
     INSTANCE_TYPE,
     MAX_JOBS,
     MAX_PARALLEL_JOBS,
+    MAX_SHORTFALL_VS_BASELINE,
+    MAX_SHORTFALL_VS_CHAMPION,
+    MIN_LIFT,
     MIN_PRECISION,
-    RECALL_TOLERANCE,
     TARGET_RECALL,
+    champion_function_arn,
 )
+from processing.baseline import PREDICTIONS_FILE as BASELINE_PREDICTIONS_FILE
 from processing.batch_contract import feature_names
-from processing.evaluate import EVALUATION_FILE, LABELS_FILE
-from processing.preprocess import TEST_FEATURES_CSV
+from processing.evaluate import EVALUATION_FILE, FEATURES_FILE, TEST_TRADES_FILE
+from processing.preprocess import MIN_TEST_WINDOWS, TEST_FEATURES_CSV
 
 # No SDK defaults from the user's config files and no telemetry: the definition depends on the arguments only.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
@@ -98,7 +117,7 @@ def _validate_other_sdk_config(sagemaker_config=None):
 SageMakerConfig.validate_sagemaker_config = staticmethod(_validate_other_sdk_config)
 
 PROCESSING_DIR = Path(processing.__file__).resolve().parent
-SKLEARN_VERSION = "1.2-1"  # the SageMaker scikit-learn image: numpy, pandas and scikit-learn
+SKLEARN_VERSION = "1.9-0"  # the SageMaker scikit-learn image: Python 3.12, numpy, scipy, pandas, scikit-learn
 CODE_DIR = "/opt/ml/processing/input/code"
 PREPROCESS_OUTPUTS = ("train", "validation", "test", "metadata")
 
@@ -114,16 +133,16 @@ JOB_RETRY = SageMakerJobStepRetryPolicy(
 
 @dataclass(frozen=True)
 class CodeBundle:
-    """A processing script and the sibling modules it imports, at a content-addressed S3 prefix."""
+    """A processing script and what it imports that the image lacks, at a content-addressed S3 prefix."""
 
     script: str
-    files: tuple[Path, ...]
+    files: dict[str, bytes]  # key below s3_prefix → content
     s3_prefix: str  # s3://<bucket>/<prefix>/code/<sha256>/
 
-    def uploads(self) -> list[tuple[Path, str, str]]:
-        """(local file, bucket, key) for each file to upload."""
+    def uploads(self) -> list[tuple[str, str, bytes]]:
+        """(bucket, key, content) for each file to upload."""
         bucket, _, key_prefix = self.s3_prefix.removeprefix("s3://").partition("/")
-        return [(path, bucket, key_prefix + path.name) for path in self.files]
+        return [(bucket, key_prefix + name, content) for name, content in self.files.items()]
 
 
 def shipped_files(script: Path) -> tuple[Path, ...]:
@@ -149,21 +168,48 @@ def shipped_files(script: Path) -> tuple[Path, ...]:
     return tuple(found[name] for name in sorted(found))
 
 
-def code_bundle(script: Path, bucket: str, prefix: str) -> CodeBundle:
+# evaluate.py's block bootstrap is arch's (NCSA licence), which the scikit-learn image lacks. The bundle ships
+# arch.bootstrap and the parts of arch it imports, from the installed (pinned) distribution, with an empty
+# package __init__: arch's own would import its volatility models and, through them, statsmodels.
+ARCH_PARTS = ("_typing.py", "_version.py", "bootstrap", "compat", "utility", "vendor")
+ARCH_INIT = (b'"""arch, as livetrain ships it into SageMaker Processing: arch.bootstrap and what it imports '
+             b'(pipelines/definition.py)."""\n')
+
+
+def arch_bootstrap_files() -> dict[str, bytes]:
+    """arch.bootstrap's source files and arch's licence, keyed as they sit below the bundle's prefix."""
+    spec = importlib.util.find_spec("arch")  # found, not imported: importing arch takes seconds
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the arch package is not installed: the evaluation step ships its bootstrap; "
+                        "install livetrain with the [pipelines] extra")
+    root = Path(spec.submodule_search_locations[0])
+    files = {"arch/__init__.py": ARCH_INIT}
+    for part in ARCH_PARTS:
+        for path in [root / part] if part.endswith(".py") else sorted((root / part).rglob("*.py")):
+            if "tests" not in path.relative_to(root).parts:
+                files[f"arch/{path.relative_to(root).as_posix()}"] = path.read_bytes()
+    licence = next(f for f in importlib.metadata.distribution("arch").files if f.name.startswith("LICENSE"))
+    files["arch/LICENSE.md"] = licence.locate().read_bytes()
+    return files
+
+
+def code_bundle(script: Path, bucket: str, prefix: str, extra: dict[str, bytes] | None = None) -> CodeBundle:
     """The bundle for one script; its address is the sha256 over the shipped files' names and contents."""
     if not script.is_file():
         raise UserError(f"{script} is missing: the pipeline ships it to SageMaker Processing; restore it")
-    files = shipped_files(script)
+    files = {path.name: path.read_bytes() for path in shipped_files(script)} | (extra or {})
+    files = dict(sorted(files.items()))
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    for name, content in files.items():
+        digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\n".encode())
     return CodeBundle(script.name, files, f"s3://{bucket}/{prefix}/code/{digest.hexdigest()}/")
 
 
 def code_bundles(bucket: str, prefix: str, code_dir: Path = PROCESSING_DIR) -> dict[str, CodeBundle]:
     """The code each processing step ships, by step name."""
     return {"Preprocess": code_bundle(code_dir / "preprocess.py", bucket, prefix),
-            "EvaluateBestModel": code_bundle(code_dir / "evaluate.py", bucket, prefix)}
+            "FitBaseline": code_bundle(code_dir / "baseline.py", bucket, prefix),
+            "EvaluateBestModel": code_bundle(code_dir / "evaluate.py", bucket, prefix, arch_bootstrap_files())}
 
 
 def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, model_package_group: str,
@@ -183,7 +229,11 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
     processing_instance_type = ParameterString("ProcessingInstanceType", default_value=INSTANCE_TYPE)
     training_instance_type = ParameterString("TrainingInstanceType", default_value=INSTANCE_TYPE)
     target_recall = ParameterFloat("TargetRecall", default_value=TARGET_RECALL)
+    min_test_windows = ParameterInteger("MinTestWindows", default_value=MIN_TEST_WINDOWS)
     min_precision = ParameterFloat("MinPrecision", default_value=MIN_PRECISION)
+    min_lift = ParameterFloat("MinLift", default_value=MIN_LIFT)
+    max_shortfall_vs_baseline = ParameterFloat("MaxShortfallVsBaseline", default_value=MAX_SHORTFALL_VS_BASELINE)
+    max_shortfall_vs_champion = ParameterFloat("MaxShortfallVsChampion", default_value=MAX_SHORTFALL_VS_CHAMPION)
     model_approval_status = ParameterString("ModelApprovalStatus", default_value="PendingManualApproval")
     sklearn_image = image_uris.retrieve("sklearn", region, version=SKLEARN_VERSION)
     linear_learner_image = image_uris.retrieve("linear-learner", region)
@@ -198,21 +248,26 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
         return processor.run(inputs=[s3_input("code", bundle.s3_prefix, CODE_DIR), *inputs], outputs=outputs,
                              arguments=arguments)
 
-    # 1. Preprocess: the batch named by the manifest → features, split by time.
+    # 1. Preprocess: the batch named by the manifest → features, split by market time with purge and embargo.
     preprocess = ProcessingStep(
         name="Preprocess", display_name="Preprocess batch",
-        description="Features from the batch's ticks for each closed trade, split by time into train, "
-                    "validation and test (processing/preprocess.py).",
+        description="Features from the batch's ticks for each closed trade, split by market time into train, "
+                    "validation and test with purging and an embargo; stops when the test slice holds fewer "
+                    "than MinTestWindows independent windows (processing/preprocess.py).",
         step_args=run_script(
             "Preprocess",
             inputs=[s3_input("batch", Join(on="", values=["s3://", input_bucket, "/", input_manifest_key]),
                              "/opt/ml/processing/input/batch", data_type="ManifestFile")],
             outputs=[s3_output(name, f"/opt/ml/processing/output/{name}", run_uri("preprocess", name))
                      for name in PREPROCESS_OUTPUTS],
-            arguments=["--input-dir", "/opt/ml/processing/input/batch", "--output-dir", "/opt/ml/processing/output"]),
+            arguments=["--input-dir", "/opt/ml/processing/input/batch", "--output-dir", "/opt/ml/processing/output",
+                       "--min-test-windows", min_test_windows.to_string()]),
         cache_config=CacheConfig(enable_caching=True, expire_after="P30D"),
         retry_policies=[SERVICE_RETRY, JOB_RETRY])
     preprocessed = preprocess.properties.ProcessingOutputConfig.Outputs
+
+    def preprocessed_file(output: str, file_name: str) -> Join:
+        return Join(on="/", values=[preprocessed[output].S3Output.S3Uri, file_name])
 
     # 2. TuneLinearLearner: Bayesian search over the built-in Linear Learner, scored on validation precision.
     models_uri = run_uri("models")
@@ -232,7 +287,9 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
             "use_bias": CategoricalParameter(["true", "false"]),
             "l1": ContinuousParameter(1e-7, 1.0, scaling_type="Logarithmic"),
             "learning_rate": ContinuousParameter(1e-5, 1.0, scaling_type="Logarithmic"),
-            "positive_example_weight_mult": ContinuousParameter(1e-5, 10000.0, scaling_type="Logarithmic"),
+            # Weights far from 1 only push every score towards 0 or 1, where the threshold chosen on validation
+            # no longer holds on new data; within a factor of 2 the scores stay readable (README, "The gate").
+            "positive_example_weight_mult": ContinuousParameter(0.5, 2.0, scaling_type="Logarithmic"),
             "wd": ContinuousParameter(1e-7, 1.0, scaling_type="Logarithmic"),
             "mini_batch_size": IntegerParameter(100, 1000),
         })
@@ -246,7 +303,26 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
             for channel in ("train", "validation")]),
         retry_policies=[SERVICE_RETRY, JOB_RETRY])
 
-    # 3. BestModel: a SageMaker model from the best training job's artefact.
+    # 3. FitBaseline: a simple model on the same slices, scored on the same test slice (beside the tuning).
+    baseline_uri = run_uri("baseline")
+    fit_baseline = ProcessingStep(
+        name="FitBaseline", display_name="Fit baseline",
+        description="L2-regularised logistic regression on the same train and validation slices; its test-slice "
+                    "scores are what the challenger must not fall short of (processing/baseline.py).",
+        step_args=run_script(
+            "FitBaseline",
+            inputs=[s3_input(channel, preprocessed[channel].S3Output.S3Uri, f"/opt/ml/processing/input/{channel}")
+                    for channel in ("train", "validation")]
+                   + [s3_input("test", preprocessed_file("test", Path(TEST_FEATURES_CSV).name),
+                               "/opt/ml/processing/input/test")],
+            outputs=[s3_output("predictions", "/opt/ml/processing/output", baseline_uri)],
+            arguments=[*(argument for channel in ("train", "validation", "test")
+                         for argument in (f"--{channel}-dir", f"/opt/ml/processing/input/{channel}")),
+                       "--output-dir", "/opt/ml/processing/output", "--target-recall", target_recall.to_string()]),
+        cache_config=CacheConfig(enable_caching=True, expire_after="P30D"),
+        retry_policies=[SERVICE_RETRY, JOB_RETRY])
+
+    # 4. BestModel: a SageMaker model from the best training job's artefact.
     best_artefact = Join(on="/", values=[models_uri, tune.properties.BestTrainingJob.TrainingJobName,
                                          "output", "model.tar.gz"])
     best_model = ModelBuilder(image_uri=linear_learner_image, s3_model_data_url=best_artefact, role_arn=role_arn,
@@ -256,47 +332,71 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
         description="A SageMaker model from the artefact of the tuning job's best training job.",
         step_args=best_model.build(), retry_policies=[SERVICE_RETRY])
 
-    # 4. TransformTest: score the held-out test slice (features only), JSON Lines out.
-    transformer = Transformer(
-        model_name=create_model.properties.ModelName, instance_count=1, instance_type=processing_instance_type,
-        accept="application/jsonlines", assemble_with="Line", output_path=run_uri("transform"),
-        base_transform_job_name=f"{pipeline_name}-test", sagemaker_session=session)
-    transform = TransformStep(
-        name="TransformTest", display_name="Score test slice",
-        description="Batch Transform of test_features.csv with the best model; writes test_features.csv.out.",
-        step_args=transformer.transform(
-            data=Join(on="/", values=[preprocessed["test"].S3Output.S3Uri, Path(TEST_FEATURES_CSV).name]),
-            content_type="text/csv", split_type="Line"),
-        retry_policies=[SERVICE_RETRY, JOB_RETRY])
+    def score_test_slice(name: str, display_name: str, description: str, model_name, output: str):
+        """Batch Transform of test_features.csv (features only), JSON Lines out as test_features.csv.out."""
+        transformer = Transformer(
+            model_name=model_name, instance_count=1, instance_type=processing_instance_type,
+            accept="application/jsonlines", assemble_with="Line", output_path=run_uri(output),
+            base_transform_job_name=f"{pipeline_name}-{output}", sagemaker_session=session)
+        return TransformStep(
+            name=name, display_name=display_name, description=description,
+            step_args=transformer.transform(data=preprocessed_file("test", Path(TEST_FEATURES_CSV).name),
+                                            content_type="text/csv", split_type="Line"),
+            retry_policies=[SERVICE_RETRY, JOB_RETRY])
 
-    # 5. EvaluateBestModel: predictions + labels → evaluation.json.
+    # 5. TransformTest: the challenger scores the held-out test slice.
+    transform = score_test_slice("TransformTest", "Score test slice",
+                                 "Batch Transform of the test slice with the best model.",
+                                 create_model.properties.ModelName, "transform")
+
+    # 6. FindChampion and TransformChampion: the model in service scores the same test slice.
+    find_champion = LambdaStep(
+        name="FindChampion", display_name="Find champion",
+        description="The latest Approved package of the group (the model in service), as a SageMaker model; the "
+                    "challenger's own model when the group has none (lambdas/find_champion.py).",
+        lambda_func=Lambda(function_arn=champion_function_arn(region, role_arn, pipeline_name),
+                           session=session),
+        inputs={"ModelPackageGroupName": model_package_group, "ChallengerModelName": create_model.properties.ModelName,
+                "ExecutionRoleArn": role_arn, "ModelNamePrefix": f"{pipeline_name}-champion"},
+        outputs=[LambdaOutput(output_name="ChampionPackageArn"), LambdaOutput(output_name="ChampionModelName")])
+    champion = find_champion.properties.Outputs
+    transform_champion = score_test_slice("TransformChampion", "Score test slice with champion",
+                                          "Batch Transform of the test slice with the model in service.",
+                                          champion["ChampionModelName"], "champion")
+
+    # 7. EvaluateBestModel: challenger, baseline and champion on the test slice → evaluation.json with intervals.
     evaluation_report = PropertyFile(name=EVALUATION_REPORT, output_name="evaluation", path=EVALUATION_FILE)
     evaluate = ProcessingStep(
         name="EvaluateBestModel", display_name="Evaluate best model",
-        description="Precision, recall, F1, AUC and the confusion matrix of the best model on the test slice "
+        description="Precision, recall, lift over the base rate, AUC and the comparisons with the baseline and the "
+                    "champion on the test slice, each with a 95 % time-block bootstrap interval "
                     "(processing/evaluate.py).",
         step_args=run_script(
             "EvaluateBestModel",
             inputs=[s3_input("predictions", transform.properties.TransformOutput.S3OutputPath,
                              "/opt/ml/processing/input/predictions"),
-                    s3_input("labels", Join(on="/", values=[preprocessed["test"].S3Output.S3Uri, LABELS_FILE]),
-                             "/opt/ml/processing/input/labels")],
+                    s3_input("baseline", Join(on="/", values=[baseline_uri, BASELINE_PREDICTIONS_FILE]),
+                             "/opt/ml/processing/input/baseline"),
+                    s3_input("champion", transform_champion.properties.TransformOutput.S3OutputPath,
+                             "/opt/ml/processing/input/champion"),
+                    s3_input("test", preprocessed_file("test", TEST_TRADES_FILE), "/opt/ml/processing/input/test"),
+                    s3_input("metadata", preprocessed_file("metadata", FEATURES_FILE),
+                             "/opt/ml/processing/input/metadata")],
             outputs=[s3_output("evaluation", "/opt/ml/processing/evaluation", run_uri("evaluation"))],
             arguments=["--predictions-dir", "/opt/ml/processing/input/predictions",
-                       "--labels-dir", "/opt/ml/processing/input/labels",
+                       "--baseline-dir", "/opt/ml/processing/input/baseline",
+                       "--champion-dir", "/opt/ml/processing/input/champion",
+                       "--champion-package-arn", champion["ChampionPackageArn"],
+                       "--test-dir", "/opt/ml/processing/input/test",
+                       "--metadata-dir", "/opt/ml/processing/input/metadata",
                        "--output-dir", "/opt/ml/processing/evaluation",
-                       "--target-recall", target_recall.to_string(),
-                       "--recall-tolerance", str(RECALL_TOLERANCE)]),
-        property_files=[evaluation_report], retry_policies=[SERVICE_RETRY, JOB_RETRY])
+                       "--target-recall", target_recall.to_string()]),
+        property_files=[evaluation_report], depends_on=[fit_baseline], retry_policies=[SERVICE_RETRY, JOB_RETRY])
 
     def report(path: str) -> JsonGet:
         return JsonGet(step_name=evaluate.name, property_file=evaluation_report, json_path=path)
 
-    precision = report("binary_classification_metrics.precision.value")
-    recall = report("binary_classification_metrics.recall.value")
-    minimum_recall = report("target_recall.minimum_recall")
-
-    # 7. RegisterBestModel: into the model package group, with evaluation.json as its metrics.
+    # 8. RegisterBestModel: into the model package group, with evaluation.json as its metrics.
     evaluation_uri = Join(on="/", values=[
         evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri, EVALUATION_FILE])
     register = ModelStep(
@@ -311,29 +411,53 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
                 statistics=MetricsSource(content_type="application/json", s3_uri=evaluation_uri)))),
         retry_policies=[SERVICE_RETRY])
 
-    # 8. PrecisionTooLow: stop the run, saying what was measured against what.
-    fail = FailStep(
-        name="PrecisionTooLow", display_name="Precision too low",
-        description="The best model missed the quality gate; it is not registered.",
-        error_message=Join(on="", values=[
-            "Model not registered: precision ", precision, " (minimum ", min_precision, "), recall ", recall,
-            " (minimum ", minimum_recall, " = TargetRecall ", target_recall, " - ", str(RECALL_TOLERANCE),
-            ") on the held-out test slice"]))
+    # 9. The gate: four checks in a row, each with a Fail step named after what it found; the first failure stops.
+    def fail(name: str, display_name: str, *reason) -> FailStep:
+        return FailStep(name=name, display_name=display_name,
+                        description=f"{display_name}: the challenger is not registered.",
+                        error_message=Join(on="", values=["Not registered: ", *reason, ". Measured: ",
+                                                          report("summary")]))
 
-    # 6. CheckPrecision: the quality gate on the test slice.
-    check = ConditionStep(
-        name="CheckPrecision", display_name="Check precision",
-        description=f"Precision at the model's threshold >= MinPrecision and recall >= TargetRecall - "
-                    f"{RECALL_TOLERANCE} on the held-out test slice.",
-        conditions=[ConditionGreaterThanOrEqualTo(left=precision, right=min_precision),
-                    ConditionGreaterThanOrEqualTo(left=recall, right=minimum_recall)],
-        if_steps=[register], else_steps=[fail])
+    checks = [
+        ("CheckPrecision", "Check precision", "The lower bound of precision at the model's threshold >= MinPrecision.",
+         [ConditionGreaterThanOrEqualTo(left=report("binary_classification_metrics.precision.lower"),
+                                        right=min_precision)],
+         fail("PrecisionTooLow", "Precision too low", "the lower bound of precision is below MinPrecision (",
+              min_precision, ")")),
+        ("CheckLift", "Check lift over base rate",
+         "The lower bound of lift (precision minus the test slice's base rate) >= MinLift.",
+         [ConditionGreaterThanOrEqualTo(left=report("lift.lower"), right=min_lift)],
+         fail("NoLiftOverBaseRate", "No lift over base rate", "the lower bound of lift over the base rate "
+              "(precision minus the share of winning trades) is below MinLift (", min_lift, ")")),
+        ("CheckBaseline", "Check against baseline",
+         "The baseline's advantage in precision at the target recall, at its lower bound, <= MaxShortfallVsBaseline.",
+         [ConditionLessThanOrEqualTo(left=report("vs_baseline.shortfall.lower"), right=max_shortfall_vs_baseline)],
+         fail("WorseThanBaseline", "Worse than baseline", "a logistic regression on the same slices beats it in "
+              "precision at the target recall by more than MaxShortfallVsBaseline (", max_shortfall_vs_baseline,
+              ") at the lower bound")),
+        ("CheckChampion", "Check against champion",
+         "No champion yet, or the champion's advantage in precision at the target recall, at its lower bound, "
+         "<= MaxShortfallVsChampion.",
+         [ConditionOr(conditions=[
+             ConditionEquals(left=report("vs_champion.present"), right=False),
+             ConditionLessThanOrEqualTo(left=report("vs_champion.shortfall.lower"),
+                                        right=max_shortfall_vs_champion)])],
+         fail("WorseThanChampion", "Worse than champion", "the model in service beats it on the same test slice in "
+              "precision at the target recall by more than MaxShortfallVsChampion (", max_shortfall_vs_champion,
+              ") at the lower bound")),
+    ]
+    next_step = register
+    for name, display_name, description, conditions, failure in reversed(checks):
+        next_step = ConditionStep(name=name, display_name=display_name, description=description,
+                                  conditions=conditions, if_steps=[next_step], else_steps=[failure])
 
     return Pipeline(
         name=pipeline_name, sagemaker_session=session,
         parameters=[input_bucket, input_manifest_key, processing_instance_type, training_instance_type,
-                    target_recall, min_precision, model_approval_status],
-        steps=[preprocess, tune, create_model, transform, evaluate, check])
+                    target_recall, min_test_windows, min_precision, min_lift, max_shortfall_vs_baseline,
+                    max_shortfall_vs_champion, model_approval_status],
+        steps=[preprocess, tune, fit_baseline, create_model, transform, find_champion, transform_champion, evaluate,
+               next_step])
 
 
 def build_definition(**pipeline_args) -> str:

@@ -1,34 +1,46 @@
-"""The evaluation step: Batch Transform predictions on the test slice + its labels → evaluation.json.
+"""The evaluation step: the challenger, a simple baseline and the model in service, scored on one test slice.
 
-    python evaluate.py --predictions-dir P --labels-dir L --output-dir E
-                       [--target-recall 0.25 --recall-tolerance 0.05]
+    python evaluate.py --predictions-dir P --test-dir T --metadata-dir M --output-dir E
+                       [--baseline-dir B] [--champion-dir C --champion-package-arn ARN] [--target-recall 0.25]
 
-Reads P/test_features.csv.out (JSON Lines, one `{"score": …, "predicted_label": …}`
-per test row, as Linear Learner's Batch Transform writes it) and L/test_labels.csv
-(one 0/1 label per line), and writes E/evaluation.json in SageMaker's model
-quality layout:
+Reads, for each model, `<dir>/test_features.csv.out` (JSON Lines, one
+`{"score": …, "predicted_label": …}` per test row, as Linear Learner's Batch
+Transform writes it): P is the challenger, B the baseline (baseline.py), C the
+champion (the latest Approved package of the group, scored by its own Batch
+Transform). T/test_trades.csv gives each test row's label and open and close
+times; M/features.json gives the dependence span (look-back plus longest trade)
+that preprocess.py measured. Writes E/evaluation.json:
 
-    binary_classification_metrics: precision, recall, f1, accuracy (at the model's
-        own threshold, i.e. its predicted_label), auc (from the scores), each
-        {"value", "standard_deviation"}; confusion_matrix {actual: {predicted: count}}
-    at_score_0_75: precision, recall and count of the rows with score > 0.75
-    positive_rate, samples
-    target_recall: {"target", "tolerance", "minimum_recall" = target − tolerance}
-        (the pipeline's condition compares recall.value with minimum_recall)
+    binary_classification_metrics   the challenger at its own threshold (SageMaker's model quality layout):
+                                    precision, recall, f1, accuracy, auc, and the confusion matrix
+    base_rate, lift                 the share of winning trades; precision − base rate
+    precision_at_target_recall      precision where the test precision-recall curve first reaches TargetRecall
+    baseline, champion              the same metrics for each of them
+    vs_baseline, vs_champion        paired comparison on precision_at_target_recall: the difference
+                                    (challenger − other) and the shortfall (other − challenger)
+    test_slice, interval            what the slice covers; how the intervals were computed
+    text, summary                   each number rounded to what its interval supports, and one line of them all
 
-standard_deviation is a bootstrap estimate: the standard deviation of the metric
-over 100 resamples of the rows with replacement (seeded, so reruns agree), among
-the resamples where it is defined (auc needs both labels); "NaN", as SageMaker
-writes it, when it cannot be estimated. A ratio with a zero denominator (e.g.
-precision with no positive predictions) is 0.
+Every metric is `{"value", "standard_deviation", "lower", "upper"}`. Trades
+overlap in time (a label depends on prices up to the trade's close, the
+features on the look-back before its open), so neighbouring test rows are
+nearly one sample: the intervals come from a circular block bootstrap
+(Politis & Romano 1992, `arch.bootstrap.CircularBlockBootstrap`) whose blocks
+span one dependence span of market time, with every model resampled on the
+same rows (a paired bootstrap) and every threshold-dependent metric recomputed
+in each replicate; 95 % percentile intervals. A ratio with a zero denominator
+(e.g. precision with no positive predictions) is 0.
 
-Runs in SageMaker's scikit-learn Processing container: numpy, scikit-learn and
-the standard library only. Bad input → one line on stderr, exit 1, no evaluation.json.
+Runs in SageMaker's scikit-learn Processing container: numpy and the
+standard library, plus `arch.bootstrap`, which the pipeline ships with this
+script (it needs pandas and scipy, which the image has). Bad input → one line
+on stderr, exit 1, no evaluation.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -37,21 +49,31 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 DEFAULT_PREDICTIONS_DIR = "/opt/ml/processing/input/predictions"
-DEFAULT_LABELS_DIR = "/opt/ml/processing/input/labels"
+DEFAULT_TEST_DIR = "/opt/ml/processing/input/test"
+DEFAULT_METADATA_DIR = "/opt/ml/processing/input/metadata"
 DEFAULT_OUTPUT_DIR = "/opt/ml/processing/evaluation"
 PREDICTIONS_FILE = "test_features.csv.out"
-LABELS_FILE = "test_labels.csv"
+TEST_TRADES_FILE = "test_trades.csv"  # preprocess.py's test/test_trades.csv
+FEATURES_FILE = "features.json"  # preprocess.py's metadata/features.json
 EVALUATION_FILE = "evaluation.json"
-HIGH_SCORE = 0.75
-BOOTSTRAP_RESAMPLES = 100
+DEFAULT_TARGET_RECALL = 0.25
+LEVEL = 0.95
+REPLICATES = 1000
 BOOTSTRAP_SEED = 0
+MODEL_METRICS = ("precision", "recall", "f1", "accuracy", "auc", "lift", "precision_at_target_recall")
+THRESHOLD_METRICS = ("precision", "recall", "f1", "accuracy")
+COMPARED = "precision_at_target_recall"
+BASELINE_DESCRIPTION = "L2-regularised logistic regression on the same features (baseline.py)"
+NO_CHAMPION = "none"
 
 
 class InputError(ValueError):
-    """Predictions or labels that cannot be evaluated; the message is one line naming the file."""
+    """Predictions or test trades that cannot be evaluated; the message is one line naming the file."""
+
+
+# ---------------------------------------------------------------- reading
 
 
 def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -71,18 +93,34 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(scores, dtype=np.float64), np.array(predicted, dtype=np.int64)
 
 
-def read_labels(path: Path) -> np.ndarray:
-    """The 0/1 labels of the test rows, one per line."""
-    labels = []
-    for number, line in enumerate(_lines(path), start=1):
+def read_test_trades(path: Path) -> dict[str, np.ndarray]:
+    """label, open_ms and close_ms of each test row, from preprocess.py's test_trades.csv."""
+    rows = list(csv.DictReader(_lines(path)))
+    columns = {"label": [], "open_ms": [], "close_ms": []}
+    for number, row in enumerate(rows, start=2):
         try:
-            label = float(line)
-        except ValueError:
-            label = None
-        if label not in (0.0, 1.0):
-            raise InputError(f"{path}: line {number}: label must be 0 or 1, got {line[:80]!r}")
-        labels.append(int(label))
-    return np.array(labels, dtype=np.int64)
+            values = {name: float(row[name]) for name in columns}
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}: line {number}: expected numeric {', '.join(columns)}") from None
+        if values["label"] not in (0.0, 1.0) or values["close_ms"] < values["open_ms"]:
+            raise InputError(f"{path}: line {number}: label must be 0 or 1 and close_ms not before open_ms")
+        for name, value in values.items():
+            columns[name].append(value)
+    if not rows:
+        raise InputError(f"{path}: no test trades; the test slice is empty")
+    trades = {name: np.array(values, dtype=np.int64) for name, values in columns.items()}
+    if np.any(np.diff(trades["open_ms"]) < 0):
+        raise InputError(f"{path}: trades are not in open-time order")
+    return trades
+
+
+def read_dependence_seconds(path: Path) -> float:
+    try:
+        return float(json.loads(path.read_text())["market_time"]["dependence_seconds"])
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing; check the step's input location") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: no market_time.dependence_seconds ({exc})") from None
 
 
 def _lines(path: Path) -> list[str]:
@@ -98,70 +136,228 @@ def _lines(path: Path) -> list[str]:
     return lines
 
 
-def _ratio(numerator: float, denominator: float) -> float:
+# ---------------------------------------------------------------- metrics of one model on one set of rows
+
+
+def _ratio(numerator, denominator) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
 
-def threshold_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """Precision, recall, f1 and accuracy of 0/1 predictions (0 where a denominator is 0)."""
-    tp = int(np.sum((predicted == 1) & (labels == 1)))
-    precision, recall = _ratio(tp, np.sum(predicted == 1)), _ratio(tp, np.sum(labels == 1))
-    return {"precision": precision, "recall": recall, "f1": _ratio(2 * precision * recall, precision + recall),
-            "accuracy": _ratio(np.sum(predicted == labels), len(labels))}
+def score_groups(scores: np.ndarray) -> np.ndarray:
+    """Each row's rank among the distinct scores, highest first (equal scores share a group)."""
+    distinct = np.unique(scores)[::-1]
+    return np.searchsorted(-distinct, -scores).astype(np.int64)
 
 
-def all_metrics(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """The five binary classification metrics; auc is NaN when the labels are all equal."""
-    auc = float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else math.nan
-    return {**threshold_metrics(labels, predicted), "auc": auc}
+def model_metrics(labels: np.ndarray, groups: np.ndarray, predicted: np.ndarray, target_recall: float) -> np.ndarray:
+    """MODEL_METRICS of one model, in that order; auc is NaN when the labels are all equal.
+
+    `groups` are score_groups(scores): counting rows per group gives the precision-recall and ROC
+    curves without sorting, so a bootstrap replicate costs a few passes over its rows.
+    """
+    positives, flagged = int(labels.sum()), int(predicted.sum())
+    true_pos = int(np.sum(predicted & labels))
+    precision, recall = _ratio(true_pos, flagged), _ratio(true_pos, positives)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    accuracy = float(np.mean(predicted == labels))
+    size = int(groups.max()) + 1
+    flagged_at = np.cumsum(np.bincount(groups, minlength=size))  # rows at or above each distinct score
+    true_pos_at = np.cumsum(np.bincount(groups, weights=labels, minlength=size))
+    reached = np.flatnonzero(true_pos_at >= target_recall * positives) if positives else []
+    at_target = _ratio(true_pos_at[reached[0]], flagged_at[reached[0]]) if len(reached) else 0.0
+    auc = _auc(true_pos_at, flagged_at, positives, len(labels))
+    return np.array([precision, recall, f1, accuracy, auc, precision - labels.mean(), at_target])
 
 
-def bootstrap_std(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """Standard deviation of each metric over seeded resamples of the rows (with replacement) where it is defined."""
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    draws = [all_metrics(labels[rows], scores[rows], predicted[rows])
-             for rows in (rng.integers(0, len(labels), len(labels)) for _ in range(BOOTSTRAP_RESAMPLES))]
-    deviations = {}
-    for name in draws[0]:
-        defined = [d[name] for d in draws if not math.isnan(d[name])]
-        deviations[name] = float(np.std(defined, ddof=1)) if len(defined) > 1 else math.nan
-    return deviations
+def _auc(true_pos_at: np.ndarray, flagged_at: np.ndarray, positives: int, rows: int) -> float:
+    """Area under the ROC curve from the cumulative counts at each distinct score (ties count one half)."""
+    negatives = rows - positives
+    if positives == 0 or negatives == 0:
+        return math.nan
+    tpr = np.r_[0.0, true_pos_at] / positives
+    fpr = np.r_[0.0, flagged_at - true_pos_at] / negatives
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
-def evaluate(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray, target_recall: float,
-             recall_tolerance: float) -> dict:
-    """evaluation.json's content (see the module docstring)."""
-    values, deviations = all_metrics(labels, scores, predicted), bootstrap_std(labels, scores, predicted)
-    metrics = {name: {"value": _json_number(values[name]), "standard_deviation": _json_number(deviations[name])}
-               for name in ("precision", "recall", "f1", "auc", "accuracy")}
-    metrics["confusion_matrix"] = {str(actual): {str(guess): int(np.sum((labels == actual) & (predicted == guess)))
-                                                 for guess in (0, 1)} for actual in (0, 1)}
-    high = (scores > HIGH_SCORE).astype(np.int64)
-    at_high = threshold_metrics(labels, high)
-    return {
-        "binary_classification_metrics": metrics,
-        "at_score_0_75": {"precision": at_high["precision"], "recall": at_high["recall"], "count": int(high.sum())},
-        "positive_rate": float(labels.mean()),
-        "samples": len(labels),
-        "target_recall": {"target": target_recall, "tolerance": recall_tolerance,
-                          "minimum_recall": max(0.0, round(target_recall - recall_tolerance, 10))},
-    }
+# ---------------------------------------------------------------- the bootstrap
+
+
+def block_rows(open_ms: np.ndarray, dependence_seconds: float) -> int:
+    """Rows per dependence span of market time: the bootstrap's block length."""
+    span = float(open_ms[-1] - open_ms[0])
+    if span <= 0:
+        return len(open_ms)
+    return max(1, min(len(open_ms), round(len(open_ms) * 1000 * dependence_seconds / span)))
+
+
+def bootstrap(labels: np.ndarray, models: dict[str, tuple[np.ndarray, np.ndarray]], target_recall: float,
+              block: int) -> tuple[dict, dict]:
+    """(values, intervals) of every model's metrics and of each comparison with the challenger.
+
+    Keys are "base_rate", "<model>.<metric>" and "vs_<model>.difference"; intervals
+    map each key to (standard deviation, lower, upper).
+    """
+    from arch.bootstrap import CircularBlockBootstrap
+
+    names = list(models)
+    keys = ["base_rate", *(f"{name}.{metric}" for name in names for metric in MODEL_METRICS)]
+    keys += [f"vs_{name}.difference" for name in names[1:]]
+    compared = MODEL_METRICS.index(COMPARED)
+
+    def statistics(labels, *arrays):
+        per_model = [model_metrics(labels, arrays[2 * i], arrays[2 * i + 1], target_recall)
+                     for i in range(len(names))]
+        differences = [per_model[0][compared] - other[compared] for other in per_model[1:]]
+        return np.concatenate([[labels.mean()], *per_model, differences])
+
+    arrays = [array for scores, predicted in models.values() for array in (score_groups(scores), predicted)]
+    values = dict(zip(keys, statistics(labels, *arrays), strict=True))
+    resampler = CircularBlockBootstrap(block, labels, *arrays, seed=BOOTSTRAP_SEED)
+    covariance = np.atleast_2d(resampler.cov(statistics, reps=REPLICATES))
+    bounds = resampler.conf_int(statistics, reps=REPLICATES, method="percentile", size=LEVEL, reuse=True)
+    intervals = {key: (math.sqrt(covariance[i, i]), bounds[0, i], bounds[1, i]) for i, key in enumerate(keys)}
+    return values, intervals
+
+
+# ---------------------------------------------------------------- the report
+
+
+def metric(value: float, interval: tuple[float, float, float]) -> dict:
+    """{"value", "standard_deviation", "lower", "upper"}; NaN written as SageMaker writes it."""
+    deviation, lower, upper = interval
+    return {"value": _json_number(value), "standard_deviation": _json_number(deviation),
+            "lower": _json_number(lower), "upper": _json_number(upper)}
+
+
+def rounded(entry: dict) -> str:
+    """"0.62 [0.49, 0.72]", with as many decimals as the interval supports.
+
+    The Particle Data Group's rule: the half-width keeps two significant digits when its three
+    leading digits are 100-354, one when they are 355-949, and rounds up to two at 950-999.
+    """
+    if "NaN" in (entry["value"], entry["lower"], entry["upper"]):
+        return "NaN"
+    half_width = (entry["upper"] - entry["lower"]) / 2
+    decimals = 4
+    if half_width > 0:
+        exponent = math.floor(math.log10(half_width))
+        leading = round(half_width / 10 ** (exponent - 2))
+        if leading >= 950:
+            exponent, leading = exponent + 1, 100
+        decimals = min(4, max(0, (2 if leading < 355 else 1) - 1 - exponent))
+    return f"{entry['value']:.{decimals}f} [{entry['lower']:.{decimals}f}, {entry['upper']:.{decimals}f}]"
 
 
 def _json_number(value: float):
-    return "NaN" if math.isnan(value) else value  # as SageMaker's model quality reports write it
+    return "NaN" if math.isnan(value) else float(value)  # as SageMaker's model quality reports write it
 
 
-def run(predictions_dir: str | os.PathLike, labels_dir: str | os.PathLike, output_dir: str | os.PathLike,
-        target_recall: float = 0.25, recall_tolerance: float = 0.05) -> dict:
+def evaluate(trades: dict[str, np.ndarray], models: dict[str, tuple[np.ndarray, np.ndarray]],
+             dependence_seconds: float, target_recall: float, champion_package_arn: str | None) -> dict:
+    """evaluation.json's content; `models` has "challenger" first, then "baseline" and "champion" if scored.
+
+    A champion is the latest Approved package of the group; `champion_package_arn` names it.
+    """
+    labels = trades["label"]
+    block = block_rows(trades["open_ms"], dependence_seconds)
+    values, intervals = bootstrap(labels, models, target_recall, block)
+
+    def metrics_of(name: str) -> dict:
+        return {m: metric(values[f"{name}.{m}"], intervals[f"{name}.{m}"]) for m in MODEL_METRICS}
+
+    challenger = metrics_of("challenger")
+    predicted = models["challenger"][1]
+    hours = float(trades["open_ms"][-1] - trades["open_ms"][0]) / 3.6e6
+    report = {
+        "binary_classification_metrics": {
+            **{m: challenger[m] for m in (*THRESHOLD_METRICS, "auc")},
+            "confusion_matrix": {str(actual): {str(guess): int(np.sum((labels == actual) & (predicted == guess)))
+                                               for guess in (0, 1)} for actual in (0, 1)},
+        },
+        "base_rate": metric(values["base_rate"], intervals["base_rate"]),
+        "lift": challenger["lift"],
+        "precision_at_target_recall": {**challenger["precision_at_target_recall"], "target_recall": target_recall},
+        "test_slice": {"trades": len(labels), "hours": round(hours, 2), "dependence_seconds": dependence_seconds,
+                       "independent_windows": round(hours * 3600 / dependence_seconds, 1)},
+        "interval": {"level": LEVEL, "method": "percentile", "replicates": REPLICATES, "seed": BOOTSTRAP_SEED,
+                     "bootstrap": "circular block bootstrap (arch.bootstrap.CircularBlockBootstrap), paired "
+                                  "across models", "block_rows": block,
+                     "block": "rows opened within one dependence span (look-back plus the longest trade)"},
+    }
+    if "baseline" in models:
+        report["baseline"] = {"description": BASELINE_DESCRIPTION, **metrics_of("baseline")}
+        report["vs_baseline"] = _comparison(values, intervals, "baseline")
+    if "champion" in models:
+        report["champion"] = {"package_arn": champion_package_arn, **metrics_of("champion")}
+    report["vs_champion"] = _comparison(values, intervals, "champion") if "champion" in models else _no_champion()
+    report["text"] = _texts(report)
+    report["summary"] = _summary(report)
+    return report
+
+
+def _comparison(values: dict, intervals: dict, other: str) -> dict:
+    """Challenger − other on COMPARED, and the shortfall (other − challenger) the gate bounds."""
+    key = f"vs_{other}.difference"
+    deviation, lower, upper = intervals[key]
+    return {"present": True, "metric": COMPARED, "difference": metric(values[key], intervals[key]),
+            "shortfall": metric(-values[key], (deviation, -upper, -lower))}
+
+
+def _no_champion() -> dict:
+    """No model in service to fall short of: the comparison's numbers are those of the challenger with itself."""
+    zero = metric(0.0, (0.0, 0.0, 0.0))
+    return {"present": False, "note": "no approved model in the group yet: this would be its first model",
+            "metric": COMPARED, "difference": zero, "shortfall": zero}
+
+
+def _texts(report: dict) -> dict:
+    texts = {m: rounded(report["binary_classification_metrics"][m]) for m in (*THRESHOLD_METRICS, "auc")}
+    texts.update(base_rate=rounded(report["base_rate"]), lift=rounded(report["lift"]),
+                 precision_at_target_recall=rounded(report["precision_at_target_recall"]))
+    for other in ("baseline", "champion"):
+        if other in report:
+            texts[other] = {m: rounded(report[other][m]) for m in MODEL_METRICS}
+        comparison = report.get(f"vs_{other}")
+        if comparison and comparison["present"]:
+            texts[f"vs_{other}"] = rounded(comparison["difference"])
+    return texts
+
+
+def _summary(report: dict) -> str:
+    text, test = report["text"], report["test_slice"]
+    parts = [f"precision {text['precision']} at recall {text['recall']}", f"base rate {text['base_rate']}",
+             f"lift {text['lift']}", f"precision at recall {report['precision_at_target_recall']['target_recall']:g} "
+             f"{text['precision_at_target_recall']}"]
+    if "vs_baseline" in text:
+        parts.append(f"minus the baseline's {text['baseline']['precision_at_target_recall']}: {text['vs_baseline']}")
+    if "vs_champion" in text:
+        parts.append(f"minus the champion's {text['champion']['precision_at_target_recall']}: {text['vs_champion']}")
+    else:
+        parts.append("no champion yet")
+    return (f"{'; '.join(parts)} (95% intervals; test slice {test['trades']:,} trades over {test['hours']:.1f} h, "
+            f"{test['independent_windows']:g} independent windows)")
+
+
+# ---------------------------------------------------------------- the step
+
+
+def run(predictions_dir, test_dir, metadata_dir, output_dir, baseline_dir=None, champion_dir=None,
+        champion_package_arn: str | None = None, target_recall: float = DEFAULT_TARGET_RECALL) -> dict:
     """Read, check, evaluate and write evaluation.json (atomically); raises InputError for bad input."""
-    predictions_path, labels_path = Path(predictions_dir) / PREDICTIONS_FILE, Path(labels_dir) / LABELS_FILE
-    scores, predicted = read_predictions(predictions_path)
-    labels = read_labels(labels_path)
-    if len(scores) != len(labels):
-        raise InputError(f"{predictions_path}: {len(scores)} predictions but {labels_path} has {len(labels)} "
-                         f"labels; the transform must return one line per test row")
-    report = evaluate(labels, scores, predicted, target_recall, recall_tolerance)
+    trades = read_test_trades(Path(test_dir) / TEST_TRADES_FILE)
+    dependence_seconds = read_dependence_seconds(Path(metadata_dir) / FEATURES_FILE)
+    if champion_package_arn in (None, "", NO_CHAMPION):
+        champion_dir = None  # (the pipeline scores the challenger in its place: there is nothing to compare)
+    models = {}
+    for name, directory in (("challenger", predictions_dir), ("baseline", baseline_dir), ("champion", champion_dir)):
+        if directory is None:
+            continue
+        path = Path(directory) / PREDICTIONS_FILE
+        models[name] = read_predictions(path)
+        if len(models[name][0]) != len(trades["label"]):
+            raise InputError(f"{path}: {len(models[name][0])} predictions but the test slice has "
+                             f"{len(trades['label'])} trades; the transform must return one line per test row")
+    report = evaluate(trades, models, dependence_seconds, target_recall, champion_package_arn)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=output_dir, prefix=".evaluation-", delete=False) as out:
@@ -173,29 +369,29 @@ def run(predictions_dir: str | os.PathLike, labels_dir: str | os.PathLike, outpu
 
 def _recall(text: str) -> float:
     value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, not {text}")
     return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--predictions-dir", default=DEFAULT_PREDICTIONS_DIR, help="default: %(default)s")
-    parser.add_argument("--labels-dir", default=DEFAULT_LABELS_DIR, help="default: %(default)s")
+    parser.add_argument("--predictions-dir", default=DEFAULT_PREDICTIONS_DIR, help="the challenger's predictions")
+    parser.add_argument("--test-dir", default=DEFAULT_TEST_DIR, help=f"holds {TEST_TRADES_FILE}")
+    parser.add_argument("--metadata-dir", default=DEFAULT_METADATA_DIR, help=f"holds {FEATURES_FILE}")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="default: %(default)s")
-    parser.add_argument("--target-recall", type=_recall, default=0.25)
-    parser.add_argument("--recall-tolerance", type=_recall, default=0.05)
+    parser.add_argument("--baseline-dir", help="the baseline's predictions (baseline.py)")
+    parser.add_argument("--champion-dir", help="the champion's predictions")
+    parser.add_argument("--champion-package-arn", help=f"the champion's model package, or {NO_CHAMPION!r}")
+    parser.add_argument("--target-recall", type=_recall, default=DEFAULT_TARGET_RECALL)
     args = parser.parse_args(argv)
     try:
-        report = run(args.predictions_dir, args.labels_dir, args.output_dir, args.target_recall,
-                     args.recall_tolerance)
+        report = run(args.predictions_dir, args.test_dir, args.metadata_dir, args.output_dir, args.baseline_dir,
+                     args.champion_dir, args.champion_package_arn, args.target_recall)
     except (InputError, OSError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 1
-    values = {name: metric["value"] for name, metric in report["binary_classification_metrics"].items()
-              if name != "confusion_matrix"}
-    print(f"evaluate: {report['samples']:,} test rows, positive rate {report['positive_rate']:.3f}: "
-          + ", ".join(f"{name} {value if value == 'NaN' else round(value, 3)}" for name, value in values.items()))
+    print(f"evaluate: {report['summary']}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The Preprocess step: one batch → leak-free features, split by time into train, validation and test.
 
     python preprocess.py --input-dir D --output-dir O [--lookback-seconds 600]
-                         [--train-fraction 0.7 --validation-fraction 0.15] [--workers N]
+                         [--train-fraction 0.7 --validation-fraction 0.15] [--min-test-windows 20]
+                         [--workers N]
 
 Features of a trade opened at t (`open_ts`, ms): the bid, offer, mid_open, high
 and low of the last tick at or before t, then for j = 1 … lookback the mid
@@ -10,17 +11,31 @@ mid of the last tick at or before t. Nothing after t is used; a gap carries the
 last tick before it. A trade with no tick at or before t − lookback is dropped
 (reason `short_lookback`).
 
-Split: the remaining trades, in open-time order, are cut 70/15/15 (by count) into
-train, validation and test; a trade whose lifetime [open_ts, close_ts] reaches a
-later slice's first open is purged (reason `crosses_split_boundary`), so that no
-label depends on prices of a later slice.
+Split (López de Prado, *Advances in Financial Machine Learning*, ch. 7): the
+remaining trades are cut by MARKET TIME, not by count, at 70 % and 85 % of the
+span of their opens, into train, validation and test. Trades overlap in time:
+a label depends on prices up to the trade's close, its features on the
+look-back before its open. So at each boundary a trade whose lifetime
+[open_ts, close_ts] reaches the boundary is purged (`crosses_split_boundary`),
+and a trade opened less than one dependence span after it is embargoed
+(`embargoed`). The dependence span is the look-back plus the longest actual
+lifetime in the batch (close minus open, not the bot's maximum: most trades
+settle long before it). Trades further apart than that share no price, so each
+slice holds about (its span of opens) / (dependence span) independent windows;
+a test slice with fewer than `--min-test-windows` is not enough market time for
+a verdict either way, and the step stops with one line saying how many trades
+would be.
+
+The features do not say which side a trade is on, nor its stop or limit
+distance: a batch in which any of those varies is refused with one line.
 
 Writes, under O (CSV without header, floats written exactly):
     train/train.csv              label, then the features
     validation/validation.csv    label, then the features
     test/test_features.csv       the features only (Batch Transform input)
-    test/test_labels.csv         the label of each test row
-    metadata/features.json       feature names, counts, drops by reason, split boundaries, positive rates
+    test/test_trades.csv         trade_id, open_ms, close_ms, label, pnl of each test row (header row)
+    metadata/features.json       feature names, counts, drops by reason, split boundaries, positive rates,
+                                 market time (dependence span, hours and independent windows per slice)
     metadata/rows.csv            slice,row,trade_id (header row)
 Everything is written to a staging folder first: bad input or a failure leaves no output.
 
@@ -35,6 +50,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import shutil
 import sys
@@ -59,10 +75,17 @@ DEFAULT_OUTPUT_DIR = "/opt/ml/processing/output"
 TRAIN_CSV = "train/train.csv"
 VALIDATION_CSV = "validation/validation.csv"
 TEST_FEATURES_CSV = "test/test_features.csv"
-TEST_LABELS_CSV = "test/test_labels.csv"
+TEST_TRADES_CSV = "test/test_trades.csv"
 FEATURES_JSON = "metadata/features.json"
 ROWS_CSV = "metadata/rows.csv"
 SLICES = ("train", "validation", "test")
+TEST_TRADE_COLUMNS = ("trade_id", "open_ms", "close_ms", "label", "pnl")
+MIN_TEST_WINDOWS = 20  # independent windows a test slice needs for a verdict (the pipeline's MinTestWindows)
+UNIFORM_TRADE_COLUMNS = {  # a column that must not vary within a batch, and how to export one that doesn't
+    "direction": "run the bot on one side per batch (--directions BUY or SELL, not BOTH)",
+    "stop_distance": "export one stop distance per batch",
+    "limit_distance": "export one limit distance per batch",
+}
 
 MAX_DECIMALS = 6  # feature values are written with at most this many decimals
 MAX_INTEGER_DIGITS = 7  # … and at most this many digits before the point
@@ -211,44 +234,100 @@ def csv_text(values: np.ndarray, decimals: int) -> bytes:
 
 @dataclass
 class Split:
-    """Trade positions of each slice (open-time order), the slices' first opens, and drops by reason."""
+    """Trade positions of each slice (open-time order), boundaries, drops by reason, and market time."""
 
     rows: dict[str, np.ndarray]
     boundaries: tuple[int, int]  # ms: validation starts, test starts
     dropped: dict[str, int]
+    dependence_ms: int  # look-back plus the longest actual lifetime: trades further apart share no price
+    spans_ms: dict[str, int]  # from each slice's first open to its last
+
+    @property
+    def hours(self) -> dict[str, float]:
+        return {name: round(ms / 3.6e6, 3) for name, ms in self.spans_ms.items()}
+
+    @property
+    def windows(self) -> dict[str, float]:
+        """Independent windows per slice: its span of opens over the dependence span."""
+        return {name: round(ms / self.dependence_ms, 1) for name, ms in self.spans_ms.items()}
+
+
+class NotEnoughMarketTime(contract.BatchError):
+    """The test slice is too short for a verdict either way."""
 
 
 def split_trades(open_ts: np.ndarray, close_ts: np.ndarray, labels: np.ndarray, has_lookback: np.ndarray,
-                 train_fraction: float, validation_fraction: float) -> Split:
-    """Cut the trades with full look-back by open time, purging those whose lifetime reaches a later slice."""
+                 lookback_seconds: int, train_fraction: float, validation_fraction: float,
+                 min_test_windows: float = 0) -> Split:
+    """Cut the trades with full look-back by market time, purging and embargoing at each boundary."""
     kept = np.flatnonzero(has_lookback)
     dropped = {"short_lookback": int(len(open_ts) - len(kept))}
-    cuts = (int(len(kept) * train_fraction), int(len(kept) * (train_fraction + validation_fraction)))
-    if not 0 < cuts[0] < cuts[1] < len(kept):
+    if len(kept) < 3:
         _too_few(len(open_ts), dropped, f"{len(kept)} are not enough for three slices")
-    boundaries = (int(open_ts[kept[cuts[0]]]), int(open_ts[kept[cuts[1]]]))
     opened, closed = open_ts[kept], close_ts[kept]
-    crosses = np.zeros(len(kept), bool)
+    dependence_ms = 1000 * lookback_seconds + int((closed - opened).max())
+    first, span = int(opened[0]), int(opened[-1] - opened[0])
+    boundaries = (first + round(span * train_fraction), first + round(span * (train_fraction + validation_fraction)))
+    crosses, embargoed = np.zeros(len(kept), bool), np.zeros(len(kept), bool)
     for boundary in boundaries:
         crosses |= (opened < boundary) & (closed >= boundary)
+        embargoed |= (opened >= boundary) & (opened < boundary + dependence_ms)
     dropped["crosses_split_boundary"] = int(crosses.sum())
-    kept, opened = kept[~crosses], opened[~crosses]
+    dropped["embargoed"] = int((embargoed & ~crosses).sum())
     slice_of = np.searchsorted(np.array(boundaries), opened, side="right")
-    rows = {name: kept[slice_of == i] for i, name in enumerate(SLICES)}
+    keep = ~(crosses | embargoed)
+    rows = {name: kept[keep & (slice_of == i)] for i, name in enumerate(SLICES)}
+    spans = {name: int(open_ts[r[-1]] - open_ts[r[0]]) if len(r) else 0 for name, r in rows.items()}
+    split = Split(rows=rows, boundaries=boundaries, dropped=dropped, dependence_ms=dependence_ms, spans_ms=spans)
+    if split.windows["test"] < min_test_windows:
+        raise NotEnoughMarketTime(_not_enough_market_time(split, len(kept), span, min_test_windows,
+                                                          1 - train_fraction - validation_fraction))
     for name, positions in rows.items():
         positives = int(labels[positions].sum())
         if positives in (0, len(positions)):
             _too_few(len(open_ts), dropped, f"the {name} slice has {len(positions)} trades, "
                      f"{positives} of them positive; it needs both labels")
-    return Split(rows=rows, boundaries=boundaries, dropped=dropped)
+    return split
+
+
+def _not_enough_market_time(split: Split, trades: int, span_ms: int, min_test_windows: float,
+                            test_fraction: float) -> str:
+    """One line: what the test slice covers, what a verdict needs, and the batch that would give it."""
+    dependence = split.dependence_ms
+    needed_span_ms = min_test_windows * dependence / test_fraction + 2 * dependence  # two embargoes
+    per_hour = trades / max(span_ms, 1) * 3.6e6
+    return (f"not enough market time for a verdict: the test slice covers {_duration(split.spans_ms['test'])}, "
+            f"{split.windows['test']:g} independent windows of {_duration(dependence)} (look-back plus the longest "
+            f"trade), and a verdict needs {min_test_windows:g}; export batches of about "
+            f"{math.ceil(needed_span_ms / 3.6e6 * per_hour):,} trades (about {_duration(needed_span_ms)} of market "
+            f"time at this batch's {per_hour:,.0f} trades per hour); this batch is no evidence either way")
+
+
+def _duration(ms: float) -> str:
+    """'45 s', '25 min', '12.6 h'."""
+    if ms < 120_000:
+        return f"{ms / 1000:.0f} s"
+    return f"{ms / 60_000:.0f} min" if ms < 7_200_000 else f"{ms / 3.6e6:.1f} h"
 
 
 def _too_few(trades: int, dropped: dict[str, int], problem: str):
     raise contract.BatchError(
         f"{contract.TRANSACTIONS_FILE}: too few trades left to split: {trades} trades, "
         f"{dropped.get('short_lookback', 0)} without full look-back, "
-        f"{dropped.get('crosses_split_boundary', 0)} purged at split boundaries; {problem}; "
-        f"export a batch with more trades or shorten --lookback-seconds")
+        f"{dropped.get('crosses_split_boundary', 0)} purged and {dropped.get('embargoed', 0)} embargoed at "
+        f"split boundaries; {problem}; export a batch with more trades or shorten --lookback-seconds")
+
+
+def check_uniform_trades(trades: dict[str, np.ndarray]) -> None:
+    """BatchError when a trade setting the features do not encode varies within the batch."""
+    for column, fix in UNIFORM_TRADE_COLUMNS.items():
+        values = trades[column]
+        other = np.flatnonzero(values != values[0])
+        if len(other):
+            raise contract.BatchError(
+                f"{contract.TRANSACTIONS_FILE}: {column} varies within the batch ({values[0]} in row 1, "
+                f"{values[other[0]]} in row {other[0] + 1}); the features do not include it, so such trades "
+                f"would get the same features and contradictory labels: {fix}")
 
 
 # ---------------------------------------------------------------- writing
@@ -369,7 +448,8 @@ def _join_parts(path: Path, parts: list[Path]) -> None:
 
 
 def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, lookback_seconds: int = 600,
-               train_fraction: float = 0.7, validation_fraction: float = 0.15, workers: int | None = None,
+               train_fraction: float = 0.7, validation_fraction: float = 0.15,
+               min_test_windows: float = MIN_TEST_WINDOWS, workers: int | None = None,
                log=lambda message: print(f"preprocess: {message}", file=sys.stderr, flush=True)) -> dict:
     """Validate the batch in `input_dir` and write the slices to `output_dir`; returns features.json's content.
 
@@ -383,11 +463,16 @@ def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, look
     if int(np.abs(ticks.prices).max()) >= 10 ** (MAX_INTEGER_DIGITS + ticks.decimals):
         raise contract.BatchError(f"{contract.PRICES_FILE}: prices of {10**MAX_INTEGER_DIGITS:,} or more "
                                   f"are not supported")
+    check_uniform_trades(trades)
     open_ts, labels = trades["open_ts"], trades["label"].astype(np.int64)
-    split = split_trades(open_ts, trades["close_ts"], labels,
-                         open_ts - 1000 * lookback_seconds >= ts[0], train_fraction, validation_fraction)
+    split = split_trades(open_ts, trades["close_ts"], labels, open_ts - 1000 * lookback_seconds >= ts[0],
+                         lookback_seconds, train_fraction, validation_fraction, min_test_windows)
     summary = _summary(batch.meta, split, labels, lookback_seconds, train_fraction, validation_fraction,
-                       ticks.decimals)
+                       min_test_windows, ticks.decimals)
+    test_rows = split.rows["test"]
+    test_trades = {"trade_id": trades["trade_id"][test_rows], "open_ms": open_ts[test_rows],
+                   "close_ms": trades["close_ts"][test_rows], "label": labels[test_rows],
+                   "pnl": trades["pnl"][test_rows]}
     trade_ids = trades["trade_id"]
     log(f"read and split {len(ts):,} ticks and {len(open_ts):,} trades in "
         f"{time.monotonic() - started:.1f} s")
@@ -402,10 +487,10 @@ def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, look
                  Part(TEST_FEATURES_CSV, split.rows["test"], False)]
 
         def write_metadata() -> None:  # while the writers work
-            _write_metadata(staging, summary, split, labels, trade_ids)
+            _write_metadata(staging, summary, split, trade_ids, test_trades)
 
         write_feature_files(source, files, staging, workers or os.cpu_count() or 1, write_metadata)
-        for name in (TRAIN_CSV, VALIDATION_CSV, TEST_FEATURES_CSV, TEST_LABELS_CSV, FEATURES_JSON, ROWS_CSV):
+        for name in (TRAIN_CSV, VALIDATION_CSV, TEST_FEATURES_CSV, TEST_TRADES_CSV, FEATURES_JSON, ROWS_CSV):
             (output_dir / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, output_dir / name)
     finally:
@@ -414,7 +499,7 @@ def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, look
 
 
 def _summary(meta: dict, split: Split, labels: np.ndarray, lookback_seconds: int, train_fraction: float,
-             validation_fraction: float, decimals: int) -> dict:
+             validation_fraction: float, min_test_windows: float, decimals: int) -> dict:
     validation_starts, test_starts = contract.format_ts(split.boundaries)
     return {
         "batch_id": meta["batch_id"],
@@ -427,14 +512,21 @@ def _summary(meta: dict, split: Split, labels: np.ndarray, lookback_seconds: int
         "split": {"train_fraction": train_fraction, "validation_fraction": validation_fraction,
                   "validation_starts": str(validation_starts), "test_starts": str(test_starts)},
         "positive_rate": {name: round(float(labels[rows].mean()), 6) for name, rows in split.rows.items()},
+        "market_time": {"lookback_seconds": lookback_seconds,
+                        "longest_trade_seconds": split.dependence_ms / 1000 - lookback_seconds,
+                        "dependence_seconds": split.dependence_ms / 1000, "hours": split.hours,
+                        "independent_windows": split.windows, "min_test_windows": min_test_windows},
     }
 
 
-def _write_metadata(staging: Path, summary: dict, split: Split, labels: np.ndarray, trade_ids: np.ndarray) -> None:
-    for name in (TEST_LABELS_CSV, FEATURES_JSON):
+def _write_metadata(staging: Path, summary: dict, split: Split, trade_ids: np.ndarray,
+                    test_trades: dict[str, np.ndarray]) -> None:
+    for name in (TEST_TRADES_CSV, FEATURES_JSON):
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
     (staging / FEATURES_JSON).write_text(json.dumps(summary, indent=2) + "\n")
-    (staging / TEST_LABELS_CSV).write_bytes(csv_text(labels[split.rows["test"], None], 0))
+    rows = zip(*(test_trades[name].tolist() for name in TEST_TRADE_COLUMNS), strict=True)
+    (staging / TEST_TRADES_CSV).write_text(
+        ",".join(TEST_TRADE_COLUMNS) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
     lines = [f"{name},{row},{trade_id}\n" for name in SLICES
              for row, trade_id in enumerate(trade_ids[split.rows[name]].tolist())]
     (staging / ROWS_CSV).write_text("slice,row,trade_id\n" + "".join(lines))
@@ -444,6 +536,13 @@ def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of at least 0, not {text}")
     return value
 
 
@@ -461,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookback-seconds", type=_positive_int, default=contract.LOOKBACK_SECONDS)
     parser.add_argument("--train-fraction", type=_fraction, default=0.7)
     parser.add_argument("--validation-fraction", type=_fraction, default=0.15)
+    parser.add_argument("--min-test-windows", type=_non_negative, default=MIN_TEST_WINDOWS,
+                        help="independent windows the test slice needs for a verdict (default %(default)s)")
     parser.add_argument("--workers", type=_positive_int, help="writer processes (default: one per CPU)")
     args = parser.parse_args(argv)
     if args.train_fraction + args.validation_fraction >= 1:
@@ -468,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         summary = preprocess(args.input_dir, args.output_dir, args.lookback_seconds, args.train_fraction,
-                             args.validation_fraction, args.workers)
+                             args.validation_fraction, args.min_test_windows, args.workers)
     except (contract.BatchError, OSError) as exc:
         print(f"preprocess: error: {exc}", file=sys.stderr)
         return 1
@@ -476,7 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preprocess: {counts['trades']:,} trades: train {counts['train']:,}, validation "
           f"{counts['validation']:,}, test {counts['test']:,} rows of {len(summary['feature_names'])} features; "
           f"dropped {dropped['short_lookback']:,} without full look-back, {dropped['crosses_split_boundary']:,} "
-          f"crossing a split boundary; {time.monotonic() - started:.1f} s")
+          f"crossing a split boundary, {dropped['embargoed']:,} embargoed; test slice "
+          f"{summary['market_time']['independent_windows']['test']:g} independent windows; "
+          f"{time.monotonic() - started:.1f} s")
     return 0
 
 

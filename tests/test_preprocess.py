@@ -1,4 +1,4 @@
-"""processing/preprocess.py: feature rules, no look-ahead, purged time split, exact CSV text, bad input."""
+"""processing/preprocess.py: feature rules, no look-ahead, purged and embargoed split, exact CSV text, bad input."""
 
 import json
 import shutil
@@ -55,7 +55,10 @@ def write_batch(directory: Path, ticks: pd.DataFrame, trades: pd.DataFrame) -> P
 
 
 def small_batch(directory: Path, trades: int = 40) -> Path:
-    """Ticks every second for 200 s; `trades` trades opened every 4 s from 20.5 s, 1 s long, labels 0 1 0 1 …"""
+    """Ticks every second for 200 s; `trades` trades opened every 4 s from 20.5 s, 1 s long, labels 0 1 0 1 …
+
+    With a 10 s look-back the dependence span is 11 s, and the 156 s of opens are cut at 129.7 s and 153.1 s.
+    """
     rng = np.random.default_rng(1)
     mids = 100 + np.round(np.cumsum(rng.normal(0, 1, 201)), 2)
     opens = 20.5 + 4 * np.arange(trades)
@@ -68,6 +71,9 @@ def run_script(*args) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+SMALL = ("--lookback-seconds", 10, "--min-test-windows", 0)  # a small batch is too short for a verdict
+
+
 def read_slices(output: Path, lookback: int) -> dict[str, pd.DataFrame]:
     """Each slice's rows as a frame indexed by trade_id: `label` (None for test) and the feature columns."""
     names = bc.feature_names(lookback)
@@ -78,7 +84,7 @@ def read_slices(output: Path, lookback: int) -> dict[str, pd.DataFrame]:
         if name in labelled:
             frame = pd.read_csv(output / labelled[name], header=None, names=["label", *names])
         else:
-            frame = pd.concat([pd.read_csv(output / pp.TEST_LABELS_CSV, header=None, names=["label"]),
+            frame = pd.concat([pd.read_csv(output / pp.TEST_TRADES_CSV)[["label"]],
                                pd.read_csv(output / pp.TEST_FEATURES_CSV, header=None, names=names)], axis=1)
         ids = rows[rows["slice"] == name].sort_values("row")["trade_id"].to_numpy()
         slices[name] = frame.set_axis(ids)
@@ -163,59 +169,101 @@ def test_csv_text_refuses_numbers_it_cannot_write():
 
 def test_outputs_of_a_small_batch(tmp_path):
     small_batch(tmp_path / "batch")
-    result = run_script("--input-dir", tmp_path / "batch", "--output-dir", tmp_path / "out", "--lookback-seconds", 10)
+    result = run_script("--input-dir", tmp_path / "batch", "--output-dir", tmp_path / "out", *SMALL)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("preprocess: 40 trades: train 28, validation 6, test 6 rows of 15 features")
+    assert result.stdout.startswith("preprocess: 40 trades: train 28, validation 2, test 4 rows of 15 features; "
+                                    "dropped 0 without full look-back, 1 crossing a split boundary, 5 embargoed; "
+                                    "test slice 1.1 independent windows")
     out = tmp_path / "out"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == sorted(
         ["train", "validation", "test", "metadata", pp.TRAIN_CSV, pp.VALIDATION_CSV, pp.TEST_FEATURES_CSV,
-         pp.TEST_LABELS_CSV, pp.FEATURES_JSON, pp.ROWS_CSV])  # nothing else: no staging left behind
+         pp.TEST_TRADES_CSV, pp.FEATURES_JSON, pp.ROWS_CSV])  # nothing else: no staging left behind
     train_lines = (out / pp.TRAIN_CSV).read_text().splitlines()
     assert len(train_lines) == 28 and all(len(line.split(",")) == 16 for line in train_lines)
     assert [line.split(",")[0] for line in train_lines] == ["0", "1"] * 14
     assert all(len(line.split(",")) == 15 for line in (out / pp.TEST_FEATURES_CSV).read_text().splitlines())
-    assert (out / pp.TEST_LABELS_CSV).read_text() == "0\n1\n" * 3
+    # test: trades 36-39 (opened at 164.5 s …); 34 and 35 opened within 11 s of the boundary at 153.1 s
+    assert (out / pp.TEST_TRADES_CSV).read_text().splitlines() == [
+        "trade_id,open_ms,close_ms,label,pnl",
+        *(f"T{i:03d},{START + 20_500 + 4000 * i},{START + 21_500 + 4000 * i},{i % 2},{5.0 if i % 2 else -5.0}"
+          for i in range(36, 40))]
     rows = (out / pp.ROWS_CSV).read_text().splitlines()
-    assert rows[:2] == ["slice,row,trade_id", "train,0,T000"] and rows[-1] == "test,5,T039"
+    assert rows[:2] == ["slice,row,trade_id", "train,0,T000"] and rows[-1] == "test,3,T039"
     meta = json.loads((out / pp.FEATURES_JSON).read_text())
     assert meta["feature_names"] == bc.feature_names(10) and meta["lookback_seconds"] == 10
-    assert meta["counts"] == {"trades": 40, "train": 28, "validation": 6, "test": 6}
-    assert meta["dropped"] == {"short_lookback": 0, "crosses_split_boundary": 0}
-    assert meta["split"]["validation_starts"] == "2026-01-05T00:02:12.500Z"  # trade 28 opens at 20.5 + 112 s
+    assert meta["counts"] == {"trades": 40, "train": 28, "validation": 2, "test": 4}
+    # 28-30 are embargoed after 129.7 s; 33 still runs at 153.1 s (purged); 34-35 embargoed after it
+    assert meta["dropped"] == {"short_lookback": 0, "crosses_split_boundary": 1, "embargoed": 5}
+    assert meta["split"]["validation_starts"] == "2026-01-05T00:02:09.700Z"  # 20.5 s + 70 % of 156 s
+    assert meta["split"]["test_starts"] == "2026-01-05T00:02:33.100Z"  # … + 85 %
     assert meta["positive_rate"] == {"train": 0.5, "validation": 0.5, "test": 0.5}
+    assert meta["market_time"] == {"lookback_seconds": 10, "longest_trade_seconds": 1.0, "dependence_seconds": 11.0,
+                                   "hours": {"train": 0.03, "validation": 0.001, "test": 0.003},
+                                   "independent_windows": {"train": 9.8, "validation": 0.4, "test": 1.1},
+                                   "min_test_windows": 0.0}
 
 
 def test_trades_without_full_lookback_are_dropped_and_counted(tmp_path):
     rng = np.random.default_rng(2)
-    ticks = tick_frame(np.arange(0, 101), 100 + np.round(np.cumsum(rng.normal(0, 1, 101)), 2))
-    opens = np.r_[9.0, 9.999, 10.0, 14 + 4 * np.arange(20)]  # a tick at or before open - 10 s from 10.0 s on
-    write_batch(tmp_path / "batch", ticks, trade_frame(opens, opens + 0.5, np.arange(23) % 2))
-    pp.preprocess(tmp_path / "batch", tmp_path / "out", lookback_seconds=10, workers=1, log=lambda m: None)
+    ticks = tick_frame(np.arange(0, 301), 100 + np.round(np.cumsum(rng.normal(0, 1, 301)), 2))
+    opens = np.r_[9.0, 9.999, 10.0, 14 + 4 * np.arange(70)]  # a tick at or before open - 10 s from 10.0 s on
+    write_batch(tmp_path / "batch", ticks, trade_frame(opens, opens + 0.5, np.arange(73) % 2))
+    pp.preprocess(tmp_path / "batch", tmp_path / "out", lookback_seconds=10, min_test_windows=0, workers=1,
+                  log=lambda m: None)
     meta = json.loads((tmp_path / "out" / pp.FEATURES_JSON).read_text())
     assert meta["dropped"]["short_lookback"] == 2
     assert pd.read_csv(tmp_path / "out" / pp.ROWS_CSV)["trade_id"].iloc[0] == "T002"
 
 
-def test_trades_whose_lifetime_reaches_a_later_slice_are_purged(tmp_path):
+def test_trades_whose_lifetime_reaches_a_later_slice_are_purged_and_the_next_ones_embargoed(tmp_path):
     rng = np.random.default_rng(3)
-    ticks = tick_frame(np.arange(0, 201), 100 + np.round(np.cumsum(rng.normal(0, 1, 201)), 2))
-    opens = 20.5 + 4 * np.arange(40)  # boundaries (before purging): trade 28 and trade 34
+    ticks = tick_frame(np.arange(0, 1001), 100 + np.round(np.cumsum(rng.normal(0, 1, 1001)), 2))
+    opens = 20.5 + 8 * np.arange(120)  # 952 s of opens: boundaries at 686.9 s and 829.7 s
     closes = opens + 1
-    closes[25] = opens[28] - 0.001  # closes just before validation starts: kept
-    closes[26] = opens[28]  # still open at the first validation open: purged
-    closes[27] = opens[30]  # crosses into validation: purged
-    closes[33] = opens[36]  # a validation trade crossing into test: purged
-    write_batch(tmp_path / "batch", ticks, trade_frame(opens, closes, np.arange(40) % 2))
-    meta = pp.preprocess(tmp_path / "batch", tmp_path / "out", lookback_seconds=10, workers=1, log=lambda m: None)
-    assert meta["dropped"] == {"short_lookback": 0, "crosses_split_boundary": 3}
-    assert meta["counts"] == {"trades": 40, "train": 26, "validation": 5, "test": 6}
-    assert meta["split"]["validation_starts"] == str(bc.format_ts([START + 132_500])[0])
-    assert meta["split"]["test_starts"] == str(bc.format_ts([START + 156_500])[0])
+    closes[82] = 686.899  # closes just before validation starts: kept
+    closes[81] = 686.9  # still open when validation starts: purged (the longest trade, 18.4 s)
+    closes[83] = 690.0  # crosses into validation: purged
+    closes[100] = 835.0  # a validation trade crossing into test: purged
+    write_batch(tmp_path / "batch", ticks, trade_frame(opens, closes, np.arange(120) % 2))
+    meta = pp.preprocess(tmp_path / "batch", tmp_path / "out", lookback_seconds=10, min_test_windows=0, workers=1,
+                         log=lambda m: None)
+    # dependence span 10 + 18.4 s: 84-86 open within it after 686.9 s, 102-104 after 829.7 s (embargoed)
+    assert meta["market_time"]["dependence_seconds"] == 28.4
+    assert meta["dropped"] == {"short_lookback": 0, "crosses_split_boundary": 3, "embargoed": 6}
+    assert meta["counts"] == {"trades": 120, "train": 82, "validation": 14, "test": 15}
+    assert meta["split"]["validation_starts"] == str(bc.format_ts([START + 686_900])[0])
+    assert meta["split"]["test_starts"] == str(bc.format_ts([START + 829_700])[0])
     rows = pd.read_csv(tmp_path / "out" / pp.ROWS_CSV)
-    assert set(rows["trade_id"]) == {f"T{i:03d}" for i in range(40)} - {"T026", "T027", "T033"}
+    assert set(rows["trade_id"]) == {f"T{i:03d}" for i in range(120)} - {
+        f"T{i:03d}" for i in (81, 83, 100, 84, 85, 86, 102, 103, 104)}
     assert rows.groupby("slice")["row"].apply(list).to_dict() == {
-        "train": list(range(26)), "validation": list(range(5)), "test": list(range(6))}
+        "train": list(range(82)), "validation": list(range(14)), "test": list(range(15))}
     assert rows["trade_id"].is_monotonic_increasing  # open-time order, slice after slice
+
+
+def test_a_test_slice_too_short_for_a_verdict_says_how_much_would_do(tmp_path):
+    small_batch(tmp_path / "batch")
+    result = run_script("--input-dir", tmp_path / "batch", "--output-dir", tmp_path / "out", "--lookback-seconds", 10,
+                        "--min-test-windows", 20)
+    assert result.returncode == 1 and not (tmp_path / "out").exists()
+    assert result.stderr.splitlines() == [
+        # 36-39 open over 12 s; windows of 10 + 1 s; 20 × 11 s / 15 % + 2 embargoes ≈ 24.8 min at 40 trades / 156 s
+        "preprocess: error: not enough market time for a verdict: the test slice covers 12 s, 1.1 independent "
+        "windows of 11 s (look-back plus the longest trade), and a verdict needs 20; export batches of about "
+        "382 trades (about 25 min of market time at this batch's 923 trades per hour); this batch is no evidence "
+        "either way"]
+
+
+@pytest.mark.parametrize("column, value", [("direction", "SELL"), ("stop_distance", "7.0"),
+                                           ("limit_distance", "9.0")])
+def test_a_batch_whose_trades_differ_in_what_the_features_do_not_say_is_refused(tmp_path, column, value):
+    batch = small_batch(tmp_path / "batch")
+    set_field(batch, bc.TRANSACTIONS_FILE, 12, column, value)
+    result = run_script("--input-dir", batch, "--output-dir", tmp_path / "out", *SMALL)
+    assert result.returncode == 1 and not (tmp_path / "out").exists()
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"preprocess: error: transactions.csv: {column} varies within the batch (") and \
+        f"in row 1, {value} in row 12" in line and "contradictory labels" in line, line
 
 
 # ---------------------------------------------------------------- a real synthetic batch
@@ -244,7 +292,7 @@ class BatchFrames:
 def synthetic_output(make_batch, tmp_path_factory):
     batch = make_batch()
     out = tmp_path_factory.mktemp("synthetic") / "out"
-    pp.preprocess(batch, out, workers=1, log=lambda m: None)
+    pp.preprocess(batch, out, min_test_windows=0, workers=1, log=lambda m: None)
     read = bc.read_batch(batch)
     return BatchFrames(read.meta, pd.DataFrame(read.prices), pd.DataFrame(read.trades)), out
 
@@ -254,7 +302,7 @@ def test_features_of_a_synthetic_batch_equal_a_literal_pandas_reference(syntheti
     slices = read_slices(out, bc.LOOKBACK_SECONDS)
     trades = batch.trades.set_index("trade_id")
     rows = pd.concat(slices.values())
-    assert len(rows) > 1900
+    assert len(rows) > 1850  # 2,000 trades less the purged and embargoed ones
     for trade_id, row in rows.iloc[::7].iterrows():  # every 7th row keeps the slow reference quick
         expected = reference_features(batch.prices, trades.at[trade_id, "open_ts"], bc.LOOKBACK_SECONDS)
         assert np.allclose(row.to_numpy()[1:], expected, rtol=0, atol=1e-9), trade_id
@@ -264,8 +312,9 @@ def test_features_of_a_synthetic_batch_equal_a_literal_pandas_reference(syntheti
 def test_parallel_writers_write_the_same_files(synthetic_output, tmp_path, monkeypatch):
     batch, out = synthetic_output
     monkeypatch.setattr(pp, "MIN_ROWS_PER_WORKER", 100)
-    pp.preprocess(make_batch_dir(batch, tmp_path), tmp_path / "out", workers=3, log=lambda m: None)
-    for name in (pp.TRAIN_CSV, pp.VALIDATION_CSV, pp.TEST_FEATURES_CSV, pp.TEST_LABELS_CSV, pp.ROWS_CSV):
+    pp.preprocess(make_batch_dir(batch, tmp_path), tmp_path / "out", min_test_windows=0, workers=3,
+                      log=lambda m: None)
+    for name in (pp.TRAIN_CSV, pp.VALIDATION_CSV, pp.TEST_FEATURES_CSV, pp.TEST_TRADES_CSV, pp.ROWS_CSV):
         assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
 
 
@@ -281,7 +330,8 @@ def test_a_failing_forked_writer_fails_the_step_and_leaves_no_output(synthetic_o
 
     monkeypatch.setattr(pp, "write_part", fail_in_the_second_writer)
     with pytest.raises(ChildProcessError, match=r"^1 of 2 forked feature writers failed$"):
-        pp.preprocess(make_batch_dir(batch, tmp_path), tmp_path / "out", workers=3, log=lambda m: None)
+        pp.preprocess(make_batch_dir(batch, tmp_path), tmp_path / "out", min_test_windows=0, workers=3,
+                      log=lambda m: None)
     assert "preprocess: writer 2: RuntimeError: disk full" in capfd.readouterr().err
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -301,12 +351,13 @@ def test_no_lookahead_prices_after_t_do_not_change_features_of_trades_opened_by_
     shift = np.round(np.random.default_rng(5).uniform(-40, 40, later.sum()), 2)
     for field in bc.PRICE_FIELDS:
         prices.loc[later, field] += shift
-    pp.preprocess(make_batch_dir(batch, tmp_path, prices), tmp_path / "out", workers=1, log=lambda m: None)
+    pp.preprocess(make_batch_dir(batch, tmp_path, prices), tmp_path / "out", min_test_windows=0, workers=1,
+                  log=lambda m: None)
     before = pd.concat(read_slices(out, bc.LOOKBACK_SECONDS).values())
     after = pd.concat(read_slices(tmp_path / "out", bc.LOOKBACK_SECONDS).values())
     opened = batch.trades.set_index("trade_id").loc[before.index, "open_ts"]
     early, late = before.index[opened <= cutoff], before.index[opened > cutoff]
-    assert len(early) > 900 and len(late) > 900
+    assert len(early) > 850 and len(late) > 850
     pd.testing.assert_frame_equal(after.loc[early], before.loc[early])
     assert (after.loc[late] != before.loc[late]).any(axis=1).mean() > 0.9  # the perturbation does reach features
 
@@ -317,8 +368,8 @@ def test_the_script_runs_from_a_copy_of_the_processing_folder(make_batch, tmp_pa
     for name in ("preprocess.py", "batch_contract.py"):
         shutil.copy(ROOT / "processing" / name, code / name)
     result = subprocess.run([sys.executable, str(code / "preprocess.py"), "--input-dir", make_batch(),
-                             "--output-dir", tmp_path / "out"], capture_output=True, text=True, cwd=tmp_path,
-                            timeout=300)
+                             "--output-dir", tmp_path / "out", "--min-test-windows", "0"], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / pp.TRAIN_CSV).stat().st_size > 0
 
@@ -394,7 +445,7 @@ def test_bad_input_fails_with_one_line_naming_the_file_and_writes_nothing(case, 
     batch = small_batch(tmp_path / "batch")
     breaks, message = BAD_INPUTS[case]
     breaks(batch)
-    result = run_script("--input-dir", batch, "--output-dir", tmp_path / "out", "--lookback-seconds", 10)
+    result = run_script("--input-dir", batch, "--output-dir", tmp_path / "out", *SMALL)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -406,7 +457,7 @@ def test_an_unwritable_output_is_one_line_and_leaves_no_staging(tmp_path):
     batch = small_batch(tmp_path / "batch")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "train").write_text("a file where a folder must go")
-    result = run_script("--input-dir", batch, "--output-dir", tmp_path / "out", "--lookback-seconds", 10)
+    result = run_script("--input-dir", batch, "--output-dir", tmp_path / "out", *SMALL)
     errors = [line for line in result.stderr.splitlines() if line.startswith("preprocess: error: ")]
     assert result.returncode == 1 and len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["train"]

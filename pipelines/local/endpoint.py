@@ -34,6 +34,7 @@ from pipelines.local.linear_learner import (
     encode_response,
     load_model,
 )
+from pipelines.local.models import model_container
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's Body limit in the service model
 DEFAULT_VARIANT = "AllTraffic"
@@ -124,12 +125,7 @@ class RecordsResolver:
 
     def _serve_config(self, config_name: str) -> Served:
         variant = self.sagemaker.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
-        model = self.sagemaker.describe_model(ModelName=variant["ModelName"])
-        container = model.get("PrimaryContainer") or model["Containers"][0]
-        url = container.get("ModelDataUrl")
-        if not url and container.get("ModelPackageName"):
-            package = self.sagemaker.describe_model_package(ModelPackageName=container["ModelPackageName"])
-            url = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+        url = model_container(self.sagemaker, variant["ModelName"]).get("ModelDataUrl")
         if not url:
             raise ValueError(f"model {variant['ModelName']} has no ModelDataUrl")
         return Served(load_model_data(url, self.s3), variant.get("VariantName", DEFAULT_VARIANT))

@@ -370,6 +370,9 @@ class LocalExecution:
         resolver = Resolver(self.parameters, {**self.execution_variables, **variables}, self._step_properties,
                             read_json=lambda uri: s3io.read_json(self.s3, uri))
         resolved = resolver.resolve(arguments)
+        if plan.type == "Lambda":  # SageMaker invokes the function with the Arguments as its event
+            resolved = {"FunctionArn": plan.spec["FunctionArn"], "Payload": resolved,
+                        "OutputParameters": plan.spec.get("OutputParameters", [])}
 
         cache_config = plan.spec.get("CacheConfig", {})
         key = cache_key(plan.type, resolved) if cache_config.get("Enabled") else None

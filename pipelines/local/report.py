@@ -2,8 +2,8 @@
 
 - the DAG, each step coloured by status with its duration;
 - the tuning objective of each training job in launch order (the seed's CloudWatch view);
-- confusion matrices at the model's threshold and at score > 0.75 (from evaluation.json);
-- the evaluation metrics.
+- the verdict: the challenger beside the base rate, the baseline and the champion, each metric with its 95 %
+  interval (a plot and a table from evaluation.json), and the confusion matrix at the model's threshold.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from pipelines.local.records import step_duration
 
 STATUS_COLOURS = {"Succeeded": "#b7e4c7", "Failed": "#f4a6a6", "NotExecuted": "#e5e5e5",
                   "Executing": "#ffe8a3", "Pending": "#ffffff"}
-SCORE_THRESHOLD = 0.75
+MODELS = {"challenger": "#1f77b4", "baseline": "#7f7f7f", "champion": "#d62728"}
+COMPARED_METRICS = {"precision": "precision at its threshold", "lift": "lift over the base rate",
+                    "precision_at_target_recall": "precision at the target recall", "auc": "AUC"}
 
 
 def render_report(record: dict, out: Path) -> Path:
@@ -38,10 +40,13 @@ def render_report(record: dict, out: Path) -> Path:
         sections.append(_figure("Tuning", "tuning.png", "The objective of each training job, in launch order."))
     evaluation = _evaluation(record)
     if evaluation:
-        _plot_confusion(evaluation, out / "confusion.png")
-        sections.append(_figure("Confusion matrices on the test slice", "confusion.png",
-                                f"At the model's threshold (its predicted_label) and at score > {SCORE_THRESHOLD}."))
+        _plot_verdict(evaluation, out / "verdict.png")
+        sections.append(_figure("The challenger beside the base rate, the baseline and the champion", "verdict.png",
+                                f"On the held-out test slice; bars are 95 % intervals ({evaluation['summary']})."))
         sections.append(_metrics_table(evaluation))
+        _plot_confusion(evaluation, out / "confusion.png")
+        sections.append(_figure("Confusion matrix on the test slice", "confusion.png",
+                                "At the model's own threshold (its predicted_label)."))
     page = out / "index.html"
     page.write_text(PAGE.format(title=html.escape(f"livetrain execution {record['PipelineExecutionId']}"),
                                 body="\n".join(sections)))
@@ -213,54 +218,83 @@ def _evaluation(record: dict) -> dict | None:
     return None
 
 
-def confusion_matrices(evaluation: dict) -> dict[str, list[list[int]]]:
-    """[[TN, FP], [FN, TP]] (rows: actual 0/1, columns: predicted 0/1) at the model's threshold and at 0.75."""
-    matrix = evaluation["binary_classification_metrics"]["confusion_matrix"]
-    at_threshold = [[int(matrix[a][p]) for p in ("0", "1")] for a in ("0", "1")]
-    negatives, positives = sum(at_threshold[0]), sum(at_threshold[1])
-    high = evaluation["at_score_0_75"]
-    flagged = int(high["count"])
-    true_positives = round((high["precision"] or 0.0) * flagged)
-    false_positives = flagged - true_positives
-    at_score = [[negatives - false_positives, false_positives], [positives - true_positives, true_positives]]
-    return {"at the model's threshold": at_threshold, f"at score > {SCORE_THRESHOLD}": at_score}
+def models_of(evaluation: dict) -> dict[str, dict]:
+    """Each scored model's metrics by name: the challenger, and the baseline and champion when present."""
+    challenger = {**evaluation["binary_classification_metrics"], "lift": evaluation["lift"],
+                  "precision_at_target_recall": evaluation["precision_at_target_recall"]}
+    return {"challenger": challenger, **{name: evaluation[name] for name in ("baseline", "champion")
+                                         if name in evaluation}}
+
+
+def _plot_verdict(evaluation: dict, path: Path) -> None:
+    models = models_of(evaluation)
+    figure, axes_row = plt.subplots(1, len(COMPARED_METRICS), figsize=(3.3 * len(COMPARED_METRICS), 3.2))
+    for axes, (metric, title) in zip(axes_row, COMPARED_METRICS.items(), strict=True):
+        for row, (name, values) in enumerate(models.items()):
+            entry = values[metric]
+            if "NaN" in (entry["value"], entry["lower"], entry["upper"]):
+                continue
+            axes.plot([entry["lower"], entry["upper"]], [row, row], color=MODELS[name], linewidth=3)
+            axes.plot(entry["value"], row, "o", color=MODELS[name])
+        if metric == "precision":
+            axes.axvline(evaluation["base_rate"]["value"], color="black", linestyle=":", label="base rate")
+            axes.legend(loc="lower right", fontsize=8)
+        if metric == "lift":
+            axes.axvline(0, color="black", linewidth=0.8)
+        axes.set_yticks(range(len(models)), list(models))
+        axes.set_ylim(-0.6, len(models) - 0.4)
+        axes.invert_yaxis()
+        axes.set_title(title, fontsize=10)
+        axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def _plot_confusion(evaluation: dict, path: Path) -> None:
-    matrices = confusion_matrices(evaluation)
-    figure, axes_row = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.9))
-    for axes, (title, matrix) in zip(axes_row, matrices.items(), strict=True):
-        total = sum(map(sum, matrix)) or 1
-        axes.imshow(matrix, cmap="Blues", vmin=0, vmax=max(max(row) for row in matrix) or 1)
-        for actual in (0, 1):
-            for predicted in (0, 1):
-                count = matrix[actual][predicted]
-                axes.text(predicted, actual, f"{count}\n{count / total:.1%}", ha="center", va="center",
-                          fontsize=11, color="white" if count > 0.6 * max(max(r) for r in matrix) else "black")
-        axes.set_xticks([0, 1], ["0 (loss)", "1 (win)"])
-        axes.set_yticks([0, 1], ["0 (loss)", "1 (win)"])
-        axes.set_xlabel("predicted")
-        axes.set_ylabel("actual")
-        axes.set_title(title)
+    matrix = evaluation["binary_classification_metrics"]["confusion_matrix"]
+    counts = [[int(matrix[a][p]) for p in ("0", "1")] for a in ("0", "1")]
+    total, largest = sum(map(sum, counts)) or 1, max(max(row) for row in counts) or 1
+    figure, axes = plt.subplots(figsize=(4.2, 3.9))
+    axes.imshow(counts, cmap="Blues", vmin=0, vmax=largest)
+    for actual in (0, 1):
+        for predicted in (0, 1):
+            count = counts[actual][predicted]
+            axes.text(predicted, actual, f"{count}\n{count / total:.1%}", ha="center", va="center", fontsize=11,
+                      color="white" if count > 0.6 * largest else "black")
+    axes.set_xticks([0, 1], ["0 (loss)", "1 (win)"])
+    axes.set_yticks([0, 1], ["0 (loss)", "1 (win)"])
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("actual")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
 def _metrics_table(evaluation: dict) -> str:
-    rows = []
-    for name, metric in evaluation["binary_classification_metrics"].items():
-        if isinstance(metric, dict) and "value" in metric:
-            spread = metric.get("standard_deviation")
-            rows.append((name, _number(metric["value"]) + (f" ± {_number(spread)}" if spread is not None else "")))
-    high = evaluation.get("at_score_0_75", {})
-    rows += [(f"{k} at score > {SCORE_THRESHOLD}", _number(v)) for k, v in high.items()]
-    rows += [(k, _number(evaluation[k])) for k in ("positive_rate", "samples") if k in evaluation]
-    rows += [(f"target_recall {k}", _number(v)) for k, v in evaluation.get("target_recall", {}).items()]
-    return "<h2>Evaluation metrics (test slice)</h2>" + _table(["metric", "value"], rows)
+    models = models_of(evaluation)
+    names = ("precision", "recall", "f1", "accuracy", "auc", "lift", "precision_at_target_recall")
+    rows = [(name, *(_interval(values.get(name)) for values in models.values())) for name in names]
+    rows.append(("base rate (share of winning trades)", _interval(evaluation["base_rate"]), "", ""))
+    for other in ("baseline", "champion"):
+        comparison = evaluation.get(f"vs_{other}")
+        if comparison and comparison.get("present"):
+            rows.append((f"challenger − {other}, {comparison['metric']}", _interval(comparison["difference"]), "", ""))
+        elif comparison:
+            rows.append((f"challenger − {other}", comparison.get("note", "not compared"), "", ""))
+    test = evaluation["test_slice"]
+    caption = (f"<p>Test slice: {test['trades']:,} trades over {test['hours']:.1f} h of market time, "
+               f"{test['independent_windows']:g} independent windows. Intervals: {evaluation['interval']['level']:.0%} "
+               f"{html.escape(evaluation['interval']['method'])}, {html.escape(evaluation['interval']['bootstrap'])}, "
+               f"blocks of {evaluation['interval']['block_rows']} rows.</p>")
+    width = 1 + len(models)
+    return ("<h2>Evaluation on the test slice</h2>" + caption
+            + _table(["metric", *models], [row[:width] for row in rows]))
 
 
-def _number(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return "n/a" if value is None else str(value)
+def _interval(entry: dict | None) -> str:
+    if not entry:
+        return ""
+    if "NaN" in (entry["value"], entry["lower"], entry["upper"]):
+        return "n/a"
+    return f"{entry['value']:.3f} [{entry['lower']:.3f}, {entry['upper']:.3f}]"

@@ -19,6 +19,7 @@ RUNNER_MODULES = {
     "Tuning": "tuning",
     "Model": "model",
     "Transform": "transform",
+    "Lambda": "lambda_function",
     "Condition": "condition",
     "Fail": "fail",
     "RegisterModel": "register",

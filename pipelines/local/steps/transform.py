@@ -7,6 +7,7 @@ object's predictions are uploaded as `<S3OutputPath>/<input name>.out`.
 from __future__ import annotations
 
 from pipelines.local import s3io
+from pipelines.local.models import model_container
 from pipelines.local.steps import Job, StepFailure
 
 
@@ -14,8 +15,7 @@ def run(arguments: dict, job: Job) -> dict:
     from pipelines.local.transform import batch_transform
     from pipelines.local.tuner import local_algorithm
 
-    model = job.sagemaker.describe_model(ModelName=arguments["ModelName"])
-    container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
+    container = model_container(job.sagemaker, arguments["ModelName"])
     local_algorithm(container.get("Image", ""))  # batch_transform serves the built-in Linear Learner
     if not container.get("ModelDataUrl"):
         raise StepFailure(f"model {arguments['ModelName']} has no ModelDataUrl")
