@@ -8,7 +8,10 @@ fresh synthetic batch (10,000 trades; seeds 0 … SEEDS−1 of each cell, none c
   under 3 h of market time, so the answer should be "not enough market time");
 - most trades win (random walk, take-profit 20 points, stop-loss 300): a model that flags every trade has
   precision ≈ the base rate ≈ 0.8; it must not register;
-- planted signal, one trade per 30 s: a real, learnable pattern; the goal is that at least 80 % register.
+- planted signal, one trade per 30 s: a real, learnable pattern; the goal is that at least 80 % register;
+- a challenger worse than the champion: a model registered and approved on a planted-signal batch serves;
+  each challenger's batch holds the opposite pattern (reversal) until its test slice, where momentum returns,
+  so it learned the wrong thing; it must not replace the champion.
 
 Coverage of the 95 % intervals: on a random walk the true lift of any model is 0, so each run's lift
 interval should contain 0; on the planted signal, each run's registered-or-not best model is scored on a
@@ -16,7 +19,7 @@ large independent batch of the same market (40,000 trades), whose precision, lif
 target recall stand in for the true values. Goal: 90-98 %.
 
 Rates are given with Wilson 95 % intervals (statsmodels). Results go to bench/results/gate.json and a plot to
-bench/results/gate.png. `python -m bench bench_gate [SEEDS]`; about 40 min at 20 seeds on 2 cores.
+bench/results/gate.png. `python -m bench bench_gate` (BENCH_GATE_SEEDS, default 20): about 30 min on 2 cores.
 """
 
 from __future__ import annotations
@@ -24,10 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +39,11 @@ from bench.measure import table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = RESULTS / "batches"
-LIVETRAIN = str(Path(sys.executable).parent / "livetrain")
 SEEDS = 20
 TRADES = 10_000
 POPULATION_TRADES = 40_000
 POPULATION_SEED = 1_000_000  # far from every cell's seeds
+CHAMPION_SEED = 2_000_000  # the champion: the first of these planted-signal batches whose model registers
 BUCKET, GROUP, PIPELINE = "bench-gate", "bench-gate-models", "bench-gate"
 ROLE = "arn:aws:iam::123456789012:role/bench-gate"
 CREDENTIALS = {"region_name": "us-east-1", "aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
@@ -51,27 +53,45 @@ CREDENTIALS = {"region_name": "us-east-1", "aws_access_key_id": "bench", "aws_se
 class Cell:
     name: str
     market: str
-    synth_args: tuple[str, ...] = ()
+    bot: tuple[tuple[str, float], ...] = ()  # BotSettings fields that differ from the default
+    signal_changes: tuple[tuple[float, float], ...] = ()
     goal: str = "never registers"
+    champion: bool = False  # an approved model serves while the cell runs
 
 
+# 10,000 trades 30 s apart: the test slice starts about 74 h after the first tick
+REVERSAL_UNTIL_THE_TEST_SLICE = ((0.0, -0.25), (75.0, 0.5))
 CELLS = (
     Cell("random walk, 1 trade / 30 s", "random-walk"),
-    Cell("random walk, a trade every tick", "random-walk", ("--open-every", "0")),
-    Cell("most trades win (TP 20, SL 300)", "random-walk", ("--limit-distance", "20", "--stop-distance", "300")),
+    Cell("random walk, a trade every tick", "random-walk", (("open_every_s", 0.0),)),
+    Cell("most trades win (TP 20, SL 300)", "random-walk", (("limit_distance", 20.0), ("stop_distance", 300.0))),
     Cell("planted signal, 1 trade / 30 s", "planted-signal", goal="registers"),
+    Cell("worse than the champion", "planted-signal", signal_changes=REVERSAL_UNTIL_THE_TEST_SLICE, champion=True),
 )
 
 
 def batch(cell: Cell, seed: int, trades: int = TRADES) -> Path:
     """A cached synthetic batch directory for this cell and seed."""
-    tag = "-".join([cell.market, *cell.synth_args, str(seed), str(trades)]).replace("--", "")
+    from processing.batch_contract import render_batch, write_batch_dir
+    from streamer.market import MarketSettings
+    from streamer.synth import synthesize
+    from streamer.trading import BotSettings
+
+    tag = "-".join(map(str, [cell.market, *(v for _, v in cell.bot), *(v for c in cell.signal_changes for v in c),
+                             seed, trades]))
     directory = BATCHES / tag
     if not (directory / "batch.manifest").exists():
-        subprocess.run([LIVETRAIN, "synth-batch", "--out", str(directory), "--trades", str(trades), "--seed", str(seed),
-                        "--market", cell.market, *cell.synth_args, "--bucket", BUCKET, "--batch-id", tag],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        bot = BotSettings(**dict(cell.bot))
+        prices, trades_frame = synthesize(trades, seed, MarketSettings(market=cell.market,
+                                                                       signal_changes=cell.signal_changes),
+                                          bot, "CS.D.BITCOIN.CFD.IP", progress=None)
+        write_batch_dir(render_batch(bucket=BUCKET, epic="CS.D.BITCOIN.CFD.IP", batch_id=tag, prices=prices,
+                                     trades=trades_frame, bot_settings=bot.as_dict()), directory)
     return directory
+
+
+def _batch(job: tuple) -> Path:
+    return batch(*job)
 
 
 class Stack:
@@ -103,6 +123,17 @@ class Stack:
     def __exit__(self, *exc):
         self.server.stop()
 
+    def approve_a_champion(self, cell: Cell) -> None:
+        """Register a model on a fresh batch of `cell` and approve it, as a reviewer would."""
+        for seed in range(CHAMPION_SEED, CHAMPION_SEED + 3):
+            record = self.run(batch(cell, seed))
+            if record["PipelineExecutionStatus"] == "Succeeded":
+                arn = record["Steps"]["RegisterBestModel"]["Properties"]["ModelPackageArn"]
+                self.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+                print(f"  the champion: {arn} (planted signal, seed {seed})", flush=True)
+                return
+        raise RuntimeError("no champion registered in 3 planted-signal batches")
+
     def run(self, batch_dir: Path) -> dict:
         from pipelines.local.engine import LocalExecution, fetch_definition, resolve_parameters
         from processing.batch_contract import upload_batch_dir
@@ -128,7 +159,8 @@ def outcome(record: dict) -> dict:
         result.update({name: metrics[name] for name in ("precision", "recall", "auc")})
         result.update(lift=evaluation["lift"], base_rate=evaluation["base_rate"],
                       precision_at_target_recall=evaluation["precision_at_target_recall"],
-                      vs_baseline=evaluation["vs_baseline"]["difference"])
+                      vs_baseline=evaluation["vs_baseline"]["difference"],
+                      vs_champion=evaluation["vs_champion"]["difference"])
         model = steps["BestModel"]["Properties"]["PrimaryContainer"]["ModelDataUrl"]
         result["model_data_url"] = model
     return result
@@ -178,16 +210,20 @@ def main(seeds: int | None = None) -> None:
     RESULTS.mkdir(exist_ok=True)
     print(f"synthesising {len(CELLS)} cells × {seeds} batches of {TRADES:,} trades (cached in {BATCHES})…",
           flush=True)
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda job: batch(*job), [(cell, seed) for cell in CELLS for seed in range(seeds)]))
-    planted = next(cell for cell in CELLS if cell.market == "planted-signal")
+    planted = next(cell for cell in CELLS if cell.goal == "registers")
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_batch, [(cell, seed) for cell in CELLS for seed in range(seeds)]
+                      + [(planted, POPULATION_SEED, POPULATION_TRADES)]
+                      + [(planted, CHAMPION_SEED + i) for i in range(3)]))
     features, labels = population_sample(batch(planted, POPULATION_SEED, POPULATION_TRADES))
     runs = []
     with Stack() as stack:
         for cell in CELLS:
+            if cell.champion:
+                stack.approve_a_champion(planted)
             for seed in range(seeds):
                 result = {"cell": cell.name, "seed": seed, **outcome(stack.run(batch(cell, seed)))}
-                if cell.market == "planted-signal" and "model_data_url" in result:
+                if cell.goal == "registers" and "model_data_url" in result:
                     result["population"] = population(stack, result["model_data_url"], features, labels)
                 runs.append(result)
                 print(f"  {cell.name}, seed {seed}: {result['status']}"

@@ -4,7 +4,7 @@
 
 For each trade: filter the ticks up to its open, forward-fill their mids onto
 the 600 one-second lag times, subtract the mid at the open; then the same
-purged 70/15/15 split, and pandas' to_csv. Correct (bench_preprocess checks
+purged and embargoed split, and pandas' to_csv. Correct (bench_preprocess checks
 that its files hold the same numbers), but O(trades × ticks) with a pandas
 round-trip per trade. It does not validate the batch.
 """
@@ -45,14 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     features = pd.DataFrame(rows, columns=contract.feature_names(args.lookback_seconds))
     labels = trades["label"].astype(int)
     split = preprocess.split_trades(trades["open_ts"].to_numpy(), trades["close_ts"].to_numpy(), labels.to_numpy(),
-                                    ~features.isna().any(axis=1).to_numpy(), 0.7, 0.15)
+                                    ~features.isna().any(axis=1).to_numpy(), args.lookback_seconds, 0.7, 0.15)
     out = Path(args.output_dir)
     for name, path in (("train", preprocess.TRAIN_CSV), ("validation", preprocess.VALIDATION_CSV)):
         (out / path).parent.mkdir(parents=True, exist_ok=True)
         pd.concat([labels, features], axis=1).iloc[split.rows[name]].to_csv(out / path, header=False, index=False)
     (out / preprocess.TEST_FEATURES_CSV).parent.mkdir(parents=True, exist_ok=True)
     features.iloc[split.rows["test"]].to_csv(out / preprocess.TEST_FEATURES_CSV, header=False, index=False)
-    labels.iloc[split.rows["test"]].to_csv(out / preprocess.TEST_LABELS_CSV, header=False, index=False)
+    test = trades.iloc[split.rows["test"]]
+    pd.DataFrame({"trade_id": test["trade_id"], "open_ms": test["open_ts"], "close_ms": test["close_ts"],
+                  "label": test["label"].astype(int), "pnl": test["pnl"]}).to_csv(out / preprocess.TEST_TRADES_CSV,
+                                                                                 index=False)
     print(f"naive_preprocess: {len(trades):,} trades: " + ", ".join(f"{k} {len(v):,}" for k, v in split.rows.items()))
     return 0
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from livetrain import UserError
 
-LAMBDA_SOURCE = Path(__file__).resolve().parents[1] / "lambdas" / "deploy_on_approval.py"
+LAMBDA_SOURCES = tuple(Path(__file__).resolve().parents[1] / "lambdas" / name
+                       for name in ("deploy_on_approval.py", "find_champion.py"))  # one handler module each
 MAX_TEMPLATE_BODY = 51_200  # bytes CloudFormation accepts inline
 POLL_SECONDS = 5
 SET_BY_DEPLOY = {
@@ -56,13 +57,15 @@ def stage(name: str, left: str = ""):
         raise UserError(f"{name} failed: {_one_line(exc)}" + (f"; {left}" if left else "")) from exc
 
 
-def package_lambda(source: Path = LAMBDA_SOURCE) -> bytes:
-    """A zip of the handler module alone (boto3 comes with the runtime), byte-identical for identical source."""
+def package_lambda(sources: tuple[Path, ...] = LAMBDA_SOURCES) -> bytes:
+    """A zip of the handler modules at its root (boto3 comes with the runtime), byte-identical for identical source;
+    every function of the template runs from it with its own Handler."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        entry = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
-        entry.external_attr = 0o644 << 16
-        archive.writestr(entry, source.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+        for source in sources:
+            entry = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.external_attr = 0o644 << 16
+            archive.writestr(entry, source.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
@@ -270,17 +273,17 @@ def deploy(args) -> dict[str, str]:
 
     code = package_lambda()
     artifact_bucket = args.artifact_bucket or f"livetrain-artifacts-{account}-{args.region}"
-    code_key = f"lambdas/{LAMBDA_SOURCE.stem}-{hashlib.sha256(code).hexdigest()[:16]}.zip"
+    code_key = f"lambdas/lambdas-{hashlib.sha256(code).hexdigest()[:16]}.zip"
     values = {"DataBucketName": args.bucket, "PipelineName": args.pipeline_name,
               "ModelPackageGroupName": args.model_package_group, "LambdaCodeBucket": artifact_bucket,
               "LambdaCodeKey": code_key, **overrides}
     parameters = stack_parameters(declared, {k: v for k, v in values.items() if k in declared}, creating,
                                   args.stack_name)
 
-    with stage("upload the Lambda", left="nothing deployed"):
+    with stage("upload the Lambdas", left="nothing deployed"):
         s3 = client("s3")
         ensure_artifact_bucket(s3, artifact_bucket, args.region)
-        progress(f"uploading the Lambda ({len(code)} bytes) to s3://{artifact_bucket}/{code_key}")
+        progress(f"uploading the Lambdas ({len(code)} bytes) to s3://{artifact_bucket}/{code_key}")
         s3.put_object(Bucket=artifact_bucket, Key=code_key, Body=code)
 
     progress(f"{'creating' if creating else 'updating'} stack {args.stack_name} in {args.region}")

@@ -8,11 +8,11 @@ from __future__ import annotations
 PARAMETER_NAMES = ("InputBucket", "InputManifestKey", "ProcessingInstanceType", "TrainingInstanceType",
                    "TargetRecall", "MinTestWindows", "MinPrecision", "MinLift", "MaxShortfallVsBaseline",
                    "MaxShortfallVsChampion", "ModelApprovalStatus")
-GATE_STEPS = {  # each check of the quality gate, and the Fail step that says it failed
-    "CheckPrecision": "PrecisionTooLow",
-    "CheckLift": "NoLiftOverBaseRate",
-    "CheckBaseline": "WorseThanBaseline",
-    "CheckChampion": "WorseThanChampion",
+GATE_STEPS = {  # each check of the quality gate, in the order the pipeline makes them, and its Fail step
+    "CheckChampion": "WorseThanChampion",  # keep the model in service when it does better on this very slice
+    "CheckLift": "NoLiftOverBaseRate",  # no better than flagging trades at random
+    "CheckBaseline": "WorseThanBaseline",  # the tuning bought nothing over a simple model
+    "CheckPrecision": "PrecisionTooLow",  # skill, but too little precision to trade on
 }
 STEP_NAMES = ("Preprocess", "TuneLinearLearner", "FitBaseline", "BestModel", "TransformTest", "FindChampion",
               "TransformChampion", "EvaluateBestModel", *GATE_STEPS, "RegisterBestModel", *GATE_STEPS.values())
@@ -24,7 +24,7 @@ INSTANCE_TYPE = "ml.m5.xlarge"
 TARGET_RECALL = 0.25
 # The gate's defaults; each bounds one side of a 95 % block-bootstrap interval on the test slice (README, "The gate").
 MIN_PRECISION = 0.4  # lower bound of precision at the model's threshold
-MIN_LIFT = 0.0  # lower bound of precision minus the base rate: flagged trades win more often than trades do
+MIN_LIFT = 0.05  # lower bound of precision minus the base rate: flagged trades win clearly more often than trades do
 MAX_SHORTFALL_VS_BASELINE = 0.0  # lower bound of (baseline − challenger) in precision at the target recall
 MAX_SHORTFALL_VS_CHAMPION = 0.0  # … and of (champion − challenger): not significantly worse than the model in service
 CHAMPION_FUNCTION_SUFFIX = "-find-champion"  # the FindChampion Lambda is named <pipeline name><this>

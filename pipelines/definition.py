@@ -5,9 +5,9 @@
     Preprocess ─┬─ TuneLinearLearner → BestModel ─┬─ TransformTest ──────────────────┐
                 │                                  └─ FindChampion → TransformChampion ┼─ EvaluateBestModel
                 └─ FitBaseline ─────────────────────────────────────────────────────────┘
-    EvaluateBestModel → CheckPrecision → CheckLift → CheckBaseline → CheckChampion → RegisterBestModel
-        each check's false branch: a Fail step named after it (PrecisionTooLow, NoLiftOverBaseRate,
-        WorseThanBaseline, WorseThanChampion), whose message states every number with its interval
+    EvaluateBestModel → CheckChampion → CheckLift → CheckBaseline → CheckPrecision → RegisterBestModel
+        each check's false branch: a Fail step named after it (WorseThanChampion, NoLiftOverBaseRate,
+        WorseThanBaseline, PrecisionTooLow), whose message states every number with its interval
 
 The gate is a statistical decision on the held-out, purged and embargoed test slice: each condition
 compares a bound of a 95 % block-bootstrap interval (evaluate.py) with a pipeline parameter.
@@ -419,11 +419,16 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
                                                           report("summary")]))
 
     checks = [
-        ("CheckPrecision", "Check precision", "The lower bound of precision at the model's threshold >= MinPrecision.",
-         [ConditionGreaterThanOrEqualTo(left=report("binary_classification_metrics.precision.lower"),
-                                        right=min_precision)],
-         fail("PrecisionTooLow", "Precision too low", "the lower bound of precision is below MinPrecision (",
-              min_precision, ")")),
+        ("CheckChampion", "Check against champion",
+         "No champion yet, or the champion's advantage in precision at the target recall, at its lower bound, "
+         "<= MaxShortfallVsChampion.",
+         [ConditionOr(conditions=[
+             ConditionEquals(left=report("vs_champion.present"), right=False),
+             ConditionLessThanOrEqualTo(left=report("vs_champion.shortfall.lower"),
+                                        right=max_shortfall_vs_champion)])],
+         fail("WorseThanChampion", "Worse than champion", "the model in service beats it on the same test slice in "
+              "precision at the target recall by more than MaxShortfallVsChampion (", max_shortfall_vs_champion,
+              ") at the lower bound")),
         ("CheckLift", "Check lift over base rate",
          "The lower bound of lift (precision minus the test slice's base rate) >= MinLift.",
          [ConditionGreaterThanOrEqualTo(left=report("lift.lower"), right=min_lift)],
@@ -435,16 +440,11 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
          fail("WorseThanBaseline", "Worse than baseline", "a logistic regression on the same slices beats it in "
               "precision at the target recall by more than MaxShortfallVsBaseline (", max_shortfall_vs_baseline,
               ") at the lower bound")),
-        ("CheckChampion", "Check against champion",
-         "No champion yet, or the champion's advantage in precision at the target recall, at its lower bound, "
-         "<= MaxShortfallVsChampion.",
-         [ConditionOr(conditions=[
-             ConditionEquals(left=report("vs_champion.present"), right=False),
-             ConditionLessThanOrEqualTo(left=report("vs_champion.shortfall.lower"),
-                                        right=max_shortfall_vs_champion)])],
-         fail("WorseThanChampion", "Worse than champion", "the model in service beats it on the same test slice in "
-              "precision at the target recall by more than MaxShortfallVsChampion (", max_shortfall_vs_champion,
-              ") at the lower bound")),
+        ("CheckPrecision", "Check precision", "The lower bound of precision at the model's threshold >= MinPrecision.",
+         [ConditionGreaterThanOrEqualTo(left=report("binary_classification_metrics.precision.lower"),
+                                        right=min_precision)],
+         fail("PrecisionTooLow", "Precision too low", "the lower bound of precision is below MinPrecision (",
+              min_precision, ")")),
     ]
     next_step = register
     for name, display_name, description, conditions, failure in reversed(checks):

@@ -12,7 +12,12 @@ Two modes:
   standard deviation `signal_strength` points per second). The recent past
   move reveals the drift, so a trade opened after a rise is more likely to
   hit its take-profit: a linear model on the look-back features can learn it.
-  `signal_strength` 0 gives back the random walk.
+  `signal_strength` 0 gives back the random walk; `signal_changes`, pairs of
+  (hours after the start, strength), change the strength from those times on.
+  A negative strength plants the opposite pattern, reversal: a hidden level
+  (Ornstein-Uhlenbeck, same time constant, standard deviation |strength| ×
+  half-life / ln 2 points: the move such a drift makes over its memory) is
+  added to the price, so a recent rise tends to be given back.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class MarketSettings:
     pause_max_s: float = 30.0
     signal_strength: float = 0.5  # points per second (std of the drift)
     signal_halflife_s: float = 300.0
+    signal_changes: tuple[tuple[float, float], ...] = ()  # (hours after start, strength from then on), in order
 
     def __post_init__(self):
         if self.market not in MARKETS:
@@ -54,8 +60,9 @@ class MarketSimulator:
         self._rng = np.random.default_rng(seed)
         start = datetime.fromisoformat(settings.start.replace("Z", "+00:00"))
         self._ts = int(start.timestamp() * 1000)
+        self._start_ts = self._ts
         self._mid = settings.start_mid
-        self._drift = 0.0
+        self._drift = self._level = 0.0
         self._day = self._ts // DAY_MS
         self._day_open = self._day_high = self._day_low = self._mid
 
@@ -69,8 +76,8 @@ class MarketSimulator:
         ts = self._ts + np.cumsum(gap_ms)
         dt = gap_ms / 1000.0
         steps = s.volatility * np.sqrt(dt) * rng.standard_normal(n)
-        if s.market == "planted-signal" and s.signal_strength > 0:
-            steps += self._drifts(dt, rng.standard_normal(n)) * dt
+        if s.market == "planted-signal" and any([s.signal_strength, *(v for _, v in s.signal_changes)]):
+            steps += self._planted_moves(dt, self._strengths(ts), rng.standard_normal(n))
         mid = self._mid + np.cumsum(steps)
         self._ts, self._mid = int(ts[-1]), float(mid[-1])
         bid = np.round(mid - s.spread / 2, 2)
@@ -85,18 +92,30 @@ class MarketSimulator:
             "market_state": "TRADEABLE", "update_time": _uk_clock(ts),
         })  # fmt: skip
 
-    def _drifts(self, dt: np.ndarray, shocks: np.ndarray) -> np.ndarray:
-        """The hidden drift at each tick: an OU process sampled exactly at the tick gaps."""
+    def _strengths(self, ts: np.ndarray) -> np.ndarray:
+        """The signal strength at each tick: signal_strength, then each change from its time on."""
         s = self.settings
-        decay = np.exp(-math.log(2) * dt / s.signal_halflife_s)
-        noise = s.signal_strength * np.sqrt(1 - decay**2) * shocks
-        drifts = np.empty_like(dt)
-        drift = self._drift
-        for i in range(len(dt)):  # a recursion; ~0.2 µs per tick
-            drift = decay[i] * drift + noise[i]
-            drifts[i] = drift
-        self._drift = drift
-        return drifts
+        hours = [hour for hour, _ in s.signal_changes]
+        levels = np.array([s.signal_strength, *(strength for _, strength in s.signal_changes)])
+        return levels[np.searchsorted(hours, (ts - self._start_ts) / 3.6e6, side="right")]
+
+    def _planted_moves(self, dt: np.ndarray, strengths: np.ndarray, shocks: np.ndarray) -> np.ndarray:
+        """The planted pattern's price move at each tick: the hidden drift's (momentum) plus the hidden level's
+        change (reversal); both are Ornstein-Uhlenbeck processes sampled exactly at the tick gaps."""
+        memory = self.settings.signal_halflife_s / math.log(2)
+        decay = np.exp(-dt / memory)
+        innovation = np.sqrt(1 - decay**2) * shocks
+        drift_noise = np.maximum(strengths, 0.0) * innovation
+        level_noise = np.maximum(-strengths, 0.0) * memory * innovation
+        moves = np.empty_like(dt)
+        drift, level = self._drift, self._level
+        for i in range(len(dt)):  # a recursion; ~0.3 µs per tick
+            drift = decay[i] * drift + drift_noise[i]
+            new_level = decay[i] * level + level_noise[i]
+            moves[i] = drift * dt[i] + new_level - level
+            level = new_level
+        self._drift, self._level = drift, level
+        return moves
 
     def _day_fields(self, ts: np.ndarray, mid: np.ndarray):
         mid_open, high, low = np.empty_like(mid), np.empty_like(mid), np.empty_like(mid)

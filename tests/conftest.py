@@ -101,17 +101,18 @@ def make_batch(tmp_path_factory):
     made: dict[tuple, Path] = {}
 
     def make(trades: int = 2000, seed: int = 0, market: str = "planted-signal", epic="CS.D.BITCOIN.CFD.IP",
-             bucket: str = "livetrain-data") -> Path:
-        key = (trades, seed, market, epic, bucket)
+             bucket: str = "livetrain-data", signal_changes: tuple = (), **bot_settings) -> Path:
+        key = (trades, seed, market, epic, bucket, signal_changes, *sorted(bot_settings.items()))
         if key not in made:
             from processing.batch_contract import render_batch, write_batch_dir
             from streamer.market import MarketSettings
             from streamer.synth import synthesize
             from streamer.trading import BotSettings
 
-            bot = BotSettings()
-            prices, trade_rows = synthesize(trades, seed, MarketSettings(market=market), bot, epic, progress=None)
-            batch_id = f"test-{market}-{seed}-{trades}"
+            bot = BotSettings(**bot_settings)
+            prices, trade_rows = synthesize(trades, seed, MarketSettings(market=market, signal_changes=signal_changes),
+                                            bot, epic, progress=None)
+            batch_id = "-".join(map(str, ["test", market, seed, trades, len(made)]))
             files = render_batch(bucket=bucket, epic=epic, batch_id=batch_id, prices=prices, trades=trade_rows,
                                  bot_settings=bot.as_dict())
             made[key] = write_batch_dir(files, tmp_path_factory.mktemp("batches") / batch_id)

@@ -193,13 +193,13 @@ def test_a_change_set_without_changes_is_deleted_and_reported_as_none():
         stubber.assert_no_pending_responses()
 
 
-def test_the_lambda_zip_is_the_handler_alone_and_reproducible():
+def test_the_lambda_zip_is_the_handlers_alone_and_reproducible():
     import io
     import zipfile
 
     archive = zipfile.ZipFile(io.BytesIO(package_lambda()))
 
-    assert archive.namelist() == ["deploy_on_approval.py"]
+    assert archive.namelist() == ["deploy_on_approval.py", "find_champion.py"]
     assert package_lambda() == package_lambda()
 
 

@@ -14,6 +14,7 @@ from processing.batch_contract import BATCHES_PREFIX, MANIFEST_FILE
 UNSCOPABLE_ACTIONS = {
     "ecr:GetAuthorizationToken",  # a registry login token, tied to no repository
     "cloudwatch:PutMetricData",  # metrics have no ARN; the template narrows it with a cloudwatch:namespace condition
+    "sagemaker:ListModelPackages",  # a list call; FindChampion filters by group and describes only the group's
 }
 
 
@@ -123,3 +124,13 @@ def test_infra_lint_is_clean(run_cli):
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Passed checks" in result.stdout and "Failed checks: 0" in result.stdout
+
+
+def test_the_find_champion_function_has_the_name_the_pipeline_invokes():
+    from pipelines.contract import CHAMPION_FUNCTION_SUFFIX, champion_function_arn
+
+    function = load_template()["Resources"]["FindChampionFunction"]["Properties"]
+    assert function["FunctionName"] == {"Fn::Sub": f"${{PipelineName}}{CHAMPION_FUNCTION_SUFFIX}"}
+    assert function["Handler"] == "find_champion.handler"
+    assert champion_function_arn("eu-west-2", "arn:aws:iam::111122223333:role/r", "lt") == (
+        "arn:aws:lambda:eu-west-2:111122223333:function:lt-find-champion")

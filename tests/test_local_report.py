@@ -1,25 +1,44 @@
 """The report's arithmetic and its page for an execution without tuning or evaluation.
 
-The full report (tuning and confusion plots from a real run) is checked in test_local_pipeline_e2e.py.
+The full report (tuning and verdict plots from a real run) is checked in test_local_pipeline_e2e.py.
 """
 
 from __future__ import annotations
 
-from pipelines.local.report import confusion_matrices, render_report
+import numpy as np
+
+from pipelines.local.report import models_of, render_report
+from processing import evaluate as ev
 
 
-def test_confusion_at_score_is_derived_from_precision_and_count():
-    evaluation = {"binary_classification_metrics": {"confusion_matrix": {"0": {"0": 50, "1": 10},
-                                                                         "1": {"0": 20, "1": 20}}},
-                  "at_score_0_75": {"precision": 0.8, "recall": 0.2, "count": 10}}
-    matrices = confusion_matrices(evaluation)
-    assert matrices["at the model's threshold"] == [[50, 10], [20, 20]]
-    ((tn, fp), (fn, tp)) = matrices["at score > 0.75"]
-    assert (tn, fp, fn, tp) == (58, 2, 32, 8)
-    assert tp / (tp + fn) == evaluation["at_score_0_75"]["recall"]
+def evaluation_with_all_three_models() -> dict:
+    """evaluation.json as evaluate.py writes it for a challenger, a baseline and a champion."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 600)
+    scores = {name: np.clip(skill * labels + (1 - skill) * rng.random(600), 0, 1)
+              for name, skill in (("challenger", 0.4), ("baseline", 0.2), ("champion", 0.3))}
+    models = {name: (s, (s > 0.5).astype(np.int64)) for name, s in scores.items()}
+    trades = {"label": labels, "open_ms": np.arange(600) * 30_000, "close_ms": np.arange(600) * 30_000 + 60_000}
+    return ev.evaluate(trades, models, dependence_seconds=660.0, target_recall=0.25, champion_package_arn="arn:c")
 
-    nothing_flagged = {**evaluation, "at_score_0_75": {"precision": None, "recall": 0.0, "count": 0}}
-    assert confusion_matrices(nothing_flagged)["at score > 0.75"] == [[60, 0], [40, 0]]
+
+def test_the_verdict_shows_each_model_with_its_intervals_beside_the_base_rate(tmp_path):
+    evaluation = evaluation_with_all_three_models()
+    assert list(models_of(evaluation)) == ["challenger", "baseline", "champion"]
+    record = {"PipelineExecutionId": "e1", "PipelineName": "p", "PipelineExecutionArn": "arn:e1",
+              "PipelineExecutionStatus": "Succeeded", "FailureReason": None, "StartTime": "2026-01-05T10:00:00.000Z",
+              "EndTime": "2026-01-05T10:00:05.000Z", "Parameters": {},
+              "Steps": {"EvaluateBestModel": {"StepName": "EvaluateBestModel", "StepType": "Processing",
+                                              "StepStatus": "Succeeded", "Upstream": [], "Branch": None,
+                                              "Properties": {"PropertyFiles": {"EvaluationReport": evaluation}}}}}
+    text = render_report(record, tmp_path).read_text()
+    for image in ("verdict.png", "confusion.png"):
+        assert (tmp_path / image).read_bytes().startswith(b"\x89PNG")
+    lift = evaluation["lift"]
+    assert f"{lift['value']:.3f} [{lift['lower']:.3f}, {lift['upper']:.3f}]" in text
+    assert "<th>challenger</th><th>baseline</th><th>champion</th>" in text
+    assert "base rate (share of winning trades)" in text and "challenger − champion" in text
+    assert "independent windows" in text and "circular block bootstrap" in text
 
 
 def test_report_of_a_failed_execution_has_the_dag_and_the_reason(tmp_path):
@@ -42,4 +61,4 @@ def test_report_of_a_failed_execution_has_the_dag_and_the_reason(tmp_path):
     text = page.read_text()
     assert (tmp_path / "dag.png").read_bytes().startswith(b"\x89PNG")
     assert "value 0.41 &lt; 0.5 &lt;script&gt;" in text and "<script>" not in text
-    assert "tuning.png" not in text and "confusion.png" not in text
+    assert "tuning.png" not in text and "verdict.png" not in text

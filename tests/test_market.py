@@ -86,3 +86,24 @@ def test_a_batch_is_the_first_trades_by_open_time_all_closed():
     assert (gaps >= 10_000).all() and (gaps < 60_000).all()  # no trade between the first and the last is missing
     assert prices["ts"].iat[-1] == trades["close_ts"].max()
     assert prices["ts"].iat[0] <= trades["open_ts"].min() - 600_000
+
+
+def test_a_negative_strength_plants_reversal_and_a_positive_one_momentum():
+    """Over a half-life, moves follow the previous one's sign with momentum and oppose it with reversal."""
+
+    def correlation_of_consecutive_moves(strength: float) -> float:
+        ticks = MarketSimulator(MarketSettings(signal_strength=strength), 4, "EPIC").ticks(200_000)
+        mids = pd.Series((ticks["bid"] + ticks["offer"]).to_numpy() / 2, index=pd.to_datetime(ticks["ts"], unit="ms"))
+        moves = mids.resample("300s").last().diff().dropna().to_numpy()
+        return float(np.corrcoef(moves[:-1], moves[1:])[0, 1])
+
+    assert correlation_of_consecutive_moves(0.5) > 0.1
+    assert correlation_of_consecutive_moves(-0.5) < -0.1
+    assert abs(correlation_of_consecutive_moves(0.0)) < 0.05
+
+
+def test_the_signal_strength_changes_at_the_hours_given():
+    settings = MarketSettings(signal_strength=0.0, signal_changes=((1.0, -0.5), (2.0, 0.5)))
+    simulator = MarketSimulator(settings, 1, "EPIC")
+    hours = np.array([0.0, 0.99, 1.0, 1.5, 2.0, 30.0])
+    assert simulator._strengths(simulator._start_ts + hours * 3.6e6).tolist() == [0.0, 0.0, -0.5, -0.5, 0.5, 0.5]

@@ -53,9 +53,9 @@ def test_upsert_uploads_the_code_then_creates_the_pipeline(upserted, aws, run_cl
         assert code_uri == bundle.s3_prefix
         prefix = code_uri.removeprefix(f"s3://{BUCKET}/")
         listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
-        assert sorted(o["Key"].removeprefix(prefix) for o in listed) == [p.name for p in bundle.files]
-        for path in bundle.files:
-            assert s3.get_object(Bucket=BUCKET, Key=prefix + path.name)["Body"].read() == path.read_bytes()
+        assert sorted(o["Key"].removeprefix(prefix) for o in listed) == sorted(bundle.files)
+        for name, content in bundle.files.items():
+            assert s3.get_object(Bucket=BUCKET, Key=prefix + name)["Body"].read() == content
 
     again = run_cli("pipeline", "upsert", "--role-arn", ROLE, "--bucket", BUCKET, "--max-jobs", "4",
                     "--endpoint-url", aws.endpoint_url)
@@ -173,44 +173,54 @@ def test_role_from_the_environment_and_output_file(run_cli, tmp_path):
 
 @pytest.fixture(scope="session")
 def clean_python(tmp_path_factory) -> Path:
-    """A virtual environment with only numpy, pandas and scikit-learn (this environment's versions)."""
+    """A virtual environment with what SageMaker's scikit-learn image brings that the scripts may use: numpy, scipy,
+    pandas, scikit-learn, and packaging (gunicorn's dependency there), at this environment's versions."""
     from importlib.metadata import version
 
     venv = tmp_path_factory.mktemp("clean") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
-    packages = [f"{name}=={version(name)}" for name in ("numpy", "pandas", "scikit-learn")]
+    packages = [f"{name}=={version(name)}" for name in ("numpy", "scipy", "pandas", "scikit-learn", "packaging")]
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
                    check=True, timeout=600)
     return python
 
 
-@pytest.mark.slow
-def test_shipped_preprocess_runs_in_a_clean_environment(upserted, aws, make_batch, clean_python, tmp_path):
-    """Download what upsert uploaded for Preprocess and run it as the container would: nothing else on the path."""
+def shipped_script(aws, step: str, destination: Path) -> Path:
+    """Download what upsert uploaded for a processing step, as the container's code input; its entry script."""
     s3 = aws.client("s3")
     steps = {s["Name"]: s for s in json.loads(
         aws.client("sagemaker").describe_pipeline(PipelineName="livetrain")["PipelineDefinition"])["Steps"]}
-    [code_uri] = [i["S3Input"]["S3Uri"] for i in steps["Preprocess"]["Arguments"]["ProcessingInputs"]
-                  if i["InputName"] == "code"]
+    arguments = steps[step]["Arguments"]
+    [code_uri] = [i["S3Input"]["S3Uri"] for i in arguments["ProcessingInputs"] if i["InputName"] == "code"]
     prefix = code_uri.removeprefix(f"s3://{BUCKET}/")
-    code = tmp_path / "code"
-    code.mkdir()
     for listed in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]:
-        (code / listed["Key"].removeprefix(prefix)).write_bytes(
-            s3.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read())
-    entrypoint = steps["Preprocess"]["Arguments"]["AppSpecification"]["ContainerEntrypoint"]
-    script = code / Path(entrypoint[-1]).name
+        path = destination / listed["Key"].removeprefix(prefix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(s3.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read())
+    return destination / Path(arguments["AppSpecification"]["ContainerEntrypoint"][-1]).name
 
-    batch = make_batch(trades=10_000)  # smaller synthetic batches can leave a slice with one label
-    shipped, repo = tmp_path / "shipped-out", tmp_path / "repo-out"
-    run = subprocess.run([str(clean_python), "-E", "-s", str(script), "--input-dir", str(batch),
-                          "--output-dir", str(shipped)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr
-    subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "processing" / "preprocess.py"),
-                    "--input-dir", str(batch), "--output-dir", str(repo)], check=True, timeout=600)
 
-    expected = ["metadata/features.json", "metadata/rows.csv", "test/test_features.csv", "test/test_labels.csv",
+@pytest.mark.slow
+def test_the_shipped_processing_code_runs_in_a_clean_environment(upserted, aws, make_batch, clean_python, tmp_path):
+    """Each step's code as upsert uploaded it, run as the container would (nothing else on the path), writes
+    what the repository's scripts write: Preprocess, then FitBaseline on its slices, then EvaluateBestModel
+    with its shipped arch.bootstrap."""
+    repository = Path(__file__).resolve().parents[1] / "processing"
+    batch = make_batch(trades=10_000)
+
+    def both(step: str, script: str, *arguments) -> tuple[Path, Path]:
+        """Run the shipped script in the clean environment and the repository's here; their output folders."""
+        shipped_out, repo_out = tmp_path / f"{step}-shipped", tmp_path / f"{step}-repo"
+        for python, path, out in ((clean_python, shipped_script(aws, step, tmp_path / step), shipped_out),
+                                  (sys.executable, repository / script, repo_out)):
+            run = subprocess.run([str(python), "-E", "-s", str(path), *map(str, arguments), "--output-dir", str(out)],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=600)
+            assert run.returncode == 0, run.stderr
+        return shipped_out, repo_out
+
+    shipped, repo = both("Preprocess", "preprocess.py", "--input-dir", batch)
+    expected = ["metadata/features.json", "metadata/rows.csv", "test/test_features.csv", "test/test_trades.csv",
                 "train/train.csv", "validation/validation.csv"]
     assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == expected
     for name in expected:
@@ -220,8 +230,20 @@ def test_shipped_preprocess_runs_in_a_clean_environment(upserted, aws, make_batc
     train = (shipped / "train/train.csv").read_text().splitlines()
     assert train and all(len(row.split(",")) == 1 + len(feature_names()) for row in train)
     assert {row.split(",")[0] for row in train} <= {"0", "1"}
-    assert len((shipped / "test/test_features.csv").read_text().splitlines()) == len(
-        (shipped / "test/test_labels.csv").read_text().splitlines()) > 0
+    assert len((shipped / "test/test_features.csv").read_text().splitlines()) + 1 == len(
+        (shipped / "test/test_trades.csv").read_text().splitlines()) > 1
+
+    slices = [f"--{name}-dir" if i == 0 else shipped / name for name in ("train", "validation", "test") for i in (0, 1)]
+    baseline_shipped, baseline_repo = both("FitBaseline", "baseline.py", *slices)
+    predictions = (baseline_shipped / "test_features.csv.out").read_bytes()
+    assert predictions == (baseline_repo / "test_features.csv.out").read_bytes()
+
+    evaluated_shipped, evaluated_repo = both(
+        "EvaluateBestModel", "evaluate.py", "--predictions-dir", baseline_shipped, "--test-dir", shipped / "test",
+        "--metadata-dir", shipped / "metadata", "--champion-package-arn", "none")
+    report = (evaluated_shipped / "evaluation.json").read_text()
+    assert report == (evaluated_repo / "evaluation.json").read_text()
+    assert json.loads(report)["interval"]["bootstrap"].startswith("circular block bootstrap")
 
 
 def test_the_command_line_loads_without_aws_libraries():

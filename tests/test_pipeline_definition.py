@@ -18,15 +18,17 @@ from pathlib import Path
 import pytest
 
 from livetrain import Config
-from pipelines.contract import EVALUATION_REPORT, PARAMETER_NAMES, STEP_NAMES
+from pipelines.contract import EVALUATION_REPORT, GATE_STEPS, PARAMETER_NAMES, STEP_NAMES
 from processing.batch_contract import feature_names
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = dict(region="eu-west-1", role_arn="arn:aws:iam::123456789012:role/livetrain-pipeline", bucket="data-bucket",
             pipeline_name="lt", model_package_group="lt-models", prefix="runs/lt")
-STEP_TYPES = {"Preprocess": "Processing", "TuneLinearLearner": "Tuning", "BestModel": "Model",
-              "TransformTest": "Transform", "EvaluateBestModel": "Processing", "CheckPrecision": "Condition",
-              "RegisterBestModel": "RegisterModel", "PrecisionTooLow": "Fail"}
+STEP_TYPES = {"Preprocess": "Processing", "TuneLinearLearner": "Tuning", "FitBaseline": "Processing",
+              "BestModel": "Model", "TransformTest": "Transform", "FindChampion": "Lambda",
+              "TransformChampion": "Transform", "EvaluateBestModel": "Processing",
+              **{check: "Condition" for check in GATE_STEPS}, "RegisterBestModel": "RegisterModel",
+              **{fail: "Fail" for fail in GATE_STEPS.values()}}
 # Step type → (the API call its Arguments are a request of, the name the pipeline service fills in).
 REQUESTS = {"Processing": ("CreateProcessingJob", "ProcessingJobName"),
             "Tuning": ("CreateHyperParameterTuningJob", "HyperParameterTuningJobName"),
@@ -144,27 +146,34 @@ def test_cli_builds_in_an_empty_environment():
 # ---------------------------------------------------------------- the DAG
 
 
-def test_eight_steps_with_their_types(definition, steps):
-    assert [step["Name"] for step in definition["Steps"]] == list(STEP_NAMES[:6])
+def test_the_steps_with_their_types_and_the_gate_as_a_chain_of_checks(definition, steps):
+    assert [step["Name"] for step in definition["Steps"]] == list(STEP_NAMES[:9])
     assert {name: step["Type"] for name, step in steps.items()} == STEP_TYPES
     assert set(steps) == set(STEP_NAMES)
-    check = steps["CheckPrecision"]["Arguments"]
-    assert [s["Name"] for s in check["IfSteps"]] == ["RegisterBestModel"]
-    assert [s["Name"] for s in check["ElseSteps"]] == ["PrecisionTooLow"]
+    checks = list(GATE_STEPS)
+    for check, following in zip(checks, [*checks[1:], "RegisterBestModel"], strict=True):
+        arguments = steps[check]["Arguments"]
+        assert [s["Name"] for s in arguments["IfSteps"]] == [following]
+        assert [s["Name"] for s in arguments["ElseSteps"]] == [GATE_STEPS[check]]
 
 
 def test_dependencies(steps):
+    gate = {name: {"EvaluateBestModel"} for name in [*GATE_STEPS, *GATE_STEPS.values()]}
     assert {name: step_dependencies(step) for name, step in steps.items()} == {
         "Preprocess": set(),
         "TuneLinearLearner": {"Preprocess"},
+        "FitBaseline": {"Preprocess"},
         "BestModel": {"TuneLinearLearner"},
         "TransformTest": {"BestModel", "Preprocess"},
-        "EvaluateBestModel": {"TransformTest", "Preprocess"},
-        "CheckPrecision": {"EvaluateBestModel"},
+        "FindChampion": {"BestModel"},
+        "TransformChampion": {"FindChampion", "Preprocess"},
+        "EvaluateBestModel": {"TransformTest", "TransformChampion", "FindChampion", "Preprocess"},
+        **gate,
         "RegisterBestModel": {"TuneLinearLearner", "EvaluateBestModel"},
-        "PrecisionTooLow": {"EvaluateBestModel"},
     }
-    assert not any("DependsOn" in step for step in steps.values())
+    # the baseline's output is read at a path built from the execution id, so the step says it waits for it
+    assert {name: step.get("DependsOn") for name, step in steps.items() if "DependsOn" in step} == {
+        "EvaluateBestModel": ["FitBaseline"]}
 
 
 def test_every_step_has_a_display_name_description_and_throttling_retry(steps):
@@ -211,6 +220,8 @@ def test_every_get_refers_to_a_parameter_step_property_or_execution_variable(def
             step = steps[name]
             if path.startswith("PropertyFiles."):
                 assert path.removeprefix("PropertyFiles.") in {f["PropertyFileName"] for f in step["PropertyFiles"]}
+            elif step["Type"] == "Lambda":
+                assert path in {f"OutputParameters['{o['OutputName']}']" for o in step["OutputParameters"]}, path
             else:
                 resolve_property(service_model, PROPERTY_SHAPES[step["Type"]], path, step)
 
@@ -223,10 +234,12 @@ def test_parameters_are_the_contract_and_all_used(definition, text):
     defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
     assert defaults == {"InputBucket": "data-bucket", "InputManifestKey": None,
                         "ProcessingInstanceType": "ml.m5.xlarge", "TrainingInstanceType": "ml.m5.xlarge",
-                        "TargetRecall": 0.25, "MinPrecision": 0.5, "ModelApprovalStatus": "PendingManualApproval"}
+                        "TargetRecall": 0.25, "MinTestWindows": 20, "MinPrecision": 0.4, "MinLift": 0.05,
+                        "MaxShortfallVsBaseline": 0.0, "MaxShortfallVsChampion": 0.0,
+                        "ModelApprovalStatus": "PendingManualApproval"}
 
 
-def test_condition_reads_the_property_file_the_evaluation_declares(steps):
+def test_each_check_compares_an_interval_bound_from_the_property_file_with_a_parameter(steps):
     evaluate = steps["EvaluateBestModel"]
     [report] = evaluate["PropertyFiles"]
     assert report == {"PropertyFileName": EVALUATION_REPORT, "OutputName": "evaluation",
@@ -234,15 +247,23 @@ def test_condition_reads_the_property_file_the_evaluation_declares(steps):
     outputs = evaluate["Arguments"]["ProcessingOutputConfig"]["Outputs"]
     assert [o["S3Output"]["LocalPath"] for o in outputs if o["OutputName"] == "evaluation"] == [
         "/opt/ml/processing/evaluation"]
-    conditions = steps["CheckPrecision"]["Arguments"]["Conditions"]
-    assert [c["Type"] for c in conditions] == ["GreaterThanOrEqualTo"] * 2
-    json_gets = list(expressions(conditions, "Std:JsonGet"))
-    assert {g["PropertyFile"]["Get"] for g in json_gets} == {"Steps.EvaluateBestModel.PropertyFiles.EvaluationReport"}
-    precision, recall = conditions
-    assert precision["LeftValue"]["Std:JsonGet"]["Path"] == "binary_classification_metrics.precision.value"
-    assert precision["RightValue"] == {"Get": "Parameters.MinPrecision"}
-    assert recall["LeftValue"]["Std:JsonGet"]["Path"] == "binary_classification_metrics.recall.value"
-    assert recall["RightValue"]["Std:JsonGet"]["Path"] == "target_recall.minimum_recall"
+
+    def comparison(condition) -> tuple:
+        left, right = condition["LeftValue"], condition["RightValue"]
+        assert left["Std:JsonGet"]["PropertyFile"] == {"Get": "Steps.EvaluateBestModel.PropertyFiles.EvaluationReport"}
+        return condition["Type"], left["Std:JsonGet"]["Path"], right
+
+    conditions = {check: steps[check]["Arguments"]["Conditions"] for check in GATE_STEPS}
+    assert [comparison(c) for c in conditions["CheckPrecision"]] == [
+        ("GreaterThanOrEqualTo", "binary_classification_metrics.precision.lower", {"Get": "Parameters.MinPrecision"})]
+    assert [comparison(c) for c in conditions["CheckLift"]] == [
+        ("GreaterThanOrEqualTo", "lift.lower", {"Get": "Parameters.MinLift"})]
+    assert [comparison(c) for c in conditions["CheckBaseline"]] == [
+        ("LessThanOrEqualTo", "vs_baseline.shortfall.lower", {"Get": "Parameters.MaxShortfallVsBaseline"})]
+    [either] = conditions["CheckChampion"]
+    assert either["Type"] == "Or" and [comparison(c) for c in either["Conditions"]] == [
+        ("Equals", "vs_champion.present", False),
+        ("LessThanOrEqualTo", "vs_champion.shortfall.lower", {"Get": "Parameters.MaxShortfallVsChampion"})]
 
 
 # ---------------------------------------------------------------- what each step does
@@ -268,6 +289,9 @@ def test_preprocess_reads_the_manifest_and_keeps_each_run(steps):
             "preprocess", name]}}
     assert [o["OutputName"] for o in arguments["ProcessingOutputConfig"]["Outputs"]] == [
         "train", "validation", "test", "metadata"]
+    container = arguments["AppSpecification"]["ContainerArguments"]
+    assert container[container.index("--min-test-windows") + 1] == {
+        "Std:Join": {"On": "", "Values": [{"Get": "Parameters.MinTestWindows"}]}}
 
 
 def test_code_is_referenced_at_its_content_address(steps, tmp_path):
@@ -278,8 +302,13 @@ def test_code_is_referenced_at_its_content_address(steps, tmp_path):
         inputs = {i["InputName"]: i["S3Input"] for i in steps[name]["Arguments"]["ProcessingInputs"]}
         assert inputs["code"]["S3Uri"] == bundle.s3_prefix
         assert re.fullmatch(r"s3://data-bucket/runs/lt/code/[0-9a-f]{64}/", bundle.s3_prefix)
-        assert bundle.files[0].parent == PROCESSING_DIR
-    assert {p.name for p in bundles["Preprocess"].files} >= {"preprocess.py", "batch_contract.py"}
+        assert bundle.files[bundle.script] == (PROCESSING_DIR / bundle.script).read_bytes()
+    assert set(bundles["Preprocess"].files) == {"preprocess.py", "batch_contract.py"}
+    assert set(bundles["FitBaseline"].files) == {"baseline.py"}
+    shipped = set(bundles["EvaluateBestModel"].files)
+    assert {"evaluate.py", "arch/__init__.py", "arch/LICENSE.md", "arch/bootstrap/base.py"} <= shipped
+    assert not any(name.startswith(("arch/univariate", "arch/tests")) or not name.endswith((".py", ".md"))
+                   for name in shipped)  # only what arch.bootstrap imports, no compiled files
 
     # Changing a shipped file moves the address; the definition follows.
     code_dir = Path(shutil.copytree(PROCESSING_DIR, tmp_path / "processing"))
@@ -313,7 +342,7 @@ def test_tuning(steps):
     ranges = config["ParameterRanges"]
     assert {r["Name"]: (r["MinValue"], r["MaxValue"]) for r in ranges["ContinuousParameterRanges"]} == {
         "l1": ("1e-07", "1.0"), "learning_rate": ("1e-05", "1.0"),
-        "positive_example_weight_mult": ("1e-05", "10000.0"), "wd": ("1e-07", "1.0")}
+        "positive_example_weight_mult": ("0.5", "2.0"), "wd": ("1e-07", "1.0")}
     assert {r["Name"]: (r["MinValue"], r["MaxValue"]) for r in ranges["IntegerParameterRanges"]} == {
         "mini_batch_size": ("100", "1000")}
     assert ranges["CategoricalParameterRanges"] == [{"Name": "use_bias", "Values": ["true", "false"]}]
@@ -350,15 +379,37 @@ def test_best_model_transform_and_evaluation(steps):
         "test_features.csv")
     assert transform["TransformOutput"]["Accept"] == "application/jsonlines"
 
+    champion = steps["TransformChampion"]["Arguments"]
+    assert champion["ModelName"] == {"Get": "Steps.FindChampion.OutputParameters['ChampionModelName']"}
+    assert champion["TransformInput"] == transform["TransformInput"]
+    find = steps["FindChampion"]
+    assert find["FunctionArn"] == "arn:aws:lambda:eu-west-1:123456789012:function:lt-find-champion"
+    assert find["Arguments"] == {"ModelPackageGroupName": "lt-models", "ChallengerModelName":
+                                 {"Get": "Steps.BestModel.ModelName"}, "ExecutionRoleArn": ARGS["role_arn"],
+                                 "ModelNamePrefix": "lt-champion"}
+    assert [o["OutputName"] for o in find["OutputParameters"]] == ["ChampionPackageArn", "ChampionModelName"]
+
+    baseline = steps["FitBaseline"]["Arguments"]
+    assert baseline["AppSpecification"]["ContainerEntrypoint"][-1] == "/opt/ml/processing/input/code/baseline.py"
+    assert [o["S3Output"]["S3Uri"]["Std:Join"]["Values"][-1] for o in baseline["ProcessingOutputConfig"]["Outputs"]] \
+        == ["baseline"]
+
     evaluate = steps["EvaluateBestModel"]["Arguments"]
     inputs = {i["InputName"]: i["S3Input"] for i in evaluate["ProcessingInputs"]}
     assert inputs["predictions"]["S3Uri"] == {"Get": "Steps.TransformTest.TransformOutput.S3OutputPath"}
-    assert inputs["predictions"]["LocalPath"] == "/opt/ml/processing/input/predictions"
-    assert inputs["labels"]["S3Uri"]["Std:Join"]["Values"][-1] == "test_labels.csv"
-    assert inputs["labels"]["LocalPath"] == "/opt/ml/processing/input/labels"
+    assert inputs["champion"]["S3Uri"] == {"Get": "Steps.TransformChampion.TransformOutput.S3OutputPath"}
+    run_baseline, file = inputs["baseline"]["S3Uri"]["Std:Join"]["Values"]
+    assert file == "test_features.csv.out"
+    assert run_baseline == baseline["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+    assert inputs["test"]["S3Uri"]["Std:Join"]["Values"][-1] == "test_trades.csv"
+    assert inputs["metadata"]["S3Uri"]["Std:Join"]["Values"][-1] == "features.json"
     arguments = evaluate["AppSpecification"]["ContainerArguments"]
+    for name in ("predictions", "baseline", "champion", "test", "metadata"):
+        assert arguments[arguments.index(f"--{name}-dir") + 1] == inputs[name]["LocalPath"]
     assert arguments[arguments.index("--target-recall") + 1] == {
         "Std:Join": {"On": "", "Values": [{"Get": "Parameters.TargetRecall"}]}}
+    assert arguments[arguments.index("--champion-package-arn") + 1] == {
+        "Get": "Steps.FindChampion.OutputParameters['ChampionPackageArn']"}
     assert evaluate["AppSpecification"]["ContainerEntrypoint"][-1] == "/opt/ml/processing/input/code/evaluate.py"
 
 
@@ -376,11 +427,12 @@ def test_registration_and_failure_message(steps):
         {"Get": "Steps.EvaluateBestModel.ProcessingOutputConfig.Outputs['evaluation'].S3Output.S3Uri"},
         "evaluation.json"]
 
-    message = steps["PrecisionTooLow"]["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
-    paths = [v["Std:JsonGet"]["Path"] for v in message if isinstance(v, dict) and "Std:JsonGet" in v]
-    assert paths == ["binary_classification_metrics.precision.value", "binary_classification_metrics.recall.value",
-                     "target_recall.minimum_recall"]
-    assert {"Get": "Parameters.MinPrecision"} in message and {"Get": "Parameters.TargetRecall"} in message
+    for check, fail in GATE_STEPS.items():
+        message = steps[fail]["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
+        threshold = steps[check]["Arguments"]["Conditions"][0]
+        threshold = (threshold.get("Conditions") or [threshold])[-1]["RightValue"]
+        assert message[0] == "Not registered: " and threshold in message, fail  # names its condition's parameter
+        assert message[-1]["Std:JsonGet"]["Path"] == "summary", fail  # … then every number with its interval
 
 
 # ---------------------------------------------------------------- request shapes

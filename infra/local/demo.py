@@ -108,7 +108,7 @@ def _train_and_deploy(stack: LocalStack, args, phases: Phases, execution) -> dic
         stack.approve(package["ModelPackageArn"])
         outcome["endpoint"] = stack.wait_for_endpoint(package["ModelPackageArn"])["EndpointConfigName"]
     with phases("predict through boto3.client('sagemaker-runtime').invoke_endpoint"):
-        outcome["predictions"] = _predict(stack, record)
+        outcome["predictions"] = _predict(stack, record, package)
     return outcome
 
 
@@ -136,14 +136,20 @@ def _evaluation(stack: LocalStack, record: dict) -> dict | None:
     return json.loads(_read_s3(stack, uri))
 
 
-def _predict(stack: LocalStack, record: dict, rows: int = 5) -> list[dict]:
+def _predict(stack: LocalStack, record: dict, package: dict, rows: int = 5) -> list[dict]:
+    from pipelines.local.endpoint import load_model_data
+
     test = _step_output(record, "Preprocess", "test").rstrip("/") + "/" + Path(TEST_FEATURES_CSV).name
     body = b"\n".join(_read_s3(stack, test).splitlines()[:rows]) + b"\n"
     response = stack.client("sagemaker-runtime").invoke_endpoint(
         EndpointName=stack.config.endpoint_name, ContentType="text/csv", Accept="application/json", Body=body)
     predictions = json.loads(response["Body"].read())["predictions"]
+    described = stack.client("sagemaker").describe_model_package(ModelPackageName=package["ModelPackageArn"])
+    model_data = described["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    threshold = load_model_data(model_data, stack.client("s3")).threshold  # chosen on validation for TargetRecall
     for prediction in predictions:
-        print(f"    score {prediction['score']:.3f} → predicted_label {prediction['predicted_label']}", file=sys.stderr)
+        print(f"    score {prediction['score']:.3f} (the model's threshold {threshold:.3f}) → predicted_label "
+              f"{prediction['predicted_label']}", file=sys.stderr)
     return predictions
 
 
@@ -167,10 +173,8 @@ def _print_summary(phases: Phases, outcomes: list[dict]) -> None:
     for outcome in outcomes:
         print(f"  execution {outcome['execution']}: {outcome['status']}"
               + (f" ({outcome['reason']})" if outcome["reason"] else ""))
-        metrics = (outcome["evaluation"] or {}).get("binary_classification_metrics")
-        if metrics:
-            print("    test slice: " + ", ".join(f"{name} {metrics[name]['value']:.3f}"
-                                              for name in ("precision", "recall", "auc", "accuracy")))
+        if outcome["evaluation"]:
+            print(f"    test slice: {outcome['evaluation']['summary']}")
         if outcome.get("endpoint"):
             print(f"    deployed to endpoint config {outcome['endpoint']}; "
                   f"{len(outcome['predictions'])} predictions served")
