@@ -263,6 +263,7 @@ def plot(runs: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     evaluated = [r for r in runs if "lift" in r]
     cells = [c.name for c in CELLS if any(r["cell"] == c.name for r in evaluated)]
@@ -279,6 +280,7 @@ def plot(runs: list[dict], path: Path) -> None:
             if "population" in r:
                 axis.plot(i, r["population"]["lift"], "x", color="black", markersize=4)
         axis.axhline(0, color="black", linewidth=0.5)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(name, fontsize=9)
         axis.set_xlabel("seed")
     axes[0][0].set_ylabel("lift over base rate, 95 % interval\n(green: registered; x: value on 40k new trades)")
