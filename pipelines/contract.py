@@ -1,5 +1,7 @@
 """Names and defaults of the pipeline that other parts rely on (EventBridge targets, the CLI, the local engine).
 
+Defaults shared beyond the pipeline (names, the tuning budget) are in `livetrain.config.Config`.
+
 Standard library only: the CLI imports this without the SageMaker SDK.
 """
 
@@ -20,5 +22,3 @@ TARGET_RECALL = 0.25
 # than not", the least a model must do to be worth trading on.
 MIN_PRECISION = 0.5
 RECALL_TOLERANCE = 0.05  # CheckPrecision accepts recall >= TargetRecall - this (evaluate.py computes it)
-MAX_JOBS = 10
-MAX_PARALLEL_JOBS = 2

@@ -2,7 +2,7 @@
 
 import json
 
-from livetrain import Config
+from livetrain.config import Config
 from processing.batch_contract import read_batch
 
 

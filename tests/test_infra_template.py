@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
+from infra.deploy import SET_BY_DEPLOY
 from infra.template import TEMPLATE_PATH, load_template
+from livetrain.config import Config
 from pipelines.contract import PARAMETER_NAMES
 from processing.batch_contract import BATCHES_PREFIX, MANIFEST_FILE
 
@@ -123,3 +125,17 @@ def test_infra_lint_is_clean(run_cli):
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Passed checks" in result.stdout and "Failed checks: 0" in result.stdout
+
+
+# The template's parameters whose defaults are livetrain's (DataBucketName has none: bucket names are global).
+CONFIG_PARAMETERS = {"DataBucketName": "bucket", "PipelineName": "pipeline_name",
+                     "ModelPackageGroupName": "model_package_group", "EndpointName": "endpoint_name", "Epic": "epic"}
+
+
+def test_parameter_defaults_are_configs_and_deploy_passes_them():
+    parameters = load_template()["Parameters"]
+    config = Config()
+    defaults = {name: parameters[name].get("Default") for name in CONFIG_PARAMETERS}
+    assert defaults == {name: None if name == "DataBucketName" else getattr(config, field)
+                        for name, field in CONFIG_PARAMETERS.items()}
+    assert set(CONFIG_PARAMETERS) <= set(SET_BY_DEPLOY)  # `infra deploy` always passes them, from its flags

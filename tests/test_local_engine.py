@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from livetrain import UserError
+from livetrain.errors import UserError
 from pipelines.local import engine
 from pipelines.local.engine import DefinitionError, LocalExecution, plan_steps, resolve_parameters
 from pipelines.local.expressions import ExpressionError, Resolver, parse_path, referenced_steps

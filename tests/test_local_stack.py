@@ -7,7 +7,7 @@ import pytest
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from infra.rules import approval_rule_pattern, manifest_rule_pattern
-from livetrain import Config
+from livetrain.config import Config
 from processing.batch_contract import upload_batch_dir
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.definition import code_bundles
+from pipelines.code import code_bundles
 
 ROLE = "arn:aws:iam::123456789012:role/livetrain-pipeline"
 BUCKET = "livetrain-data"
@@ -226,7 +226,7 @@ def test_shipped_preprocess_runs_in_a_clean_environment(upserted, aws, make_batc
 
 def test_the_command_line_loads_without_aws_libraries():
     """`livetrain --help` and the streamer never pay for (or need) boto3 and the SageMaker SDK."""
-    code = ("import sys, livetrain; livetrain.build_parser(); "
+    code = ("import sys, livetrain.cli; livetrain.cli.build_parser(); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'sagemaker'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert result.stdout.strip() == "[]"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from livetrain import Config
+from livetrain.config import Config
 from pipelines.contract import EVALUATION_REPORT, PARAMETER_NAMES, STEP_NAMES
 from processing.batch_contract import feature_names
 
@@ -271,7 +271,7 @@ def test_preprocess_reads_the_manifest_and_keeps_each_run(steps):
 
 
 def test_code_is_referenced_at_its_content_address(steps, tmp_path):
-    from pipelines.definition import PROCESSING_DIR, code_bundles
+    from pipelines.code import PROCESSING_DIR, code_bundles
 
     bundles = code_bundles("data-bucket", "runs/lt")
     for name, bundle in bundles.items():
@@ -294,7 +294,7 @@ def test_code_is_referenced_at_its_content_address(steps, tmp_path):
 
 
 def test_shipped_files_follow_sibling_imports_only(tmp_path):
-    from pipelines.definition import shipped_files
+    from pipelines.code import shipped_files
 
     (tmp_path / "main.py").write_text("import json\nimport numpy as np\nimport helper\n")
     (tmp_path / "helper.py").write_text("from deeper import thing\n")

@@ -9,9 +9,10 @@ import argparse
 import sys
 
 
-def add_pipeline_subcommands(pipeline_subparsers, config) -> None:
-    """Register `run-local` and `steps` in the `pipeline` command group."""
-    run = pipeline_subparsers.add_parser(
+def add_commands(commands, config) -> None:
+    """`run-local`, `steps` and `executions --local` in the `pipeline` group (pipelines/cli.py), and `report`."""
+    pipeline = commands.group("pipeline")
+    run = pipeline.add_parser(
         "run-local", help="run a pipeline definition on this machine (no Docker, no SageMaker jobs)",
         description="Execute a SageMaker pipeline definition locally: processing scripts in subprocesses, "
                     "the local tuner and Linear Learner, records (models, packages) at --endpoint-url.")
@@ -24,22 +25,30 @@ def add_pipeline_subcommands(pipeline_subparsers, config) -> None:
     add_state_dir_argument(run, config)
     run.set_defaults(handler=run_local, config=config)
 
-    steps = pipeline_subparsers.add_parser("steps", help="the steps of a local execution",
-                                           description="Show each step of a local execution: status, times, "
-                                                       "attempts, and why it failed or did not run.")
+    steps = pipeline.add_parser("steps", help="the steps of a local execution",
+                                description="Show each step of a local execution: status, times, attempts, and "
+                                            "why it failed or did not run.")
     steps.add_argument("execution", metavar="EXECUTION", help="execution id or ARN")
     add_state_dir_argument(steps, config)
     steps.set_defaults(handler=lambda args: print_steps(args.execution, args.state_dir))
 
-
-def add_local_option(executions: argparse.ArgumentParser, config) -> None:
-    """Give `pipeline executions` a `--local` flag that lists the executions recorded by run-local."""
+    # `pipeline executions --local`: the executions recorded by run-local instead of SageMaker's
+    executions = pipeline.choices["executions"]
     executions.add_argument("--local", action="store_true",
                             help="list the executions of `run-local` recorded under --state-dir instead")
     add_state_dir_argument(executions, config)
     remote = executions.get_default("handler")
     executions.set_defaults(handler=lambda args: print_local_executions(args.state_dir) if args.local
                             else remote(args))
+
+    report = commands.add_parser("report", help="HTML report of a local execution",
+                                 description="Write an HTML page with PNG plots of a local execution: the DAG with "
+                                             "step status and duration, the tuning objective per training job, "
+                                             "confusion matrices and the evaluation metrics.")
+    report.add_argument("execution", metavar="EXECUTION", help="execution id or ARN")
+    report.add_argument("--out", metavar="DIR", help="output directory (default: <state-dir>/reports/<id>)")
+    add_state_dir_argument(report, config)
+    report.set_defaults(handler=write_report)
 
 
 def add_endpoint_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,18 +59,6 @@ def add_endpoint_argument(parser: argparse.ArgumentParser) -> None:
 def add_state_dir_argument(parser: argparse.ArgumentParser, config) -> None:
     parser.add_argument("--state-dir", default=config.state_dir, metavar="DIR",
                         help=f"where local executions are recorded (default {config.state_dir})")
-
-
-def add_commands(commands, config) -> None:
-    """Register `livetrain report` (the `pipeline` group, in pipelines/cli.py, calls add_pipeline_subcommands)."""
-    report = commands.add_parser("report", help="HTML report of a local execution",
-                                 description="Write an HTML page with PNG plots of a local execution: the DAG with "
-                                             "step status and duration, the tuning objective per training job, "
-                                             "confusion matrices and the evaluation metrics.")
-    report.add_argument("execution", metavar="EXECUTION", help="execution id or ARN")
-    report.add_argument("--out", metavar="DIR", help="output directory (default: <state-dir>/reports/<id>)")
-    add_state_dir_argument(report, config)
-    report.set_defaults(handler=write_report)
 
 
 def run_local(args: argparse.Namespace) -> int:

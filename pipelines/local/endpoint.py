@@ -27,6 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from livetrain.aws_errors import is_not_found
 from pipelines.local.linear_learner import (
     InferenceError,
     LinearLearnerModel,
@@ -118,7 +119,7 @@ class RecordsResolver:
         try:
             return self.sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound", "ValidationError"):
+            if is_not_found(exc):
                 raise UnknownEndpoint(f"Endpoint {name} not found") from None
             raise
 

@@ -23,7 +23,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from livetrain import UserError
+from livetrain.aws_errors import is_service_fault, is_throttling
+from livetrain.errors import UserError
 from pipelines.local import s3io
 from pipelines.local.cache import StepCache, cache_key
 from pipelines.local.expressions import ExpressionError, Resolver, follow, now_iso, referenced_steps
@@ -33,8 +34,6 @@ from pipelines.local.steps import SUPPORTED_STEP_TYPES, Job, StepFailure, runner
 HEARTBEAT_SECONDS = 10.0
 BRANCHES = {"IfSteps": True, "ElseSteps": False}
 JOB_NAME_LIMITS = {"Tuning": 32}  # HyperParameterTuningJobName is at most 32 characters; the others 63
-THROTTLING_CODES = {"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
-                    "TooManyRequestsException", "SlowDown", "ProvisionedThroughputExceededException"}
 PARAMETER_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
 
 
@@ -178,14 +177,9 @@ def exception_type(error: BaseException) -> str | None:
     """The RetryPolicies ExceptionType an error counts as; None when it is not retryable."""
     if isinstance(error, StepFailure):
         return error.exception_type
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-
-    if isinstance(error, ClientError):
-        if error.response.get("Error", {}).get("Code") in THROTTLING_CODES:
-            return "Step.THROTTLING"
-        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
-            return "Step.SERVICE_FAULT"
-    if isinstance(error, ConnectionError | HTTPClientError):
+    if is_throttling(error):
+        return "Step.THROTTLING"
+    if is_service_fault(error):
         return "Step.SERVICE_FAULT"
     return None
 

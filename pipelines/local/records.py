@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import string
-import tempfile
 from pathlib import Path
 
-from livetrain import UserError
+from livetrain.errors import UserError
+from livetrain.files import write_text_atomically
 
 RECORD_FILE = "execution.json"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -28,9 +27,7 @@ def new_execution_id() -> str:
 def write_json_atomically(path: Path, value) -> None:
     """`value` as JSON at `path`, replacing any previous file in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
-        json.dump(value, out, indent=2, default=str)
-    os.replace(out.name, path)
+    write_text_atomically(path, json.dumps(value, indent=2, default=str))
 
 
 class ExecutionStore:

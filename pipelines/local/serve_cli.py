@@ -28,9 +28,9 @@ def add_commands(commands, config) -> None:
                     "endpoint updates.")
     serve.add_argument("--model-data", metavar="URI_OR_PATH", help="a model.tar.gz path or s3:// URI")
     serve.add_argument("--port", type=port_number, default=8080, help="default 8080, as in a SageMaker container")
-    serve.add_argument("--endpoint-name", default=config.pipeline_name,
+    serve.add_argument("--endpoint-name", default=config.endpoint_name,
                        help=f"the endpoint name to serve --model-data as, and the one /invocations answers "
-                            f"(default {config.pipeline_name})")
+                            f"(default {config.endpoint_name})")
     serve.add_argument("--endpoint-url", help="AWS endpoint for S3 and the SageMaker records, e.g. the local "
                                               "moto server (default: AWS itself)")
     serve.set_defaults(handler=run_serve, config=config)
@@ -39,7 +39,7 @@ def add_commands(commands, config) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import boto3
 
-    from livetrain import UserError
+    from livetrain.errors import UserError
     from pipelines.local.endpoint import EndpointServer, RecordsResolver, StaticResolver
     from pipelines.local.linear_learner import LinearLearnerError
 
