@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from infra.deploy import SET_BY_DEPLOY
+from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from infra.template import TEMPLATE_PATH, load_template
 from livetrain.config import Config
 from pipelines.contract import PARAMETER_NAMES

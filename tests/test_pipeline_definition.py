@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,62 @@ def test_cli_builds_in_an_empty_environment():
         region=config.region, role_arn=PLACEHOLDER_ROLE_ARN, bucket=config.bucket,
         pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
         prefix=config.pipeline_name) + "\n"
+
+
+def test_importing_or_building_changes_no_global_state():
+    """The SDK's workarounds (a region, no IAM role check, its config validator replaced) hold only while the SDK
+    is imported and while a definition is built. scikit-learn, which the processing scripts import, sets two
+    KMP_* variables of its own when imported: it is imported first."""
+    code = textwrap.dedent("""
+        import os
+        import sklearn
+        from sagemaker.core.config.config_manager import SageMakerConfig
+        validator, environment = SageMakerConfig.validate_sagemaker_config, dict(os.environ)
+        import pipelines.definition as definition
+        imported = [dict(os.environ) == environment, SageMakerConfig.validate_sagemaker_config is validator]
+        definition.build_definition(region="eu-west-1", role_arn="arn:aws:iam::123456789012:role/x", bucket="b",
+                                    pipeline_name="p", model_package_group="g", prefix="p")
+        built = [dict(os.environ) == environment, SageMakerConfig.validate_sagemaker_config is validator]
+        print(imported, built, "AWS_DEFAULT_REGION" in os.environ)
+    """)
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]}  # no region: the SDK needs one to import
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/",
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[True,", "True]", "[True,", "True]", "False"]
+
+
+def test_the_driver_keeps_each_build_at_its_content_address(text, tmp_path, monkeypatch):
+    from pipelines import definition, driver
+    from pipelines.code import PROCESSING_DIR
+
+    settings = driver.PipelineSettings(**ARGS)
+    assert driver.build_definition(settings, tmp_path) == text
+    assert [p.name for p in (tmp_path / "definitions").iterdir()] == [f"{driver.definition_key(settings)}.json"]
+
+    def no_build(**arguments):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(definition, "build_definition", no_build)
+    assert driver.build_definition(settings, tmp_path) == text
+
+    # Every input moves the address: the arguments, the processing code, the sources that build it.
+    keys = {driver.definition_key(changed) for changed in (settings, replace(settings, max_jobs=4),
+                                                          replace(settings, bucket="other"))}
+    code_dir = Path(shutil.copytree(PROCESSING_DIR, tmp_path / "processing"))
+    with (code_dir / "evaluate.py").open("a") as f:
+        f.write("\n# changed\n")
+    keys.add(driver.definition_key(settings, code_dir))
+    root = tmp_path / "root"
+    for name in driver.DEFINITION_SOURCES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, root / name)
+    monkeypatch.setattr(driver, "_ROOT", root)
+    assert driver.definition_key(settings) == driver.definition_key(replace(settings))
+    with (root / "pipelines" / "definition.py").open("a") as f:
+        f.write("\n# changed\n")
+    keys.add(driver.definition_key(settings))
+    assert len(keys) == 5
 
 
 # ---------------------------------------------------------------- the DAG
