@@ -20,6 +20,7 @@ from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from livetrain.config import Config
 from livetrain.errors import UserError
+from pipelines.local.records import ExecutionStatus, StepStatus
 from processing.evaluate import EVALUATION_FILE
 from processing.preprocess import TEST_FEATURES_CSV
 
@@ -86,7 +87,7 @@ def run_demo(settings: DemoSettings) -> int:
     finally:
         stack.stop()
     _print_summary(phases, outcomes)
-    return 0 if outcomes and outcomes[-1]["status"] == "Succeeded" else 1
+    return 0 if outcomes and outcomes[-1]["status"] == ExecutionStatus.SUCCEEDED else 1
 
 
 def _start_streamer(stack: LocalStack, settings: DemoSettings) -> subprocess.Popen:
@@ -116,7 +117,7 @@ def _train_and_deploy(stack: LocalStack, settings: DemoSettings, phases: Phases,
         from pipelines.local.report import render_report
 
         outcome["report"] = render_report(record, stack.state_dir / "reports" / outcome["execution"])
-    if outcome["status"] != "Succeeded":
+    if outcome["status"] != ExecutionStatus.SUCCEEDED:
         print(f"    the pipeline stopped: {outcome['reason']}; nothing is deployed", file=sys.stderr)
         return outcome
     package = _newest_package(stack)
@@ -150,7 +151,7 @@ def _read_s3(stack: LocalStack, uri: str) -> bytes:
 
 
 def _evaluation(stack: LocalStack, record: dict) -> dict | None:
-    if record["Steps"].get("EvaluateBestModel", {}).get("StepStatus") != "Succeeded":
+    if record["Steps"].get("EvaluateBestModel", {}).get("StepStatus") != StepStatus.SUCCEEDED:
         return None
     uri = _step_output(record, "EvaluateBestModel", "evaluation").rstrip("/") + "/" + EVALUATION_FILE
     return json.loads(_read_s3(stack, uri))

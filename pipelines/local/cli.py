@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.local.records import ExecutionStatus, StepStatus
+
 
 def add_commands(commands, config) -> None:
     """`run-local`, `steps` and `executions --local` in the `pipeline` group (pipelines/cli.py), and `report`."""
@@ -93,7 +95,7 @@ def run_local(args: argparse.Namespace) -> int:
     print(f"details: livetrain pipeline steps {execution.id} --state-dir {args.state_dir}", file=sys.stderr)
     reason = f": {record['FailureReason']}" if record["FailureReason"] else ""
     print(f"Execution {execution.id} {status} in {seconds:.1f} s{reason}", flush=True)
-    return 0 if status == "Succeeded" else 1
+    return 0 if status == ExecutionStatus.SUCCEEDED else 1
 
 
 def format_table(rows: list[list[str]]) -> str:
@@ -125,9 +127,9 @@ def print_steps(execution: str, state_dir: str) -> int:
 def step_detail(step: dict) -> str:
     """What a reader wants to know about a step beyond its status."""
     properties = step.get("Properties") or {}
-    if step["StepStatus"] == "Failed":
+    if step["StepStatus"] == StepStatus.FAILED:
         return step.get("FailureReason", "")
-    if step["StepStatus"] == "NotExecuted":
+    if step["StepStatus"] == StepStatus.NOT_EXECUTED:
         return step.get("Reason", "")
     if step.get("CacheHitResult"):
         return f"cached from {step['CacheHitResult']['SourcePipelineExecutionArn'].rsplit('/', 1)[-1]}"

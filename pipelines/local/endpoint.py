@@ -28,13 +28,8 @@ from pathlib import Path
 from aiohttp import web
 
 from livetrain.aws_errors import is_not_found
-from pipelines.local.linear_learner import (
-    InferenceError,
-    LinearLearnerModel,
-    decode_request,
-    encode_response,
-    load_model,
-)
+from pipelines.local.algorithms.linear_learner import LinearLearnerModel, decode_request, encode_response, load_model
+from pipelines.local.errors import InferenceError
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's Body limit in the service model
 DEFAULT_VARIANT = "AllTraffic"

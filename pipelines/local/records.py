@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import secrets
 import string
+from enum import StrEnum
 from pathlib import Path
 
 from livetrain.errors import UserError
@@ -17,6 +18,25 @@ from livetrain.files import write_text_atomically
 
 RECORD_FILE = "execution.json"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class StepStatus(StrEnum):
+    """A step's `StepStatus` in the records (strings: a record read back compares equal)."""
+
+    PENDING = "Pending"
+    EXECUTING = "Executing"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    NOT_EXECUTED = "NotExecuted"  # its branch was not taken, or a step it needs failed or was not executed
+
+
+class ExecutionStatus(StrEnum):
+    """An execution's `PipelineExecutionStatus`, as SageMaker names them."""
+
+    EXECUTING = "Executing"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
 
 
 def new_execution_id() -> str:

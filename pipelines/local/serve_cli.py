@@ -41,7 +41,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from livetrain.errors import UserError
     from pipelines.local.endpoint import EndpointServer, RecordsResolver, StaticResolver
-    from pipelines.local.linear_learner import LinearLearnerError
+    from pipelines.local.errors import AlgorithmError
 
     def client(service: str):
         return boto3.client(service, endpoint_url=args.endpoint_url, region_name=args.config.region)
@@ -50,7 +50,7 @@ def run_serve(args: argparse.Namespace) -> int:
         resolver = StaticResolver({args.endpoint_name: args.model_data}, client("s3"))
         try:
             resolver.resolve(args.endpoint_name)  # fail now, not on the first request
-        except (LinearLearnerError, OSError) as exc:
+        except (AlgorithmError, OSError) as exc:
             raise UserError(f"cannot load --model-data {args.model_data}: {exc}") from None
         serving = f"{args.model_data} as endpoint {args.endpoint_name}"
     else:
