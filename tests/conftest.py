@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +20,10 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
     os.environ.pop(_name, None)
 os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
                   AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+# Built pipeline definitions are kept for this session only (its processes share them): every run starts cold,
+# as CI does on a clean clone, and nothing is left in the user's cache.
+_CACHE = tempfile.TemporaryDirectory(prefix="livetrain-test-cache-")
+os.environ["LIVETRAIN_CACHE_DIR"] = _CACHE.name
 
 
 class Aws:

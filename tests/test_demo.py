@@ -24,7 +24,8 @@ def test_demo_runs_the_whole_loop(run_cli, tmp_path):
 
 
 def test_a_random_walk_stops_at_the_quality_gate_and_nothing_is_deployed(run_cli, tmp_path):
-    result = run_cli("demo", "--market", "random-walk", "--batch-size", 2000, "--max-jobs", 4,
+    # The gate itself on a random walk is test_local_pipeline_e2e's; this is the demo's handling of a stopped run.
+    result = run_cli("demo", "--market", "random-walk", "--batch-size", 1000, "--max-jobs", 2,
                      "--state-dir", tmp_path, timeout=600)
     assert result.returncode == 1, result.stderr[-3000:]
     (record,) = ExecutionStore(tmp_path).all()

@@ -173,16 +173,27 @@ def test_role_from_the_environment_and_output_file(run_cli, tmp_path):
 
 @pytest.fixture(scope="session")
 def clean_python(tmp_path_factory) -> Path:
-    """A virtual environment with only numpy, pandas and scikit-learn (this environment's versions)."""
-    from importlib.metadata import version
+    """A virtual environment with only numpy, pandas and scikit-learn (and what they require), this environment's
+    copies linked into it: what SageMaker's scikit-learn image offers a processing script, and nothing else."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
 
     venv = tmp_path_factory.mktemp("clean") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    python = venv / "bin" / "python"
-    packages = [f"{name}=={version(name)}" for name in ("numpy", "pandas", "scikit-learn")]
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
-                   check=True, timeout=600)
-    return python
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    (site_packages,) = venv.glob("lib/python*/site-packages")
+    pending, linked = ["numpy", "pandas", "scikit-learn"], set()
+    while pending:
+        dist = distribution(pending.pop())
+        if dist.metadata["Name"].lower() in linked:
+            continue
+        linked.add(dist.metadata["Name"].lower())
+        for top in {file.parts[0] for file in dist.files} - {"__pycache__", ".."}:
+            if not (site_packages / top).exists():
+                (site_packages / top).symlink_to(dist.locate_file(top))
+        pending += [requirement.name for requirement in map(Requirement, dist.requires or [])
+                    if requirement.marker is None or requirement.marker.evaluate({"extra": ""})]
+    return venv / "bin" / "python"
 
 
 @pytest.mark.slow

@@ -124,17 +124,19 @@ def test_builds_without_any_network(monkeypatch):
     assert json.loads(build(prefix="other"))["Steps"]
 
 
-def test_cli_builds_in_an_empty_environment():
-    """No credentials, no region, no LIVETRAIN_* and no AWS_* variables: only PATH and HOME."""
+def test_cli_builds_in_an_empty_environment(tmp_path):
+    """No credentials, no region, no LIVETRAIN_* and no AWS_* variables: only PATH and HOME (a new one, so the
+    first run builds with the SDK and the second reads the build from the cache in ~/.cache/livetrain)."""
     from pipelines.contract import PLACEHOLDER_ROLE_ARN
     from pipelines.definition import build_definition
 
     livetrain = Path(sys.executable).parent / "livetrain"
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     runs = [subprocess.run([str(livetrain), "pipeline", "definition"], capture_output=True, text=True, env=env,
                            cwd="/", timeout=300) for _ in range(2)]
     assert [run.returncode for run in runs] == [0, 0], runs[0].stderr
     assert runs[0].stdout == runs[1].stdout
+    assert len(list(tmp_path.glob(".cache/livetrain/definitions/*.json"))) == 1
     assert "placeholder role" in runs[0].stderr
     config = Config()
     assert runs[0].stdout == build_definition(
