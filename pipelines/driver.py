@@ -115,13 +115,13 @@ def upsert_pipeline(s3, sagemaker, settings: PipelineSettings, cache_dir: str | 
     """
     if settings.role_arn == PLACEHOLDER_ROLE_ARN:
         raise UserError("--role-arn: the placeholder role exists in no account; pass the pipeline's real role")
-    progress(f"building the definition of pipeline {settings.pipeline_name}…")
-    definition = build_definition(settings, cache_dir)
     for step_name, bundle in code_bundles(settings.bucket, settings.prefix).items():
         for path, code_bucket, key in bundle.uploads():
             with aws_call(f"S3 PutObject s3://{code_bucket}/{key}"):
                 s3.put_object(Bucket=code_bucket, Key=key, Body=path.read_bytes())
         progress(f"uploaded {step_name} code ({', '.join(p.name for p in bundle.files)}) to {bundle.s3_prefix}")
+    progress(f"building the definition of pipeline {settings.pipeline_name}…")
+    definition = build_definition(settings, cache_dir)
     request = {"PipelineName": settings.pipeline_name, "PipelineDefinition": definition,
                "RoleArn": settings.role_arn, "PipelineDescription": PIPELINE_DESCRIPTION}
     if _pipeline_exists(sagemaker, settings.pipeline_name):

@@ -1,16 +1,54 @@
-"""`livetrain demo` end to end: the whole loop on one machine, as a newcomer runs it (small batches)."""
+"""`livetrain demo` end to end: the whole loop on one machine, as a newcomer runs it (small batches).
 
+The three demos run at the same time, each with its own stack and state directory: they spend much of their
+time waiting for their own subprocesses (streamer, MongoDB-wire server, training jobs).
+"""
+
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
+from conftest import LIVETRAIN, ROOT
 
 from pipelines.local.records import ExecutionStore
 
 pytestmark = pytest.mark.slow
+DEMOS = {
+    "whole loop": ("--batch-size", 2000, "--max-jobs", 4),
+    # The gate itself on a random walk is test_local_pipeline_e2e's; this is the demo's handling of a stopped run.
+    "random walk": ("--market", "random-walk", "--batch-size", 1000, "--max-jobs", 2),
+    "continuous": ("--continuous", "--batches", 2, "--no-approve", "--batch-size", 1000, "--max-jobs", 2),
+}
 
 
-def test_demo_runs_the_whole_loop(run_cli, tmp_path):
-    result = run_cli("demo", "--batch-size", 2000, "--max-jobs", 4, "--state-dir", tmp_path, timeout=600)
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Each demo's finished process (stdout, stderr as text) and its state directory."""
+    started = {}
+    for name, args in DEMOS.items():
+        state = tmp_path_factory.mktemp(name.replace(" ", "-"))
+        out, err = (state.parent / f"{state.name}.{stream}" for stream in ("out", "err"))
+        command = [str(LIVETRAIN), "demo", *map(str, args), "--state-dir", str(state)]
+        with out.open("w") as stdout, err.open("w") as stderr:
+            started[name] = (subprocess.Popen(command, stdout=stdout, stderr=stderr, cwd=ROOT, env=dict(os.environ)),
+                             state, out, err)
+    finished = {}
+    try:
+        for name, (process, state, out, err) in started.items():
+            process.wait(timeout=900)
+            finished[name] = (subprocess.CompletedProcess(process.args, process.returncode, out.read_text(),
+                                                          err.read_text()), state)
+    finally:
+        for process, *_ in started.values():
+            if process.poll() is None:
+                process.kill()
+    return finished
+
+
+def test_demo_runs_the_whole_loop(demos):
+    result, tmp_path = demos["whole loop"]
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = ExecutionStore(tmp_path).all()
     assert record["PipelineExecutionStatus"] == "Succeeded"
@@ -23,10 +61,8 @@ def test_demo_runs_the_whole_loop(run_cli, tmp_path):
         assert phase in result.stdout  # the summary times every phase
 
 
-def test_a_random_walk_stops_at_the_quality_gate_and_nothing_is_deployed(run_cli, tmp_path):
-    # The gate itself on a random walk is test_local_pipeline_e2e's; this is the demo's handling of a stopped run.
-    result = run_cli("demo", "--market", "random-walk", "--batch-size", 1000, "--max-jobs", 2,
-                     "--state-dir", tmp_path, timeout=600)
+def test_a_random_walk_stops_at_the_quality_gate_and_nothing_is_deployed(demos):
+    result, tmp_path = demos["random walk"]
     assert result.returncode == 1, result.stderr[-3000:]
     (record,) = ExecutionStore(tmp_path).all()
     assert record["Steps"]["PrecisionTooLow"]["StepStatus"] == "Failed"
@@ -36,9 +72,8 @@ def test_a_random_walk_stops_at_the_quality_gate_and_nothing_is_deployed(run_cli
     assert "nothing is deployed" in result.stderr and "deployed to endpoint" not in result.stdout
 
 
-def test_continuous_mode_retrains_on_every_batch(run_cli, tmp_path):
-    result = run_cli("demo", "--continuous", "--batches", 2, "--no-approve", "--batch-size", 1000, "--max-jobs", 2,
-                     "--state-dir", tmp_path, timeout=600)
+def test_continuous_mode_retrains_on_every_batch(demos):
+    result, tmp_path = demos["continuous"]
     assert result.returncode in (0, 1), result.stderr[-3000:]  # 1: the last batch stopped at the quality gate
     assert "Traceback" not in result.stderr
     records = sorted(ExecutionStore(tmp_path).all(), key=lambda record: record["StartTime"])
