@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from livetrain.config import Config
+
 ROOT = Path(__file__).resolve().parents[1]
 LIVETRAIN = Path(sys.executable).parent / "livetrain"
 
@@ -105,8 +107,8 @@ def make_batch(tmp_path_factory):
     """Factory of synthetic batch directories, made once per session; copy one before changing it."""
     made: dict[tuple, Path] = {}
 
-    def make(trades: int = 2000, seed: int = 0, market: str = "planted-signal", epic="CS.D.BITCOIN.CFD.IP",
-             bucket: str = "livetrain-data") -> Path:
+    def make(trades: int = 2000, seed: int = 0, market: str = "planted-signal", epic: str = Config.epic,
+             bucket: str = Config.bucket) -> Path:
         key = (trades, seed, market, epic, bucket)
         if key not in made:
             from processing.batch_contract import render_batch, write_batch_dir
