@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install checkov demo test lint bench clean
+.PHONY: install checkov demo test test-fast lint bench clean
 
 install: $(INSTALLED)
 
@@ -30,6 +30,11 @@ demo: install
 test: install checkov
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The edit loop: lint and every test not marked slow (the end-to-end runs); `make test` is the full gate.
+test-fast: install checkov
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -27,10 +27,9 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11",
-    packages=find_packages(include=["pipelines*", "processing*", "streamer*", "lambdas*", "infra*"]),
-    py_modules=["livetrain"],
+    packages=find_packages(include=["livetrain*", "pipelines*", "processing*", "streamer*", "lambdas*", "infra*"]),
     package_data={"infra": ["*.yaml", "*.json"]},
     install_requires=["numpy>=1.26", "pandas>=2.1"],
     extras_require={"streamer": STREAMER, "pipelines": PIPELINES, "local": LOCAL, "dev": DEV},
-    entry_points={"console_scripts": ["livetrain=livetrain:main"]},
+    entry_points={"console_scripts": ["livetrain=livetrain.cli:main"]},
 )

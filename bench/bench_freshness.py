@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.measure import table
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
-from livetrain import Config
+from livetrain.config import Config
 from pipelines.local.records import step_duration
 from processing.batch_contract import render_batch, upload_batch_dir, write_batch_dir
 from streamer.market import MarketSettings

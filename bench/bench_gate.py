@@ -107,11 +107,11 @@ class Stack:
         self.url = f"http://{host}:{port}"
         self.s3, self.sagemaker = self.client("s3"), self.client("sagemaker")
         self.s3.create_bucket(Bucket=BUCKET)
-        from pipelines.cli import upsert_pipeline
+        from pipelines.driver import PipelineSettings, upsert_pipeline
 
-        self.pipeline_arn, _ = upsert_pipeline(self.s3, self.sagemaker, region="us-east-1", role_arn=ROLE,
-                                               bucket=BUCKET, pipeline_name=PIPELINE, model_package_group=GROUP,
-                                               prefix=PIPELINE)
+        settings = PipelineSettings(region="us-east-1", role_arn=ROLE, bucket=BUCKET, pipeline_name=PIPELINE,
+                                    model_package_group=GROUP, prefix=PIPELINE)
+        self.pipeline_arn, _ = upsert_pipeline(self.s3, self.sagemaker, settings)
         self.state = Path(tempfile.mkdtemp(prefix="bench-gate-"))
         return self
 

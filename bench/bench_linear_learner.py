@@ -47,7 +47,7 @@ def training(channels: dict[str, Path], work: Path) -> list[dict]:
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    from pipelines.local.linear_learner import read_channel, train
+    from pipelines.local.algorithms.linear_learner.training import read_channel, train
 
     def ours(**extra):
         return train({**BASE, **extra}, channels, work / "model", log=lambda _: None)
@@ -75,7 +75,7 @@ def training(channels: dict[str, Path], work: Path) -> list[dict]:
 
 
 def tuning(channels: dict[str, Path], work: Path) -> list[dict]:
-    from pipelines.local.tuner import run_tuning_job
+    from pipelines.local.steps.tuning import run_tuning_job
 
     request = {
         "HyperParameterTuningJobName": "bench",
@@ -106,9 +106,9 @@ def tuning(channels: dict[str, Path], work: Path) -> list[dict]:
 def endpoint(model_tar: Path, work: Path) -> list[dict]:
     import boto3
 
+    from pipelines.local.algorithms.linear_learner import load_model
+    from pipelines.local.batch_transform import batch_transform
     from pipelines.local.endpoint import MAX_PAYLOAD_BYTES, EndpointServer, Served, StaticResolver, invoke
-    from pipelines.local.linear_learner import load_model
-    from pipelines.local.transform import batch_transform
 
     features = planted_data(10_000, seed=7)[0]
     source = write_csv(work / "requests.csv", features)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 SPLIT = (0.7, 0.15, 0.15)
+DECIMALS = 3
 
 
 def planted_data(rows: int, features: int = 605, seed: int = 0, strength: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -21,16 +22,18 @@ def planted_data(rows: int, features: int = 605, seed: int = 0, strength: float 
     signal = walks[:, 4] - walks[:, 29] + 0.5 * (walks[:, 299] - walks[:, 119])
     signal /= signal.std()
     labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-(strength * signal - 0.3)))).astype(np.float64)
-    return walks.round(3), labels
+    return walks.round(DECIMALS), labels
 
 
 def write_csv(path: Path, features: np.ndarray, labels: np.ndarray | None = None) -> Path:
-    """A headerless CSV, label first when `labels` is given (what Linear Learner reads as text/csv)."""
-    import pandas as pd
+    """A headerless CSV, label first when `labels` is given (what Linear Learner reads as text/csv).
+
+    The numbers are planted_data's, rounded to DECIMALS: written exactly with the Preprocess step's writer."""
+    from processing.preprocess import csv_text
 
     table = features if labels is None else np.column_stack([labels, features])
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(table).to_csv(path, header=False, index=False, float_format="%.6g")
+    path.write_bytes(csv_text(np.round(table * 10**DECIMALS).astype(np.int64), DECIMALS))
     return path
 
 

@@ -1,6 +1,7 @@
 """`livetrain infra template|lint|deploy`: the CloudFormation stack for AWS.
 
-Only the standard library is imported here; the deploy handler imports boto3 when it runs.
+Parses the command line into settings and calls `infra/deploy.py`. Only the standard library and stdlib-only
+modules are imported here; the deploy handler imports boto3 when it runs.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from infra.template import TEMPLATE_PATH as TEMPLATE
+from livetrain.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = Path(__file__).with_name("template.yaml")
 CHECKOV_VENV = ROOT / ".venv-checkov"
 
 
@@ -37,6 +40,9 @@ def add_commands(commands, config) -> None:
     deploy.add_argument("--bucket", default=config.bucket, help=f"data bucket to create (default {config.bucket})")
     deploy.add_argument("--pipeline-name", default=config.pipeline_name)
     deploy.add_argument("--model-package-group", default=config.model_package_group)
+    deploy.add_argument("--endpoint-name", default=config.endpoint_name,
+                        help=f"the endpoint approved models are deployed to (default {config.endpoint_name})")
+    deploy.add_argument("--epic", default=config.epic, help=f"the market the streamer reads (default {config.epic})")
     deploy.add_argument("--artifact-bucket", help="bucket for the Lambda's zip (default "
                                                   "livetrain-artifacts-<account>-<region>, created if missing)")
     deploy.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
@@ -45,7 +51,7 @@ def add_commands(commands, config) -> None:
     deploy.add_argument("--timeout", type=int, default=3600, help="seconds to wait for the stack (default 3600)")
     deploy.add_argument("--no-pipeline", action="store_true",
                         help="deploy the stack only; upsert the pipeline later with `livetrain pipeline upsert`")
-    deploy.set_defaults(handler=run_deploy)
+    deploy.set_defaults(handler=run_deploy, cache_dir=config.cache_dir)
 
 
 def run_template(args) -> int:
@@ -63,8 +69,6 @@ def checkov_command() -> list[str] | None:
 
 def run_lint(args) -> int:
     """cfn-lint, then checkov (every skip is listed in the template with its reason); non-zero if either fails."""
-    from livetrain import UserError
-
     checkov = checkov_command()
     if checkov is None:
         raise UserError("checkov is not installed: run `make checkov` (it creates .venv-checkov)")
@@ -82,7 +86,12 @@ def run_lint(args) -> int:
 
 
 def run_deploy(args) -> int:
-    from infra.deploy import deploy
+    from infra.deploy import DeploySettings, deploy
 
-    deploy(args)
+    deploy(DeploySettings(
+        stack_name=args.stack_name, region=args.region, bucket=args.bucket, pipeline_name=args.pipeline_name,
+        model_package_group=args.model_package_group, endpoint_name=args.endpoint_name, epic=args.epic,
+        parameters=tuple(args.parameter), template=args.template, role_arn=args.role_arn,
+        endpoint_url=args.endpoint_url, artifact_bucket=args.artifact_bucket, timeout=args.timeout,
+        upsert_pipeline=not args.no_pipeline, cache_dir=args.cache_dir))
     return 0

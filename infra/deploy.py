@@ -11,9 +11,12 @@ import sys
 import time
 import zipfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from livetrain import UserError
+from infra.template import TEMPLATE_PATH
+from livetrain.aws_errors import describe, is_not_found
+from livetrain.errors import UserError
 
 LAMBDA_SOURCES = tuple(Path(__file__).resolve().parents[1] / "lambdas" / name
                        for name in ("deploy_on_approval.py", "find_champion.py"))  # one handler module each
@@ -23,6 +26,8 @@ SET_BY_DEPLOY = {
     "DataBucketName": "pass --bucket instead (the pipeline upsert uses it too)",
     "PipelineName": "pass --pipeline-name instead (the pipeline upsert uses it too)",
     "ModelPackageGroupName": "pass --model-package-group instead (the pipeline upsert uses it too)",
+    "EndpointName": "pass --endpoint-name instead",
+    "Epic": "pass --epic instead",
     "LambdaCodeBucket": "deploy uploads the Lambda; pass --artifact-bucket to choose the bucket",
     "LambdaCodeKey": "deploy uploads the Lambda and names the key after its content",
 }
@@ -38,12 +43,29 @@ WHAT_IS_LEFT = {
 }
 
 
+@dataclass(frozen=True)
+class DeploySettings:
+    """What `livetrain infra deploy` deploys (infra/cli.py builds it from the command line)."""
+
+    stack_name: str
+    region: str
+    bucket: str
+    pipeline_name: str
+    model_package_group: str
+    endpoint_name: str
+    epic: str
+    parameters: tuple[str, ...] = ()  # KEY=VALUE for the template's other parameters
+    template: Path = TEMPLATE_PATH
+    role_arn: str | None = None  # the service role CloudFormation assumes (None: the caller's credentials)
+    endpoint_url: str | None = None
+    artifact_bucket: str | None = None  # None: livetrain-artifacts-<account>-<region>
+    timeout: float = 3600
+    upsert_pipeline: bool = True
+    cache_dir: str | None = None  # where built pipeline definitions are kept
+
+
 def progress(message: str) -> None:
     print(f"infra deploy: {message}", file=sys.stderr, flush=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @contextmanager
@@ -54,7 +76,7 @@ def stage(name: str, left: str = ""):
     try:
         yield
     except (BotoCoreError, ClientError, OSError) as exc:
-        raise UserError(f"{name} failed: {_one_line(exc)}" + (f"; {left}" if left else "")) from exc
+        raise UserError(f"{name} failed: {describe(exc)}" + (f"; {left}" if left else "")) from exc
 
 
 def package_lambda(sources: tuple[Path, ...] = LAMBDA_SOURCES) -> bytes:
@@ -76,7 +98,7 @@ def ensure_artifact_bucket(s3, bucket: str, region: str) -> None:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+        if not is_not_found(exc):
             raise
         progress(f"creating artefact bucket {bucket}")
         location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
@@ -88,7 +110,7 @@ def ensure_artifact_bucket(s3, bucket: str, region: str) -> None:
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
 
 
-def parse_parameters(pairs: list[str], declared: dict) -> dict[str, str]:
+def parse_parameters(pairs: tuple[str, ...] | list[str], declared: dict) -> dict[str, str]:
     """KEY=VALUE pairs from --parameter, each naming a parameter the template declares."""
     values = {}
     for pair in pairs:
@@ -108,7 +130,7 @@ def stack_status(cloudformation, stack: str) -> str | None:
     try:
         return cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
     except ClientError as exc:
-        if "does not exist" in str(exc):
+        if is_not_found(exc):
             return None
         raise
 
@@ -125,14 +147,15 @@ def stack_parameters(declared: dict, values: dict[str, str], creating: bool, sta
     return parameters
 
 
-def create_change_set(cloudformation, args, template: str, parameters: list[dict], creating: bool) -> str | None:
+def create_change_set(cloudformation, stack: str, template: str, parameters: list[dict], creating: bool,
+                      role_arn: str | None = None) -> str | None:
     """Create the change set and wait until it is ready; its name, or None when there is nothing to change."""
     name = f"livetrain-{time.strftime('%Y%m%d-%H%M%S')}"
-    request = {"StackName": args.stack_name, "ChangeSetName": name, "TemplateBody": template,
+    request = {"StackName": stack, "ChangeSetName": name, "TemplateBody": template,
                "Parameters": parameters, "Capabilities": ["CAPABILITY_IAM"],
                "ChangeSetType": "CREATE" if creating else "UPDATE", "Description": "livetrain infra deploy"}
-    if args.role_arn:
-        request["RoleARN"] = args.role_arn
+    if role_arn:
+        request["RoleARN"] = role_arn
     unchanged = "stack unchanged" if not creating else "nothing created"
     try:
         with stage("create the change set", left=unchanged):
@@ -144,14 +167,14 @@ def create_change_set(cloudformation, args, template: str, parameters: list[dict
     deadline = time.monotonic() + 600
     while True:
         with stage("create the change set", left=f"change set {name} not executed, {unchanged}"):
-            change_set = cloudformation.describe_change_set(StackName=args.stack_name, ChangeSetName=name)
+            change_set = cloudformation.describe_change_set(StackName=stack, ChangeSetName=name)
         if change_set["Status"] == "CREATE_COMPLETE":
             break
         reason = change_set.get("StatusReason", "")
         if change_set["Status"] == "FAILED":
             if any(text in reason for text in NO_CHANGES):
                 with stage("delete the empty change set", left=f"change set {name} left FAILED, {unchanged}"):
-                    cloudformation.delete_change_set(StackName=args.stack_name, ChangeSetName=name)
+                    cloudformation.delete_change_set(StackName=stack, ChangeSetName=name)
                 return None
             raise UserError(f"create the change set failed: {reason}; change set {name} left FAILED and not "
                             f"executed, {unchanged}")
@@ -218,44 +241,46 @@ def execute_and_wait(cloudformation, stack: str, change_set: str, timeout: float
     return status
 
 
-def upsert_pipeline(args, role_arn: str) -> None:
+def upsert_pipeline(settings: DeploySettings, role_arn: str) -> None:
     """The pipelines part's upsert, with this stack's execution role, bucket and names."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from pipelines.cli import checked_role_arn
-    from pipelines.cli import upsert_pipeline as upsert
+    from pipelines import driver
 
-    session = boto3.session.Session(region_name=args.region)
+    session = boto3.session.Session(region_name=settings.region)
     try:
-        upsert(session.client("s3", endpoint_url=args.endpoint_url),
-               session.client("sagemaker", endpoint_url=args.endpoint_url), region=args.region,
-               role_arn=checked_role_arn(role_arn), bucket=args.bucket, pipeline_name=args.pipeline_name,
-               model_package_group=args.model_package_group, prefix=args.pipeline_name)
+        pipeline = driver.PipelineSettings(
+            region=settings.region, role_arn=driver.checked_role_arn(role_arn), bucket=settings.bucket,
+            pipeline_name=settings.pipeline_name, model_package_group=settings.model_package_group,
+            prefix=settings.pipeline_name)
+        driver.upsert_pipeline(session.client("s3", endpoint_url=settings.endpoint_url),
+                               session.client("sagemaker", endpoint_url=settings.endpoint_url), pipeline,
+                               settings.cache_dir)
     except (UserError, BotoCoreError, ClientError) as exc:
-        raise UserError(f"upsert the pipeline failed: {exc}; stack {args.stack_name} is deployed but pipeline "
-                        f"{args.pipeline_name} was not updated: run "
-                        f"`livetrain pipeline upsert --role-arn {role_arn} --region {args.region}`") from None
+        raise UserError(f"upsert the pipeline failed: {exc}; stack {settings.stack_name} is deployed but pipeline "
+                        f"{settings.pipeline_name} was not updated: run "
+                        f"`livetrain pipeline upsert --role-arn {role_arn} --region {settings.region}`") from None
 
 
-def deploy(args) -> dict[str, str]:
+def deploy(settings: DeploySettings) -> dict[str, str]:
     """The whole deploy; prints the stack's outputs (KEY=VALUE lines on stdout) and returns them."""
     import boto3
 
     from infra.template import load_template
 
-    session = boto3.session.Session(region_name=args.region)
+    session = boto3.session.Session(region_name=settings.region)
 
     def client(service: str):
-        return session.client(service, endpoint_url=args.endpoint_url)
+        return session.client(service, endpoint_url=settings.endpoint_url)
 
     with stage("read the template"):
-        template = args.template.read_text()
+        template = settings.template.read_text()
     if len(template.encode()) > MAX_TEMPLATE_BODY:
-        raise UserError(f"{args.template} is {len(template.encode())} bytes; CloudFormation takes at most "
+        raise UserError(f"{settings.template} is {len(template.encode())} bytes; CloudFormation takes at most "
                         f"{MAX_TEMPLATE_BODY} inline: split it into nested stacks")
     declared = load_template(template).get("Parameters", {})
-    overrides = parse_parameters(args.parameter, declared)
+    overrides = parse_parameters(settings.parameters, declared)
     for name, instead in SET_BY_DEPLOY.items():
         if name in overrides:
             raise UserError(f"--parameter {name}: {instead}")
@@ -263,46 +288,47 @@ def deploy(args) -> dict[str, str]:
 
     with stage("find the account", left="nothing deployed"):
         account = client("sts").get_caller_identity()["Account"]
-        status = stack_status(cloudformation, args.stack_name)
+        status = stack_status(cloudformation, settings.stack_name)
     if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED"):
-        raise UserError(f"stack {args.stack_name} is {status}: "
-                        + WHAT_IS_LEFT[status].format(stack=args.stack_name))
+        raise UserError(f"stack {settings.stack_name} is {status}: "
+                        + WHAT_IS_LEFT[status].format(stack=settings.stack_name))
     if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
-        raise UserError(f"stack {args.stack_name} is {status}: wait until it settles, then deploy again")
+        raise UserError(f"stack {settings.stack_name} is {status}: wait until it settles, then deploy again")
     creating = status in (None, "REVIEW_IN_PROGRESS")
 
     code = package_lambda()
-    artifact_bucket = args.artifact_bucket or f"livetrain-artifacts-{account}-{args.region}"
+    artifact_bucket = settings.artifact_bucket or f"livetrain-artifacts-{account}-{settings.region}"
     code_key = f"lambdas/lambdas-{hashlib.sha256(code).hexdigest()[:16]}.zip"
-    values = {"DataBucketName": args.bucket, "PipelineName": args.pipeline_name,
-              "ModelPackageGroupName": args.model_package_group, "LambdaCodeBucket": artifact_bucket,
-              "LambdaCodeKey": code_key, **overrides}
+    values = {"DataBucketName": settings.bucket, "PipelineName": settings.pipeline_name,
+              "ModelPackageGroupName": settings.model_package_group, "EndpointName": settings.endpoint_name,
+              "Epic": settings.epic, "LambdaCodeBucket": artifact_bucket, "LambdaCodeKey": code_key, **overrides}
     parameters = stack_parameters(declared, {k: v for k, v in values.items() if k in declared}, creating,
-                                  args.stack_name)
+                                  settings.stack_name)
 
     with stage("upload the Lambdas", left="nothing deployed"):
         s3 = client("s3")
-        ensure_artifact_bucket(s3, artifact_bucket, args.region)
+        ensure_artifact_bucket(s3, artifact_bucket, settings.region)
         progress(f"uploading the Lambdas ({len(code)} bytes) to s3://{artifact_bucket}/{code_key}")
         s3.put_object(Bucket=artifact_bucket, Key=code_key, Body=code)
 
-    progress(f"{'creating' if creating else 'updating'} stack {args.stack_name} in {args.region}")
-    change_set = create_change_set(cloudformation, args, template, parameters, creating)
+    progress(f"{'creating' if creating else 'updating'} stack {settings.stack_name} in {settings.region}")
+    change_set = create_change_set(cloudformation, settings.stack_name, template, parameters, creating,
+                                   settings.role_arn)
     if change_set is None:
-        progress(f"stack {args.stack_name}: no changes")
+        progress(f"stack {settings.stack_name}: no changes")
     else:
-        status = execute_and_wait(cloudformation, args.stack_name, change_set, args.timeout)
-        progress(f"stack {args.stack_name}: {status}")
+        status = execute_and_wait(cloudformation, settings.stack_name, change_set, settings.timeout)
+        progress(f"stack {settings.stack_name}: {status}")
 
-    with stage("read the stack's outputs", left=f"stack {args.stack_name} is deployed"):
-        stack = cloudformation.describe_stacks(StackName=args.stack_name)["Stacks"][0]
+    with stage("read the stack's outputs", left=f"stack {settings.stack_name} is deployed"):
+        stack = cloudformation.describe_stacks(StackName=settings.stack_name)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-    if not args.no_pipeline:
+    if settings.upsert_pipeline:
         if "PipelineExecutionRoleArn" not in outputs:
-            raise UserError(f"upsert the pipeline failed: stack {args.stack_name} has no PipelineExecutionRoleArn "
+            raise UserError(f"upsert the pipeline failed: stack {settings.stack_name} has no PipelineExecutionRoleArn "
                             "output; the stack is deployed, the pipeline was not updated (or pass --no-pipeline)")
-        progress(f"upserting pipeline {args.pipeline_name}")
-        upsert_pipeline(args, outputs["PipelineExecutionRoleArn"])
+        progress(f"upserting pipeline {settings.pipeline_name}")
+        upsert_pipeline(settings, outputs["PipelineExecutionRoleArn"])
     for key, value in sorted(outputs.items()):
         print(f"{key}={value}")
     return outputs

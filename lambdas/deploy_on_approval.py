@@ -62,6 +62,8 @@ class DeployConfig:
         )
 
 
+# The rest of livetrain classifies AWS errors in livetrain/aws_errors.py; this Lambda ships as this one file with
+# only the runtime's boto3, so it keeps the two checks it needs here.
 def _not_found(error) -> bool:
     message = error.response.get("Error", {}).get("Message", "")
     return error.response.get("Error", {}).get("Code") == "ValidationException" and "Could not find" in message

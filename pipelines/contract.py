@@ -1,5 +1,7 @@
 """Names and defaults of the pipeline that other parts rely on (EventBridge targets, the CLI, the local engine).
 
+Defaults shared beyond the pipeline (names, the tuning budget) are in `livetrain.config.Config`.
+
 Standard library only: the CLI imports this without the SageMaker SDK.
 """
 
@@ -34,5 +36,3 @@ def champion_function_arn(region: str, role_arn: str, pipeline_name: str) -> str
     """The FindChampion Lambda's ARN: in the pipeline role's account and region (the template creates it)."""
     account = role_arn.split(":")[4]
     return f"arn:aws:lambda:{region}:{account}:function:{pipeline_name}{CHAMPION_FUNCTION_SUFFIX}"
-MAX_JOBS = 10
-MAX_PARALLEL_JOBS = 2

@@ -20,75 +20,20 @@ files before it creates or updates the pipeline.
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import importlib.metadata
-import importlib.util
 import logging
 import os
+import threading
 import warnings
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
 
-# The SDK creates boto3 clients while it is imported and when steps are constructed, so it needs
-# *a* region even offline (the definition itself uses the region passed to get_pipeline), and it
-# would ask IAM to validate the role ARN while the definition is being built.
-if boto3.Session().region_name is None:
-    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
-os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"
-
-from sagemaker.core import image_uris
-from sagemaker.core.config.config_manager import SageMakerConfig
-from sagemaker.core.lambda_helper import Lambda
-from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
-from sagemaker.core.processing import Processor
-from sagemaker.core.shapes import (
-    MetricsSource,
-    ModelMetrics,
-    ModelQuality,
-    ProcessingInput,
-    ProcessingOutput,
-    ProcessingS3Input,
-    ProcessingS3Output,
-)
-from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig
-from sagemaker.core.transformer import Transformer
-from sagemaker.core.workflow.conditions import (
-    ConditionEquals,
-    ConditionGreaterThanOrEqualTo,
-    ConditionLessThanOrEqualTo,
-    ConditionOr,
-)
-from sagemaker.core.workflow.execution_variables import ExecutionVariables
-from sagemaker.core.workflow.functions import Join, JsonGet
-from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
-from sagemaker.core.workflow.pipeline_context import PipelineSession
-from sagemaker.core.workflow.properties import PropertyFile
-from sagemaker.mlops.workflow.condition_step import ConditionStep
-from sagemaker.mlops.workflow.fail_step import FailStep
-from sagemaker.mlops.workflow.lambda_step import LambdaOutput, LambdaStep
-from sagemaker.mlops.workflow.model_step import ModelStep
-from sagemaker.mlops.workflow.pipeline import Pipeline
-from sagemaker.mlops.workflow.retry import (
-    SageMakerJobExceptionTypeEnum,
-    SageMakerJobStepRetryPolicy,
-    StepExceptionTypeEnum,
-    StepRetryPolicy,
-)
-from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TransformStep, TuningStep
-from sagemaker.serve.model_builder import ModelBuilder
-from sagemaker.train import ModelTrainer
-from sagemaker.train.tuner import HyperparameterTuner
-
-import processing
-from livetrain import UserError
+from livetrain.config import Config
+from pipelines.code import PROCESSING_DIR, code_bundles
 from pipelines.contract import (
     EVALUATION_REPORT,
     INSTANCE_TYPE,
-    MAX_JOBS,
-    MAX_PARALLEL_JOBS,
     MAX_SHORTFALL_VS_BASELINE,
     MAX_SHORTFALL_VS_CHAMPION,
     MIN_LIFT,
@@ -101,22 +46,82 @@ from processing.batch_contract import feature_names
 from processing.evaluate import EVALUATION_FILE, FEATURES_FILE, TEST_TRADES_FILE
 from processing.preprocess import MIN_TEST_WINDOWS, TEST_FEATURES_CSV
 
+
+@contextmanager
+def _environment(**values: str):
+    """os.environ with `values` set, restored afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _sdk_environment():
+    """The environment the SDK needs, set only while it is imported or builds.
+
+    The SDK creates boto3 clients while it is imported and when steps are constructed, so it needs *a* region
+    even offline (the definition itself uses the region passed to get_pipeline), and it would ask IAM to
+    validate the role ARN while the definition is being built.
+    """
+    region = {} if boto3.Session().region_name else {"AWS_DEFAULT_REGION": Config.region}
+    return _environment(SAGEMAKER_VALIDATE_ROLE="false", **region)
+
+
+with _sdk_environment():
+    from sagemaker.core import image_uris
+    from sagemaker.core.config.config_manager import SageMakerConfig
+    from sagemaker.core.lambda_helper import Lambda
+    from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
+    from sagemaker.core.processing import Processor
+    from sagemaker.core.shapes import (
+        MetricsSource,
+        ModelMetrics,
+        ModelQuality,
+        ProcessingInput,
+        ProcessingOutput,
+        ProcessingS3Input,
+        ProcessingS3Output,
+    )
+    from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig
+    from sagemaker.core.transformer import Transformer
+    from sagemaker.core.workflow.conditions import (
+        ConditionEquals,
+        ConditionGreaterThanOrEqualTo,
+        ConditionLessThanOrEqualTo,
+        ConditionOr,
+    )
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.core.workflow.functions import Join, JsonGet
+    from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
+    from sagemaker.core.workflow.pipeline_context import PipelineSession
+    from sagemaker.core.workflow.properties import PropertyFile
+    from sagemaker.mlops.workflow.condition_step import ConditionStep
+    from sagemaker.mlops.workflow.fail_step import FailStep
+    from sagemaker.mlops.workflow.lambda_step import LambdaOutput, LambdaStep
+    from sagemaker.mlops.workflow.model_step import ModelStep
+    from sagemaker.mlops.workflow.pipeline import Pipeline
+    from sagemaker.mlops.workflow.retry import (
+        SageMakerJobExceptionTypeEnum,
+        SageMakerJobStepRetryPolicy,
+        StepExceptionTypeEnum,
+        StepRetryPolicy,
+    )
+    from sagemaker.mlops.workflow.steps import CacheConfig, ProcessingStep, TransformStep, TuningStep
+    from sagemaker.serve.model_builder import ModelBuilder
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.tuner import HyperparameterTuner
+
 # No SDK defaults from the user's config files and no telemetry: the definition depends on the arguments only.
 SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 SageMakerConfig.validate_sagemaker_config(SDK_CONFIG)
-_validate_sdk_config = SageMakerConfig.validate_sagemaker_config
+_BUILD_LOCK = threading.Lock()  # a build changes process-wide state (environment, the SDK's validator) for its time
 
-
-def _validate_other_sdk_config(sagemaker_config=None):
-    if sagemaker_config is not SDK_CONFIG:
-        _validate_sdk_config(sagemaker_config)
-
-
-# The SDK validates the session's config against its JSON schema at every lookup (about 70 times,
-# 4.5 of the 5 s a build takes); SDK_CONFIG was validated once above.
-SageMakerConfig.validate_sagemaker_config = staticmethod(_validate_other_sdk_config)
-
-PROCESSING_DIR = Path(processing.__file__).resolve().parent
 SKLEARN_VERSION = "1.9-0"  # the SageMaker scikit-learn image: Python 3.12, numpy, scipy, pandas, scikit-learn
 CODE_DIR = "/opt/ml/processing/input/code"
 PREPROCESS_OUTPUTS = ("train", "validation", "test", "metadata")
@@ -131,89 +136,8 @@ JOB_RETRY = SageMakerJobStepRetryPolicy(
     interval_seconds=60, backoff_rate=2.0, max_attempts=5)
 
 
-@dataclass(frozen=True)
-class CodeBundle:
-    """A processing script and what it imports that the image lacks, at a content-addressed S3 prefix."""
-
-    script: str
-    files: dict[str, bytes]  # key below s3_prefix → content
-    s3_prefix: str  # s3://<bucket>/<prefix>/code/<sha256>/
-
-    def uploads(self) -> list[tuple[str, str, bytes]]:
-        """(bucket, key, content) for each file to upload."""
-        bucket, _, key_prefix = self.s3_prefix.removeprefix("s3://").partition("/")
-        return [(bucket, key_prefix + name, content) for name, content in self.files.items()]
-
-
-def shipped_files(script: Path) -> tuple[Path, ...]:
-    """`script` and, transitively, the modules next to it that it imports, sorted by name."""
-    found: dict[str, Path] = {}
-    pending = [script]
-    while pending:
-        path = pending.pop()
-        if path.name in found:
-            continue
-        found[path.name] = path
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            else:
-                continue
-            for name in names:
-                sibling = path.parent / f"{name.split('.')[-1]}.py"
-                if sibling.is_file() and name.split(".")[0] in (sibling.stem, path.parent.name):
-                    pending.append(sibling)
-    return tuple(found[name] for name in sorted(found))
-
-
-# evaluate.py's block bootstrap is arch's (NCSA licence), which the scikit-learn image lacks. The bundle ships
-# arch.bootstrap and the parts of arch it imports, from the installed (pinned) distribution, with an empty
-# package __init__: arch's own would import its volatility models and, through them, statsmodels.
-ARCH_PARTS = ("_typing.py", "_version.py", "bootstrap", "compat", "utility", "vendor")
-ARCH_INIT = (b'"""arch, as livetrain ships it into SageMaker Processing: arch.bootstrap and what it imports '
-             b'(pipelines/definition.py)."""\n')
-
-
-def arch_bootstrap_files() -> dict[str, bytes]:
-    """arch.bootstrap's source files and arch's licence, keyed as they sit below the bundle's prefix."""
-    spec = importlib.util.find_spec("arch")  # found, not imported: importing arch takes seconds
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("the arch package is not installed: the evaluation step ships its bootstrap; "
-                        "install livetrain with the [pipelines] extra")
-    root = Path(spec.submodule_search_locations[0])
-    files = {"arch/__init__.py": ARCH_INIT}
-    for part in ARCH_PARTS:
-        for path in [root / part] if part.endswith(".py") else sorted((root / part).rglob("*.py")):
-            if "tests" not in path.relative_to(root).parts:
-                files[f"arch/{path.relative_to(root).as_posix()}"] = path.read_bytes()
-    licence = next(f for f in importlib.metadata.distribution("arch").files if f.name.startswith("LICENSE"))
-    files["arch/LICENSE.md"] = licence.locate().read_bytes()
-    return files
-
-
-def code_bundle(script: Path, bucket: str, prefix: str, extra: dict[str, bytes] | None = None) -> CodeBundle:
-    """The bundle for one script; its address is the sha256 over the shipped files' names and contents."""
-    if not script.is_file():
-        raise UserError(f"{script} is missing: the pipeline ships it to SageMaker Processing; restore it")
-    files = {path.name: path.read_bytes() for path in shipped_files(script)} | (extra or {})
-    files = dict(sorted(files.items()))
-    digest = hashlib.sha256()
-    for name, content in files.items():
-        digest.update(f"{name}\0{hashlib.sha256(content).hexdigest()}\n".encode())
-    return CodeBundle(script.name, files, f"s3://{bucket}/{prefix}/code/{digest.hexdigest()}/")
-
-
-def code_bundles(bucket: str, prefix: str, code_dir: Path = PROCESSING_DIR) -> dict[str, CodeBundle]:
-    """The code each processing step ships, by step name."""
-    return {"Preprocess": code_bundle(code_dir / "preprocess.py", bucket, prefix),
-            "FitBaseline": code_bundle(code_dir / "baseline.py", bucket, prefix),
-            "EvaluateBestModel": code_bundle(code_dir / "evaluate.py", bucket, prefix, arch_bootstrap_files())}
-
-
 def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, model_package_group: str,
-                 prefix: str, max_jobs: int = MAX_JOBS, max_parallel_jobs: int = MAX_PARALLEL_JOBS,
+                 prefix: str, max_jobs: int = Config.max_jobs, max_parallel_jobs: int = Config.max_parallel_jobs,
                  code_dir: Path = PROCESSING_DIR) -> Pipeline:
     """The pipeline; every run keeps its data under s3://<bucket>/<prefix>/executions/<execution id>/."""
     session = PipelineSession(boto_session=boto3.Session(region_name=region), default_bucket=bucket,
@@ -460,9 +384,34 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
                next_step])
 
 
+@contextmanager
+def _sdk_workarounds():
+    """What the build needs of the SDK's process-wide state, for the build's time only.
+
+    The environment of `_sdk_environment`; and the SDK validates the session's config against its JSON schema
+    at every lookup (about 70 times, 4.5 of the 5 s a build takes), so SDK_CONFIG, validated once at import,
+    is not validated again.
+    """
+    validate = SageMakerConfig.validate_sagemaker_config
+
+    def validate_other_config(sagemaker_config=None):
+        if sagemaker_config is not SDK_CONFIG:
+            validate(sagemaker_config)
+
+    with _BUILD_LOCK, _sdk_environment():
+        SageMakerConfig.validate_sagemaker_config = staticmethod(validate_other_config)
+        try:
+            yield
+        finally:
+            SageMakerConfig.validate_sagemaker_config = validate
+
+
 def build_definition(**pipeline_args) -> str:
-    """The definition JSON of `get_pipeline(**pipeline_args)`, without the SDK's chatter on stderr."""
-    with warnings.catch_warnings():
+    """The definition JSON of `get_pipeline(**pipeline_args)`, without the SDK's chatter on stderr.
+
+    Nothing global changes: the SDK's workarounds hold for the build only.
+    """
+    with _sdk_workarounds(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Running within a PipelineSession, there will be No Wait…"
         logging.disable(logging.WARNING)  # "Popping out 'ProcessingJobName' from the pipeline definition…"
         try:

@@ -447,7 +447,8 @@ def _join_parts(path: Path, parts: list[Path]) -> None:
 # ---------------------------------------------------------------- the step
 
 
-def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, lookback_seconds: int = 600,
+def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
+               lookback_seconds: int = contract.LOOKBACK_SECONDS,
                train_fraction: float = 0.7, validation_fraction: float = 0.15,
                min_test_windows: float = MIN_TEST_WINDOWS, workers: int | None = None,
                log=lambda message: print(f"preprocess: {message}", file=sys.stderr, flush=True)) -> dict:

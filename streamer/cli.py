@@ -1,6 +1,7 @@
 """`livetrain synth-batch` and `livetrain stream`: the streamer's commands.
 
-Only the standard library is imported here; handlers import what they need.
+Parses the command line into settings and calls the streamer. Only the standard library and stdlib-only
+modules are imported here; handlers import what they need.
 """
 
 from __future__ import annotations
@@ -8,14 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from livetrain import positive_int
+from livetrain.arguments import positive_float, positive_int
+from livetrain.errors import UserError
+from streamer.trading import BotSettings, parse_directions
 
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
+IG_DEMO_API = "https://demo-api.ig.com/gateway/deal"
 
 
 def speed(text: str) -> float | None:
@@ -30,24 +28,23 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def add_bot_arguments(parser: argparse.ArgumentParser) -> None:
+def add_bot_arguments(parser: argparse.ArgumentParser, config) -> None:
     """The paper-trading bot's policy, shared by every command that trades."""
     bot = parser.add_argument_group("paper-trading bot")
-    bot.add_argument("--directions", choices=("BUY", "SELL", "BOTH"), default="BUY",
-                     help="which side the bot trades (default BUY)")
-    bot.add_argument("--stop-distance", type=positive_float, default=100.0, help="points (default 100)")
-    bot.add_argument("--limit-distance", type=positive_float, default=100.0, help="points (default 100)")
-    bot.add_argument("--max-lifetime", type=positive_float, default=900.0,
-                     help="seconds before an open trade closes at the market (default 900)")
-    bot.add_argument("--open-every", type=float, default=30.0,
-                     help="seconds between openings; 0 opens on every tick (default 30)")
+    bot.add_argument("--directions", choices=("BUY", "SELL", "BOTH"), default=config.directions,
+                     help=f"which side the bot trades (default {config.directions})")
+    bot.add_argument("--stop-distance", type=positive_float, default=config.stop_distance,
+                     help=f"points (default {config.stop_distance:g})")
+    bot.add_argument("--limit-distance", type=positive_float, default=config.limit_distance,
+                     help=f"points (default {config.limit_distance:g})")
+    bot.add_argument("--max-lifetime", type=positive_float, default=config.max_lifetime_s,
+                     help=f"seconds before an open trade closes at the market (default {config.max_lifetime_s:g})")
+    bot.add_argument("--open-every", type=non_negative_float, default=config.open_every_s,
+                     help=f"seconds between openings; 0 opens on every tick (default {config.open_every_s:g})")
 
 
-def bot_settings(args: argparse.Namespace):
-    from streamer.trading import BotSettings
-
-    directions = ("BUY", "SELL") if args.directions == "BOTH" else (args.directions,)
-    return BotSettings(directions=directions, stop_distance=args.stop_distance,
+def bot_settings(args: argparse.Namespace) -> BotSettings:
+    return BotSettings(directions=parse_directions(args.directions), stop_distance=args.stop_distance,
                        limit_distance=args.limit_distance, max_lifetime_s=args.max_lifetime,
                        open_every_s=args.open_every)
 
@@ -57,13 +54,14 @@ def add_commands(commands, config) -> None:
         "synth-batch", help="write a valid batch of simulated ticks and closed paper trades",
         description="Simulate a market, paper-trade it and write one batch (batch contract) to a directory.")
     synth.add_argument("--out", required=True, help="directory to create for the batch")
-    synth.add_argument("--trades", type=positive_int, default=10_000, help="closed trades (default 10000)")
+    synth.add_argument("--trades", type=positive_int, default=config.batch_size,
+                       help=f"closed trades (default {config.batch_size})")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--market", choices=("random-walk", "planted-signal"), default="planted-signal")
     synth.add_argument("--epic", default=config.epic)
     synth.add_argument("--bucket", default=config.bucket, help="bucket named in the manifest's prefix")
     synth.add_argument("--batch-id", help="default: synth-<market>-<seed>-<trades>")
-    add_bot_arguments(synth)
+    add_bot_arguments(synth, config)
     synth.set_defaults(handler=run_synth_batch)
     add_stream_command(commands, config)
 
@@ -83,8 +81,8 @@ def add_stream_command(commands, config) -> None:
                         help="MongoDB URI, database from its path (default livetrain); default $MONGODB_URI")
     stream.add_argument("--bucket", default=config.bucket, help=f"S3 bucket for batches (default {config.bucket})")
     stream.add_argument("--s3-endpoint-url", help="S3 endpoint, e.g. a local moto server")
-    stream.add_argument("--batch-size", type=positive_int, default=10_000, help="closed trades per batch "
-                        "(default 10000)")
+    stream.add_argument("--batch-size", type=positive_int, default=config.batch_size,
+                        help=f"closed trades per batch (default {config.batch_size})")
     stream.add_argument("--max-batches", type=positive_int, help="stop after committing this many batches")
     stream.add_argument("--warmup-seconds", type=non_negative_float, default=float(LOOKBACK_SECONDS),
                         help=f"seconds of stored ticks before the first trade opens, so that trades have their "
@@ -97,23 +95,25 @@ def add_stream_command(commands, config) -> None:
     stream.add_argument("--seed", type=int, default=0, help="sim: random seed (default 0)")
     stream.add_argument("--ig-secret-id", help="ig: Secrets Manager secret with ig_identifier, ig_password, "
                         "ig_api_key (default: the IG_IDENTIFIER, IG_PASSWORD, IG_API_KEY environment variables)")
-    stream.add_argument("--ig-api-url", default="https://demo-api.ig.com/gateway/deal",
-                        help="ig: REST API base (default IG's demo)")
-    add_bot_arguments(stream)
+    stream.add_argument("--ig-api-url", default=IG_DEMO_API, help="ig: REST API base (default IG's demo)")
+    add_bot_arguments(stream, config)
     stream.set_defaults(handler=run_stream, region=config.region)
 
 
 def run_stream(args: argparse.Namespace) -> int:
-    from livetrain import UserError
-
     if not args.mongo_uri:
         raise UserError("no MongoDB: pass --mongo-uri URI or set MONGODB_URI")
     import pymongo.errors
 
-    from streamer.run import run_stream as run
+    from streamer.run import StreamSettings, run_stream
 
+    settings = StreamSettings(
+        source=args.source, epic=args.epic, mongo_uri=args.mongo_uri, bucket=args.bucket, region=args.region,
+        s3_endpoint_url=args.s3_endpoint_url, batch_size=args.batch_size, max_batches=args.max_batches,
+        warmup_seconds=args.warmup_seconds, speed=args.speed, replay_file=args.replay_file, market=args.market,
+        seed=args.seed, ig_secret_id=args.ig_secret_id, ig_api_url=args.ig_api_url, bot=bot_settings(args))
     try:
-        return run(args)
+        return run_stream(settings)
     except pymongo.errors.PyMongoError as exc:
         raise UserError(f"MongoDB failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
                         f"check --mongo-uri or MONGODB_URI and that the server is running") from None

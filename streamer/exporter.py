@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from livetrain.aws_errors import is_not_found
 from processing.batch_contract import MANIFEST_FILE, batch_key_prefix, format_ts, render_batch, sha256
 from streamer.store import COMMITTED, Store
 
@@ -142,7 +143,7 @@ class Exporter(threading.Thread):
             if self.s3.head_object(Bucket=self.bucket, Key=key)["Metadata"].get("sha256") == digest:
                 return
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            if not is_not_found(exc):
                 raise
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata={"sha256": digest})
 

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from livetrain import UserError
+from livetrain.errors import UserError
 from streamer.sources import IDLE_S, NUMERIC_FIELDS, TICK_FIELDS, Tick
 
 log = logging.getLogger("livetrain.ig")

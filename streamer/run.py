@@ -8,18 +8,41 @@ progress, close. A restart resumes from MongoDB.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
-from livetrain import UserError
+from livetrain.errors import UserError
 from streamer.sources import Source, Tick, usable
+from streamer.trading import BotSettings
 
 log = logging.getLogger("livetrain.stream")
 STATUS_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What `livetrain stream` runs with (streamer/cli.py builds it from the command line)."""
+
+    source: str  # ig, sim or replay
+    epic: str
+    mongo_uri: str
+    bucket: str
+    region: str
+    batch_size: int
+    warmup_seconds: float
+    bot: BotSettings
+    s3_endpoint_url: str | None = None
+    max_batches: int | None = None
+    speed: float | None = 1.0  # sim/replay: times real time; None: as fast as possible
+    replay_file: str | None = None
+    market: str = "planted-signal"  # sim
+    seed: int = 0  # sim
+    ig_secret_id: str | None = None
+    ig_api_url: str = ""
 
 
 class Sequencer:
@@ -46,21 +69,21 @@ class Sequencer:
         return tick
 
 
-def open_source(args: argparse.Namespace, last_tick: Tick | None) -> Source:
-    """The source named by --source, ready to yield events (IG: logged in and connecting)."""
-    if args.source == "sim":
+def open_source(settings: StreamSettings, last_tick: Tick | None) -> Source:
+    """The source the settings name, ready to yield events (IG: logged in and connecting)."""
+    if settings.source == "sim":
         from streamer.sources import SimulatedSource
 
-        return SimulatedSource(args.epic, args.market, args.seed, args.speed, after=last_tick)
-    if args.source == "replay":
+        return SimulatedSource(settings.epic, settings.market, settings.seed, settings.speed, after=last_tick)
+    if settings.source == "replay":
         from streamer.sources import ReplaySource
 
-        if not args.replay_file:
+        if not settings.replay_file:
             raise UserError("--source replay needs --replay-file FILE (a ticks CSV with the prices.csv columns)")
-        return ReplaySource(args.replay_file, args.epic, args.speed)
+        return ReplaySource(settings.replay_file, settings.epic, settings.speed)
     from streamer.ig import IgSource, load_credentials
 
-    source = IgSource(args.epic, load_credentials(args.ig_secret_id, args.region), args.ig_api_url)
+    source = IgSource(settings.epic, load_credentials(settings.ig_secret_id, settings.region), settings.ig_api_url)
     source.start()
     return source
 
@@ -77,11 +100,12 @@ def check_bucket(s3, bucket: str) -> None:
     """A missing or forbidden bucket is a UserError; an unreachable S3 is only logged (the exporter retries)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from livetrain.aws_errors import error_code
+
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        raise UserError(f"bucket {bucket}: {code or exc} (does it exist, may this role write to it?); "
+        raise UserError(f"bucket {bucket}: {error_code(exc) or exc} (does it exist, may this role write to it?); "
                         f"check --bucket") from None
     except BotoCoreError as exc:
         log.warning("S3 unreachable at start (%s); batches wait until it answers", exc)
@@ -112,25 +136,24 @@ class StopSignals:
         self.requested.set()
 
 
-def run_stream(args: argparse.Namespace) -> int:
+def run_stream(settings: StreamSettings) -> int:
     """The streamer's main loop; returns the exit code."""
     from streamer.bot import Bot
-    from streamer.cli import bot_settings
     from streamer.exporter import Exporter
     from streamer.store import Store, connect
 
     configure_logging()
     stop = StopSignals()
-    store = Store(connect(args.mongo_uri), args.epic)
-    s3 = s3_client(args.s3_endpoint_url, args.region)
-    check_bucket(s3, args.bucket)
-    settings = bot_settings(args)
+    store = Store(connect(settings.mongo_uri), settings.epic)
+    s3 = s3_client(settings.s3_endpoint_url, settings.region)
+    check_bucket(s3, settings.bucket)
     last_tick = store.last_tick()
-    source = open_source(args, last_tick)
-    bot = Bot(store, settings, args.warmup_seconds)
-    log.info("streaming %s from %s into MongoDB; %d open trades resumed; batches of %d to s3://%s", args.epic,
-             args.source, bot.open_trades, args.batch_size, args.bucket)
-    exporter = Exporter(store, s3, args.bucket, args.batch_size, settings.as_dict(), args.max_batches)
+    source = open_source(settings, last_tick)
+    bot = Bot(store, settings.bot, settings.warmup_seconds)
+    log.info("streaming %s from %s into MongoDB; %d open trades resumed; batches of %d to s3://%s", settings.epic,
+             settings.source, bot.open_trades, settings.batch_size, settings.bucket)
+    exporter = Exporter(store, s3, settings.bucket, settings.batch_size, settings.bot.as_dict(),
+                        settings.max_batches)
     exporter.start()
     sequencer = Sequencer(source.live, None if last_tick is None else last_tick.ts)
     status = _Status(store, bot, exporter, source, sequencer)

@@ -104,7 +104,7 @@ class ReplaySource:
     status = "replaying"
 
     def __init__(self, path: str, epic: str, speed: float | None):
-        from livetrain import UserError
+        from livetrain.errors import UserError
 
         self._path, self._epic, self._speed = Path(path), epic, speed
         if not self._path.is_file():

@@ -51,7 +51,7 @@ def key(epic: str, number: int) -> str:
 
 def connect(uri: str) -> pymongo.database.Database:
     """The database named in the URI (default `livetrain`), after a ping; UserError when unreachable."""
-    from livetrain import UserError
+    from livetrain.errors import UserError
 
     try:
         options = {} if "serverSelectionTimeoutMS" in uri else {"serverSelectionTimeoutMS": 10_000}

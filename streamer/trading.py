@@ -15,20 +15,27 @@ from __future__ import annotations
 import heapq
 from dataclasses import asdict, dataclass, field
 
+from livetrain.config import Config
+
 BUY, SELL = "BUY", "SELL"
+
+
+def parse_directions(choice: str) -> tuple[str, ...]:
+    """BUY, SELL or BOTH → the directions the bot trades."""
+    return (BUY, SELL) if choice == "BOTH" else (choice,)
 
 
 @dataclass(frozen=True)
 class BotSettings:
-    """When the bot opens trades and how each trade is closed."""
+    """When the bot opens trades and how each trade is closed; the defaults are Config's."""
 
-    directions: tuple[str, ...] = (BUY,)
-    stop_distance: float = 100.0
-    limit_distance: float = 100.0
-    max_lifetime_s: float = 900.0
+    directions: tuple[str, ...] = parse_directions(Config.directions)
+    stop_distance: float = Config.stop_distance
+    limit_distance: float = Config.limit_distance
+    max_lifetime_s: float = Config.max_lifetime_s
     # 0 opens on every tick; spacing trades out gives a batch more independent market time (trades
     # opened a second apart share one price path, so their labels are nearly one sample)
-    open_every_s: float = 30.0
+    open_every_s: float = Config.open_every_s
 
     def __post_init__(self):
         if not self.directions or set(self.directions) - {BUY, SELL}:

@@ -6,10 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from livetrain.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 LIVETRAIN = Path(sys.executable).parent / "livetrain"
@@ -19,6 +22,10 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
     os.environ.pop(_name, None)
 os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
                   AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+# Built pipeline definitions are kept for this session only (its processes share them): every run starts cold,
+# as CI does on a clean clone, and nothing is left in the user's cache.
+_CACHE = tempfile.TemporaryDirectory(prefix="livetrain-test-cache-")
+os.environ["LIVETRAIN_CACHE_DIR"] = _CACHE.name
 
 
 class Aws:
@@ -100,8 +107,8 @@ def make_batch(tmp_path_factory):
     """Factory of synthetic batch directories, made once per session; copy one before changing it."""
     made: dict[tuple, Path] = {}
 
-    def make(trades: int = 2000, seed: int = 0, market: str = "planted-signal", epic="CS.D.BITCOIN.CFD.IP",
-             bucket: str = "livetrain-data", signal_changes: tuple = (), **bot_settings) -> Path:
+    def make(trades: int = 2000, seed: int = 0, market: str = "planted-signal", epic: str = Config.epic,
+             bucket: str = Config.bucket, signal_changes: tuple = (), **bot_settings) -> Path:
         key = (trades, seed, market, epic, bucket, signal_changes, *sorted(bot_settings.items()))
         if key not in made:
             from processing.batch_contract import render_batch, write_batch_dir

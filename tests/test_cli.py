@@ -1,8 +1,13 @@
 """The `livetrain` command line: help, configuration, synth-batch, one-line errors."""
 
 import json
+import subprocess
+import sys
 
-from livetrain import Config
+import pytest
+
+from livetrain.config import Config
+from livetrain.errors import UserError
 from processing.batch_contract import read_batch
 
 
@@ -12,10 +17,22 @@ def test_help_lists_the_commands(run_cli):
     assert "synth-batch" in result.stdout
 
 
+def test_python_m_livetrain_is_the_same_command_line():
+    """`python -m livetrain` runs the package's __main__: the same parser, and user errors stay one line."""
+    helped = subprocess.run([sys.executable, "-m", "livetrain", "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "synth-batch" in helped.stdout
+    failed = subprocess.run([sys.executable, "-m", "livetrain", "pipeline", "upsert"], capture_output=True, text=True,
+                            timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stderr.startswith("livetrain: error: no execution role") and failed.stderr.count("\n") == 1
+
+
 def test_config_from_environment():
-    config = Config.from_env({"LIVETRAIN_BUCKET": "my-bucket", "UNRELATED": "x"})
-    assert config.bucket == "my-bucket"
+    config = Config.from_env({"LIVETRAIN_BUCKET": "my-bucket", "LIVETRAIN_MAX_JOBS": "4", "UNRELATED": "x"})
+    assert (config.bucket, config.max_jobs) == ("my-bucket", 4)
     assert config.epic == Config().epic
+    with pytest.raises(UserError, match="LIVETRAIN_STOP_DISTANCE='far' is not a number"):
+        Config.from_env({"LIVETRAIN_STOP_DISTANCE": "far"})
 
 
 def test_synth_batch_writes_a_valid_batch(run_cli, tmp_path):

@@ -1,20 +1,56 @@
 """`livetrain demo` end to end: the whole loop on one machine, as a newcomer runs it.
 
 A verdict needs a test slice of 20 independent windows of market time: the default 10,000 trades 30 s apart.
-Smaller batches end at Preprocess with "not enough market time", which is what the other tests use.
+Smaller batches end at Preprocess with "not enough market time", which is what the other two demos use.
+The three demos run at the same time, each with its own stack and state directory: they spend much of their
+time waiting for their own subprocesses (streamer, MongoDB-wire server, training jobs).
 """
 
+import os
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
+from conftest import LIVETRAIN, ROOT
 
 from pipelines.local.records import ExecutionStore
 
 pytestmark = pytest.mark.slow
+DEMOS = {
+    "whole loop": ("--max-jobs", 4),
+    # The gate itself on a random walk is test_local_pipeline_e2e's; this is the demo's handling of a stopped run.
+    "too short": ("--market", "random-walk", "--batch-size", 1000, "--max-jobs", 2),
+    "continuous": ("--continuous", "--batches", 2, "--no-approve", "--batch-size", 1000, "--max-jobs", 2),
+}
 
 
-def test_demo_runs_the_whole_loop(run_cli, tmp_path):
-    result = run_cli("demo", "--max-jobs", 4, "--state-dir", tmp_path, timeout=600)
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """Each demo's finished process (stdout, stderr as text) and its state directory."""
+    started = {}
+    for name, args in DEMOS.items():
+        state = tmp_path_factory.mktemp(name.replace(" ", "-"))
+        out, err = (state.parent / f"{state.name}.{stream}" for stream in ("out", "err"))
+        command = [str(LIVETRAIN), "demo", *map(str, args), "--state-dir", str(state)]
+        with out.open("w") as stdout, err.open("w") as stderr:
+            started[name] = (subprocess.Popen(command, stdout=stdout, stderr=stderr, cwd=ROOT, env=dict(os.environ)),
+                             state, out, err)
+    finished = {}
+    try:
+        for name, (process, state, out, err) in started.items():
+            process.wait(timeout=900)
+            finished[name] = (subprocess.CompletedProcess(process.args, process.returncode, out.read_text(),
+                                                          err.read_text()), state)
+    finally:
+        for process, *_ in started.values():
+            if process.poll() is None:
+                process.kill()
+    return finished
+
+
+def test_demo_runs_the_whole_loop(demos):
+    result, tmp_path = demos["whole loop"]
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = ExecutionStore(tmp_path).all()
     assert record["PipelineExecutionStatus"] == "Succeeded"
@@ -29,9 +65,8 @@ def test_demo_runs_the_whole_loop(run_cli, tmp_path):
         assert phase in result.stdout  # the summary times every phase
 
 
-def test_a_batch_too_short_for_a_verdict_deploys_nothing_and_says_what_would_do(run_cli, tmp_path):
-    result = run_cli("demo", "--market", "random-walk", "--batch-size", 2000, "--max-jobs", 4,
-                     "--state-dir", tmp_path, timeout=600)
+def test_a_batch_too_short_for_a_verdict_deploys_nothing_and_says_what_would_do(demos):
+    result, tmp_path = demos["too short"]
     assert result.returncode == 1, result.stderr[-3000:]
     (record,) = ExecutionStore(tmp_path).all()
     assert record["Steps"]["Preprocess"]["StepStatus"] == "Failed"
@@ -42,9 +77,8 @@ def test_a_batch_too_short_for_a_verdict_deploys_nothing_and_says_what_would_do(
     assert "nothing is deployed" in result.stderr and "deployed to endpoint" not in result.stdout
 
 
-def test_continuous_mode_retrains_on_every_batch(run_cli, tmp_path):
-    result = run_cli("demo", "--continuous", "--batches", 2, "--no-approve", "--batch-size", 1000, "--max-jobs", 2,
-                     "--state-dir", tmp_path, timeout=600)
+def test_continuous_mode_retrains_on_every_batch(demos):
+    result, tmp_path = demos["continuous"]
     assert result.returncode == 1, result.stderr[-3000:]  # 1,000 trades are not enough market time for a verdict
     assert "Traceback" not in result.stderr
     records = sorted(ExecutionStore(tmp_path).all(), key=lambda record: record["StartTime"])

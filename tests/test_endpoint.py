@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.planted_data import write_channels
+from pipelines.local.algorithms.linear_learner import load_model, train
 from pipelines.local.endpoint import MAX_PAYLOAD_BYTES, EndpointServer, RecordsResolver, StaticResolver
-from pipelines.local.linear_learner import load_model, train
 
 NAME = "livetrain-endpoint"
 LIVETRAIN = Path(sys.executable).parent / "livetrain"

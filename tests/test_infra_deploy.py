@@ -10,7 +10,6 @@ Outputs for a stack made through change sets, so the pipeline upsert is tested o
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 from datetime import UTC, datetime, timedelta
@@ -20,8 +19,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from infra.deploy import create_change_set, execute_and_wait, package_lambda, upsert_pipeline
-from livetrain import UserError
+from infra.deploy import DeploySettings, create_change_set, execute_and_wait, package_lambda, upsert_pipeline
+from livetrain.errors import UserError
 
 REDUCED_TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"
@@ -76,20 +75,20 @@ def error_line(result) -> str:
 def test_deploy_creates_updates_and_reports_no_changes(run_cli, aws, reduced_template):
     cloudformation = aws.client("cloudformation")
 
-    created = deploy(run_cli, aws, "--template", reduced_template, "--no-pipeline", "--parameter", "Epic=CS.D.ONE")
+    created = deploy(run_cli, aws, "--template", reduced_template, "--no-pipeline", "--epic", "CS.D.ONE")
 
     assert created.returncode == 0, created.stderr
     assert cloudformation.describe_stacks(StackName="lt")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
     (function,) = aws.client("lambda").list_functions()["Functions"]
     assert function["CodeSha256"] == base64.b64encode(hashlib.sha256(package_lambda()).digest()).decode()
 
-    unchanged = deploy(run_cli, aws, "--template", reduced_template, "--no-pipeline")
+    unchanged = deploy(run_cli, aws, "--template", reduced_template, "--no-pipeline", "--epic", "CS.D.ONE")
 
     assert unchanged.returncode == 0, unchanged.stderr
     assert "stack lt: no changes" in unchanged.stderr
     assert [s["Status"] for s in cloudformation.list_change_sets(StackName="lt")["Summaries"]] == ["CREATE_COMPLETE"]
 
-    updated = deploy(run_cli, aws, "--template", reduced_template, "--no-pipeline", "--parameter", "Epic=CS.D.TWO")
+    updated = deploy(run_cli, aws, "--template", reduced_template, "--no-pipeline", "--epic", "CS.D.TWO")
 
     assert updated.returncode == 0, updated.stderr
     stack = cloudformation.describe_stacks(StackName="lt")["Stacks"][0]
@@ -99,7 +98,7 @@ def test_deploy_creates_updates_and_reports_no_changes(run_cli, aws, reduced_tem
 
 
 def test_without_the_role_output_the_upsert_stage_says_what_is_deployed(run_cli, aws, reduced_template):
-    result = deploy(run_cli, aws, "--template", reduced_template, "--parameter", "Epic=CS.D.ONE")
+    result = deploy(run_cli, aws, "--template", reduced_template, "--epic", "CS.D.ONE")
 
     assert result.returncode == 2
     assert "upsert the pipeline failed: stack lt has no PipelineExecutionRoleArn output; the stack is deployed" in (
@@ -108,14 +107,15 @@ def test_without_the_role_output_the_upsert_stage_says_what_is_deployed(run_cli,
         "CREATE_COMPLETE")
 
 
-def upsert_args(aws) -> argparse.Namespace:
-    return argparse.Namespace(stack_name="lt", region="us-east-1", endpoint_url=aws.endpoint_url,
-                              bucket="livetrain-data", pipeline_name="lt-pipeline", model_package_group="lt-models")
+def upsert_settings(aws) -> DeploySettings:
+    return DeploySettings(stack_name="lt", region="us-east-1", endpoint_url=aws.endpoint_url, bucket="livetrain-data",
+                          pipeline_name="lt-pipeline", model_package_group="lt-models", endpoint_name="lt",
+                          epic="CS.D.ONE")
 
 
 def test_a_failed_upsert_names_the_stage_and_the_command_to_retry(aws):
     with pytest.raises(UserError) as failure:
-        upsert_pipeline(upsert_args(aws), "not-a-role")
+        upsert_pipeline(upsert_settings(aws), "not-a-role")
 
     message = str(failure.value)
     assert message.startswith("upsert the pipeline failed: ") and "is not an IAM role ARN" in message
@@ -181,7 +181,6 @@ def test_a_rolled_back_creation_reports_the_first_failure_and_what_to_do():
 
 def test_a_change_set_without_changes_is_deleted_and_reported_as_none():
     cloudformation = boto3.client("cloudformation", region_name="us-east-1")
-    args = argparse.Namespace(stack_name="lt", role_arn=None)
     with Stubber(cloudformation) as stubber:
         stubber.add_response("create_change_set", {"Id": "cs-arn"})
         stubber.add_response("describe_change_set", {
@@ -189,7 +188,7 @@ def test_a_change_set_without_changes_is_deleted_and_reported_as_none():
             "StatusReason": "The submitted information didn't contain changes. Submit different information."})
         stubber.add_response("delete_change_set", {})
 
-        assert create_change_set(cloudformation, args, "{}", [], creating=False) is None
+        assert create_change_set(cloudformation, "lt", "{}", [], creating=False) is None
         stubber.assert_no_pending_responses()
 
 
@@ -205,7 +204,7 @@ def test_the_lambda_zip_is_the_handlers_alone_and_reproducible():
 
 def test_upsert_creates_the_pipeline_with_the_stacks_role(aws):
     aws.client("s3").create_bucket(Bucket="livetrain-data")
-    upsert_pipeline(upsert_args(aws), "arn:aws:iam::123456789012:role/lt-pipeline")
+    upsert_pipeline(upsert_settings(aws), "arn:aws:iam::123456789012:role/lt-pipeline")
     pipeline = aws.client("sagemaker").describe_pipeline(PipelineName="lt-pipeline")
     assert pipeline["RoleArn"] == "arn:aws:iam::123456789012:role/lt-pipeline"
     assert '"TuneLinearLearner"' in pipeline["PipelineDefinition"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from infra.deploy import SET_BY_DEPLOY
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from infra.template import TEMPLATE_PATH, load_template
+from livetrain.config import Config
 from pipelines.contract import PARAMETER_NAMES
 from processing.batch_contract import BATCHES_PREFIX, MANIFEST_FILE
 
@@ -134,3 +136,15 @@ def test_the_find_champion_function_has_the_name_the_pipeline_invokes():
     assert function["Handler"] == "find_champion.handler"
     assert champion_function_arn("eu-west-2", "arn:aws:iam::111122223333:role/r", "lt") == (
         "arn:aws:lambda:eu-west-2:111122223333:function:lt-find-champion")
+# The template's parameters whose defaults are livetrain's (DataBucketName has none: bucket names are global).
+CONFIG_PARAMETERS = {"DataBucketName": "bucket", "PipelineName": "pipeline_name",
+                     "ModelPackageGroupName": "model_package_group", "EndpointName": "endpoint_name", "Epic": "epic"}
+
+
+def test_parameter_defaults_are_configs_and_deploy_passes_them():
+    parameters = load_template()["Parameters"]
+    config = Config()
+    defaults = {name: parameters[name].get("Default") for name in CONFIG_PARAMETERS}
+    assert defaults == {name: None if name == "DataBucketName" else getattr(config, field)
+                        for name, field in CONFIG_PARAMETERS.items()}
+    assert set(CONFIG_PARAMETERS) <= set(SET_BY_DEPLOY)  # `infra deploy` always passes them, from its flags

@@ -12,19 +12,22 @@ import numpy as np
 import pytest
 
 from bench.planted_data import planted_data, write_channels, write_csv
-from pipelines.local.linear_learner import (
-    BadRequest,
-    LinearLearnerError,
-    UnsupportedAccept,
-    UnsupportedContentType,
+from pipelines.local.algorithms.linear_learner import (
     decode_request,
     emitted_metrics,
     encode_response,
     load_model,
-    read_channel,
     train,
 )
-from pipelines.local.transform import TransformError, batch_transform
+from pipelines.local.algorithms.linear_learner.training import read_channel
+from pipelines.local.batch_transform import batch_transform
+from pipelines.local.errors import (
+    BadRequest,
+    LinearLearnerError,
+    TransformError,
+    UnsupportedAccept,
+    UnsupportedContentType,
+)
 
 BASE = {"predictor_type": "binary_classifier", "feature_dim": "605"}
 # The regexes SageMaker's tuning uses for the built-in Linear Learner (its MetricDefinitions).

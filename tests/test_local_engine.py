@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from livetrain import UserError
+from livetrain.errors import UserError
 from pipelines.local import engine
-from pipelines.local.engine import DefinitionError, LocalExecution, plan_steps, resolve_parameters
-from pipelines.local.expressions import ExpressionError, Resolver, parse_path, referenced_steps
+from pipelines.local.engine import LocalExecution, plan_steps, resolve_parameters
+from pipelines.local.errors import DefinitionError, ExpressionError, StepFailure
+from pipelines.local.expressions import Resolver, parse_path, referenced_steps
 from pipelines.local.records import ExecutionStore
-from pipelines.local.steps import SUPPORTED_STEP_TYPES, StepFailure
+from pipelines.local.steps import SUPPORTED_STEP_TYPES
 from pipelines.local.steps.condition import evaluate
 
 BUCKET = "engine-test"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.definition import code_bundles
+from pipelines.code import code_bundles
 
 ROLE = "arn:aws:iam::123456789012:role/livetrain-pipeline"
 BUCKET = "livetrain-data"
@@ -93,12 +93,13 @@ def test_describe_shows_parameters_and_the_step_graph_and_no_executions_yet(upse
     out = described.stdout
     assert out.startswith("livetrain  Active  arn:aws:sagemaker:us-east-1:123456789012:pipeline/livetrain")
     assert "parameter InputManifestKey (String) (required)" in out
-    assert "parameter MinPrecision (Float) = 0.5" in out
+    assert "parameter MinPrecision (Float) = 0.4" in out and "parameter MinLift (Float) = 0.05" in out
     steps = [line.strip() for line in out.splitlines() if line.strip().startswith("step ")]
-    assert [s.split()[1] for s in steps] == ["Preprocess", "TuneLinearLearner", "BestModel", "TransformTest",
-                                             "EvaluateBestModel", "CheckPrecision", "RegisterBestModel",
-                                             "PrecisionTooLow"]
-    assert "    step RegisterBestModel (RegisterModel)" in out
+    assert [s.split()[1] for s in steps] == [
+        "Preprocess", "TuneLinearLearner", "FitBaseline", "BestModel", "TransformTest", "FindChampion",
+        "TransformChampion", "EvaluateBestModel", "CheckChampion", "CheckLift", "CheckBaseline", "CheckPrecision",
+        "RegisterBestModel", "PrecisionTooLow", "WorseThanBaseline", "NoLiftOverBaseRate", "WorseThanChampion"]
+    assert "          step RegisterBestModel (RegisterModel)" in out  # nested four checks deep
 
     listed = run_cli("pipeline", "executions", "--endpoint-url", aws.endpoint_url)
     assert listed.returncode == 0 and listed.stdout == ""
@@ -173,17 +174,27 @@ def test_role_from_the_environment_and_output_file(run_cli, tmp_path):
 
 @pytest.fixture(scope="session")
 def clean_python(tmp_path_factory) -> Path:
-    """A virtual environment with what SageMaker's scikit-learn image brings that the scripts may use: numpy, scipy,
-    pandas, scikit-learn, and packaging (gunicorn's dependency there), at this environment's versions."""
-    from importlib.metadata import version
+    """A virtual environment with only numpy, pandas and scikit-learn (and what they require), this environment's
+    copies linked into it: what SageMaker's scikit-learn image offers a processing script, and nothing else."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
 
     venv = tmp_path_factory.mktemp("clean") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    python = venv / "bin" / "python"
-    packages = [f"{name}=={version(name)}" for name in ("numpy", "scipy", "pandas", "scikit-learn", "packaging")]
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
-                   check=True, timeout=600)
-    return python
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    (site_packages,) = venv.glob("lib/python*/site-packages")
+    pending, linked = ["numpy", "pandas", "scikit-learn", "packaging"], set()
+    while pending:
+        dist = distribution(pending.pop())
+        if dist.metadata["Name"].lower() in linked:
+            continue
+        linked.add(dist.metadata["Name"].lower())
+        for top in {file.parts[0] for file in dist.files} - {"__pycache__", ".."}:
+            if not (site_packages / top).exists():
+                (site_packages / top).symlink_to(dist.locate_file(top))
+        pending += [requirement.name for requirement in map(Requirement, dist.requires or [])
+                    if requirement.marker is None or requirement.marker.evaluate({"extra": ""})]
+    return venv / "bin" / "python"
 
 
 def shipped_script(aws, step: str, destination: Path) -> Path:
@@ -248,7 +259,7 @@ def test_the_shipped_processing_code_runs_in_a_clean_environment(upserted, aws, 
 
 def test_the_command_line_loads_without_aws_libraries():
     """`livetrain --help` and the streamer never pay for (or need) boto3 and the SageMaker SDK."""
-    code = ("import sys, livetrain; livetrain.build_parser(); "
+    code = ("import sys, livetrain.cli; livetrain.cli.build_parser(); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'sagemaker'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert result.stdout.strip() == "[]"

@@ -13,11 +13,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from livetrain import Config
+from livetrain.config import Config
 from pipelines.contract import EVALUATION_REPORT, GATE_STEPS, PARAMETER_NAMES, STEP_NAMES
 from processing.batch_contract import feature_names
 
@@ -124,23 +126,81 @@ def test_builds_without_any_network(monkeypatch):
     assert json.loads(build(prefix="other"))["Steps"]
 
 
-def test_cli_builds_in_an_empty_environment():
-    """No credentials, no region, no LIVETRAIN_* and no AWS_* variables: only PATH and HOME."""
+def test_cli_builds_in_an_empty_environment(tmp_path):
+    """No credentials, no region, no LIVETRAIN_* and no AWS_* variables: only PATH and HOME (a new one, so the
+    first run builds with the SDK and the second reads the build from the cache in ~/.cache/livetrain)."""
     from pipelines.contract import PLACEHOLDER_ROLE_ARN
     from pipelines.definition import build_definition
 
     livetrain = Path(sys.executable).parent / "livetrain"
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]}
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     runs = [subprocess.run([str(livetrain), "pipeline", "definition"], capture_output=True, text=True, env=env,
                            cwd="/", timeout=300) for _ in range(2)]
     assert [run.returncode for run in runs] == [0, 0], runs[0].stderr
     assert runs[0].stdout == runs[1].stdout
+    assert len(list(tmp_path.glob(".cache/livetrain/definitions/*.json"))) == 1
     assert "placeholder role" in runs[0].stderr
     config = Config()
     assert runs[0].stdout == build_definition(
         region=config.region, role_arn=PLACEHOLDER_ROLE_ARN, bucket=config.bucket,
         pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
         prefix=config.pipeline_name) + "\n"
+
+
+def test_importing_or_building_changes_no_global_state():
+    """The SDK's workarounds (a region, no IAM role check, its config validator replaced) hold only while the SDK
+    is imported and while a definition is built. scikit-learn, which the processing scripts import, sets two
+    KMP_* variables of its own when imported: it is imported first."""
+    code = textwrap.dedent("""
+        import os
+        import sklearn
+        from sagemaker.core.config.config_manager import SageMakerConfig
+        validator, environment = SageMakerConfig.validate_sagemaker_config, dict(os.environ)
+        import pipelines.definition as definition
+        imported = [dict(os.environ) == environment, SageMakerConfig.validate_sagemaker_config is validator]
+        definition.build_definition(region="eu-west-1", role_arn="arn:aws:iam::123456789012:role/x", bucket="b",
+                                    pipeline_name="p", model_package_group="g", prefix="p")
+        built = [dict(os.environ) == environment, SageMakerConfig.validate_sagemaker_config is validator]
+        print(imported, built, "AWS_DEFAULT_REGION" in os.environ)
+    """)
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]}  # no region: the SDK needs one to import
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd="/",
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[True,", "True]", "[True,", "True]", "False"]
+
+
+def test_the_driver_keeps_each_build_at_its_content_address(text, tmp_path, monkeypatch):
+    from pipelines import definition, driver
+    from pipelines.code import PROCESSING_DIR
+
+    settings = driver.PipelineSettings(**ARGS)
+    assert driver.build_definition(settings, tmp_path) == text
+    assert [p.name for p in (tmp_path / "definitions").iterdir()] == [f"{driver.definition_key(settings)}.json"]
+
+    def no_build(**arguments):
+        raise AssertionError("built again")
+
+    monkeypatch.setattr(definition, "build_definition", no_build)
+    assert driver.build_definition(settings, tmp_path) == text
+
+    # Every input moves the address: the arguments, the processing code, the sources that build it.
+    keys = {driver.definition_key(changed) for changed in (settings, replace(settings, max_jobs=4),
+                                                          replace(settings, bucket="other"))}
+    code_dir = Path(shutil.copytree(PROCESSING_DIR, tmp_path / "processing"))
+    with (code_dir / "evaluate.py").open("a") as f:
+        f.write("\n# changed\n")
+    keys.add(driver.definition_key(settings, code_dir))
+    root = tmp_path / "root"
+    for name in driver.DEFINITION_SOURCES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, root / name)
+    monkeypatch.setattr(driver, "_ROOT", root)
+    assert driver.definition_key(settings) == driver.definition_key(replace(settings))
+    with (root / "pipelines" / "definition.py").open("a") as f:
+        f.write("\n# changed\n")
+    keys.add(driver.definition_key(settings))
+    assert len(keys) == 5
 
 
 # ---------------------------------------------------------------- the DAG
@@ -295,7 +355,7 @@ def test_preprocess_reads_the_manifest_and_keeps_each_run(steps):
 
 
 def test_code_is_referenced_at_its_content_address(steps, tmp_path):
-    from pipelines.definition import PROCESSING_DIR, code_bundles
+    from pipelines.code import PROCESSING_DIR, code_bundles
 
     bundles = code_bundles("data-bucket", "runs/lt")
     for name, bundle in bundles.items():
@@ -323,7 +383,7 @@ def test_code_is_referenced_at_its_content_address(steps, tmp_path):
 
 
 def test_shipped_files_follow_sibling_imports_only(tmp_path):
-    from pipelines.definition import shipped_files
+    from pipelines.code import shipped_files
 
     (tmp_path / "main.py").write_text("import json\nimport numpy as np\nimport helper\n")
     (tmp_path / "helper.py").write_text("from deeper import thing\n")

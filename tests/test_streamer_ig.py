@@ -15,7 +15,7 @@ from streamer_helpers import database_uri
 from tlcp_server import TlcpServer, encode_value
 
 from infra.local.services import wait_until
-from livetrain import UserError
+from livetrain.errors import UserError
 from streamer.ig import IgCredentials, IgSource, MarketUpdates, Secret, load_credentials
 from streamer.run import Sequencer
 

@@ -7,7 +7,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from livetrain import UserError
+from livetrain.errors import UserError
 from processing.batch_contract import PRICE_COLUMNS, format_ts
 from streamer.market import MarketSettings, MarketSimulator
 from streamer.run import Sequencer

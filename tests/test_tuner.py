@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from bench.planted_data import write_channels
-from pipelines.local.tuner import SearchSpace, TuningError, best_first, run_tuning_job, tune
+from pipelines.local.errors import TuningError
+from pipelines.local.steps.tuning import run_tuning_job
+from pipelines.local.tuner import SearchSpace, best_first, tune
 
 IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1"
 # The recommended Linear Learner ranges, shaped as SDK v3 writes them into a pipeline definition.

@@ -6,7 +6,6 @@ model registry → approval → deploy Lambda → endpoint → predictions throu
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -14,13 +13,34 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
-from livetrain import UserError
+from livetrain.config import Config
+from livetrain.errors import UserError
+from pipelines.local.records import ExecutionStatus, StepStatus
 from processing.evaluate import EVALUATION_FILE
 from processing.preprocess import TEST_FEATURES_CSV
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What `livetrain demo` runs with (infra/local/cli.py builds it from the command line)."""
+
+    config: Config
+    state_dir: Path  # the services' data, the records and the reports
+    batch_size: int
+    market: str  # planted-signal or random-walk
+    seed: int
+    continuous: bool  # every batch retrains, until `batches` (None: until stopped)
+    batches: int | None
+    approve: bool  # approve each registered package, as a reviewer would
+    keep_running: bool
+    max_jobs: int
+    max_parallel_jobs: int
+    timeout: float  # seconds to wait for a batch
 
 
 class Phases:
@@ -38,44 +58,45 @@ class Phases:
         print(f"    {name}: {self.times[-1][1]:.1f} s", file=sys.stderr, flush=True)
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(settings: DemoSettings) -> int:
     phases = Phases()
-    stack = LocalStack(args.config, args.state_dir, max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs)
+    stack = LocalStack(settings.config, settings.state_dir, max_jobs=settings.max_jobs,
+                       max_parallel_jobs=settings.max_parallel_jobs)
     try:
         with phases("start the local stack (moto, MongoDB-wire server, SageMaker Runtime endpoint)"):
             stack.start()
         with phases("provision it as the CloudFormation template does, and upsert the pipeline"):
             stack.provision()
             stack.run_in_background()
-        streamer = _start_streamer(stack, args)
+        streamer = _start_streamer(stack, settings)
         outcomes = []
-        batches = args.batches if args.continuous else 1
+        batches = settings.batches if settings.continuous else 1
         for number in range(1, batches + 1 if batches else sys.maxsize):
-            with phases(f"stream the {args.market} market until batch {number} lands in S3"):
+            with phases(f"stream the {settings.market} market until batch {number} lands in S3"):
                 # a streamer that exits 0 has committed its last batch, whose S3 event may still be on its way
                 wait_until(lambda n=number: len(stack.executions) >= n or streamer.poll() not in (None, 0),
-                           args.timeout, f"batch {number}", interval=0.2)
+                           settings.timeout, f"batch {number}", interval=0.2)
                 stack.check()
                 if len(stack.executions) < number:
                     raise UserError(f"the streamer exited with code {streamer.returncode} before batch {number} "
                                     f"landed; see its lines above")
-            outcomes.append(_train_and_deploy(stack, args, phases, stack.executions[number - 1]))
+            outcomes.append(_train_and_deploy(stack, settings, phases, stack.executions[number - 1]))
         streamer.wait(timeout=60)
-        if args.keep_running:
+        if settings.keep_running:
             _keep_running(stack)
     finally:
         stack.stop()
     _print_summary(phases, outcomes)
-    return 0 if outcomes and outcomes[-1]["status"] == "Succeeded" else 1
+    return 0 if outcomes and outcomes[-1]["status"] == ExecutionStatus.SUCCEEDED else 1
 
 
-def _start_streamer(stack: LocalStack, args: argparse.Namespace) -> subprocess.Popen:
+def _start_streamer(stack: LocalStack, settings: DemoSettings) -> subprocess.Popen:
     """`livetrain stream` against the local stack, as the ECS task runs it on AWS; its lines are shown."""
     command = [str(Path(sys.executable).with_name("livetrain")), "stream", "--source", "sim", "--speed", "max",
-               "--market", args.market, "--seed", str(args.seed), "--batch-size", str(args.batch_size),
+               "--market", settings.market, "--seed", str(settings.seed), "--batch-size", str(settings.batch_size),
                "--bucket", stack.config.bucket, "--s3-endpoint-url", stack.moto.url, "--mongo-uri", stack.mongo.url]
-    if not (args.continuous and args.batches is None):
-        command += ["--max-batches", str(args.batches if args.continuous else 1)]
+    if not (settings.continuous and settings.batches is None):
+        command += ["--max-batches", str(settings.batches if settings.continuous else 1)]
     process = subprocess.Popen(command, env={**os.environ, **stack.environment()}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
 
@@ -87,7 +108,7 @@ def _start_streamer(stack: LocalStack, args: argparse.Namespace) -> subprocess.P
     return process
 
 
-def _train_and_deploy(stack: LocalStack, args, phases: Phases, execution) -> dict:
+def _train_and_deploy(stack: LocalStack, settings: DemoSettings, phases: Phases, execution) -> dict:
     with phases("run the pipeline the batch triggered (local engine, the definition stored in moto)"):
         record = execution.result()
     outcome = {"execution": record["PipelineExecutionId"], "status": record["PipelineExecutionStatus"],
@@ -96,12 +117,12 @@ def _train_and_deploy(stack: LocalStack, args, phases: Phases, execution) -> dic
         from pipelines.local.report import render_report
 
         outcome["report"] = render_report(record, stack.state_dir / "reports" / outcome["execution"])
-    if outcome["status"] != "Succeeded":
+    if outcome["status"] != ExecutionStatus.SUCCEEDED:
         print(f"    the pipeline stopped: {outcome['reason']}; nothing is deployed", file=sys.stderr)
         return outcome
     package = _newest_package(stack)
     outcome["package"] = package["ModelPackageArn"]
-    if args.no_approve:
+    if not settings.approve:
         print(f"    package {package['ModelPackageArn']} waits for approval (--no-approve)", file=sys.stderr)
         return outcome
     with phases("approve the package (what a reviewer does in the model registry); the Lambda deploys it"):
@@ -130,7 +151,7 @@ def _read_s3(stack: LocalStack, uri: str) -> bytes:
 
 
 def _evaluation(stack: LocalStack, record: dict) -> dict | None:
-    if record["Steps"].get("EvaluateBestModel", {}).get("StepStatus") != "Succeeded":
+    if record["Steps"].get("EvaluateBestModel", {}).get("StepStatus") != StepStatus.SUCCEEDED:
         return None
     uri = _step_output(record, "EvaluateBestModel", "evaluation").rstrip("/") + "/" + EVALUATION_FILE
     return json.loads(_read_s3(stack, uri))

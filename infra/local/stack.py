@@ -22,10 +22,9 @@ from pathlib import Path
 from infra.local.dispatcher import Dispatcher, LocalRule, ModelPackageWatcher, json_path
 from infra.local.services import Service, start_mongo, start_moto, wait_until
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
-from livetrain import Config
+from livetrain.config import LOCAL_ACCOUNT_ID, Config
 
-ACCOUNT = "123456789012"  # moto's account
-LOCAL_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/livetrain-local"
+LOCAL_ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/livetrain-local"
 IG_SECRET_ID = "livetrain/ig-credentials"
 POLL_SECONDS = 0.5
 
@@ -33,11 +32,12 @@ POLL_SECONDS = 0.5
 class LocalStack:
     """Services, provisioning and event dispatch; use as a context manager, or start() and stop()."""
 
-    def __init__(self, config: Config, state_dir: Path | None = None, *, max_jobs: int = 10,
-                 max_parallel_jobs: int = 2, log=None):
+    def __init__(self, config: Config, state_dir: Path | None = None, *, max_jobs: int | None = None,
+                 max_parallel_jobs: int | None = None, log=None):
         self.config = config
         self.state_dir = Path(state_dir or config.state_dir).resolve()
-        self.max_jobs, self.max_parallel_jobs = max_jobs, max_parallel_jobs
+        self.max_jobs = max_jobs or config.max_jobs
+        self.max_parallel_jobs = max_parallel_jobs or config.max_parallel_jobs
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.moto: Service | None = None
         self.mongo: Service | None = None
@@ -105,7 +105,7 @@ class LocalStack:
 
     def provision(self) -> None:
         """What the CloudFormation template creates on AWS, then the pipeline upsert, then the rules."""
-        from pipelines.cli import upsert_pipeline
+        from pipelines.driver import PipelineSettings, upsert_pipeline
 
         config, s3 = self.config, self.client("s3")
         s3.create_bucket(Bucket=config.bucket)
@@ -118,17 +118,18 @@ class LocalStack:
         # The IG secret exists, as on AWS, with a placeholder value: the local demo streams the simulator.
         self.client("secretsmanager").create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
             {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
-        upsert_pipeline(s3, sagemaker, region=config.region, role_arn=LOCAL_ROLE_ARN, bucket=config.bucket,
-                        pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
-                        prefix=config.pipeline_name, max_jobs=self.max_jobs,
-                        max_parallel_jobs=self.max_parallel_jobs)
+        settings = PipelineSettings(region=config.region, role_arn=LOCAL_ROLE_ARN, bucket=config.bucket,
+                                    pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
+                                    prefix=config.pipeline_name, max_jobs=self.max_jobs,
+                                    max_parallel_jobs=self.max_parallel_jobs)
+        upsert_pipeline(s3, sagemaker, settings, config.cache_dir, progress=self.log)
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",
                                            manifest_rule_pattern(config.bucket), self._start_pipeline))
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-package-approved",
                                            approval_rule_pattern(config.model_package_group), self._deploy))
         self.watcher = ModelPackageWatcher(sagemaker, self.client("events"), config.model_package_group,
-                                           config.region, ACCOUNT)
+                                           config.region, LOCAL_ACCOUNT_ID)
         self.log(f"provisioned bucket {config.bucket}, model package group {config.model_package_group}, "
                  f"pipeline {config.pipeline_name} and its two rules")
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.local.records import ExecutionStatus, StepStatus
 
-def add_pipeline_subcommands(pipeline_subparsers, config) -> None:
-    """Register `run-local` and `steps` in the `pipeline` command group."""
-    run = pipeline_subparsers.add_parser(
+
+def add_commands(commands, config) -> None:
+    """`run-local`, `steps` and `executions --local` in the `pipeline` group (pipelines/cli.py), and `report`."""
+    pipeline = commands.group("pipeline")
+    run = pipeline.add_parser(
         "run-local", help="run a pipeline definition on this machine (no Docker, no SageMaker jobs)",
         description="Execute a SageMaker pipeline definition locally: processing scripts in subprocesses, "
                     "the local tuner and Linear Learner, records (models, packages) at --endpoint-url.")
@@ -24,22 +27,30 @@ def add_pipeline_subcommands(pipeline_subparsers, config) -> None:
     add_state_dir_argument(run, config)
     run.set_defaults(handler=run_local, config=config)
 
-    steps = pipeline_subparsers.add_parser("steps", help="the steps of a local execution",
-                                           description="Show each step of a local execution: status, times, "
-                                                       "attempts, and why it failed or did not run.")
+    steps = pipeline.add_parser("steps", help="the steps of a local execution",
+                                description="Show each step of a local execution: status, times, attempts, and "
+                                            "why it failed or did not run.")
     steps.add_argument("execution", metavar="EXECUTION", help="execution id or ARN")
     add_state_dir_argument(steps, config)
     steps.set_defaults(handler=lambda args: print_steps(args.execution, args.state_dir))
 
-
-def add_local_option(executions: argparse.ArgumentParser, config) -> None:
-    """Give `pipeline executions` a `--local` flag that lists the executions recorded by run-local."""
+    # `pipeline executions --local`: the executions recorded by run-local instead of SageMaker's
+    executions = pipeline.choices["executions"]
     executions.add_argument("--local", action="store_true",
                             help="list the executions of `run-local` recorded under --state-dir instead")
     add_state_dir_argument(executions, config)
     remote = executions.get_default("handler")
     executions.set_defaults(handler=lambda args: print_local_executions(args.state_dir) if args.local
                             else remote(args))
+
+    report = commands.add_parser("report", help="HTML report of a local execution",
+                                 description="Write an HTML page with PNG plots of a local execution: the DAG with "
+                                             "step status and duration, the tuning objective per training job, "
+                                             "confusion matrices and the evaluation metrics.")
+    report.add_argument("execution", metavar="EXECUTION", help="execution id or ARN")
+    report.add_argument("--out", metavar="DIR", help="output directory (default: <state-dir>/reports/<id>)")
+    add_state_dir_argument(report, config)
+    report.set_defaults(handler=write_report)
 
 
 def add_endpoint_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,18 +61,6 @@ def add_endpoint_argument(parser: argparse.ArgumentParser) -> None:
 def add_state_dir_argument(parser: argparse.ArgumentParser, config) -> None:
     parser.add_argument("--state-dir", default=config.state_dir, metavar="DIR",
                         help=f"where local executions are recorded (default {config.state_dir})")
-
-
-def add_commands(commands, config) -> None:
-    """Register `livetrain report` (the `pipeline` group, in pipelines/cli.py, calls add_pipeline_subcommands)."""
-    report = commands.add_parser("report", help="HTML report of a local execution",
-                                 description="Write an HTML page with PNG plots of a local execution: the DAG with "
-                                             "step status and duration, the tuning objective per training job, "
-                                             "confusion matrices and the evaluation metrics.")
-    report.add_argument("execution", metavar="EXECUTION", help="execution id or ARN")
-    report.add_argument("--out", metavar="DIR", help="output directory (default: <state-dir>/reports/<id>)")
-    add_state_dir_argument(report, config)
-    report.set_defaults(handler=write_report)
 
 
 def run_local(args: argparse.Namespace) -> int:
@@ -96,7 +95,7 @@ def run_local(args: argparse.Namespace) -> int:
     print(f"details: livetrain pipeline steps {execution.id} --state-dir {args.state_dir}", file=sys.stderr)
     reason = f": {record['FailureReason']}" if record["FailureReason"] else ""
     print(f"Execution {execution.id} {status} in {seconds:.1f} s{reason}", flush=True)
-    return 0 if status == "Succeeded" else 1
+    return 0 if status == ExecutionStatus.SUCCEEDED else 1
 
 
 def format_table(rows: list[list[str]]) -> str:
@@ -128,9 +127,9 @@ def print_steps(execution: str, state_dir: str) -> int:
 def step_detail(step: dict) -> str:
     """What a reader wants to know about a step beyond its status."""
     properties = step.get("Properties") or {}
-    if step["StepStatus"] == "Failed":
+    if step["StepStatus"] == StepStatus.FAILED:
         return step.get("FailureReason", "")
-    if step["StepStatus"] == "NotExecuted":
+    if step["StepStatus"] == StepStatus.NOT_EXECUTED:
         return step.get("Reason", "")
     if step.get("CacheHitResult"):
         return f"cached from {step['CacheHitResult']['SourcePipelineExecutionArn'].rsplit('/', 1)[-1]}"

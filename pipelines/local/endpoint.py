@@ -27,13 +27,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pipelines.local.linear_learner import (
-    InferenceError,
-    LinearLearnerModel,
-    decode_request,
-    encode_response,
-    load_model,
-)
+from livetrain.aws_errors import is_not_found
+from pipelines.local.algorithms.linear_learner import LinearLearnerModel, decode_request, encode_response, load_model
+from pipelines.local.errors import InferenceError
 from pipelines.local.models import model_container
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's Body limit in the service model
@@ -119,7 +115,7 @@ class RecordsResolver:
         try:
             return self.sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("ValidationException", "ResourceNotFound", "ValidationError"):
+            if is_not_found(exc):
                 raise UnknownEndpoint(f"Endpoint {name} not found") from None
             raise
 

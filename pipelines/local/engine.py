@@ -23,23 +23,20 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from livetrain import UserError
+from livetrain.aws_errors import is_service_fault, is_throttling
+from livetrain.errors import UserError
 from pipelines.local import s3io
 from pipelines.local.cache import StepCache, cache_key
-from pipelines.local.expressions import ExpressionError, Resolver, follow, now_iso, referenced_steps
-from pipelines.local.records import ExecutionStore, new_execution_id
-from pipelines.local.steps import SUPPORTED_STEP_TYPES, Job, StepFailure, runner
+from pipelines.local.errors import DefinitionError, ExpressionError, StepFailure
+from pipelines.local.expressions import Resolver, follow, now_iso, referenced_steps
+from pipelines.local.records import ExecutionStatus, ExecutionStore, StepStatus, new_execution_id
+from pipelines.local.steps import RUNNERS, SUPPORTED_STEP_TYPES
+from pipelines.local.steps.base import Job
 
 HEARTBEAT_SECONDS = 10.0
 BRANCHES = {"IfSteps": True, "ElseSteps": False}
 JOB_NAME_LIMITS = {"Tuning": 32}  # HyperParameterTuningJobName is at most 32 characters; the others 63
-THROTTLING_CODES = {"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
-                    "TooManyRequestsException", "SlowDown", "ProvisionedThroughputExceededException"}
 PARAMETER_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
-
-
-class DefinitionError(Exception):
-    """A definition the engine cannot run; the execution fails at once with this one line."""
 
 
 # ---------------------------------------------------------------- definition and parameters
@@ -178,14 +175,9 @@ def exception_type(error: BaseException) -> str | None:
     """The RetryPolicies ExceptionType an error counts as; None when it is not retryable."""
     if isinstance(error, StepFailure):
         return error.exception_type
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-
-    if isinstance(error, ClientError):
-        if error.response.get("Error", {}).get("Code") in THROTTLING_CODES:
-            return "Step.THROTTLING"
-        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
-            return "Step.SERVICE_FAULT"
-    if isinstance(error, ConnectionError | HTTPClientError):
+    if is_throttling(error):
+        return "Step.THROTTLING"
+    if is_service_fault(error):
         return "Step.SERVICE_FAULT"
     return None
 
@@ -241,7 +233,7 @@ class LocalExecution:
         self.parameters = parameters
         self.record = {"PipelineExecutionId": self.id, "PipelineExecutionArn": self.arn,
                        "PipelineName": pipeline_name, "PipelineArn": pipeline_arn, "Parameters": parameters,
-                       "PipelineExecutionStatus": "Executing", "StartTime": start, "EndTime": None,
+                       "PipelineExecutionStatus": ExecutionStatus.EXECUTING, "StartTime": start, "EndTime": None,
                        "FailureReason": None, "Steps": {}}
 
     # -- public
@@ -252,7 +244,7 @@ class LocalExecution:
         except DefinitionError as exc:
             self.progress(f"cannot run this definition: {exc}")
             return self._finish(str(exc))
-        self.record["Steps"] = {name: {"StepName": name, "StepType": plan.type, "StepStatus": "Pending",
+        self.record["Steps"] = {name: {"StepName": name, "StepType": plan.type, "StepStatus": StepStatus.PENDING,
                                        "Upstream": sorted(plan.upstream),
                                        "Branch": list(plan.branch) if plan.branch else None}
                                 for name, plan in plans.items()}
@@ -261,12 +253,12 @@ class LocalExecution:
         try:
             self._run_dag(plans)
         except KeyboardInterrupt:
-            self._finish("interrupted", status="Stopped")
+            self._finish("interrupted", status=ExecutionStatus.STOPPED)
             raise
         failed = self._failed_step()
         for step in self.record["Steps"].values():
-            if step["StepStatus"] == "Pending":
-                self._set(step["StepName"], StepStatus="NotExecuted", Reason=f"step {failed} failed")
+            if step["StepStatus"] == StepStatus.PENDING:
+                self._set(step["StepName"], StepStatus=StepStatus.NOT_EXECUTED, Reason=f"step {failed} failed")
         if failed is None:
             return self._finish(None)
         step = self.record["Steps"][failed]
@@ -299,21 +291,21 @@ class LocalExecution:
         return self.record["Steps"][name]["StepStatus"]
 
     def _failed_step(self) -> str | None:
-        return next((n for n, s in self.record["Steps"].items() if s["StepStatus"] == "Failed"), None)
+        return next((n for n, s in self.record["Steps"].items() if s["StepStatus"] == StepStatus.FAILED), None)
 
     def _branch_open(self, plan: StepPlan) -> bool | None:
         """True/False once the gating Condition has decided; None while undecided or ungated."""
         if not plan.branch:
             return True
         condition, outcome = plan.branch
-        if self._status(condition) != "Succeeded":
+        if self._status(condition) != StepStatus.SUCCEEDED:
             return None
         return self._properties[condition]["Outcome"] == outcome
 
     def _ready(self, plans: dict[str, StepPlan], running) -> list[str]:
         return [name for name, plan in plans.items()
-                if self._status(name) == "Pending" and name not in running
-                and all(self._status(u) == "Succeeded" for u in plan.upstream) and self._branch_open(plan)]
+                if self._status(name) == StepStatus.PENDING and name not in running
+                and all(self._status(u) == StepStatus.SUCCEEDED for u in plan.upstream) and self._branch_open(plan)]
 
     def _skip_unreachable(self, plans: dict[str, StepPlan]) -> None:
         """Mark NotExecuted the steps of an untaken branch and the steps that read them, transitively."""
@@ -321,15 +313,15 @@ class LocalExecution:
         while changed:
             changed = False
             for name, plan in plans.items():
-                if self._status(name) != "Pending":
+                if self._status(name) != StepStatus.PENDING:
                     continue
                 reason = None
                 if plan.branch and self._branch_open(plan) is False:
                     reason = f"{plan.branch[0]} evaluated to {not plan.branch[1]}"
-                elif any(self._status(u) == "NotExecuted" for u in plan.upstream):
+                elif any(self._status(u) == StepStatus.NOT_EXECUTED for u in plan.upstream):
                     reason = "an upstream step was not executed"
                 if reason:
-                    self._set(name, StepStatus="NotExecuted", Reason=reason)
+                    self._set(name, StepStatus=StepStatus.NOT_EXECUTED, Reason=reason)
                     self.progress(f"{name}: not executed ({reason})")
                     changed = True
 
@@ -344,17 +336,17 @@ class LocalExecution:
 
     def _run_step(self, plan: StepPlan) -> None:
         name = plan.name
-        self._set(name, StepStatus="Executing", StartTime=now_iso(), AttemptCount=0)
+        self._set(name, StepStatus=StepStatus.EXECUTING, StartTime=now_iso(), AttemptCount=0)
         self.progress(f"{name}: started ({plan.type})")
         try:
             properties = self._execute(plan)
         except Exception as exc:
             reason = failure_reason(exc)
-            self._set(name, StepStatus="Failed", EndTime=now_iso(), FailureReason=reason)
+            self._set(name, StepStatus=StepStatus.FAILED, EndTime=now_iso(), FailureReason=reason)
             self.progress(f"{name}: Failed after {self._elapsed(name)}: {reason}")
             return
         self._properties[name] = properties
-        self._set(name, StepStatus="Succeeded", EndTime=now_iso(), Properties=properties)
+        self._set(name, StepStatus=StepStatus.SUCCEEDED, EndTime=now_iso(), Properties=properties)
         outcome = f" (Outcome {properties['Outcome']})" if plan.type == "Condition" else ""
         cached = " from cache" if self.record["Steps"][name].get("CacheHitResult") else ""
         self.progress(f"{name}: Succeeded{cached} in {self._elapsed(name)}{outcome}")
@@ -400,7 +392,7 @@ class LocalExecution:
             self._set(name, AttemptCount=failures + 1)
             job.log(f"== {name} ({plan.type}) attempt {failures + 1}")
             try:
-                properties = runner(plan.type)(resolved, job)
+                properties = RUNNERS[plan.type](resolved, job)
                 properties = self._with_property_files(plan, properties)
                 break
             except Exception as exc:
@@ -444,7 +436,7 @@ class LocalExecution:
             self.store.save(self.record)
 
     def _finish(self, failure_reason: str | None, status: str | None = None) -> dict:
-        status = status or ("Failed" if failure_reason else "Succeeded")
+        status = status or (ExecutionStatus.FAILED if failure_reason else ExecutionStatus.SUCCEEDED)
         self._set(PipelineExecutionStatus=status, FailureReason=failure_reason, EndTime=now_iso(),
                   DurationSeconds=round(time.monotonic() - self._started, 2))
         return self.record

@@ -17,12 +17,10 @@ import json
 import re
 from collections.abc import Callable
 
+from pipelines.local.errors import ExpressionError
+
 _TOKEN = re.compile(r"""\.?([\w-]+)|\[(-?\d+)\]|\[\s*(['"])(.*?)\3\s*\]""")
 NAME_FIELDS = ("OutputName", "InputName", "ChannelName", "PropertyFileName", "MetricName", "Name")
-
-
-class ExpressionError(Exception):
-    """An expression that cannot be resolved; the message is one line naming it."""
 
 
 def parse_path(path: str) -> list[str | int]:

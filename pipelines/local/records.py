@@ -8,16 +8,35 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import string
-import tempfile
+from enum import StrEnum
 from pathlib import Path
 
-from livetrain import UserError
+from livetrain.errors import UserError
+from livetrain.files import write_text_atomically
 
 RECORD_FILE = "execution.json"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class StepStatus(StrEnum):
+    """A step's `StepStatus` in the records (strings: a record read back compares equal)."""
+
+    PENDING = "Pending"
+    EXECUTING = "Executing"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    NOT_EXECUTED = "NotExecuted"  # its branch was not taken, or a step it needs failed or was not executed
+
+
+class ExecutionStatus(StrEnum):
+    """An execution's `PipelineExecutionStatus`, as SageMaker names them."""
+
+    EXECUTING = "Executing"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
 
 
 def new_execution_id() -> str:
@@ -28,9 +47,7 @@ def new_execution_id() -> str:
 def write_json_atomically(path: Path, value) -> None:
     """`value` as JSON at `path`, replacing any previous file in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as out:
-        json.dump(value, out, indent=2, default=str)
-    os.replace(out.name, path)
+    write_text_atomically(path, json.dumps(value, indent=2, default=str))
 
 
 class ExecutionStore:

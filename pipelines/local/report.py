@@ -17,10 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 
-from pipelines.local.records import step_duration
+from pipelines.local.records import StepStatus, step_duration
 
-STATUS_COLOURS = {"Succeeded": "#b7e4c7", "Failed": "#f4a6a6", "NotExecuted": "#e5e5e5",
-                  "Executing": "#ffe8a3", "Pending": "#ffffff"}
+STATUS_COLOURS = {StepStatus.SUCCEEDED: "#b7e4c7", StepStatus.FAILED: "#f4a6a6", StepStatus.NOT_EXECUTED: "#e5e5e5",
+                  StepStatus.EXECUTING: "#ffe8a3", StepStatus.PENDING: "#ffffff"}
 MODELS = {"challenger": "#1f77b4", "baseline": "#7f7f7f", "champion": "#d62728"}
 COMPARED_METRICS = {"precision": "precision at its threshold", "lift": "lift over the base rate",
                     "precision_at_target_recall": "precision at the target recall", "auc": "AUC"}
@@ -73,7 +73,7 @@ def _summary(record: dict) -> str:
         rows.append(("Failure reason", record["FailureReason"]))
     rows += [(f"Parameter {k}", v) for k, v in record["Parameters"].items()]
     package = next((s["Properties"] for s in record["Steps"].values()
-                    if s["StepType"] == "RegisterModel" and s["StepStatus"] == "Succeeded"), None)
+                    if s["StepType"] == "RegisterModel" and s["StepStatus"] == StepStatus.SUCCEEDED), None)
     if package:
         rows += [("Model package", package.get("ModelPackageArn", "")),
                  ("Approval status", package.get("ModelApprovalStatus", ""))]
@@ -167,7 +167,7 @@ def _plot_dag(steps: dict, path: Path) -> None:
 
 def _tuning_properties(record: dict) -> dict | None:
     return next((s["Properties"] for s in record["Steps"].values()
-                 if s["StepType"] == "Tuning" and s["StepStatus"] == "Succeeded"), None)
+                 if s["StepType"] == "Tuning" and s["StepStatus"] == StepStatus.SUCCEEDED), None)
 
 
 def _plot_tuning(tuning: dict, path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.local.steps import StepFailure
+from pipelines.local.errors import StepFailure
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

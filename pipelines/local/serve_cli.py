@@ -28,9 +28,9 @@ def add_commands(commands, config) -> None:
                     "endpoint updates.")
     serve.add_argument("--model-data", metavar="URI_OR_PATH", help="a model.tar.gz path or s3:// URI")
     serve.add_argument("--port", type=port_number, default=8080, help="default 8080, as in a SageMaker container")
-    serve.add_argument("--endpoint-name", default=config.pipeline_name,
+    serve.add_argument("--endpoint-name", default=config.endpoint_name,
                        help=f"the endpoint name to serve --model-data as, and the one /invocations answers "
-                            f"(default {config.pipeline_name})")
+                            f"(default {config.endpoint_name})")
     serve.add_argument("--endpoint-url", help="AWS endpoint for S3 and the SageMaker records, e.g. the local "
                                               "moto server (default: AWS itself)")
     serve.set_defaults(handler=run_serve, config=config)
@@ -39,9 +39,9 @@ def add_commands(commands, config) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     import boto3
 
-    from livetrain import UserError
+    from livetrain.errors import UserError
     from pipelines.local.endpoint import EndpointServer, RecordsResolver, StaticResolver
-    from pipelines.local.linear_learner import LinearLearnerError
+    from pipelines.local.errors import AlgorithmError
 
     def client(service: str):
         return boto3.client(service, endpoint_url=args.endpoint_url, region_name=args.config.region)
@@ -50,7 +50,7 @@ def run_serve(args: argparse.Namespace) -> int:
         resolver = StaticResolver({args.endpoint_name: args.model_data}, client("s3"))
         try:
             resolver.resolve(args.endpoint_name)  # fail now, not on the first request
-        except (LinearLearnerError, OSError) as exc:
+        except (AlgorithmError, OSError) as exc:
             raise UserError(f"cannot load --model-data {args.model_data}: {exc}") from None
         serving = f"{args.model_data} as endpoint {args.endpoint_name}"
     else:

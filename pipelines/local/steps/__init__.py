@@ -1,86 +1,22 @@
-"""Step runners: one module per SageMaker step type, each `run(arguments, job) -> properties`.
+"""Step runners, one module per SageMaker step type, each `run(arguments, job) -> properties` (steps/base.py).
 
-`arguments` are the step's resolved `Arguments` (the request shape of the API call the
-step stands for); `properties` are what the matching Describe call would return, so that
-`{"Get": "Steps.<name>.<path>"}` reads the same paths as on SageMaker.
+RUNNERS is the whole dispatch: a step type the map lacks is one local mode cannot run. To add one, write
+`steps/<type>.py` with its `run` and add it here.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib
-import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pipelines.local.steps import condition, fail, lambda_function, model, processing, register, transform, tuning
+from pipelines.local.steps.base import StepRunner
 
-RUNNER_MODULES = {
-    "Processing": "processing",
-    "Tuning": "tuning",
-    "Model": "model",
-    "Transform": "transform",
-    "Lambda": "lambda_function",
-    "Condition": "condition",
-    "Fail": "fail",
-    "RegisterModel": "register",
+RUNNERS: dict[str, StepRunner] = {
+    "Processing": processing.run,
+    "Tuning": tuning.run,
+    "Model": model.run,
+    "Transform": transform.run,
+    "Lambda": lambda_function.run,
+    "Condition": condition.run,
+    "Fail": fail.run,
+    "RegisterModel": register.run,
 }
-SUPPORTED_STEP_TYPES = tuple(RUNNER_MODULES)
-
-
-class StepFailure(Exception):
-    """A step failed; the message is its one-line failure reason.
-
-    `exception_type` is the RetryPolicies ExceptionType the failure matches
-    (e.g. "SageMaker.JOB_INTERNAL_ERROR"); None means it is not retryable.
-    """
-
-    def __init__(self, reason: str, exception_type: str | None = None):
-        super().__init__(reason)
-        self.exception_type = exception_type
-
-
-@dataclass
-class Job:
-    """What a runner gets besides its arguments: names, a private directory, a log, AWS clients."""
-
-    step_name: str
-    job_name: str
-    arn_prefix: str  # arn:aws:sagemaker:<region>:<account>
-    work_dir: Path
-    log_path: Path
-    s3: Any
-    sagemaker: Any
-    last_line: str = ""
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def log(self, message: str) -> None:
-        """Append a line to the job's log (the tuner and the runners call this)."""
-        line = str(message).rstrip("\n")
-        with self._lock, self.log_path.open("a") as out:
-            out.write(line + "\n")
-        if line.strip():
-            self.last_line = line.strip()
-
-    def arn(self, resource: str) -> str:
-        return f"{self.arn_prefix}:{resource}/{self.job_name.lower()}"
-
-
-def runner(step_type: str):
-    """The `run` function for a step type (imported on first use)."""
-    return importlib.import_module(f"pipelines.local.steps.{RUNNER_MODULES[step_type]}").run
-
-
-def plain(response: dict) -> dict:
-    """A boto3 Describe response as JSON values: no ResponseMetadata, datetimes as ISO-8601 strings."""
-
-    def convert(value):
-        if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items() if k != "ResponseMetadata"}
-        if isinstance(value, list):
-            return [convert(v) for v in value]
-        if isinstance(value, dt.datetime):
-            return value.isoformat()
-        return value
-
-    return convert(response)
-
+SUPPORTED_STEP_TYPES = tuple(RUNNERS)

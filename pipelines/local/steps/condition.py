@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import operator
 
-from pipelines.local.steps import Job, StepFailure
+from pipelines.local.errors import StepFailure
+from pipelines.local.steps.base import Job
 
 COMPARISONS = {
     "Equals": ("==", operator.eq),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.local.steps import Job, StepFailure
+from pipelines.local.errors import StepFailure
+from pipelines.local.steps.base import Job
 
 
 def run(arguments: dict, job: Job) -> dict:

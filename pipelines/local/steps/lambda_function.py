@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from lambdas.find_champion import find_champion
 from pipelines.contract import CHAMPION_FUNCTION_SUFFIX
-from pipelines.local.steps import Job, StepFailure
+from pipelines.local.errors import StepFailure
+from pipelines.local.steps.base import Job
 
 IN_PROCESS = {  # function-name suffix → (event, job) → the handler's result
     CHAMPION_FUNCTION_SUFFIX: lambda event, job: find_champion(event, job.sagemaker),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.local.steps import Job, plain
+from pipelines.local.steps.base import Job, plain
 
 
 def run(arguments: dict, job: Job) -> dict:

@@ -18,8 +18,9 @@ import threading
 from pathlib import Path
 
 from pipelines.local import s3io
+from pipelines.local.errors import StepFailure
 from pipelines.local.expressions import as_text
-from pipelines.local.steps import Job, StepFailure
+from pipelines.local.steps.base import Job
 
 CONTAINER_ROOT = "/opt/ml/processing"
 _CONTAINER_PATH = re.compile(r"(?<![\w/.])/opt/ml/processing(?=/|$)")

@@ -5,7 +5,7 @@ As SageMaker Pipelines does, the model package group is created when it does not
 
 from __future__ import annotations
 
-from pipelines.local.steps import Job, plain
+from pipelines.local.steps.base import Job, plain
 
 
 def run(arguments: dict, job: Job) -> dict:

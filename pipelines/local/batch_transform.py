@@ -1,4 +1,5 @@
-"""Local batch transform: a model.tar.gz applied to an input file as a SageMaker transform job would.
+"""Local batch transform: a model.tar.gz applied to an input file as a SageMaker transform job would, with the
+algorithm's own serving codec (the Transform step, steps/transform.py, finds the algorithm from the model's image).
 
 With SplitType "Line" the file is cut into records by line and sent in mini-batches; each response is
 appended to the output (AssembleWith "Line"), so with Accept application/jsonlines the output has one
@@ -11,24 +12,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipelines.local.linear_learner import InferenceError, decode_request, encode_response, load_model
+from pipelines.local.algorithms import Algorithm, linear_learner
+from pipelines.local.errors import InferenceError, TransformError
 
 RECORDS_PER_REQUEST = 1000
 
 
-class TransformError(ValueError):
-    """The input cannot be transformed; the message names the file and the line."""
-
-
 def batch_transform(model_tar: Path, input_file: Path, output_file: Path, content_type: str = "text/csv",
                     accept: str = "application/jsonlines", split_type: str | None = "Line",
-                    records_per_request: int = RECORDS_PER_REQUEST) -> int:
+                    records_per_request: int = RECORDS_PER_REQUEST, algorithm: Algorithm = linear_learner) -> int:
     """Write the predictions for `input_file` to `output_file`; returns the number of records.
 
     split_type "Line" (records by line) or None/"None" (the whole file is one request). On failure the
     output file is not created.
     """
-    model = load_model(model_tar)
+    model = algorithm.load_model(model_tar)
     input_file, output_file = Path(input_file), Path(output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
     partial = output_file.with_name(output_file.name + ".partial")
@@ -43,8 +41,8 @@ def batch_transform(model_tar: Path, input_file: Path, output_file: Path, conten
                 raise TransformError(f"SplitType {split_type!r} is not supported locally; use Line or None")
             for first_line, body in requests:
                 try:
-                    features = decode_request(body, content_type, model.feature_dim)
-                    response, _ = encode_response(*model.predict(features), accept)
+                    features = algorithm.decode_request(body, content_type, model.feature_dim)
+                    response, _ = algorithm.encode_response(*model.predict(features), accept)
                 except InferenceError as exc:
                     raise TransformError(f"{input_file.name}, request starting at line {first_line}: {exc}") from None
                 target.write(response if response.endswith(b"\n") else response + b"\n")

@@ -1,0 +1,7 @@
+"""`python -m livetrain`: the same command line as the `livetrain` script."""
+
+import sys
+
+from livetrain.cli import main
+
+sys.exit(main())

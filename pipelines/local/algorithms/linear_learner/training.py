@@ -1,0 +1,386 @@
+"""Training the local Linear Learner: channels read, models fitted side by side, one selected with its threshold,
+the container's metric lines logged, the artefact written. The algorithm's choices are in __init__.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from pipelines.local.algorithms.linear_learner.hyperparameters import hyperparameter_strings, parse_hyperparameters
+from pipelines.local.algorithms.linear_learner.model import LinearLearnerModel, expit, save_model
+from pipelines.local.errors import LinearLearnerError
+
+TRAINING_CONTENT_TYPES = ("text/csv",)  # channels: label first, no header (recordio-protobuf is not read locally)
+HOST = "algo-1"
+LOSS_NAME = "binary_classification_cross_entropy_objective"
+NEARBY_LR_MULTIPLIERS = (1.0, 3.0, 1 / 3, 9.0, 1 / 9)
+NEARBY_WD_MULTIPLIERS = (1.0, 10.0, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def read_channel(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) from every CSV file under `path` (label first, no header)."""
+    import pandas as pd
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    parts = []
+    for file in files:
+        if file.stat().st_size == 0:
+            continue
+        try:
+            frame = pd.read_csv(file, header=None, dtype=np.float64, na_filter=False, engine="c")
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise LinearLearnerError(f"channel '{name}': {file.name} is not numeric text/csv with the label "
+                                     f"first and no header ({str(exc).splitlines()[0]})") from None
+        parts.append((file, frame.to_numpy()))
+    if not parts:
+        raise LinearLearnerError(f"channel '{name}' has no data under {path}")
+    widths = {data.shape[1] for _, data in parts}
+    if len(widths) > 1:
+        raise LinearLearnerError(f"channel '{name}': files have different column counts {sorted(widths)}")
+    data = np.concatenate([d for _, d in parts])
+    if data.shape[1] < 2:
+        raise LinearLearnerError(f"channel '{name}' needs a label column and at least one feature column")
+    if not np.isfinite(data).all():
+        raise LinearLearnerError(f"channel '{name}' holds NaN or infinite values")
+    labels = data[:, 0]
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise LinearLearnerError(f"channel '{name}': binary_classifier labels must be 0 or 1 (first column)")
+    return np.ascontiguousarray(data[:, 1:]), labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics and thresholds
+
+
+def logistic_loss(margins: np.ndarray, labels: np.ndarray, weights: np.ndarray | float = 1.0) -> np.ndarray:
+    """Mean weighted logistic loss of linear outputs (n, m) against 0/1 labels (n,); one value per model."""
+    losses = np.logaddexp(0.0, margins) - labels[:, None] * margins
+    return np.mean(losses * weights, axis=0)
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (ties count one half); 0.5 when a class is missing."""
+    from scipy.stats import rankdata
+
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return 0.5
+    ranks = rankdata(scores)
+    return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def _f_beta(precision, recall, beta):
+    denominator = beta**2 * precision + recall
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, (1 + beta**2) * precision * recall / np.maximum(denominator, 1e-300), 0.0)
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, hp: dict) -> tuple[float, float]:
+    """(threshold, criterion value) for one model's scores; predicted positive means score ≥ threshold.
+
+    The value is larger-is-better (the negated loss for `loss_function`, whose threshold is 0.5).
+    `precision_at_target_recall` breaks ties in precision towards more recall; `recall_at_target_precision`
+    falls back to the highest precision when no threshold reaches the target.
+    """
+    criterion = hp["binary_classifier_model_selection_criteria"]
+    if criterion == "loss_function":
+        return 0.5, -float(logistic_loss(_margins(scores), labels)[0])
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], labels[order]
+    # Cut after each run of equal scores; index 0 is "no positive prediction".
+    cuts = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
+    true_pos = np.concatenate([[0.0], np.cumsum(hits)[cuts]])
+    predicted = np.concatenate([[0.0], cuts + 1.0])
+    positives, n = hits.sum(), len(hits)
+    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
+    recall = true_pos / positives if positives else np.zeros_like(true_pos)
+    if criterion == "accuracy":
+        values = (true_pos + (n - positives) - (predicted - true_pos)) / n
+    elif criterion == "f_beta":
+        values = _f_beta(precision, recall, hp["f_beta"])
+    elif criterion == "precision_at_target_recall":
+        values = np.where(recall >= hp["target_recall"], precision, -1.0)
+    else:  # recall_at_target_precision
+        reached = precision >= hp["target_precision"]
+        values = np.where(reached, recall, -1.0) if reached.any() else precision
+    best = int(np.argmax(values))
+    if criterion == "precision_at_target_recall":  # of equally precise thresholds, the one with most recall
+        best = int(np.flatnonzero(values == values[best])[-1])
+    threshold = np.nextafter(ranked[0], np.inf) if best == 0 else ranked[cuts[best - 1]]
+    return float(threshold), float(values[best])
+
+
+def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float, beta: float,
+                   positive_weight: float) -> dict[str, float]:
+    """The container's per-channel metrics for a binary classifier at `threshold`."""
+    predicted = scores >= threshold
+    true_pos = float(np.sum(predicted & (labels == 1)))
+    precision = true_pos / predicted.sum() if predicted.any() else 0.0
+    recall = true_pos / labels.sum() if labels.any() else 0.0
+    weights = np.where(labels == 1, positive_weight, 1.0)[:, None]
+    return {
+        "objective_loss": float(logistic_loss(_margins(scores), labels, weights)[0]),
+        "binary_classification_accuracy": float(np.mean(predicted == (labels == 1))),
+        "binary_f_beta": float(_f_beta(np.float64(precision), np.float64(recall), beta)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "roc_auc_score": roc_auc(scores, labels),
+    }
+
+
+def _margins(scores: np.ndarray) -> np.ndarray:
+    """Linear outputs (n, 1) back from scores, clipped away from 0 and 1."""
+    clipped = np.clip(scores, 1e-15, 1 - 1e-15)
+    return np.log(clipped / (1 - clipped))[:, None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class _Models:
+    """`m` linear models trained side by side: column j of `weights` is model j."""
+
+    learning_rate: np.ndarray
+    wd: np.ndarray
+    l1: np.ndarray
+    positive_weight: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.learning_rate)
+
+
+def _model_settings(hp: dict, labels: np.ndarray) -> _Models:
+    tuning = bool(hp.get("_tuning_objective_metric"))
+    count = 1 if tuning else (8 if hp["num_models"] == "auto" else hp["num_models"])
+    learning_rate = 0.001 if hp["learning_rate"] == "auto" else hp["learning_rate"]
+    wd = 0.0 if hp["wd"] == "auto" else hp["wd"]
+    l1 = 0.0 if hp["l1"] == "auto" else hp["l1"]
+    positives = labels.sum()
+    balanced = (len(labels) - positives) / positives if positives else 1.0
+    weight = hp["positive_example_weight_mult"]
+    lr_mult = np.array([NEARBY_LR_MULTIPLIERS[i % 5] for i in range(count)])
+    wd_mult = np.array([NEARBY_WD_MULTIPLIERS[(i // 5) % 3] for i in range(count)])
+    if weight == "auto":
+        positive_weight = np.array([balanced if i % 2 or count == 1 else 1.0 for i in range(count)])
+    else:
+        positive_weight = np.full(count, balanced if weight == "balanced" else weight)
+    return _Models(learning_rate * lr_mult, wd * wd_mult, np.full(count, l1), positive_weight)
+
+
+class _Adam:
+    def __init__(self, shape, beta_1, beta_2):
+        self.beta_1, self.beta_2, self.steps = beta_1, beta_2, 0
+        self.first, self.second = np.zeros(shape), np.zeros(shape)
+
+    def step(self, gradient: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(update to subtract, per-coordinate step size) for this gradient."""
+        self.steps += 1
+        self.first = self.beta_1 * self.first + (1 - self.beta_1) * gradient
+        self.second = self.beta_2 * self.second + (1 - self.beta_2) * gradient**2
+        corrected_first = self.first / (1 - self.beta_1**self.steps)
+        size = rate / (np.sqrt(self.second / (1 - self.beta_2**self.steps)) + 1e-8)
+        return size * corrected_first, size
+
+
+def _improved(value: float, best: float, tolerance: float) -> bool:
+    """True when `value` (larger is better) beats `best` by more than the relative tolerance."""
+    if not math.isfinite(value):
+        return False
+    return not math.isfinite(best) or value > best + tolerance * abs(best)
+
+
+def _log_metric(log, channel: str, name: str, value: float, epoch: int | None = None) -> None:
+    kind = "loss" if name == LOSS_NAME else "score"
+    where = f"host={HOST}, " + (f"epoch={epoch}, " if epoch is not None else "")
+    log(f"#quality_metric: {where}{channel} {name} <{kind}>={value}")
+
+
+def _container_metric_name(name: str, hp: dict) -> str:
+    """The metric's name in the container's log lines (what SageMaker's metric regexes match)."""
+    return {"objective_loss": LOSS_NAME, "binary_f_beta": f"binary_f_{hp['f_beta']:.3f}"}.get(name, name)
+
+
+def _fit(x, y, selection, hp, models: _Models, rng, log):
+    """Train all models; returns (weights (d, m), biases (m,), train loss per model at its best epoch)."""
+    n, d = x.shape
+    if hp["init_method"] == "uniform":
+        weights = rng.uniform(-hp["init_scale"], hp["init_scale"], (d, models.count))
+    else:
+        weights = rng.normal(0.0, hp["init_sigma"], (d, models.count))
+    biases = np.full(models.count, hp["init_bias"] if hp["use_bias"] else 0.0)
+    beta_1 = 0.9 if hp["beta_1"] == "auto" else hp["beta_1"]
+    beta_2 = 0.999 if hp["beta_2"] == "auto" else hp["beta_2"]
+    adam_w, adam_b = _Adam(weights.shape, beta_1, beta_2), _Adam(biases.shape, beta_1, beta_2)
+    bias_lr = 1.0 if hp["bias_lr_mult"] == "auto" else hp["bias_lr_mult"]
+    bias_wd = 0.0 if hp["bias_wd_mult"] == "auto" else hp["bias_wd_mult"]
+    batch = min(hp["mini_batch_size"], n)
+    batches_per_epoch = math.ceil(n / batch)
+    schedule_step = batches_per_epoch if hp["lr_scheduler_step"] == "auto" else hp["lr_scheduler_step"]
+    schedule_factor = 0.99 if hp["lr_scheduler_factor"] == "auto" else hp["lr_scheduler_factor"]
+    minimum_lr = 1e-5 if hp["lr_scheduler_minimum_lr"] == "auto" else hp["lr_scheduler_minimum_lr"]
+    sample_weight = np.where(y[:, None] == 1, models.positive_weight[None, :], 1.0)
+
+    best_value = np.full(models.count, -np.inf)
+    best_weights, best_biases = weights.copy(), biases.copy()
+    best_train_loss = np.full(models.count, np.nan)
+    stale_epochs, updates = 0, 0
+    learning_rate = models.learning_rate.copy()
+    for epoch in range(hp["epochs"]):
+        started = time.perf_counter()
+        order = rng.permutation(n)
+        epoch_loss = np.zeros(models.count)
+        for start in range(0, n, batch):
+            rows = order[start:start + batch]
+            xb, yb, wb = x[rows], y[rows], sample_weight[rows]
+            margins = xb @ weights + biases
+            epoch_loss += np.sum((np.logaddexp(0.0, margins) - yb[:, None] * margins) * wb, axis=0)
+            residual = (expit(margins) - yb[:, None]) * wb / len(rows)
+            step, size = adam_w.step(xb.T @ residual + models.wd * weights, learning_rate)
+            weights -= step
+            if models.l1.any():  # proximal step: soft-threshold by the coordinate's step size
+                weights = np.sign(weights) * np.maximum(np.abs(weights) - size * models.l1, 0.0)
+            if hp["use_bias"]:
+                biases -= adam_b.step(residual.sum(axis=0) + models.wd * bias_wd * biases, learning_rate * bias_lr)[0]
+            updates += 1
+            if hp["use_lr_scheduler"] and updates % schedule_step == 0:
+                learning_rate = np.maximum(learning_rate * schedule_factor, np.minimum(minimum_lr, learning_rate))
+        epoch_loss /= n
+        values = _epoch_values(weights, biases, selection, hp, epoch_loss)
+        improved = np.array([_improved(v, b, hp["early_stopping_tolerance"])
+                             for v, b in zip(values, best_value, strict=True)])
+        best_weights[:, improved], best_biases[improved] = weights[:, improved], biases[improved]
+        best_train_loss[improved] = epoch_loss[improved]
+        best_value = np.where(improved, values, best_value)
+        stale_epochs = 0 if improved.any() else stale_epochs + 1
+        best_model = int(np.argmax(best_value))
+        _log_metric(log, "train", LOSS_NAME, float(epoch_loss[best_model]), epoch)
+        if selection.channel == "validation":
+            margins = selection.x @ weights[:, best_model] + biases[best_model]
+            weight = models.positive_weight[best_model]
+            loss = logistic_loss(margins[:, None], selection.y, np.where(selection.y == 1, weight, 1.0)[:, None])
+            _log_metric(log, "validation", LOSS_NAME, float(loss[0]), epoch)
+        log(f"#progress_metric: host={HOST}, completed {100 * (epoch + 1) / hp['epochs']:.1f} % of epochs")
+        log(f"#throughput_metric: host={HOST}, train throughput={n / (time.perf_counter() - started):.1f} "
+            "records/second")
+        if stale_epochs >= hp["early_stopping_patience"]:
+            measure = (hp["binary_classifier_model_selection_criteria"] if selection.channel == "validation"
+                       else "the training loss")
+            log(f"Early stop condition met. Stopping training after epoch {epoch}: no model improved "
+                f"{measure} for {stale_epochs} epochs.")
+            break
+    return best_weights, best_biases, best_train_loss
+
+
+class _Selection(NamedTuple):
+    """The rows that choose the model and threshold: validation, or train without a validation channel."""
+
+    channel: str
+    x: np.ndarray
+    y: np.ndarray
+
+
+def _epoch_values(weights, biases, selection: _Selection, hp, train_loss) -> np.ndarray:
+    """Per model, the early-stopping value (larger is better)."""
+    if selection.channel != "validation":
+        values = -train_loss
+    else:
+        scores = expit(selection.x @ weights + biases)
+        values = np.array([choose_threshold(scores[:, j], selection.y, hp)[1] for j in range(weights.shape[1])])
+    return np.where(np.isnan(values), -np.inf, values)  # a diverged model never counts as an improvement
+
+
+def train(hyperparameters: dict[str, str], channels: dict[str, Path], model_dir: Path, log=print) -> dict[str, float]:
+    """Run one training job: validate, train, select, log metrics, write `model_dir/model.tar.gz`.
+
+    `channels` maps "train" (required), "validation" and "test" to CSV directories (label first).
+    Returns the final metrics by tuner name (`validation:precision`, ...). Raises LinearLearnerError.
+    """
+    from threadpoolctl import threadpool_limits
+
+    started = time.perf_counter()
+    hp = parse_hyperparameters(hyperparameters)
+    unknown = sorted(set(channels) - {"train", "validation", "test"})
+    if unknown or "train" not in channels:
+        raise LinearLearnerError(f"channels must be train (required), validation, test; got {sorted(channels)}")
+    log(f"Final configuration: {json.dumps(hyperparameter_strings(hp))}")
+    data = {name: read_channel(name, path) for name, path in channels.items()}
+    x, y = data["train"]
+    feature_dim = x.shape[1] if hp["feature_dim"] == "auto" else hp["feature_dim"]
+    for name, (features, _) in data.items():
+        if features.shape[1] != feature_dim:
+            raise LinearLearnerError(f"feature_dim is {feature_dim} but channel '{name}' has "
+                                     f"{features.shape[1]} feature columns after the label")
+    rng = np.random.default_rng(0)
+    sample = x if len(x) <= hp["num_point_for_scaler"] else x[rng.choice(len(x), hp["num_point_for_scaler"],
+                                                                           replace=False)]
+    unbias = hp["use_bias"] if hp["unbias_data"] == "auto" else hp["unbias_data"]
+    normalize = hp["normalize_data"] is not False
+    mean = sample.mean(axis=0) if (normalize or unbias) else np.zeros(feature_dim)
+    scale = sample.std(axis=0) if normalize else np.ones(feature_dim)
+    scale = np.where(scale > 0, scale, 1.0)
+    log(f"Scaling model computed on {len(sample)} points (normalize_data={normalize}, unbias_data={unbias})")
+
+    def standardize(features):
+        return (features - mean) / scale
+
+    if "validation" in data:
+        xv, yv = data["validation"]
+        calibration = len(yv) if hp["num_calibration_samples"] == "auto" else hp["num_calibration_samples"]
+        selection = _Selection("validation", standardize(xv[:calibration]), yv[:calibration])
+    else:
+        selection = _Selection("train", None, y)
+    xs = standardize(x)
+    models = _model_settings(hp, y)
+    log(f"Training {models.count} model(s) on {len(y)} records, {feature_dim} features, "
+        f"criterion {hp['binary_classifier_model_selection_criteria']}")
+    with threadpool_limits(1):  # small matrix products: BLAS threads only add contention
+        weights, biases, train_loss = _fit(xs, y, selection, hp, models, rng, log)
+
+    chosen_x = selection.x if selection.x is not None else xs
+    candidates = [choose_threshold(expit(chosen_x @ weights[:, j] + biases[j]), selection.y, hp)
+                  for j in range(models.count)]
+    best = int(np.argmax([value for _, value in candidates]))
+    threshold = candidates[best][0]
+    model = LinearLearnerModel(weights=weights[:, best], bias=float(biases[best]), mean=mean, scale=scale,
+                               threshold=threshold, hyperparameters=hyperparameter_strings(hp))
+    log(f"Selected model {best} of {models.count} (learning_rate={models.learning_rate[best]:g}, "
+        f"wd={models.wd[best]:g}, positive_example_weight_mult={models.positive_weight[best]:g}); "
+        f"threshold {threshold:.6g} by {hp['binary_classifier_model_selection_criteria']} on {selection.channel}")
+
+    metrics = {"train:objective_loss": float(train_loss[best])}
+    _log_metric(log, "train", LOSS_NAME, metrics["train:objective_loss"])
+    evaluated = {"validation": data.get("validation"), "test": data.get("test")}
+    if selection.channel == "train":
+        evaluated = {"train": data["train"], **evaluated}
+    for channel, channel_data in evaluated.items():
+        if channel_data is None:
+            continue
+        scores, _ = model.predict(channel_data[0])
+        values = binary_metrics(scores, channel_data[1], threshold, hp["f_beta"], models.positive_weight[best])
+        for name, value in values.items():
+            if channel == "train" and name == "objective_loss":
+                continue  # already reported for the selected model's last epoch
+            metrics[f"{channel}:{name}"] = value
+            _log_metric(log, channel, _container_metric_name(name, hp), value)
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_model(model, model_dir / "model.tar.gz")
+    log(f"Training finished in {time.perf_counter() - started:.2f} s; wrote {model_dir / 'model.tar.gz'}")
+    return metrics
