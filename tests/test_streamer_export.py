@@ -142,6 +142,7 @@ class StreamProcess:
                 self.process.kill()
 
 
+@pytest.mark.slow
 def test_s3_outage_during_export_is_retried_and_the_batch_lands_once(mongo_uri, mongo_db, aws, bucket, tmp_path):
     from moto.server import ThreadedMotoServer
 
@@ -177,6 +178,7 @@ def test_sigterm_stops_subscribing_flushes_and_exits_cleanly(mongo_uri, mongo_db
     assert mongo_db.checkpoints.find_one({"_id": EPIC})["ts"] == last["ts"]  # the buffer was flushed
 
 
+@pytest.mark.slow
 def test_replay_exports_complete_batches_and_a_second_run_stores_nothing_new(run_cli, mongo_uri, mongo_db, aws,
                                                                              bucket, tmp_path):
     from streamer.market import MarketSettings, MarketSimulator
