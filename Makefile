@@ -27,14 +27,17 @@ $(CHECKOV_VENV)/.installed: Makefile
 demo: install
 	$(BIN)/livetrain demo
 
+# One pytest worker per core; a module's tests stay on one worker, so its fixtures (a demo, a stack) run once.
+PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile
+
 test: install checkov
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # The edit loop: lint and every test not marked slow (the end-to-end runs); `make test` is the full gate.
 test-fast: install checkov
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

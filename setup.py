@@ -20,7 +20,8 @@ LOCAL = [
     "SecantusDB==0.7.0b3",
     "aiohttp>=3.9,<4",
 ]
-DEV = [*sorted(set(STREAMER + PIPELINES + LOCAL)), "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "ruff>=0.6"]
+DEV = [*sorted(set(STREAMER + PIPELINES + LOCAL)),
+       "pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "hypothesis>=6.100", "ruff>=0.6"]
 
 setup(
     name="livetrain",
