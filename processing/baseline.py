@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+try:  # in the Processing container a sibling file; in tests and the CLI, a package module
+    from script_io import PREDICTIONS_FILE, InputError, recall_fraction, write_atomically
+except ImportError:
+    from processing.script_io import PREDICTIONS_FILE, InputError, recall_fraction, write_atomically
 
 DEFAULT_TRAIN_DIR = "/opt/ml/processing/input/train"
 DEFAULT_VALIDATION_DIR = "/opt/ml/processing/input/validation"
 DEFAULT_TEST_DIR = "/opt/ml/processing/input/test"
 DEFAULT_OUTPUT_DIR = "/opt/ml/processing/output"
 TRAIN_FILE, VALIDATION_FILE, TEST_FEATURES_FILE = "train.csv", "validation.csv", "test_features.csv"
-PREDICTIONS_FILE = "test_features.csv.out"  # what Batch Transform writes for test_features.csv
 REGULARISATION_C = 0.001  # strong L2: on 605 correlated price lags it scored best of 0.001-1 (bench/README)
-
-
-class InputError(ValueError):
-    """A slice that cannot be read; the message is one line naming the file."""
 
 
 def read_csv(path: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -98,20 +96,10 @@ def run(train_dir, validation_dir, test_dir, output_dir, target_recall: float = 
         raise InputError(f"the slices have different numbers of features ({sorted(widths)}); "
                          f"they must come from one Preprocess run")
     scores, predicted, threshold = fit_and_score(train, validation, test_features, target_recall)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=output_dir, prefix=".baseline-", delete=False) as out:
-        out.writelines(json.dumps({"score": float(s), "predicted_label": int(p)}) + "\n"
-                       for s, p in zip(scores, predicted, strict=True))
-    os.replace(out.name, output_dir / PREDICTIONS_FILE)
+    lines = (json.dumps({"score": float(s), "predicted_label": int(p)}) + "\n"
+             for s, p in zip(scores, predicted, strict=True))
+    write_atomically(output_dir, PREDICTIONS_FILE, lambda out: out.writelines(lines))
     return threshold
-
-
-def _recall(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, not {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-dir", default=DEFAULT_VALIDATION_DIR)
     parser.add_argument("--test-dir", default=DEFAULT_TEST_DIR)
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR)
-    parser.add_argument("--target-recall", type=_recall, default=0.25)
+    parser.add_argument("--target-recall", type=recall_fraction, default=0.25)
     args = parser.parse_args(argv)
     try:
         threshold = run(args.train_dir, args.validation_dir, args.test_dir, args.output_dir, args.target_recall)

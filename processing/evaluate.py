@@ -43,18 +43,20 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+try:  # in the Processing container a sibling file; in tests and the CLI, a package module
+    from script_io import PREDICTIONS_FILE, InputError, recall_fraction, write_atomically
+except ImportError:
+    from processing.script_io import PREDICTIONS_FILE, InputError, recall_fraction, write_atomically
 
 DEFAULT_PREDICTIONS_DIR = "/opt/ml/processing/input/predictions"
 DEFAULT_TEST_DIR = "/opt/ml/processing/input/test"
 DEFAULT_METADATA_DIR = "/opt/ml/processing/input/metadata"
 DEFAULT_OUTPUT_DIR = "/opt/ml/processing/evaluation"
-PREDICTIONS_FILE = "test_features.csv.out"
 TEST_TRADES_FILE = "test_trades.csv"  # preprocess.py's test/test_trades.csv
 FEATURES_FILE = "features.json"  # preprocess.py's metadata/features.json
 EVALUATION_FILE = "evaluation.json"
@@ -67,10 +69,6 @@ THRESHOLD_METRICS = ("precision", "recall", "f1", "accuracy")
 COMPARED = "precision_at_target_recall"
 BASELINE_DESCRIPTION = "L2-regularised logistic regression on the same features (baseline.py)"
 NO_CHAMPION = "none"
-
-
-class InputError(ValueError):
-    """Predictions or test trades that cannot be evaluated; the message is one line naming the file."""
 
 
 # ---------------------------------------------------------------- reading
@@ -358,20 +356,8 @@ def run(predictions_dir, test_dir, metadata_dir, output_dir, baseline_dir=None, 
             raise InputError(f"{path}: {len(models[name][0])} predictions but the test slice has "
                              f"{len(trades['label'])} trades; the transform must return one line per test row")
     report = evaluate(trades, models, dependence_seconds, target_recall, champion_package_arn)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=output_dir, prefix=".evaluation-", delete=False) as out:
-        json.dump(report, out, indent=2)
-        out.write("\n")
-    os.replace(out.name, output_dir / EVALUATION_FILE)
+    write_atomically(output_dir, EVALUATION_FILE, lambda out: out.write(json.dumps(report, indent=2) + "\n"))
     return report
-
-
-def _recall(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, not {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-dir", help="the baseline's predictions (baseline.py)")
     parser.add_argument("--champion-dir", help="the champion's predictions")
     parser.add_argument("--champion-package-arn", help=f"the champion's model package, or {NO_CHAMPION!r}")
-    parser.add_argument("--target-recall", type=_recall, default=DEFAULT_TARGET_RECALL)
+    parser.add_argument("--target-recall", type=recall_fraction, default=DEFAULT_TARGET_RECALL)
     args = parser.parse_args(argv)
     try:
         report = run(args.predictions_dir, args.test_dir, args.metadata_dir, args.output_dir, args.baseline_dir,

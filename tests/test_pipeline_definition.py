@@ -364,9 +364,9 @@ def test_code_is_referenced_at_its_content_address(steps, tmp_path):
         assert re.fullmatch(r"s3://data-bucket/runs/lt/code/[0-9a-f]{64}/", bundle.s3_prefix)
         assert bundle.files[bundle.script] == (PROCESSING_DIR / bundle.script).read_bytes()
     assert set(bundles["Preprocess"].files) == {"preprocess.py", "batch_contract.py"}
-    assert set(bundles["FitBaseline"].files) == {"baseline.py"}
+    assert set(bundles["FitBaseline"].files) == {"baseline.py", "script_io.py"}
     shipped = set(bundles["EvaluateBestModel"].files)
-    assert {"evaluate.py", "arch/__init__.py", "arch/LICENSE.md", "arch/bootstrap/base.py"} <= shipped
+    assert {"evaluate.py", "script_io.py", "arch/__init__.py", "arch/LICENSE.md", "arch/bootstrap/base.py"} <= shipped
     assert not any(name.startswith(("arch/univariate", "arch/tests")) or not name.endswith((".py", ".md"))
                    for name in shipped)  # only what arch.bootstrap imports, no compiled files
 
