@@ -12,7 +12,7 @@ PIPELINES = [
     "sagemaker>=3.27,<4",
     "scikit-learn>=1.4",
     "matplotlib>=3.8",
-    "arch==8.0.0",  # pinned: the evaluation step ships its bootstrap's source (pipelines/definition.py)
+    "arch==8.0.0",  # pinned: the evaluation step ships its bootstrap's source (pipelines/code.py)
 ]
 # The local stand-ins for AWS and MongoDB; pinned because infra/local closes moto's gaps.
 LOCAL = [
@@ -21,7 +21,8 @@ LOCAL = [
     "aiohttp>=3.9,<4",
 ]
 DEV = [*sorted(set(STREAMER + PIPELINES + LOCAL)),
-       "pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "hypothesis>=6.100", "ruff>=0.6"]
+       "pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "hypothesis>=6.100", "ruff>=0.6",
+       "statsmodels>=0.14"]  # bench_gate's Wilson intervals
 
 setup(
     name="livetrain",
