@@ -1,4 +1,4 @@
-"""run-local from manifest to registered package: 10k trades, the product's definition, moto as AWS (target ≤ 30 s).
+"""run-local from manifest to verdict (registered, or a Fail step): 10k trades, moto as AWS (target ≤ 30 s).
 
 The batch is synthesised and uploaded, and the pipeline upserted into moto, before the clock
 starts; the measured command is `livetrain pipeline run-local --pipeline-name …` alone. The
@@ -23,7 +23,7 @@ from pipelines.local.records import ExecutionStore, step_duration
 from processing.batch_contract import BATCH_JSON_FILE, MANIFEST_FILE, PRICES_FILE, TRANSACTIONS_FILE, batch_key_prefix
 
 TRADES = 10_000
-SEED = 4  # a planted-signal batch whose slices have similar positive rates, so the gate passes
+SEED = 0  # any seed: this measures time to the verdict (the last step is 0 s); bench_gate measures verdicts
 TARGET_SECONDS = 30.0
 SEED_LOOP_SECONDS = (15 * 60, 20 * 60)
 LIVETRAIN = str(Path(sys.executable).parent / "livetrain")
