@@ -154,7 +154,8 @@ def test_start_checks_parameters_and_the_manifest_before_starting(upserted, aws,
     result = run_cli("pipeline", "start", "--manifest-key", "batches/b1/batch.manifest", *args,
                      "--endpoint-url", aws.endpoint_url)
     assert expected in one_line_error(result)
-    assert aws.client("sagemaker").list_pipeline_executions(PipelineName="livetrain")["PipelineExecutionSummaries"] == []
+    executions = aws.client("sagemaker").list_pipeline_executions(PipelineName="livetrain")
+    assert executions["PipelineExecutionSummaries"] == []  # nothing started
 
 
 def test_unreachable_endpoint_is_one_line(run_cli):
