@@ -135,7 +135,8 @@ class Stack:
         raise RuntimeError("no champion registered in 3 planted-signal batches")
 
     def run(self, batch_dir: Path) -> dict:
-        from pipelines.local.engine import LocalExecution, fetch_definition, resolve_parameters
+        from pipelines.local.engine import LocalExecution, fetch_definition
+        from pipelines.parameters import resolve_parameters
         from processing.batch_contract import upload_batch_dir
 
         key = upload_batch_dir(self.s3, BUCKET, batch_dir)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.template import TEMPLATE_PATH
+from livetrain import aws
 from livetrain.aws_errors import describe, is_not_found
 from livetrain.errors import UserError
 
@@ -254,8 +255,8 @@ def upsert_pipeline(settings: DeploySettings, role_arn: str) -> None:
             region=settings.region, role_arn=driver.checked_role_arn(role_arn), bucket=settings.bucket,
             pipeline_name=settings.pipeline_name, model_package_group=settings.model_package_group,
             prefix=settings.pipeline_name)
-        driver.upsert_pipeline(session.client("s3", endpoint_url=settings.endpoint_url),
-                               session.client("sagemaker", endpoint_url=settings.endpoint_url), pipeline,
+        driver.upsert_pipeline(aws.client("s3", endpoint_url=settings.endpoint_url, session=session),
+                               aws.client("sagemaker", endpoint_url=settings.endpoint_url, session=session), pipeline,
                                settings.cache_dir)
     except (UserError, BotoCoreError, ClientError) as exc:
         raise UserError(f"upsert the pipeline failed: {exc}; stack {settings.stack_name} is deployed but pipeline "
@@ -272,7 +273,7 @@ def deploy(settings: DeploySettings) -> dict[str, str]:
     session = boto3.session.Session(region_name=settings.region)
 
     def client(service: str):
-        return session.client(service, endpoint_url=settings.endpoint_url)
+        return aws.client(service, endpoint_url=settings.endpoint_url, session=session)
 
     with stage("read the template"):
         template = settings.template.read_text()

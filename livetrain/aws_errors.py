@@ -16,7 +16,8 @@ NOT_FOUND_MESSAGES = ("Could not find", "does not exist")  # SageMaker's and Clo
 THROTTLING_CODES = {"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
                     "TooManyRequestsException", "SlowDown", "ProvisionedThroughputExceededException"}
 NO_CREDENTIALS = ("no AWS credentials found; configure them (aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-                  "AWS_SECRET_ACCESS_KEY) or pass --endpoint-url of a local stack")
+                  "AWS_SECRET_ACCESS_KEY); a local stack at --endpoint-url needs them too, any values will do "
+                  "(e.g. AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test)")
 
 
 def _response(exc: BaseException) -> dict:

@@ -37,7 +37,7 @@ class Commands:
     def add_group(self, name: str, **kwargs) -> argparse._SubParsersAction:
         """A command group, e.g. `livetrain pipeline …`; returns its subcommands."""
         group = self.add_parser(name, **kwargs)
-        self._groups[name] = group.add_subparsers(dest=f"{name}_command", required=True, metavar="SUBCOMMAND")
+        self._groups[name] = _add_subcommands(group, "SUBCOMMAND")
         return self._groups[name]
 
     def group(self, name: str) -> argparse._SubParsersAction:
@@ -45,12 +45,19 @@ class Commands:
         return self._groups[name]
 
 
+def _add_subcommands(parser: argparse.ArgumentParser, metavar: str) -> argparse._SubParsersAction:
+    """Subcommands, one of which is needed. Not `required=True`: argparse would then report a missing command
+    before an unknown option (`livetrain --bogus`); the parser's default handler reports it instead."""
+    parser.set_defaults(handler=lambda args: parser.error(f"the following arguments are required: {metavar}"))
+    return parser.add_subparsers(metavar=metavar)
+
+
 def build_parser(config: Config | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livetrain",
         description="Continuous training on live market data with SageMaker Pipelines.",
     )
-    commands = Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    commands = Commands(_add_subcommands(parser, "COMMAND"))
     config = config or Config.from_env()
     for part in PARTS:
         part.add_commands(commands, config)

@@ -13,19 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from livetrain import aws
 from livetrain.arguments import positive_int
 from livetrain.errors import UserError
 from livetrain.files import write_text_atomically
 from pipelines import driver
 from pipelines.contract import PARAMETER_NAMES, PLACEHOLDER_ROLE_ARN
-
-
-def parameter(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or name not in PARAMETER_NAMES:
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=VALUE with NAME one of {', '.join(PARAMETER_NAMES)}, not {text!r}")
-    return name, value
+from pipelines.parameters import parse_assignments
 
 
 def add_commands(commands, config) -> None:
@@ -54,8 +48,9 @@ def add_commands(commands, config) -> None:
     start.add_argument("--bucket", default=config.bucket, help=f"the batch's bucket (default {config.bucket})")
     start.add_argument("--manifest-key", required=True, metavar="KEY",
                        help="the batch's manifest key, e.g. batches/<epic>/<batch_id>/batch.manifest")
-    start.add_argument("--parameter", type=parameter, action="append", default=[], metavar="NAME=VALUE",
-                       help=f"another pipeline parameter ({', '.join(PARAMETER_NAMES[2:])}); repeatable")
+    start.add_argument("--param", "--parameter", dest="param", action="append", default=[], metavar="NAME=VALUE",
+                       help=f"another pipeline parameter ({', '.join(PARAMETER_NAMES[2:])}), checked against the "
+                            "types the pipeline declares; repeatable")
     start.add_argument("--wait", action="store_true", help="poll until the execution finishes")
     start.add_argument("--poll-seconds", type=positive_int, default=15, help="seconds between polls (default 15)")
     start.set_defaults(handler=run_start)
@@ -110,9 +105,7 @@ def _settings(args: argparse.Namespace, role_arn: str) -> driver.PipelineSetting
 
 
 def _client(service: str, args: argparse.Namespace):
-    import boto3
-
-    return boto3.client(service, region_name=args.region, endpoint_url=args.endpoint_url)
+    return aws.client(service, args.region, args.endpoint_url)
 
 
 def run_definition(args: argparse.Namespace) -> int:
@@ -141,9 +134,9 @@ def run_upsert(args: argparse.Namespace) -> int:
 
 def run_start(args: argparse.Namespace) -> int:
     parameters = {"InputBucket": args.bucket, "InputManifestKey": args.manifest_key.lstrip("/"),
-                  **dict(args.parameter)}
+                  **parse_assignments(args.param)}
     sagemaker = _client("sagemaker", args)
-    arn = driver.start_execution(sagemaker, args.pipeline_name, parameters)
+    arn = driver.start_execution(sagemaker, _client("s3", args), args.pipeline_name, parameters)
     print(arn)
     if not args.wait:
         return 0

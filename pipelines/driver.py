@@ -22,6 +22,7 @@ from livetrain.errors import UserError
 from livetrain.files import write_text_atomically
 from pipelines.code import PROCESSING_DIR, code_bundles
 from pipelines.contract import PLACEHOLDER_ROLE_ARN
+from pipelines.parameters import resolve_parameters
 
 FINISHED = ("Succeeded", "Failed", "Stopped")
 PIPELINE_DESCRIPTION = ("livetrain: one batch of paper trades -> features -> tuned Linear Learner -> "
@@ -144,13 +145,30 @@ def _pipeline_exists(sagemaker, name: str) -> bool:
     return True
 
 
-def start_execution(sagemaker, pipeline_name: str, parameters: dict[str, str]) -> str:
-    """Start an execution with these parameters; its ARN."""
+def start_execution(sagemaker, s3, pipeline_name: str, parameters: dict[str, str]) -> str:
+    """Start an execution with these parameters; its ARN. First checks them against the types the pipeline's
+    definition declares, and that the batch's manifest (InputBucket, InputManifestKey) exists in S3."""
+    _, definition = describe_pipeline(sagemaker, pipeline_name)
+    resolve_parameters(definition, parameters)
+    _check_manifest(s3, parameters["InputBucket"], parameters["InputManifestKey"])
     with aws_call("StartPipelineExecution", IF_MISSING):
         return sagemaker.start_pipeline_execution(
             PipelineName=pipeline_name,
             PipelineParameters=[{"Name": name, "Value": value} for name, value in parameters.items()],
         )["PipelineExecutionArn"]
+
+
+def _check_manifest(s3, bucket: str, key: str) -> None:
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"S3 HeadObject s3://{bucket}/{key}"):
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if is_not_found(exc):
+                raise UserError(f"no batch manifest at s3://{bucket}/{key}; pass the --manifest-key "
+                                "(and --bucket) of an exported batch") from None
+            raise
 
 
 def wait_for_execution(sagemaker, arn: str, poll_seconds: float,

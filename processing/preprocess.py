@@ -315,7 +315,8 @@ def _too_few(trades: int, dropped: dict[str, int], problem: str):
         f"{contract.TRANSACTIONS_FILE}: too few trades left to split: {trades} trades, "
         f"{dropped.get('short_lookback', 0)} without full look-back, "
         f"{dropped.get('crosses_split_boundary', 0)} purged and {dropped.get('embargoed', 0)} embargoed at "
-        f"split boundaries; {problem}; export a batch with more trades or shorten --lookback-seconds")
+        f"split boundaries; {problem}; export batches with more trades (the streamer's or the demo's "
+        "--batch-size)")
 
 
 def check_uniform_trades(trades: dict[str, np.ndarray]) -> None:

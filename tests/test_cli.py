@@ -17,6 +17,16 @@ def test_help_lists_the_commands(run_cli):
     assert "synth-batch" in result.stdout
 
 
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--bogus"], "livetrain: error: unrecognized arguments: --bogus"),
+    (["pipeline", "--bogus"], "livetrain: error: unrecognized arguments: --bogus"),
+    ([], "livetrain: error: the following arguments are required: COMMAND"),
+])
+def test_an_unknown_option_is_named_before_a_missing_command(run_cli, args, expected):
+    result = run_cli(*args)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == expected, result.stderr
+
+
 def test_python_m_livetrain_is_the_same_command_line():
     """`python -m livetrain` runs the package's __main__: the same parser, and user errors stay one line."""
     helped = subprocess.run([sys.executable, "-m", "livetrain", "--help"], capture_output=True, text=True, timeout=120)

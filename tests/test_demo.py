@@ -75,6 +75,7 @@ def test_a_batch_too_short_for_a_verdict_deploys_nothing_and_says_what_would_do(
     assert "export batches of about " in record["FailureReason"]
     assert record["FailureReason"] in result.stdout
     assert "nothing is deployed" in result.stderr and "deployed to endpoint" not in result.stdout
+    assert "--lookback-seconds" not in result.stdout + result.stderr  # an option neither the demo nor pipeline has
 
 
 def test_continuous_mode_retrains_on_every_batch(demos):

@@ -14,12 +14,13 @@ import pytest
 
 from livetrain.errors import UserError
 from pipelines.local import engine
-from pipelines.local.engine import LocalExecution, plan_steps, resolve_parameters
+from pipelines.local.engine import LocalExecution, plan_steps
 from pipelines.local.errors import DefinitionError, ExpressionError, StepFailure
 from pipelines.local.expressions import Resolver, parse_path, referenced_steps
 from pipelines.local.records import ExecutionStore
 from pipelines.local.steps import SUPPORTED_STEP_TYPES
 from pipelines.local.steps.condition import evaluate
+from pipelines.parameters import resolve_parameters
 
 BUCKET = "engine-test"
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/engine-test"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.local.records import ExecutionStore
 from pipelines.local.report import models_of, render_report
 from processing import evaluate as ev
 
@@ -62,3 +63,14 @@ def test_report_of_a_failed_execution_has_the_dag_and_the_reason(tmp_path):
     assert (tmp_path / "dag.png").read_bytes().startswith(b"\x89PNG")
     assert "value 0.41 &lt; 0.5 &lt;script&gt;" in text and "<script>" not in text
     assert "tuning.png" not in text and "verdict.png" not in text
+
+
+def test_an_out_directory_that_cannot_be_made_is_one_line(tmp_path, run_cli):
+    ExecutionStore(tmp_path).save({"PipelineExecutionId": "e1", "PipelineName": "p", "PipelineExecutionArn": "arn:e1",
+                                   "PipelineExecutionStatus": "Failed", "FailureReason": "r", "Parameters": {},
+                                   "StartTime": "2026-01-05T10:00:00.000Z", "Steps": {}})
+    (tmp_path / "a-file").write_text("")
+    result = run_cli("report", "e1", "--state-dir", tmp_path, "--out", tmp_path / "a-file" / "report")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [f"livetrain: error: cannot write the report to {tmp_path}/a-file/report "
+                                          "(Not a directory); pass --out a directory you can create and write"]

@@ -31,3 +31,17 @@ def test_mongo_daemon_keeps_data_across_restarts(tmp_path):
         assert pymongo.MongoClient(mongo.url).db.c.find_one({"_id": 1})["v"] == "kept"
     finally:
         mongo.stop()
+
+
+def test_a_demo_on_a_store_another_process_holds_names_that_process(tmp_path, run_cli):
+    mongo = start_mongo(tmp_path)
+    try:
+        result = run_cli("demo", "--state-dir", tmp_path)
+    finally:
+        mongo.stop()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    pid = mongo.process.pid
+    assert result.stderr.splitlines()[-1] == (
+        f"livetrain: error: the MongoDB store {tmp_path / 'mongo'} is in use by process {pid} (python secantusd-py); "
+        f"stop it (kill {pid}) or pass another --state-dir")
+    assert not (tmp_path / "logs" / "moto.log").exists()  # refused before any other service started

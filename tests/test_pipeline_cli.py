@@ -67,8 +67,10 @@ def test_upsert_uploads_the_code_then_creates_the_pipeline(upserted, aws, run_cl
 
 
 def test_start_with_parameters_wait_and_list(upserted, aws, run_cli):
+    aws.client("s3").create_bucket(Bucket="in-bucket")
+    aws.client("s3").put_object(Bucket="in-bucket", Key="batches/E/b1/batch.manifest", Body=b"[]")
     started = run_cli("pipeline", "start", "--manifest-key", "batches/E/b1/batch.manifest", "--bucket", "in-bucket",
-                      "--parameter", "MinPrecision=0.6", "--parameter", "TrainingInstanceType=ml.c5.xlarge",
+                      "--param", "MinPrecision=0.6", "--parameter", "TrainingInstanceType=ml.c5.xlarge",
                       "--wait", "--poll-seconds", "1", "--endpoint-url", aws.endpoint_url)
     assert started.returncode == 0, started.stderr
     arn = started.stdout.strip()
@@ -111,7 +113,7 @@ def test_unknown_pipeline_is_one_line_naming_the_call(aws, run_cli, command):
     result = run_cli("pipeline", *command, "--pipeline-name", "nope", "--endpoint-url", aws.endpoint_url)
     line = one_line_error(result)
     call = {"describe": "DescribePipeline", "executions": "ListPipelineExecutions",
-            "start": "StartPipelineExecution"}[command[0]]
+            "start": "DescribePipeline"}[command[0]]  # start checks its parameters against the definition first
     assert line.startswith(f"livetrain: error: {call}: ")
     assert "nope" in line and "livetrain pipeline upsert" in line
 
@@ -131,6 +133,29 @@ def test_no_credentials_is_one_line(aws):
                             capture_output=True, text=True, env=env, timeout=120)
     line = one_line_error(result)
     assert line.startswith("livetrain: error: DescribePipeline: no AWS credentials found; configure them")
+    assert "a local stack at --endpoint-url needs them too, any values will do" in line
+
+
+@pytest.mark.parametrize(("args", "url"), [
+    (["describe"], "not-a-url"), (["describe"], "http://"), (["run-local", "--definition", "d.json"], "not-a-url")])
+def test_an_endpoint_url_that_is_not_a_url_is_one_line(run_cli, args, url):
+    line = one_line_error(run_cli("pipeline", *args, "--endpoint-url", url))
+    assert line == f"livetrain: error: --endpoint-url {url!r} is not a URL; pass one like http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--param", "MinPrecision=abc"], "parameter MinPrecision is Float; 'abc' is not a valid float"),
+    (["--param", "Bogus=1"], "unknown parameter 'Bogus'; the definition declares InputBucket, InputManifestKey"),
+    (["--manifest-key", "batches/none/batch.manifest"],
+     "no batch manifest at s3://livetrain-data/batches/none/batch.manifest; pass the --manifest-key"),
+])
+def test_start_checks_parameters_and_the_manifest_before_starting(upserted, aws, run_cli, args, expected):
+    aws.client("s3").put_object(Bucket=BUCKET, Key="batches/b1/batch.manifest", Body=b"[]")
+    result = run_cli("pipeline", "start", "--manifest-key", "batches/b1/batch.manifest", *args,
+                     "--endpoint-url", aws.endpoint_url)
+    assert expected in one_line_error(result)
+    executions = aws.client("sagemaker").list_pipeline_executions(PipelineName="livetrain")
+    assert executions["PipelineExecutionSummaries"] == []  # nothing started
 
 
 def test_unreachable_endpoint_is_one_line(run_cli):
@@ -145,6 +170,7 @@ def test_unreachable_endpoint_is_one_line(run_cli):
      "the placeholder role exists in no account"),
     (["definition", "--max-jobs", "2", "--max-parallel-jobs", "3"], "--max-parallel-jobs 3 exceeds --max-jobs 2"),
     (["definition", "--output", "/nonexistent/dir/d.json"], "directory /nonexistent/dir does not exist"),
+    (["run-local", "--definition", "tests"], "cannot read definition file tests (Is a directory)"),
 ])
 def test_user_mistakes_are_one_line(run_cli, args, expected):
     line = one_line_error(run_cli("pipeline", *args))
@@ -154,7 +180,7 @@ def test_user_mistakes_are_one_line(run_cli, args, expected):
 @pytest.mark.parametrize(("args", "expected"), [
     (["definition", "--max-jobs", "0"], "--max-jobs: must be a positive whole number, not '0'"),
     (["start"], "the following arguments are required: --manifest-key"),
-    (["start", "--manifest-key", "k", "--parameter", "Bogus=1"], "expected NAME=VALUE with NAME one of InputBucket"),
+    (["start", "--manifest-key", "k", "--param", "MinPrecision"], "--param 'MinPrecision' must look like Name=Value"),
     ([], "the following arguments are required: SUBCOMMAND"),
 ])
 def test_argument_errors_say_what_to_pass(run_cli, args, expected):

@@ -437,6 +437,9 @@ BAD_INPUTS = {  # case: (how to break the small batch, what the one line must sa
     "empty batch": (lambda b: edit_rows(b, TRADES, lambda h, r: (h, [])), "transactions.csv: no trades"),
     "too few trades to split": (lambda b: edit_rows(b, TRADES, lambda h, r: (h, r[:5])),
                                 "transactions.csv: too few trades left to split: 5 trades"),
+    "too few trades with look-back": (lambda b: edit_rows(b, TRADES, lambda h, r: (h, r[:2])),
+                                      "2 are not enough for three slices; export batches with more trades (the "
+                                      "streamer's or the demo's --batch-size)"),
 }
 
 

@@ -9,6 +9,7 @@ Each service is a subprocess whose log goes to the state directory.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from livetrain.errors import UserError
 
 HOST = "127.0.0.1"
 
@@ -108,8 +111,37 @@ def _mongo_answers(uri: str) -> bool:
         client.close()
 
 
+def lock_holder(path: Path) -> int | None:
+    """The id of the process holding a POSIX lock on `path`, from Linux's /proc/locks; None if none (or unknown)."""
+    try:
+        stat, locks = path.stat(), Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    file_id = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    for line in locks.splitlines():  # "1: POSIX  ADVISORY  WRITE 11256 fe:00:2189586 0 0"; waiters have "->"
+        fields = line.split()
+        if "->" not in fields and len(fields) > 5 and fields[5] == file_id:
+            return int(fields[4])
+    return None
+
+
+def _check_store_free(store: Path) -> None:
+    """UserError naming the process that holds the store's lock (a MongoDB server still running on it)."""
+    pid = lock_holder(store / "WiredTiger.lock")
+    if pid is None:
+        return
+    try:
+        program = " ".join(Path(arg).name for arg in Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:2])
+    except OSError:
+        program = "?"
+    raise UserError(f"the MongoDB store {store} is in use by process {pid} ({program}); stop it "
+                    f"(kill {pid}) or pass another --state-dir")
+
+
 def start_mongo(state_dir: Path, port: int | None = None, timeout: float = 30) -> Service:
-    """SecantusDB on 127.0.0.1 with its data under state_dir/mongo (kept across restarts)."""
+    """SecantusDB on 127.0.0.1 with its data under state_dir/mongo (kept across restarts); UserError when
+    another process holds that store."""
+    _check_store_free(state_dir / "mongo")
     port = port or free_port()
     command = [str(Path(sys.executable).with_name("secantusd-py")), "--host", HOST, "--port", str(port),
                "--storage-path", str(state_dir / "mongo"), "--sync-on-commit", "--log-level", "WARNING"]

@@ -57,8 +57,8 @@ class LocalStack:
         from pipelines.local.endpoint import EndpointServer, RecordsResolver
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.mongo = start_mongo(self.state_dir)  # first: it refuses a store another process holds
         self.moto = start_moto(self.state_dir)
-        self.mongo = start_mongo(self.state_dir)
         resolver = RecordsResolver(self.client("sagemaker"), self.client("s3"))
         self.endpoint = EndpointServer(resolver)
         self.endpoint.start()
@@ -164,7 +164,8 @@ class LocalStack:
         self.executions.append(self._runner.submit(self._run_pipeline, parameters))
 
     def _run_pipeline(self, parameters: dict) -> dict:
-        from pipelines.local.engine import LocalExecution, fetch_definition, resolve_parameters
+        from pipelines.local.engine import LocalExecution, fetch_definition
+        from pipelines.parameters import resolve_parameters
 
         sagemaker = self.client("sagemaker")
         definition, pipeline_arn = fetch_definition(sagemaker, self.config.pipeline_name)

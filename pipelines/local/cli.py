@@ -66,23 +66,22 @@ def add_state_dir_argument(parser: argparse.ArgumentParser, config) -> None:
 def run_local(args: argparse.Namespace) -> int:
     import boto3
 
-    from pipelines.local.engine import (
-        LocalExecution,
-        fetch_definition,
-        load_definition_file,
-        parse_assignments,
-        resolve_parameters,
-    )
+    from livetrain import aws
+    from pipelines.local.engine import LocalExecution, fetch_definition, load_definition_file
+    from pipelines.parameters import parse_assignments, resolve_parameters
 
     config = args.config
     session = boto3.session.Session(region_name=config.region)
-    s3 = session.client("s3", endpoint_url=args.endpoint_url)
-    sagemaker = session.client("sagemaker", endpoint_url=args.endpoint_url)
+
+    def client(service: str):
+        return aws.client(service, endpoint_url=args.endpoint_url, session=session)
+
+    s3, sagemaker = client("s3"), client("sagemaker")
     overrides = parse_assignments(args.param)
     if args.definition:
         definition = load_definition_file(args.definition)
         pipeline_name = config.pipeline_name
-        account = session.client("sts", endpoint_url=args.endpoint_url).get_caller_identity()["Account"]
+        account = client("sts").get_caller_identity()["Account"]
         pipeline_arn = f"arn:aws:sagemaker:{config.region}:{account}:pipeline/{pipeline_name}"
     else:
         pipeline_name = args.pipeline_name

@@ -36,7 +36,6 @@ from pipelines.local.steps.base import Job
 HEARTBEAT_SECONDS = 10.0
 BRANCHES = {"IfSteps": True, "ElseSteps": False}
 JOB_NAME_LIMITS = {"Tuning": 32}  # HyperParameterTuningJobName is at most 32 characters; the others 63
-PARAMETER_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
 
 
 # ---------------------------------------------------------------- definition and parameters
@@ -48,6 +47,9 @@ def load_definition_file(path: str | Path) -> dict:
     except FileNotFoundError:
         raise UserError(f"definition file {path} does not exist; write one with `livetrain pipeline definition`") \
             from None
+    except OSError as exc:  # a directory, no permission
+        raise UserError(f"cannot read definition file {path} ({exc.strerror}); pass the JSON file written by "
+                        "`livetrain pipeline definition --output FILE`") from None
     except ValueError as exc:
         raise UserError(f"definition file {path} is not JSON ({exc})") from None
     if not isinstance(definition, dict) or not isinstance(definition.get("Steps"), list):
@@ -59,48 +61,6 @@ def fetch_definition(sagemaker, pipeline_name: str) -> tuple[dict, str]:
     """(definition, pipeline ARN) from DescribePipeline."""
     described = sagemaker.describe_pipeline(PipelineName=pipeline_name)
     return json.loads(described["PipelineDefinition"]), described["PipelineArn"]
-
-
-def parse_assignments(assignments: list[str]) -> dict[str, str]:
-    """["Name=Value", …] → {"Name": "Value"}; UserError for an item without '='."""
-    overrides = {}
-    for item in assignments:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UserError(f"--param {item!r} must look like Name=Value")
-        overrides[name] = value
-    return overrides
-
-
-def resolve_parameters(definition: dict, overrides: dict[str, str]) -> dict:
-    """Every declared parameter's value: its default, or the override converted to its declared Type."""
-    declared = {p["Name"]: p for p in definition.get("Parameters", [])}
-    unknown = sorted(set(overrides) - set(declared))
-    if unknown:
-        raise UserError(f"unknown parameter {unknown[0]!r}; the definition declares {', '.join(declared) or 'none'}")
-    values = {}
-    for name, parameter in declared.items():
-        kind = parameter.get("Type", "String")
-        if name in overrides:
-            values[name] = _convert(name, kind, overrides[name])
-        elif "DefaultValue" in parameter:
-            values[name] = parameter["DefaultValue"]
-        else:
-            raise UserError(f"parameter {name} has no default value; pass --param {name}=VALUE")
-    return values
-
-
-def _convert(name: str, kind: str, text: str):
-    try:
-        if kind == "Boolean":
-            if text.lower() not in ("true", "false"):
-                raise ValueError
-            return text.lower() == "true"
-        return PARAMETER_TYPES[kind](text)
-    except ValueError:
-        raise UserError(f"parameter {name} is {kind}; {text!r} is not a valid {kind.lower()}") from None
-    except KeyError:
-        raise UserError(f"parameter {name} has type {kind!r}, which local mode does not know") from None
 
 
 # ---------------------------------------------------------------- the DAG

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 
+from livetrain.errors import UserError
 from pipelines.local.records import StepStatus, step_duration
 
 STATUS_COLOURS = {StepStatus.SUCCEEDED: "#b7e4c7", StepStatus.FAILED: "#f4a6a6", StepStatus.NOT_EXECUTED: "#e5e5e5",
@@ -27,7 +28,15 @@ COMPARED_METRICS = {"precision": "precision at its threshold", "lift": "lift ove
 
 
 def render_report(record: dict, out: Path) -> Path:
-    """Write index.html and its PNGs into `out`; the page's path."""
+    """Write index.html and its PNGs into `out`; the page's path. UserError when `out` cannot be written."""
+    try:
+        return _render(record, out)
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); "
+                        "pass --out a directory you can create and write") from None
+
+
+def _render(record: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     sections = [_summary(record)]
     if record["Steps"]:

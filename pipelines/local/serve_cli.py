@@ -37,14 +37,13 @@ def add_commands(commands, config) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import boto3
-
+    from livetrain import aws
     from livetrain.errors import UserError
     from pipelines.local.endpoint import EndpointServer, RecordsResolver, StaticResolver
     from pipelines.local.errors import AlgorithmError
 
     def client(service: str):
-        return boto3.client(service, endpoint_url=args.endpoint_url, region_name=args.config.region)
+        return aws.client(service, args.config.region, args.endpoint_url)
 
     if args.model_data:
         resolver = StaticResolver({args.endpoint_name: args.model_data}, client("s3"))
