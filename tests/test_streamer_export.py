@@ -4,15 +4,12 @@ export stage, an S3 outage, SIGTERM, and a replay."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import LIVETRAIN
-from streamer_helpers import database_uri
+from streamer_helpers import StreamProcess, database_uri
 
 from infra.local.services import wait_until
 from processing.batch_contract import (
@@ -120,26 +117,6 @@ def test_batches_are_valid_and_cover_their_look_back(run_cli, mongo_uri, mongo_d
         assert ts.iat[0] <= batch["first_open_ts"] - 600_000 < ts.iat[1]
     assert "committed to s3://livetrain-data/batches/CS.D.BITCOIN.CFD.IP/" in result.stderr
     assert "ticks stored" in result.stderr  # the status line
-
-
-class StreamProcess:
-    """`livetrain stream` in the background, its stderr in a file."""
-
-    def __init__(self, args, tmp_path, env=None):
-        self.log = tmp_path / "stream.log"
-        self.process = subprocess.Popen([str(LIVETRAIN), *map(str, args)], stdout=subprocess.DEVNULL,
-                                        stderr=self.log.open("w"), env={**os.environ, **(env or {})})
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
 
 
 @pytest.mark.slow
