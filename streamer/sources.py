@@ -132,7 +132,8 @@ class ReplaySource:
         if missing:
             raise UserError(f"--replay-file {path}: missing columns {', '.join(missing)}; a replay file has the "
                             f"columns of a batch's prices.csv ({','.join(PRICE_COLUMNS)})")
-        self.rows = self.bad = 0  # rows of the epic; bad ones among them
+        self.rows = self.bad = 0  # rows of the epic and lines with the wrong number of fields; bad ones among them
+        self.epic_rows = 0  # well-formed rows of the epic
         self._problems: list[str] = []  # the first few, "line N: problem"
 
     @property
@@ -149,17 +150,17 @@ class ReplaySource:
         for lines, rows, malformed in self._chunks():
             ticks, after = self._check(lines, rows, malformed, after)
             yield from ticks
-        if self.rows == 0:
+        if self.epic_rows == 0:
             log.warning("--replay-file %s: no row for epic %s; check --epic", self._path, self._epic)
         elif self.bad == self.rows:
             raise UserError(f"--replay-file {self._path}: all {self.rows:,} rows for {self._epic} break the batch "
                             f"contract ({'; '.join(self._problems)}); fix the file")
-        elif self.bad:
+        if self.bad:
             log.warning("--replay-file %s: %s of %s rows", self._path, self.bad_rows, f"{self.rows:,}")
 
     def _chunks(self) -> Iterator[tuple[list[int], list[list[str]], np.ndarray]]:
         """(line numbers, price fields, True where the line has the wrong number of fields) of the epic's rows,
-        10,000 at a time. A line with the wrong number of fields counts as the epic's."""
+        10,000 at a time. A line with the wrong number of fields (whose epic is unknown) is counted with them."""
         index = [self._header.index(column) for column in PRICE_COLUMNS]
         epic_at, blank = self._header.index("epic"), [""] * len(PRICE_COLUMNS)
         lines, rows, malformed = [], [], []
@@ -169,6 +170,7 @@ class ReplaySource:
             for fields in reader:
                 wrong_length = len(fields) != len(self._header)
                 if fields and (wrong_length or fields[epic_at] == self._epic):
+                    self.epic_rows += not wrong_length
                     lines.append(reader.line_num)
                     rows.append(blank if wrong_length else [fields[i] for i in index])
                     malformed.append(wrong_length)

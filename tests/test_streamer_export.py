@@ -179,12 +179,64 @@ def test_user_mistakes_are_one_line(run_cli, mongo_uri, mongo_db, aws):
     args = ("stream", "--source", "replay", "--mongo-uri", database_uri(mongo_uri, mongo_db.name),
             "--s3-endpoint-url", aws.endpoint_url)
     no_bucket = run_cli(*args, "--replay-file", "x.csv", "--bucket", "missing-bucket")
-    aws.client("s3").create_bucket(Bucket=BUCKET)
-    no_file = run_cli(*args)
+    no_file = run_cli(*args)  # said before S3 is asked about the (missing) bucket
     no_mongo = run_cli("stream", "--source", "sim", "--mongo-uri", "mongodb://127.0.0.1:9/x?serverSelectionTimeoutMS=300",
                        env={"MONGODB_URI": ""})
+    not_a_uri = run_cli("stream", "--source", "sim", "--mongo-uri", "notamongouri")
     for result, message in ((no_bucket, "bucket missing-bucket"), (no_file, "--source replay needs --replay-file"),
-                            (no_mongo, "cannot reach MongoDB at 127.0.0.1:9")):
+                            (no_mongo, "cannot reach MongoDB at 127.0.0.1:9"),
+                            (not_a_uri, "--mongo-uri (or MONGODB_URI) is not a MongoDB URI (it must begin with "
+                                        "mongodb:// or mongodb+srv://); pass one like mongodb://HOST:27017/DATABASE")):
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [result.stderr.strip()]
         assert message in result.stderr
+
+
+def test_max_batches_counts_in_total_across_restarts(run_cli, mongo_uri, mongo_db, aws, bucket):
+    """Under a supervisor that restarts the streamer, --max-batches 1 means one batch, not one per run."""
+    args = stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--max-batches", "1")
+    first = run_cli(*args, timeout=120)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(*args, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert mongo_db.batches.count_documents({}) == 1
+    assert "--max-batches 1 reached: 1 batches of CS.D.BITCOIN.CFD.IP committed in this database already" \
+        in again.stderr
+    assert "in total" in run_cli("stream", "--help").stdout
+
+
+def write_replay(path: Path, prices, bad_lines: dict[int, str] | None = None) -> Path:
+    """A ticks CSV of `prices`, with the given file lines (2 = the first row) replaced."""
+    lines = prices.assign(ts=format_ts(prices["ts"].to_numpy())).to_csv(
+        index=False, columns=list(PRICE_COLUMNS), lineterminator="\n").splitlines()
+    for number, text in (bad_lines or {}).items():
+        lines[number - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_replayed_bad_rows_are_counted_and_named_and_an_all_bad_file_fails(run_cli, mongo_uri, mongo_db, aws,
+                                                                           bucket, tmp_path):
+    from streamer.market import MarketSettings, MarketSimulator
+
+    prices = MarketSimulator(MarketSettings(), 5, EPIC).ticks(51)
+    row = prices.assign(ts=format_ts(prices["ts"].to_numpy())).astype(str).to_dict("records")
+    line = lambda i, **changed: ",".join({**row[i - 2], **changed}[c] for c in PRICE_COLUMNS)  # noqa: E731
+    replay = write_replay(tmp_path / "ticks.csv", prices,
+                          {10: line(10, bid="abc"), 20: "garbage", 30: line(30, ts=row[0]["ts"])})
+    args = stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", replay, source="replay")
+    result = run_cli(*args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert mongo_db.ticks.count_documents({}) == 48
+    assert "3 bad rows skipped (line 10: bid is not a finite number; line 20: not 11 fields; line 30: ticks are " \
+           "not ordered by ts)" in result.stderr.splitlines()[-1]  # the final status line
+    other = run_cli(*stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", replay, "--epic", "OTHER",
+                                 source="replay"), timeout=120)
+    assert other.returncode == 0 and f"{replay}: no row for epic OTHER; check --epic" in other.stderr
+    all_bad = write_replay(tmp_path / "bad.csv", prices.head(2), {2: line(2, bid="nan"), 3: line(3, offer="1")})
+    failed = run_cli(*stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", all_bad, source="replay"),
+                     timeout=120)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert [line for line in failed.stderr.splitlines() if line.startswith("livetrain:")] == [
+        f"livetrain: error: --replay-file {all_bad}: all 2 rows for {EPIC} break the batch contract (line 2: bid is "
+        f"not a finite number; line 3: bid is above offer); fix the file"]
