@@ -207,8 +207,7 @@ def run_stream(settings: StreamSettings) -> int:
 
 def max_batches_reached(store, max_batches: int | None) -> bool:
     """True (and says so) when the database holds `max_batches` committed batches of the epic already."""
-    committed = store.committed_batches()
-    if max_batches is None or committed < max_batches:
+    if max_batches is None or (committed := store.committed_batches()) < max_batches:
         return False
     log.info("--max-batches %d reached: %d batches of %s committed in this database already (the count spans "
              "restarts); nothing to do. Raise --max-batches to export more", max_batches, committed, store.epic)

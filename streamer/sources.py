@@ -36,8 +36,9 @@ BAD_ROWS_SHOWN = 5
 log = logging.getLogger("livetrain.stream")
 
 
-class Stopped(Exception):
-    """A stop was requested (SIGTERM, Ctrl-C) while the source was starting."""
+class Stopped(BaseException):
+    """A stop was requested (SIGTERM, Ctrl-C) before streaming began. A BaseException, as KeyboardInterrupt is:
+    raised from a signal handler, it must not be taken for an error by a library's `except Exception`."""
 
 
 class Source(Protocol):
