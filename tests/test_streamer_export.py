@@ -240,3 +240,49 @@ def test_replayed_bad_rows_are_counted_and_named_and_an_all_bad_file_fails(run_c
     assert [line for line in failed.stderr.splitlines() if line.startswith("livetrain:")] == [
         f"livetrain: error: --replay-file {all_bad}: all 2 rows for {EPIC} break the batch contract (line 2: bid is "
         f"not a finite number; line 3: bid is above offer); fix the file"]
+
+
+def test_sigterm_while_an_s3_write_hangs_stops_within_seconds(moto_server, mongo_uri, mongo_db, aws, bucket, tmp_path):
+    """S3 answers the bucket check, then holds every request: the export in progress must not hold a SIGTERM
+    (before, the streamer waited 30 s for it); the next run finishes the batch."""
+    import http.server
+    import threading
+    import time
+    import urllib.request
+
+    held, release = threading.Event(), threading.Event()
+
+    class HangingS3(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            if self.path.rstrip("/") != f"/{BUCKET}":
+                return self.hang()
+            with urllib.request.urlopen(urllib.request.Request(moto_server.endpoint_url + self.path,
+                                                               method="HEAD")) as answer:
+                self.send_response(answer.status)
+            self.end_headers()
+
+        def hang(self):
+            held.set()
+            release.wait(60)
+
+        do_GET = do_PUT = do_POST = hang
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HangingS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stream = StreamProcess(stream_args(mongo_uri, mongo_db, f"http://127.0.0.1:{server.server_port}", "--speed", "50"),
+                           tmp_path)
+    try:
+        assert held.wait(60), stream.output  # an export is writing to S3, which does not answer
+        stream.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = stream.wait(timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        release.set()
+        server.shutdown()
+    assert code == 0 and "Traceback" not in stream.output, stream.output
+    assert took < 2.5, f"stopped {took:.1f} s after SIGTERM\n{stream.output}"
+    assert "stopping without waiting for the export in progress" in stream.output
