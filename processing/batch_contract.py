@@ -53,6 +53,7 @@ TRADE_COLUMNS = (
     "close_ts", "close_price", "close_reason", "pnl", "label",
 )  # fmt: skip
 PRICE_FIELDS = ("bid", "offer", "mid_open", "high", "low")  # positive prices
+PRICE_NUMBER_COLUMNS = (*PRICE_FIELDS, "change", "change_pct")
 DIRECTIONS = ("BUY", "SELL")
 CLOSE_REASONS = ("TAKE_PROFIT", "STOP_LOSS", "EXPIRED")
 
@@ -109,22 +110,64 @@ def parse_ts(values, where: str) -> np.ndarray:
 
     `values`: strings or bytes, e.g. a numpy U or S array (checked as it is, without a copy per string).
     """
+    ms, bad = parse_ts_rows(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        shown = np.asarray(values).reshape(-1)[row]
+        shown = (shown.decode(errors="replace") if isinstance(shown, bytes) else str(shown))[: _TS_LENGTH + 1]
+        raise BatchError(f"{where}: row {row + 1}: timestamp {shown!r} is not UTC ISO-8601 "
+                         f"like 2026-01-05T09:30:00.123Z")
+    return ms
+
+
+def parse_ts_rows(values) -> tuple[np.ndarray, np.ndarray]:
+    """Like `parse_ts`, row by row: (int64 milliseconds, True where the row is malformed and its value is 0)."""
     text = np.asarray(values)
     kind = text.dtype.kind if text.dtype.kind in "SU" else "U"
     text = np.ascontiguousarray(text, dtype=f"{kind}{_TS_LENGTH + 1}").reshape(-1)  # one more: a longer one shows
     chars = text.view(f"u{text.dtype.itemsize // (_TS_LENGTH + 1)}").reshape(-1, _TS_LENGTH + 1)
     lowest, highest = (np.array([ord(c) for c in pattern], chars.dtype) for pattern in (_TS_LOWEST, _TS_HIGHEST))
     bad = np.any((chars < lowest) | (chars > highest), axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        shown = text[row].decode(errors="replace") if kind == "S" else str(text[row])
-        raise BatchError(f"{where}: row {row + 1}: timestamp {shown!r} is not UTC ISO-8601 "
-                         f"like 2026-01-05T09:30:00.123Z")
-    without_z = np.ascontiguousarray(chars[:, : _TS_LENGTH - 1]).view(f"{kind}{_TS_LENGTH - 1}").reshape(-1)
+    without_z = chars[:, : _TS_LENGTH - 1].copy().view(f"{kind}{_TS_LENGTH - 1}").reshape(-1)
+    without_z[bad] = _TS_LOWEST[: _TS_LENGTH - 1].replace("0000-00-00", "1970-01-01")
     try:
-        return without_z.astype("datetime64[ms]").astype("int64")
-    except ValueError as exc:  # e.g. month 13
-        raise BatchError(f"{where}: {exc}") from None
+        ms = without_z.astype("datetime64[ms]").astype("int64")
+    except ValueError:  # e.g. month 13: find the rows, one by one (rare)
+        ms = np.zeros(len(without_z), "int64")
+        for row, value in enumerate(without_z):
+            try:
+                ms[row] = np.datetime64(value, "ms").astype("int64")
+            except ValueError:
+                bad[row] = True
+    ms[bad] = 0
+    return ms, bad
+
+
+def price_row_problems(prices) -> list[tuple[np.ndarray, str]]:
+    """The batch contract's rules for one price row at a time: (True where a row breaks it, the rule) per rule.
+
+    The one home of these rules: the batch reader and the streamer (live and replayed ticks) use them. `prices`
+    maps the price columns to arrays, or to scalars for one tick. Order (`ts_order_problems`) is checked apart.
+    """
+    numbers = {column: np.asarray(prices[column], dtype="f8") for column in PRICE_NUMBER_COLUMNS}
+    problems = [(~np.isfinite(numbers[column]), f"{column} is not a finite number") for column in PRICE_NUMBER_COLUMNS]
+    problems += [(numbers[field] <= 0, f"{field} is not a positive price") for field in PRICE_FIELDS]
+    problems.append((numbers["bid"] > numbers["offer"], "bid is above offer"))
+    return problems
+
+
+def ts_order_problems(ts: np.ndarray, after: int | None = None, skip: np.ndarray | None = None
+                      ) -> list[tuple[np.ndarray, str]]:
+    """Rows whose tick time is not after every earlier row's (and `after`): tick times strictly increase.
+
+    Rows where `skip` is True (rejected already) neither count as earlier rows nor are checked.
+    """
+    ts = np.asarray(ts, dtype="int64")
+    counted = ts if skip is None else np.where(skip, np.iinfo("int64").min, ts)
+    earlier = np.maximum.accumulate(np.r_[np.iinfo("int64").min if after is None else after, counted])[:-1]
+    checked = True if skip is None else ~skip
+    return [(checked & (ts < earlier), "ticks are not ordered by ts"),
+            (checked & (ts == earlier), "duplicated tick timestamp")]
 
 
 def _csv_bytes(frame: pd.DataFrame, columns: tuple[str, ...]) -> bytes:
@@ -309,15 +352,13 @@ def _fail_if(bad, where: str, problem: str) -> None:
 
 
 def _check_prices(prices: dict[str, np.ndarray], name: str, epic: str) -> None:
-    ts = prices["ts"]
-    if len(ts) == 0:
+    if len(prices["ts"]) == 0:
         raise BatchError(f"{name}: no ticks; an empty batch cannot be processed")
-    for field in PRICE_FIELDS:
-        _fail_if(prices[field] <= 0, name, f"{field} is not a positive price")
-    _fail_if(prices["bid"] > prices["offer"], name, "bid is above offer")
+    for bad, problem in price_row_problems(prices):
+        _fail_if(bad, name, problem)
     _fail_if(prices["epic"] != epic, name, f"epic is not {epic!r} as in {BATCH_JSON_FILE}")
-    _fail_if(np.r_[False, ts[1:] < ts[:-1]], name, "ticks are not ordered by ts")
-    _fail_if(np.r_[False, ts[1:] == ts[:-1]], name, "duplicated tick timestamp")
+    for bad, problem in ts_order_problems(prices["ts"]):
+        _fail_if(bad, name, problem)
 
 
 def _check_trades(trades: dict[str, np.ndarray], name: str, epic: str) -> None:

@@ -83,7 +83,9 @@ def add_stream_command(commands, config) -> None:
     stream.add_argument("--s3-endpoint-url", help="S3 endpoint, e.g. a local moto server")
     stream.add_argument("--batch-size", type=positive_int, default=config.batch_size,
                         help=f"closed trades per batch (default {config.batch_size})")
-    stream.add_argument("--max-batches", type=positive_int, help="stop after committing this many batches")
+    stream.add_argument("--max-batches", type=positive_int,
+                        help="stop once the epic has this many committed batches in this MongoDB database, in "
+                             "total: batches of earlier runs count, so a restart never exports more")
     stream.add_argument("--warmup-seconds", type=non_negative_float, default=float(LOOKBACK_SECONDS),
                         help=f"seconds of stored ticks before the first trade opens, so that trades have their "
                              f"look-back (default {LOOKBACK_SECONDS})")
@@ -103,6 +105,8 @@ def add_stream_command(commands, config) -> None:
 def run_stream(args: argparse.Namespace) -> int:
     if not args.mongo_uri:
         raise UserError("no MongoDB: pass --mongo-uri URI or set MONGODB_URI")
+    if args.source == "replay" and not args.replay_file:
+        raise UserError("--source replay needs --replay-file FILE (a ticks CSV with the prices.csv columns)")
     import pymongo.errors
 
     from streamer.run import StreamSettings, run_stream

@@ -39,7 +39,8 @@ S3_ERRORS = (BotoCoreError, ClientError)
 
 
 class Exporter(threading.Thread):
-    """Claims and exports batches in the background until stopped, or until `max_batches` are committed."""
+    """Claims and exports batches in the background until stopped, or until the epic has `max_batches`
+    committed batches in the store (in total: batches committed by earlier runs count)."""
 
     def __init__(self, store: Store, s3, bucket: str, batch_size: int, bot_settings: dict,
                  max_batches: int | None = None):
@@ -47,6 +48,7 @@ class Exporter(threading.Thread):
         self.store, self.s3, self.bucket = store, s3, bucket
         self.batch_size, self.bot_settings, self.max_batches = batch_size, bot_settings, max_batches
         self.committed = 0  # this run
+        self.committed_before = store.committed_batches()
         self.last_batch: str | None = None
         self.idle = False  # nothing claimable and nothing unfinished at the last look
         self.steps = 0
@@ -58,7 +60,7 @@ class Exporter(threading.Thread):
 
     @property
     def done(self) -> bool:
-        return self.max_batches is not None and self.committed >= self.max_batches
+        return self.max_batches is not None and self.committed_before + self.committed >= self.max_batches
 
     def wake(self) -> None:
         """Look for work now (called after new closed trades are stored)."""
@@ -112,7 +114,7 @@ class Exporter(threading.Thread):
     def _may_claim(self) -> bool:
         if self.max_batches is None:
             return True
-        return self.committed + len(self.store.unfinished_batches()) < self.max_batches
+        return self.committed_before + self.committed + len(self.store.unfinished_batches()) < self.max_batches
 
     def _export(self, batch: dict) -> None:
         started = time.monotonic()

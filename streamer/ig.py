@@ -12,12 +12,14 @@ expired tokens, END 31/32, any `onServerError`), the source logs in again and re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import queue
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from livetrain.errors import UserError
-from streamer.sources import IDLE_S, NUMERIC_FIELDS, TICK_FIELDS, Tick
+from streamer.sources import IDLE_S, NUMERIC_FIELDS, TICK_FIELDS, Stopped, Tick
 
 log = logging.getLogger("livetrain.ig")
 MARKET_FIELDS = tuple(name.upper() for name in TICK_FIELDS if name != "ts")  # BID OFFER MID_OPEN … UPDATE_TIME
@@ -35,6 +37,7 @@ CREDENTIALS_HELP = f"set {', '.join(ENV_KEYS)} or pass --ig-secret-id (a secret 
 BAD_TOKENS = 1  # CONERR/END code: user/password check failed (wrong or expired session tokens)
 REFUSALS_BEFORE_GIVING_UP = 3
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
+STOP_CHECK_S = 0.1  # how often a login in progress looks whether a stop was requested
 # Shorter than the library's defaults, so that a dead connection is noticed in about 2.5 s (see
 # shared/reference/ig-streaming.md): milliseconds.
 CONNECTION_TIMEOUTS = {"setKeepaliveInterval": 1000, "setStalledTimeout": 1000, "setReconnectTimeout": 1500,
@@ -204,13 +207,22 @@ class _Listener:
         raise AttributeError(name)
 
 
+def _login_into(outcome: queue.SimpleQueue, api_url: str, credentials: IgCredentials) -> None:
+    try:
+        outcome.put(login(api_url, credentials))
+    except Exception as exc:  # raised again by the thread that waits for it
+        outcome.put(exc)
+
+
 class IgSource:
-    """IG's live prices for one epic."""
+    """IG's live prices for one epic. Setting `stop` abandons a login in progress and the waits between logins."""
 
     live = True
+    bad_rows = ""
 
-    def __init__(self, epic: str, credentials: IgCredentials, api_url: str):
+    def __init__(self, epic: str, credentials: IgCredentials, api_url: str, stop: threading.Event | None = None):
         self.epic, self.api_url, self._credentials = epic, api_url, credentials
+        self._stop = stop or threading.Event()
         self.status = "DISCONNECTED"
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._updates = MarketUpdates()
@@ -222,12 +234,16 @@ class IgSource:
         self._refusals = 0  # consecutive CONERR 1 since the last streaming connection
 
     def start(self) -> None:
-        """Log in (a refusal is a UserError; an unreachable API is retried), connect and subscribe."""
+        """Log in (a refusal is a UserError; an unreachable API is retried), connect and subscribe.
+
+        Raises Stopped when `stop` is set before the login succeeds.
+        """
         from lightstreamer.client import LightstreamerClient, Subscription
 
         session = self._login()
         while session is None:
-            time.sleep(self._backoff())
+            if self._stop.wait(self._backoff()):
+                raise Stopped("stopped while logging in to IG")
             session = self._login()
         self._client = LightstreamerClient(session.lightstreamer_endpoint, None)
         for option, millis in CONNECTION_TIMEOUTS.items():
@@ -270,10 +286,21 @@ class IgSource:
             self._client.disconnect()
 
     def _login(self) -> IgSession | None:
-        try:
-            session = login(self.api_url, self._credentials)
-        except IgUnavailable as exc:
-            log.warning("%s; retrying in %.0f s", exc, self._next_backoff())
+        """The session, or None when IG cannot be reached or `stop` was set (the request runs on a daemon thread,
+        abandoned on a stop: a request that hangs must not hold up a SIGTERM)."""
+        outcome: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=_login_into, args=(outcome, self.api_url, self._credentials), name="ig-login",
+                         daemon=True).start()
+        session = None
+        while session is None and not self._stop.is_set():
+            with contextlib.suppress(queue.Empty):
+                session = outcome.get(timeout=STOP_CHECK_S)
+        if isinstance(session, IgUnavailable):
+            log.warning("%s; retrying in %.0f s", session, self._next_backoff())
+            return None
+        if isinstance(session, Exception):
+            raise session
+        if session is None:
             return None
         log.info("logged in to IG (account %s); streaming from %s", session.account_id,
                  session.lightstreamer_endpoint)

@@ -3,7 +3,8 @@
 The main thread reads the source, records each tick and the trades it opens and closes (buffered, flushed
 several times a second), and logs a status line every few seconds; the exporter thread turns stored closed
 trades into batches in S3. SIGTERM or Ctrl-C: stop subscribing, flush, let the exporter finish the write in
-progress, close. A restart resumes from MongoDB.
+progress, close; before streaming begins (connecting, logging in), stop at once. A second signal interrupts at
+once in any state. A restart resumes from MongoDB.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import time
 from dataclasses import dataclass
 
 from livetrain.errors import UserError
-from streamer.sources import Source, Tick, usable
+from streamer.sources import Source, Stopped, Tick, usable
 from streamer.trading import BotSettings
 
 log = logging.getLogger("livetrain.stream")
 STATUS_EVERY_S = 5.0
+STOP_WAIT_S = 1.0  # on SIGTERM, how long the export in progress may take; the next run finishes an unfinished batch
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,9 @@ class Sequencer:
         return tick
 
 
-def open_source(settings: StreamSettings, last_tick: Tick | None) -> Source:
-    """The source the settings name, ready to yield events (IG: logged in and connecting)."""
+def open_source(settings: StreamSettings, last_tick: Tick | None, stop: threading.Event) -> Source:
+    """The source the settings name, ready to yield events (IG: logged in and connecting; Stopped if `stop` is
+    set first)."""
     if settings.source == "sim":
         from streamer.sources import SimulatedSource
 
@@ -78,12 +81,11 @@ def open_source(settings: StreamSettings, last_tick: Tick | None) -> Source:
     if settings.source == "replay":
         from streamer.sources import ReplaySource
 
-        if not settings.replay_file:
-            raise UserError("--source replay needs --replay-file FILE (a ticks CSV with the prices.csv columns)")
         return ReplaySource(settings.replay_file, settings.epic, settings.speed)
     from streamer.ig import IgSource, load_credentials
 
-    source = IgSource(settings.epic, load_credentials(settings.ig_secret_id, settings.region), settings.ig_api_url)
+    source = IgSource(settings.epic, load_credentials(settings.ig_secret_id, settings.region), settings.ig_api_url,
+                      stop)
     source.start()
     return source
 
@@ -122,18 +124,26 @@ def configure_logging() -> None:
 
 
 class StopSignals:
-    """SIGTERM and SIGINT set `requested`; a second SIGINT interrupts at once."""
+    """SIGTERM and SIGINT set `requested`, and raise Stopped while `at_once` (nothing to finish yet); a second
+    one raises KeyboardInterrupt (sets `forced`): stop now, the next run finishes what this one left."""
 
     def __init__(self):
         self.requested = threading.Event()
+        self.at_once, self.forced = True, False
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame):
-        if self.requested.is_set() and signum == signal.SIGINT:
+        name = signal.Signals(signum).name
+        if self.requested.is_set():
+            log.info("second %s received: stopping now", name)
+            self.forced = True
             raise KeyboardInterrupt
-        log.info("%s received: stopping after the write in progress", signal.Signals(signum).name)
         self.requested.set()
+        if self.at_once:
+            log.info("%s received: stopping", name)
+            raise Stopped(name)
+        log.info("%s received: stopping after the write in progress", name)
 
 
 def run_stream(settings: StreamSettings) -> int:
@@ -144,11 +154,18 @@ def run_stream(settings: StreamSettings) -> int:
 
     configure_logging()
     stop = StopSignals()
-    store = Store(connect(settings.mongo_uri), settings.epic)
-    s3 = s3_client(settings.s3_endpoint_url, settings.region)
-    check_bucket(s3, settings.bucket)
-    last_tick = store.last_tick()
-    source = open_source(settings, last_tick)
+    try:
+        store = Store(connect(settings.mongo_uri), settings.epic)
+        if max_batches_reached(store, settings.max_batches):
+            return 0
+        s3 = s3_client(settings.s3_endpoint_url, settings.region)
+        check_bucket(s3, settings.bucket)
+        last_tick = store.last_tick()
+        stop.at_once = False  # from here on, the source itself gives up its waits when asked to stop
+        source = open_source(settings, last_tick, stop.requested)
+    except Stopped:
+        log.info("stopped before streaming began")
+        return 0
     bot = Bot(store, settings.bot, settings.warmup_seconds)
     log.info("streaming %s from %s into MongoDB; %d open trades resumed; batches of %d to s3://%s", settings.epic,
              settings.source, bot.open_trades, settings.batch_size, settings.bucket)
@@ -179,11 +196,22 @@ def run_stream(settings: StreamSettings) -> int:
             log.info("source exhausted: exporting the complete batches")
             exporter.finish(give_up=stop.requested)
     finally:
-        exporter.stop()
+        exporter.stop(timeout=0 if stop.forced else STOP_WAIT_S if stop.requested.is_set() else 30)
+        if exporter.is_alive():
+            log.warning("stopping without waiting for the export in progress; the next run finishes the batch")
         status.log()
     if exporter.failure is not None:
         raise exporter.failure
     return 0
+
+
+def max_batches_reached(store, max_batches: int | None) -> bool:
+    """True (and says so) when the database holds `max_batches` committed batches of the epic already."""
+    if max_batches is None or (committed := store.committed_batches()) < max_batches:
+        return False
+    log.info("--max-batches %d reached: %d batches of %s committed in this database already (the count spans "
+             "restarts); nothing to do. Raise --max-batches to export more", max_batches, committed, store.epic)
+    return True
 
 
 class _Status:
@@ -201,7 +229,8 @@ class _Status:
         now, ticks = time.monotonic(), self.store.stored_ticks
         rate = (ticks - self._ticks) / max(now - self._at, 1e-9)
         self._at, self._ticks = now, ticks
-        log.info("%s: %s ticks stored (%.0f/s), %s dropped; trades %s open, %s closed; batches %d committed "
-                 "(last %s)", self.source.status, f"{ticks:,}", rate, f"{self.sequencer.dropped:,}",
+        bad_rows = f", {self.source.bad_rows}" if self.source.bad_rows else ""
+        log.info("%s: %s ticks stored (%.0f/s), %s dropped%s; trades %s open, %s closed; batches %d committed "
+                 "(last %s)", self.source.status, f"{ticks:,}", rate, f"{self.sequencer.dropped:,}", bad_rows,
                  f"{self.bot.open_trades:,}", f"{self.bot.closed:,}", self.exporter.committed,
                  self.exporter.last_batch or "none")

@@ -7,16 +7,24 @@ its receive time in UTC; a recorded source (simulator, replay) carries the ticks
 
 from __future__ import annotations
 
-import math
+import csv
+import logging
 import time
 from collections import namedtuple
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
-from processing.batch_contract import PRICE_COLUMNS, PRICE_FIELDS, format_ts, parse_ts
+from processing.batch_contract import (
+    PRICE_COLUMNS,
+    format_ts,
+    parse_ts_rows,
+    price_row_problems,
+    ts_order_problems,
+)
 
 TICK_FIELDS = tuple(column for column in PRICE_COLUMNS if column != "epic")
 Tick = namedtuple("Tick", TICK_FIELDS)  # the batch contract's price columns (one streamer serves one epic)
@@ -24,11 +32,19 @@ NUMERIC_FIELDS = tuple(field for field in TICK_FIELDS if field not in ("ts", "ma
 TRADEABLE = "TRADEABLE"
 IDLE_S = 0.5
 _CHUNK_TICKS = 1000
+BAD_ROWS_SHOWN = 5
+log = logging.getLogger("livetrain.stream")
+
+
+class Stopped(BaseException):
+    """A stop was requested (SIGTERM, Ctrl-C) before streaming began. A BaseException, as KeyboardInterrupt is:
+    raised from a signal handler, it must not be taken for an error by a library's `except Exception`."""
 
 
 class Source(Protocol):
     live: bool  # ticks are stamped with their receive time (see `run.Sequencer`)
     status: str  # shown in the status line
+    bad_rows: str  # rows the source skipped as the batch contract's reader would reject them: "" or a summary
 
     def events(self) -> Iterator[Tick | None]: ...
 
@@ -36,11 +52,8 @@ class Source(Protocol):
 
 
 def usable(tick: Tick) -> bool:
-    """A tick the batch contract accepts: finite numbers, positive prices, bid not above offer."""
-    numbers = [getattr(tick, field) for field in NUMERIC_FIELDS]
-    if not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
-        return False
-    return all(getattr(tick, field) > 0 for field in PRICE_FIELDS) and tick.bid <= tick.offer
+    """A tick the batch contract accepts (`price_row_problems`: finite numbers, positive prices, bid ≤ offer)."""
+    return not any(bad for bad, _ in price_row_problems(tick._asdict()))
 
 
 def frame_ticks(frame: pd.DataFrame) -> Iterator[Tick]:
@@ -72,6 +85,7 @@ class SimulatedSource:
 
     live = False
     status = "simulating"
+    bad_rows = ""
 
     def __init__(self, epic: str, market: str, seed: int, speed: float | None, after: Tick | None = None):
         from streamer.market import MarketSettings, MarketSimulator
@@ -97,7 +111,11 @@ class SimulatedSource:
 class ReplaySource:
     """A ticks CSV with the batch contract's price columns (e.g. a batch's prices.csv), read in chunks.
 
-    Rows of other epics are skipped. A restart reads the file again; the caller drops the ticks it already stored.
+    Rows of other epics are skipped. Rows of the epic that the batch contract's reader would reject (a malformed
+    line or timestamp, a number that is not finite, a price that is not positive, bid above offer, a tick time not
+    after the previous good row's) are skipped, counted and named in `bad_rows`. At the end of the file: a warning
+    when no row was for the epic, a UserError when every one was bad. A restart reads the file again; the caller
+    drops the ticks it already stored.
     """
 
     live = False
@@ -109,21 +127,87 @@ class ReplaySource:
         self._path, self._epic, self._speed = Path(path), epic, speed
         if not self._path.is_file():
             raise UserError(f"--replay-file {path}: no such file")
-        header = self._path.open(encoding="utf-8", errors="replace").readline().strip().split(",")
-        missing = [column for column in PRICE_COLUMNS if column not in header]
+        with self._path.open(encoding="utf-8", errors="replace", newline="") as file:
+            self._header = next(csv.reader(file), [])
+        missing = [column for column in PRICE_COLUMNS if column not in self._header]
         if missing:
             raise UserError(f"--replay-file {path}: missing columns {', '.join(missing)}; a replay file has the "
                             f"columns of a batch's prices.csv ({','.join(PRICE_COLUMNS)})")
+        self.rows = self.bad = 0  # rows of the epic and lines with the wrong number of fields; bad ones among them
+        self.epic_rows = 0  # well-formed rows of the epic
+        self._problems: list[str] = []  # the first few, "line N: problem"
+
+    @property
+    def bad_rows(self) -> str:
+        if not self.bad:
+            return ""
+        more = " …" if self.bad > len(self._problems) else ""
+        return f"{self.bad:,} bad rows skipped ({'; '.join(self._problems)}{more})"
 
     def _ticks(self) -> Iterator[Tick]:
-        text = {"epic": str, "market_state": str, "update_time": str}
-        for chunk in pd.read_csv(self._path, chunksize=10_000, dtype=text, keep_default_na=False,
-                                 usecols=list(PRICE_COLUMNS)):
-            chunk = chunk[chunk["epic"] == self._epic].copy()
-            chunk["ts"] = parse_ts(chunk["ts"].to_numpy(), f"{self._path}: column ts")
-            for field in NUMERIC_FIELDS:
-                chunk[field] = pd.to_numeric(chunk[field], errors="coerce")
-            yield from frame_ticks(chunk)
+        from livetrain.errors import UserError
+
+        after = None  # the last good row's time
+        for lines, rows, malformed in self._chunks():
+            ticks, after = self._check(lines, rows, malformed, after)
+            yield from ticks
+        if self.epic_rows == 0:
+            log.warning("--replay-file %s: no row for epic %s; check --epic", self._path, self._epic)
+        elif self.bad == self.rows:
+            raise UserError(f"--replay-file {self._path}: all {self.rows:,} rows for {self._epic} break the batch "
+                            f"contract ({'; '.join(self._problems)}); fix the file")
+        if self.bad:
+            log.warning("--replay-file %s: %s of %s rows", self._path, self.bad_rows, f"{self.rows:,}")
+
+    def _chunks(self) -> Iterator[tuple[list[int], list[list[str]], np.ndarray]]:
+        """(line numbers, price fields, True where the line has the wrong number of fields) of the epic's rows,
+        10,000 at a time. A line with the wrong number of fields (whose epic is unknown) is counted with them."""
+        index = [self._header.index(column) for column in PRICE_COLUMNS]
+        epic_at, blank = self._header.index("epic"), [""] * len(PRICE_COLUMNS)
+        lines, rows, malformed = [], [], []
+        with self._path.open(encoding="utf-8", errors="replace", newline="") as file:
+            reader = csv.reader(file)
+            next(reader)
+            for fields in reader:
+                wrong_length = len(fields) != len(self._header)
+                if fields and (wrong_length or fields[epic_at] == self._epic):
+                    self.epic_rows += not wrong_length
+                    lines.append(reader.line_num)
+                    rows.append(blank if wrong_length else [fields[i] for i in index])
+                    malformed.append(wrong_length)
+                    if len(rows) == 10_000:
+                        yield lines, rows, np.array(malformed)
+                        lines, rows, malformed = [], [], []
+        if rows:
+            yield lines, rows, np.array(malformed)
+
+    def _check(self, lines: list[int], rows: list[list[str]], malformed: np.ndarray, after: int | None
+               ) -> tuple[list[Tick], int | None]:
+        """The chunk's good rows as ticks (the batch contract's rules), and the time of its last good row."""
+        columns = dict(zip(PRICE_COLUMNS, zip(*rows, strict=True), strict=True))
+        frame = pd.DataFrame({column: pd.to_numeric(pd.Series(columns[column]), errors="coerce")
+                              if column in NUMERIC_FIELDS else list(columns[column]) for column in TICK_FIELDS[1:]})
+        ts, bad_ts = parse_ts_rows(np.array(columns["ts"]))
+        frame.insert(0, "ts", ts)
+        problems = [(malformed, f"not {len(self._header)} fields"), (bad_ts, "timestamp is not UTC ISO-8601"),
+                    *price_row_problems(frame)]
+        bad = np.logical_or.reduce([mask for mask, _ in problems])
+        problems += ts_order_problems(ts, after, skip=bad)
+        self.rows += len(rows)
+        problem_of = {}
+        for mask, problem in problems:
+            for row in np.flatnonzero(mask):
+                problem_of.setdefault(row, problem)
+        for row in sorted(problem_of):
+            self._reject(lines[row], problem_of[row])
+            bad[row] = True
+        good = frame[~bad]
+        return list(frame_ticks(good)), (int(good["ts"].iloc[-1]) if len(good) else after)
+
+    def _reject(self, line: int, problem: str) -> None:
+        self.bad += 1
+        if len(self._problems) < BAD_ROWS_SHOWN:
+            self._problems.append(f"line {line}: {problem}")
 
     def events(self) -> Iterator[Tick | None]:
         return paced(self._ticks(), self._speed)

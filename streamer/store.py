@@ -53,13 +53,18 @@ def connect(uri: str) -> pymongo.database.Database:
     """The database named in the URI (default `livetrain`), after a ping; UserError when unreachable."""
     from livetrain.errors import UserError
 
-    try:
+    try:  # (the URI is never shown: it may hold a password)
+        if not uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise pymongo.errors.InvalidURI("it must begin with mongodb:// or mongodb+srv://")
         options = {} if "serverSelectionTimeoutMS" in uri else {"serverSelectionTimeoutMS": 10_000}
         client = pymongo.MongoClient(uri, tz_aware=True, **options)
+    except (pymongo.errors.ConfigurationError, ValueError) as exc:  # InvalidURI is one; a bad port is a ValueError
+        raise UserError(f"--mongo-uri (or MONGODB_URI) is not a MongoDB URI ({exc}); pass one like "
+                        f"mongodb://HOST:27017/DATABASE") from None
+    try:
         client.admin.command("ping")
     except pymongo.errors.PyMongoError as exc:
-        hosts = ", ".join(f"{h}:{p}" for h, p in pymongo.uri_parser.parse_uri(uri)["nodelist"]) \
-            if uri.startswith("mongodb") else "?"
+        hosts = ", ".join(f"{host}:{port}" for host, port in client.topology_description.server_descriptions())
         raise UserError(f"cannot reach MongoDB at {hosts} ({type(exc).__name__}); check --mongo-uri or "
                         f"MONGODB_URI and that the server is running") from None
     return client.get_default_database("livetrain")
@@ -160,6 +165,9 @@ class Store:
 
     def last_batch(self) -> dict | None:
         return self.batches.find_one({"epic": self.epic}, sort=[("seq", -1)])
+
+    def committed_batches(self) -> int:
+        return self.batches.count_documents({"epic": self.epic, "state": COMMITTED})
 
     def unfinished_batches(self) -> list[dict]:
         return list(self.batches.find({"epic": self.epic, "state": {"$ne": COMMITTED}}).sort("seq", 1))

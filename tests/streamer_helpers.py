@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
+from conftest import LIVETRAIN
+
 
 def database_uri(mongo_uri: str, database: str) -> str:
     """`mongo_uri` with its path set to `database` (query options kept)."""
     base, _, query = mongo_uri.partition("?")
     host = "/".join(base.split("/")[:3])
     return f"{host}/{database}" + (f"?{query}" if query else "")
+
+
+class StreamProcess:
+    """`livetrain stream` in the background, its stderr in a file."""
+
+    def __init__(self, args, tmp_path, env=None):
+        self.log = tmp_path / "stream.log"
+        self.process = subprocess.Popen([str(LIVETRAIN), *map(str, args)], stdout=subprocess.DEVNULL,
+                                        stderr=self.log.open("w"), env={**os.environ, **(env or {})})
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()

@@ -4,15 +4,12 @@ export stage, an S3 outage, SIGTERM, and a replay."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import LIVETRAIN
-from streamer_helpers import database_uri
+from streamer_helpers import StreamProcess, database_uri
 
 from infra.local.services import wait_until
 from processing.batch_contract import (
@@ -122,26 +119,6 @@ def test_batches_are_valid_and_cover_their_look_back(run_cli, mongo_uri, mongo_d
     assert "ticks stored" in result.stderr  # the status line
 
 
-class StreamProcess:
-    """`livetrain stream` in the background, its stderr in a file."""
-
-    def __init__(self, args, tmp_path, env=None):
-        self.log = tmp_path / "stream.log"
-        self.process = subprocess.Popen([str(LIVETRAIN), *map(str, args)], stdout=subprocess.DEVNULL,
-                                        stderr=self.log.open("w"), env={**os.environ, **(env or {})})
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-
-
 @pytest.mark.slow
 def test_s3_outage_during_export_is_retried_and_the_batch_lands_once(mongo_uri, mongo_db, aws, bucket, tmp_path):
     from moto.server import ThreadedMotoServer
@@ -202,12 +179,110 @@ def test_user_mistakes_are_one_line(run_cli, mongo_uri, mongo_db, aws):
     args = ("stream", "--source", "replay", "--mongo-uri", database_uri(mongo_uri, mongo_db.name),
             "--s3-endpoint-url", aws.endpoint_url)
     no_bucket = run_cli(*args, "--replay-file", "x.csv", "--bucket", "missing-bucket")
-    aws.client("s3").create_bucket(Bucket=BUCKET)
-    no_file = run_cli(*args)
+    no_file = run_cli(*args)  # said before S3 is asked about the (missing) bucket
     no_mongo = run_cli("stream", "--source", "sim", "--mongo-uri", "mongodb://127.0.0.1:9/x?serverSelectionTimeoutMS=300",
                        env={"MONGODB_URI": ""})
+    not_a_uri = run_cli("stream", "--source", "sim", "--mongo-uri", "notamongouri")
     for result, message in ((no_bucket, "bucket missing-bucket"), (no_file, "--source replay needs --replay-file"),
-                            (no_mongo, "cannot reach MongoDB at 127.0.0.1:9")):
+                            (no_mongo, "cannot reach MongoDB at 127.0.0.1:9"),
+                            (not_a_uri, "--mongo-uri (or MONGODB_URI) is not a MongoDB URI (it must begin with "
+                                        "mongodb:// or mongodb+srv://); pass one like mongodb://HOST:27017/DATABASE")):
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [result.stderr.strip()]
         assert message in result.stderr
+
+
+def test_max_batches_counts_in_total_across_restarts(run_cli, mongo_uri, mongo_db, aws, bucket):
+    """Under a supervisor that restarts the streamer, --max-batches 1 means one batch, not one per run."""
+    args = stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--max-batches", "1")
+    first = run_cli(*args, timeout=120)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(*args, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert mongo_db.batches.count_documents({}) == 1
+    assert "--max-batches 1 reached: 1 batches of CS.D.BITCOIN.CFD.IP committed in this database already" \
+        in again.stderr
+    assert "in total" in run_cli("stream", "--help").stdout
+
+
+def write_replay(path: Path, prices, bad_lines: dict[int, str] | None = None) -> Path:
+    """A ticks CSV of `prices`, with the given file lines (2 = the first row) replaced."""
+    lines = prices.assign(ts=format_ts(prices["ts"].to_numpy())).to_csv(
+        index=False, columns=list(PRICE_COLUMNS), lineterminator="\n").splitlines()
+    for number, text in (bad_lines or {}).items():
+        lines[number - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_replayed_bad_rows_are_counted_and_named_and_an_all_bad_file_fails(run_cli, mongo_uri, mongo_db, aws,
+                                                                           bucket, tmp_path):
+    from streamer.market import MarketSettings, MarketSimulator
+
+    prices = MarketSimulator(MarketSettings(), 5, EPIC).ticks(51)
+    row = prices.assign(ts=format_ts(prices["ts"].to_numpy())).astype(str).to_dict("records")
+    line = lambda i, **changed: ",".join({**row[i - 2], **changed}[c] for c in PRICE_COLUMNS)  # noqa: E731
+    replay = write_replay(tmp_path / "ticks.csv", prices,
+                          {10: line(10, bid="abc"), 20: "garbage", 30: line(30, ts=row[0]["ts"])})
+    args = stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", replay, source="replay")
+    result = run_cli(*args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert mongo_db.ticks.count_documents({}) == 48
+    assert "3 bad rows skipped (line 10: bid is not a finite number; line 20: not 11 fields; line 30: ticks are " \
+           "not ordered by ts)" in result.stderr.splitlines()[-1]  # the final status line
+    other = run_cli(*stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", replay, "--epic", "OTHER",
+                                 source="replay"), timeout=120)
+    assert other.returncode == 0 and f"{replay}: no row for epic OTHER; check --epic" in other.stderr
+    all_bad = write_replay(tmp_path / "bad.csv", prices.head(2), {2: line(2, bid="nan"), 3: line(3, offer="1")})
+    failed = run_cli(*stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", all_bad, source="replay"),
+                     timeout=120)
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert [line for line in failed.stderr.splitlines() if line.startswith("livetrain:")] == [
+        f"livetrain: error: --replay-file {all_bad}: all 2 rows for {EPIC} break the batch contract (line 2: bid is "
+        f"not a finite number; line 3: bid is above offer); fix the file"]
+
+
+def test_sigterm_while_an_s3_write_hangs_stops_within_seconds(moto_server, mongo_uri, mongo_db, aws, bucket, tmp_path):
+    """S3 answers the bucket check, then holds every request: the export in progress must not hold a SIGTERM
+    (before, the streamer waited 30 s for it); the next run finishes the batch."""
+    import http.server
+    import threading
+    import time
+    import urllib.request
+
+    held, release = threading.Event(), threading.Event()
+
+    class HangingS3(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            if self.path.rstrip("/") != f"/{BUCKET}":
+                return self.hang()
+            with urllib.request.urlopen(urllib.request.Request(moto_server.endpoint_url + self.path,
+                                                               method="HEAD")) as answer:
+                self.send_response(answer.status)
+            self.end_headers()
+
+        def hang(self):
+            held.set()
+            release.wait(60)
+
+        do_GET = do_PUT = do_POST = hang
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HangingS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stream = StreamProcess(stream_args(mongo_uri, mongo_db, f"http://127.0.0.1:{server.server_port}", "--speed", "50"),
+                           tmp_path)
+    try:
+        assert held.wait(60), stream.output  # an export is writing to S3, which does not answer
+        stream.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = stream.wait(timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        release.set()
+        server.shutdown()
+    assert code == 0 and "Traceback" not in stream.output, stream.output
+    assert took < 2.5, f"stopped {took:.1f} s after SIGTERM\n{stream.output}"
+    assert "stopping without waiting for the export in progress" in stream.output

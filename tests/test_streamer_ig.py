@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import socket
 import subprocess
 import threading
 import time
 
 import pytest
 from conftest import LIVETRAIN
-from streamer_helpers import database_uri
+from streamer_helpers import StreamProcess, database_uri
 from tlcp_server import TlcpServer, encode_value
 
 from infra.local.services import wait_until
 from livetrain.errors import UserError
 from streamer.ig import IgCredentials, IgSource, MarketUpdates, Secret, load_credentials
-from streamer.run import Sequencer
+from streamer.run import Sequencer, StopSignals
 
 EPIC = "CS.D.BITCOIN.CFD.IP"
 ITEM = f"MARKET:{EPIC}"
@@ -237,3 +239,54 @@ def test_secrets_appear_in_no_log_line_exported_file_or_document(ig_server, mong
     assert len(secrets) == 6
     for text in [output, *objects, *documents]:
         assert not [secret for secret in secrets if secret in text]
+
+
+STOP_WITHIN_S = 2.5  # "a second or two" (ECS sends SIGKILL 30 s after SIGTERM), with room for a busy machine
+
+
+@pytest.mark.parametrize("state", ["login retry backoff", "login request hanging", "streaming"])
+def test_sigterm_stops_within_seconds_in_every_state(state, ig_server, mongo_uri, mongo_db, aws, tmp_path):
+    """SIGTERM while IG cannot be reached (between retries), while a login request hangs, and while streaming.
+    Before the fix the login retries ignored SIGTERM for minutes."""
+    aws.client("s3").create_bucket(Bucket="livetrain-data")
+    hanging = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    api_url = {"login retry backoff": "http://127.0.0.1:1",
+               "login request hanging": f"http://127.0.0.1:{hanging.getsockname()[1]}"}.get(state, ig_server.url)
+    stream = StreamProcess(["stream", "--source", "ig", "--ig-api-url", api_url, "--mongo-uri",
+                            database_uri(mongo_uri, mongo_db.name), "--s3-endpoint-url", aws.endpoint_url], tmp_path,
+                           env={"IG_IDENTIFIER": "trader-1", "IG_PASSWORD": PASSWORD, "IG_API_KEY": API_KEY})
+    try:
+        if state == "login request hanging":
+            hanging.settimeout(60)
+            request, _ = hanging.accept()
+            request.recv(1)  # the login request is on its way: the streamer waits for the answer
+        elif state == "streaming":
+            wait_until(lambda: ig_server.connected_sessions == 1, timeout=60, what="the streamer's subscription")
+        else:
+            wait_until(lambda: "retrying in" in stream.output, timeout=60, what="a failed login")
+        stream.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = stream.wait(timeout=30)
+        took = time.monotonic() - signalled
+    finally:
+        hanging.close()
+    assert "Traceback" not in stream.output, stream.output
+    assert took < STOP_WITHIN_S, f"stopped {took:.1f} s after SIGTERM\n{stream.output}"
+    assert code == 0, stream.output
+    assert "SIGTERM received: stopping" in stream.output
+
+
+def test_a_second_sigterm_interrupts_at_once():
+    """The first SIGTERM asks for a stop after the write in progress; a second one does not wait for it."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stop = StopSignals()
+        stop.at_once = False  # streaming: the first signal only asks
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        assert stop.requested.is_set() and not stop.forced
+        with pytest.raises(KeyboardInterrupt):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        assert stop.forced
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

@@ -92,3 +92,25 @@ def test_ticks_the_contract_rejects_are_unusable(fields):
     assert usable(tick(1))
     assert not usable(tick(1)._replace(**fields))
     assert Sequencer(live=True, last_ts=None)(tick(1)._replace(**fields)) is None
+
+
+def test_replay_skips_counts_and_names_the_rows_the_batch_reader_would_reject(tmp_path):
+    prices = MarketSimulator(MarketSettings(), 3, EPIC).ticks(60)
+    rows = prices.assign(ts=format_ts(prices["ts"].to_numpy())).astype(str).to_dict("records")
+    bad = {3: dict(bid="1O0.5"), 5: dict(high="nan"), 7: dict(change="inf"), 9: "garbage,line",
+           11: dict(ts=rows[0]["ts"]), 13: dict(bid="999999", offer="1"), 15: dict(ts="2026-13-01T00:00:00.000Z"),
+           17: dict(ts=rows[14]["ts"]), 19: dict(low="0")}  # line number (2 = the first row): what is wrong in it
+    lines = [",".join(PRICE_COLUMNS)]
+    for number, row in enumerate(rows, start=2):
+        change = bad.get(number, {})
+        lines.append(change if isinstance(change, str) else ",".join({**row, **change}[c] for c in PRICE_COLUMNS))
+    path = tmp_path / "ticks.csv"
+    path.write_text("\n".join(lines) + "\n")
+    source = ReplaySource(str(path), EPIC, None)
+    replayed = [t for t in source.events()]
+    assert [t.ts for t in replayed] == [ts for i, ts in enumerate(prices["ts"]) if i + 2 not in bad]
+    assert (source.rows, source.bad) == (60, 9)
+    assert source.bad_rows == ("9 bad rows skipped (line 3: bid is not a finite number; line 5: high is not a finite "
+                               "number; line 7: change is not a finite number; line 9: not 11 fields; line 11: ticks "
+                               "are not ordered by ts …)")
+    assert [usable(t) for t in replayed] == [True] * len(replayed)
