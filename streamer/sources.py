@@ -98,8 +98,9 @@ class SimulatedSource:
         self._speed = speed
 
     def _ticks(self) -> Iterator[Tick]:
-        while True:
-            yield from frame_ticks(self._simulator.ticks(_CHUNK_TICKS))
+        while True:  # a random walk could in principle reach prices the contract rejects: those ticks are left out
+            chunk = self._simulator.ticks(_CHUNK_TICKS)
+            yield from frame_ticks(chunk[~np.logical_or.reduce([bad for bad, _ in price_row_problems(chunk)])])
 
     def events(self) -> Iterator[Tick | None]:
         return paced(self._ticks(), self._speed)
