@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 
 from conftest import LIVETRAIN
 
@@ -33,3 +35,10 @@ class StreamProcess:
         finally:
             if self.process.poll() is None:
                 self.process.kill()
+
+    def terminate(self, timeout: float) -> tuple[int, float]:
+        """Send SIGTERM; (exit code, seconds from the signal to the exit)."""
+        self.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = self.wait(timeout)
+        return code, time.monotonic() - signalled

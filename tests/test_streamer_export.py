@@ -148,8 +148,8 @@ def test_s3_outage_during_export_is_retried_and_the_batch_lands_once(mongo_uri, 
 def test_sigterm_stops_subscribing_flushes_and_exits_cleanly(mongo_uri, mongo_db, aws, bucket, tmp_path):
     stream = StreamProcess(stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--speed", "50"), tmp_path)
     wait_until(lambda: mongo_db.ticks.count_documents({}) > 20, timeout=60, what="ticks")
-    stream.process.send_signal(signal.SIGTERM)
-    assert stream.wait(timeout=30) == 0, stream.output
+    code, _ = stream.terminate(timeout=30)
+    assert code == 0, stream.output
     assert "SIGTERM received" in stream.output
     last = mongo_db.ticks.find_one(sort=[("ts", -1)])
     assert mongo_db.checkpoints.find_one({"_id": EPIC})["ts"] == last["ts"]  # the buffer was flushed
@@ -247,7 +247,6 @@ def test_sigterm_while_an_s3_write_hangs_stops_within_seconds(moto_server, mongo
     (before, the streamer waited 30 s for it); the next run finishes the batch."""
     import http.server
     import threading
-    import time
     import urllib.request
 
     held, release = threading.Event(), threading.Event()
@@ -276,10 +275,7 @@ def test_sigterm_while_an_s3_write_hangs_stops_within_seconds(moto_server, mongo
                            tmp_path)
     try:
         assert held.wait(60), stream.output  # an export is writing to S3, which does not answer
-        stream.process.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        code = stream.wait(timeout=60)
-        took = time.monotonic() - signalled
+        code, took = stream.terminate(timeout=60)
     finally:
         release.set()
         server.shutdown()
