@@ -90,3 +90,24 @@ def test_model_package_events_on_creation_and_approval(clients, tmp_path):
     assert received[0]["detail"]["ModelPackageArn"] == arn
     assert received[0]["detail"]["ModelApprovalStatus"] == "Approved"
     assert received[0]["detail-type"] == "SageMaker Model Package State Change"
+
+
+def test_an_approval_between_listing_and_describing_is_announced_once(clients, tmp_path):
+    events, sagemaker = clients["events"], clients["sagemaker"]
+    sagemaker.create_model_package_group(ModelPackageGroupName="models")
+    watcher = ModelPackageWatcher(sagemaker, events, "models", "us-east-1", "123456789012")
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName="models", ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [{"Image": "img", "ModelDataUrl": "s3://b/model.tar.gz"}],
+            "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["application/json"]},
+    )["ModelPackageArn"]
+
+    def approve_before_describe(**_):  # the reviewer clicks between the watcher's two calls
+        sagemaker.meta.events.unregister("before-call.sagemaker.DescribeModelPackage", approve_before_describe)
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+
+    sagemaker.meta.events.register("before-call.sagemaker.DescribeModelPackage", approve_before_describe)
+    assert watcher.poll_once() == 1  # listed as pending, announced as approved
+    assert watcher.last_status(arn) == "Approved"
+    assert watcher.poll_once() == 0  # not announced a second time

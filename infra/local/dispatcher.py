@@ -131,8 +131,10 @@ class ModelPackageWatcher:
         for summary in (s for page in pages for s in page["ModelPackageSummaryList"]):
             arn, status = summary["ModelPackageArn"], summary.get("ModelApprovalStatus")
             if self._seen.get(arn) != status:
-                self._emit(self.sagemaker.describe_model_package(ModelPackageName=arn))
-                self._seen[arn] = status
+                package = self.sagemaker.describe_model_package(ModelPackageName=arn)
+                self._emit(package)
+                # remember what the event announced: the status may have changed since the listing
+                self._seen[arn] = package.get("ModelApprovalStatus")
                 emitted += 1
         return emitted
 
