@@ -9,6 +9,10 @@ import time
 
 from conftest import LIVETRAIN
 
+# "A second or two" (ECS sends SIGKILL 30 s after SIGTERM): the streamer waits at most 1 s for an export in
+# progress, plus its exit on a machine that two pytest workers keep busy (2.7 s seen once with a 2.5 s bound).
+STOP_WITHIN_S = 3.0
+
 
 def database_uri(mongo_uri: str, database: str) -> str:
     """`mongo_uri` with its path set to `database` (query options kept)."""
