@@ -10,6 +10,7 @@ import argparse
 import os
 
 from livetrain.arguments import positive_float, positive_int
+from livetrain.config import MARKETS
 from livetrain.errors import UserError
 from streamer.trading import BotSettings, parse_directions
 
@@ -57,7 +58,7 @@ def add_commands(commands, config) -> None:
     synth.add_argument("--trades", type=positive_int, default=config.batch_size,
                        help=f"closed trades (default {config.batch_size})")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--market", choices=("random-walk", "planted-signal"), default="planted-signal")
+    synth.add_argument("--market", choices=MARKETS, default="planted-signal")
     synth.add_argument("--epic", default=config.epic)
     synth.add_argument("--bucket", default=config.bucket, help="bucket named in the manifest's prefix")
     synth.add_argument("--batch-id", help="default: synth-<market>-<seed>-<trades>")
@@ -92,7 +93,7 @@ def add_stream_command(commands, config) -> None:
     stream.add_argument("--speed", type=speed, default=1.0,
                         help="sim/replay: times real time, or `max` for as fast as possible (default 1)")
     stream.add_argument("--replay-file", help="replay: a ticks CSV with the columns of a batch's prices.csv")
-    stream.add_argument("--market", choices=("random-walk", "planted-signal"), default="planted-signal",
+    stream.add_argument("--market", choices=MARKETS, default="planted-signal",
                         help="sim: market model (default planted-signal)")
     stream.add_argument("--seed", type=int, default=0, help="sim: random seed (default 0)")
     stream.add_argument("--ig-secret-id", help="ig: Secrets Manager secret with ig_identifier, ig_password, "

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from livetrain.arguments import positive_int
+from livetrain.config import MARKETS
 from livetrain.errors import UserError
 
 
@@ -20,7 +21,7 @@ def add_commands(commands, config) -> None:
     demo.add_argument("--batch-size", type=positive_int, default=config.batch_size,
                       help=f"closed trades per batch (default {config.batch_size}: 30 s apart, their test slice holds "
                            "about 30 independent windows of market time, and a verdict needs 20)")
-    demo.add_argument("--market", choices=("planted-signal", "random-walk"), default="planted-signal")
+    demo.add_argument("--market", choices=MARKETS, default="planted-signal")
     demo.add_argument("--seed", type=int, default=0, help="the simulated market's seed")
     demo.add_argument("--continuous", action="store_true",
                       help="keep streaming: every batch retrains; a new package replaces the endpoint's model "
@@ -40,6 +41,31 @@ def add_commands(commands, config) -> None:
                            f"(default: a new folder under {config.state_dir}/demo)")
     demo.set_defaults(handler=_run_demo, config=config)
 
+    backtest = commands.add_parser(
+        "backtest", help="does freshness pay? replay consecutive batches and score three policies on each next one",
+        description="Run the pipeline on each of K consecutive batches (locally, approving what the gate registers) "
+                    "and score, on each next batch's trades, three policies: retrain on every batch, keep the first "
+                    "approved model (frozen), and no model (take every trade). Prints and plots precision and lift "
+                    "per batch with 95 % block-bootstrap intervals, and the P&L of the trades each policy takes.")
+    source = backtest.add_mutually_exclusive_group(required=True)
+    source.add_argument("--batches-dir", type=Path, metavar="DIR",
+                        help="a folder of batch directories (batch contract), taken in name order")
+    source.add_argument("--market", choices=MARKETS, help="simulate K consecutive batches of this market")
+    backtest.add_argument("--batches", type=positive_int, metavar="K", help="with --market: how many batches (≥ 2)")
+    backtest.add_argument("--seed", type=int, default=0, help="with --market: the simulated market's seed (default 0)")
+    backtest.add_argument("--batch-size", type=positive_int, default=config.batch_size,
+                          help=f"with --market: closed trades per batch (default {config.batch_size})")
+    backtest.add_argument("--json", type=Path, metavar="FILE", help="write the per-batch results as JSON")
+    backtest.add_argument("--plot", type=Path, metavar="FILE", help="the plot (default: <out>/backtest.png)")
+    backtest.add_argument("--max-jobs", type=positive_int, default=4,
+                          help="training jobs per tuning (default 4: a backtest runs the pipeline K − 1 times)")
+    backtest.add_argument("--max-parallel-jobs", type=positive_int, default=2, help="default 2")
+    backtest.add_argument("--out", type=Path,
+                          default=Path(config.state_dir) / "backtest" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+                          help=f"where the run keeps its batches, records and plot "
+                               f"(default: a new folder under {config.state_dir}/backtest)")
+    backtest.set_defaults(handler=_run_backtest, config=config)
+
 
 def _run_demo(args: argparse.Namespace) -> int:
     if args.batches and not args.continuous:
@@ -50,3 +76,20 @@ def _run_demo(args: argparse.Namespace) -> int:
         config=args.config, state_dir=args.state_dir, batch_size=args.batch_size, market=args.market, seed=args.seed,
         continuous=args.continuous, batches=args.batches, approve=not args.no_approve, keep_running=args.keep_running,
         max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs, timeout=args.timeout))
+
+
+def _run_backtest(args: argparse.Namespace) -> int:
+    if args.market and (args.batches or 0) < 2:
+        raise UserError("--market needs --batches K with K ≥ 2: the backtest trains on one batch and scores the next")
+    if args.batches_dir and args.batches:
+        raise UserError("--batches goes with --market; with --batches-dir every batch directory is used")
+    from infra.local.backtest import BacktestSettings, plot, run_backtest, table
+
+    report = run_backtest(BacktestSettings(
+        config=args.config, out_dir=args.out, batches_dir=args.batches_dir, market=args.market,
+        batches=args.batches or 0, seed=args.seed, batch_size=args.batch_size, max_jobs=args.max_jobs,
+        max_parallel_jobs=args.max_parallel_jobs, json_path=args.json))
+    print(table(report))
+    print(f"plot: {plot(report, args.plot or args.out / 'backtest.png')}"
+          + (f"; results: {args.json}" if args.json else ""))
+    return 0
