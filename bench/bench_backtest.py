@@ -1,0 +1,114 @@
+"""Does freshness pay? `livetrain backtest` on a regime-switching market and on a stationary one, over seeds.
+
+Each cell is the product's backtest (infra/local/backtest.py): BATCHES consecutive batches of 10,000 trades (one
+every 30 s, about 83 h each) of one simulated market, the pipeline run on every batch but the last with a small
+tuning budget (4 training jobs), and three policies scored on each next batch: retrain (with the gate), frozen
+(the first approved model) and none (every trade). Seeds 0 … SEEDS−1 of each market, none chosen.
+
+- regime-switching: the planted pattern flips between momentum and reversal every 96-192 h (streamer/market.py);
+  a model trained before a switch learned the opposite of what follows. Goal: retrain ≥ frozen.
+- planted-signal (stationary, the control): the pattern never changes; freshness should not matter.
+
+Per market: the mean lift per scored batch of each policy, and retrain − frozen, averaged over seeds with a 95 %
+t interval across seeds (a seed is one independent market); total P&L per policy; how often retrain's total P&L
+beat frozen's. Results in bench/results/backtest.json, plot in bench/results/backtest.png.
+`python -m bench bench_backtest` (BENCH_BACKTEST_SEEDS, default 5; BENCH_BACKTEST_BATCHES, default 5):
+about 15 min per market on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench.measure import table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SEEDS = 5
+BATCHES = 5
+MARKETS = ("regime-switching", "planted-signal")
+
+
+def run(market: str, seed: int, batches: int) -> dict:
+    from infra.local.backtest import BacktestSettings, run_backtest
+    from livetrain.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="bench-backtest-") as out:
+        return run_backtest(BacktestSettings(config=Config(), out_dir=Path(out), market=market, batches=batches,
+                                             seed=seed, max_jobs=4, max_parallel_jobs=2, log=lambda line: None))
+
+
+def mean_interval(values: list[float]) -> str:
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return f"{values.mean():.3f}" if len(values) else "-"
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    return f"{values.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def mean_lift(report: dict, policy: str) -> float:
+    return float(np.mean([entry["lift"]["value"] for entry in report[policy]]))
+
+
+def summary(reports: dict[str, list[dict]]) -> list[dict]:
+    rows = []
+    for market, runs in reports.items():
+        lifts = {policy: [mean_lift(r, policy) for r in runs] for policy in ("retrain", "frozen")}
+        pnl = {policy: [r["total_pnl"][policy] for r in runs] for policy in ("retrain", "frozen", "none")}
+        approved = sum(bool(run["package"]) for r in runs for run in r["runs"])
+        rows.append({
+            "market": market, "seeds": len(runs), "approved / runs": f"{approved}/{sum(len(r['runs']) for r in runs)}",
+            "retrain lift": mean_interval(lifts["retrain"]), "frozen lift": mean_interval(lifts["frozen"]),
+            "retrain − frozen lift": mean_interval(np.subtract(lifts["retrain"], lifts["frozen"])),
+            "total P&L retrain / frozen / none (mean)": " / ".join(f"{np.mean(pnl[p]):,.0f}" for p in pnl),
+            "retrain P&L > frozen": f"{sum(a > b for a, b in zip(pnl['retrain'], pnl['frozen'], strict=True))}"
+                                    f"/{len(runs)}"})
+    return rows
+
+
+def plot(reports: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"retrain": "tab:green", "frozen": "tab:blue", "none": "tab:grey"}
+    figure, axes = plt.subplots(1, len(reports), figsize=(6 * len(reports), 4), sharey=True, squeeze=False)
+    for axis, (market, runs) in zip(axes[0], reports.items(), strict=True):
+        for policy, colour in colours.items():
+            for r in runs:
+                axis.plot(np.arange(1, len(r[policy]) + 1), np.cumsum([e["pnl"]["value"] for e in r[policy]]),
+                          color=colour, alpha=0.6, label=policy if r is runs[0] else None)
+        axis.axhline(0, color="black", linewidth=0.5)
+        axis.set_title(f"{market}: cumulative P&L per seed", fontsize=9)
+        axis.set_xlabel("scored batch")
+        axis.legend(fontsize=8)
+    axes[0][0].set_ylabel("points")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main() -> None:
+    seeds = int(os.environ.get("BENCH_BACKTEST_SEEDS", SEEDS))
+    batches = int(os.environ.get("BENCH_BACKTEST_BATCHES", BATCHES))
+    RESULTS.mkdir(exist_ok=True)
+    reports = {}
+    for market in MARKETS:
+        reports[market] = []
+        for seed in range(seeds):
+            report = run(market, seed, batches)
+            reports[market].append(report)
+            print(f"  {market}, seed {seed}: lift retrain {mean_lift(report, 'retrain'):+.3f}, frozen "
+                  f"{mean_lift(report, 'frozen'):+.3f}; P&L " + ", ".join(
+                      f"{p} {v:,.0f}" for p, v in report["total_pnl"].items()), flush=True)
+    (RESULTS / "backtest.json").write_text(json.dumps(reports, indent=1) + "\n")
+    print(table(summary(reports)))
+    plot(reports, RESULTS / "backtest.png")
+    print(f"reports in {RESULTS / 'backtest.json'}, plot in {RESULTS / 'backtest.png'}")
