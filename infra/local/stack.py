@@ -80,7 +80,8 @@ class LocalStack:
 
     def environment(self) -> dict[str, str]:
         """Environment for a process that should use the local stack (the streamer, a user's shell)."""
-        return {"AWS_ENDPOINT_URL": self.moto.url, "AWS_DEFAULT_REGION": self.config.region,
+        return {"AWS_ENDPOINT_URL": self.moto.url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.endpoint.url,
+                "AWS_DEFAULT_REGION": self.config.region,
                 "AWS_ACCESS_KEY_ID": "livetrain-local", "AWS_SECRET_ACCESS_KEY": "livetrain-local",
                 "MONGODB_URI": self.mongo.url}
 
@@ -180,7 +181,8 @@ class LocalStack:
         # The function's environment as the template sets it; no instances to bake locally.
         environment = {"ENDPOINT_NAME": self.config.endpoint_name,
                        "MODEL_PACKAGE_GROUP": self.config.model_package_group,
-                       "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1"}
+                       "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
+                       "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture"}
         self.deployments.append(deploy(event, self.client("sagemaker"), DeployConfig.from_env(environment),
                                        wait_seconds=60))  # the Lambda logs its own report
 
