@@ -9,8 +9,9 @@ answer by then (endpoint down, slow or erroring; the queue full; opened before t
 `scored: false`, and the gap is counted by reason and logged.
 
 Each scored trade's label is ground truth for Model Monitor's model-quality merge: JSON Lines records
-`{"groundTruthData": {"data": "1", "encoding": "CSV"}, "eventMetadata": {"eventId": <trade id>},
-"eventVersion": "0"}` under s3://<bucket>/<prefix>/groundtruth/yyyy/mm/dd/hh/ (UTC hour of the write),
+`{"groundTruthData": {"data": "1", "encoding": "CSV"}, "eventMetadata": {"eventId": <trade id>,
+"modelVersion": <the serving package version, when known; an addition the merge ignores>}, "eventVersion": "0"}`
+under s3://<bucket>/<prefix>/groundtruth/yyyy/mm/dd/hh/ (UTC hour of the write),
 written by a background thread every few seconds. A crash loses at most the unwritten few seconds of ground
 truth; the scored trades themselves are in MongoDB.
 
@@ -70,6 +71,13 @@ def features_at(window: list[tuple], open_ts: int) -> np.ndarray | None:
     return out[0] / 10.0**ticks.decimals
 
 
+def ground_truth_record(trade_id: str, label: int, version: str | None) -> dict:
+    """One line of Model Monitor's ground truth (see the module's docstring)."""
+    metadata = {"eventId": trade_id, **({"modelVersion": version} if version else {})}
+    return {"groundTruthData": {"data": str(label), "encoding": "CSV"}, "eventMetadata": metadata,
+            "eventVersion": "0"}
+
+
 class LiveScorer:
     """Scores trades at their opening on worker threads; hands the answers over at their closing."""
 
@@ -84,7 +92,7 @@ class LiveScorer:
         self.gaps = dict.fromkeys(GAPS, 0)
         self._last_error = ""
         self._version, self._version_at = None, -np.inf
-        self._truth: list[tuple[float, str, int]] = []
+        self._truth: list[tuple[float, str, int, str | None]] = []
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="groundtruth", daemon=True)
         self._writer.start()
@@ -126,7 +134,7 @@ class LiveScorer:
             return {"scored": False}
         self.scored += 1
         with self._lock:
-            self._truth.append((self.clock(), trade_id, int(row["label"])))
+            self._truth.append((self.clock(), trade_id, int(row["label"]), answer["model_version"]))
         return {"scored": True, **answer}
 
     # ------------------------------------------------------------ the workers
@@ -186,11 +194,9 @@ class LiveScorer:
         with self._lock:
             records, self._truth = self._truth, []
         hours: dict[str, list[str]] = {}
-        for written_at, trade_id, label in records:
+        for written_at, trade_id, label, version in records:
             hour = datetime.fromtimestamp(written_at, UTC).strftime("%Y/%m/%d/%H")
-            hours.setdefault(hour, []).append(json.dumps({
-                "groundTruthData": {"data": str(label), "encoding": "CSV"},
-                "eventMetadata": {"eventId": trade_id}, "eventVersion": "0"}))
+            hours.setdefault(hour, []).append(json.dumps(ground_truth_record(trade_id, label, version)))
         failed = []
         for hour, lines in hours.items():
             key = f"{self.settings.prefix}/groundtruth/{hour}/{int(self.clock() * 1000)}-{uuid.uuid4().hex[:8]}.jsonl"
