@@ -81,3 +81,26 @@ def test_the_monitor_runs_as_a_processing_script_and_writes_its_three_files(tmp_
                              tmp_path / "out2"], capture_output=True, text=True, cwd=tmp_path)
     assert broken.returncode == 1 and broken.stderr.startswith("monitor: error:") and "not JSON" in broken.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_the_local_stacks_monitoring_run_reads_s3_writes_its_files_and_publishes_metrics(aws, tmp_path):
+    from infra.local.monitoring import MonitorSettings, run_monitor
+
+    s3, cloudwatch = aws.client("s3"), aws.client("cloudwatch")
+    s3.create_bucket(Bucket="data")
+    settings = MonitorSettings("data", "livetrain", "livetrain")
+    assert run_monitor(s3, cloudwatch, settings)["windows"] == []  # nothing captured yet: nothing judged
+    write_traffic(tmp_path, "4", skill=-0.2, trades=2000, seed=4)
+    for path in tmp_path.rglob("*.jsonl"):
+        relative = path.relative_to(tmp_path).as_posix().replace("capture/", "datacapture/", 1)
+        s3.put_object(Bucket="data", Key=f"livetrain/{relative}", Body=path.read_bytes())
+
+    quality = run_monitor(s3, cloudwatch, settings)
+
+    assert [w["status"] for w in quality["windows"]] == ["declining"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="data", Prefix="livetrain/monitoring/")["Contents"]]
+    assert sorted(k.rsplit("/", 1)[-1] for k in keys if k.split("/")[2] == keys[-1].split("/")[2]) == [
+        "cloudwatch_metrics.json", "constraint_violations.json", "live_quality.json"]
+    metrics = cloudwatch.list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
+    assert {m["MetricName"] for m in metrics} == {"LiftLowerBound", "Lift", "Precision"}
+    assert {"Name": "ModelVersion", "Value": "4"} in metrics[0]["Dimensions"]
