@@ -12,6 +12,10 @@ tuning budget (4 training jobs), and three policies scored on each next batch: r
 Per market: the mean lift per scored batch of each policy, and retrain − frozen, averaged over seeds with a 95 %
 t interval across seeds (a seed is one independent market); total P&L per policy; how often retrain's total P&L
 beat frozen's. Results in bench/results/backtest.json, plot in bench/results/backtest.png.
+
+Live scoring's cost: ticks/s through the streamer's bot and store (the local MongoDB-wire server) with live
+scoring off and on (the local endpoint through boto3, ground truth to moto's S3), with a trade every 30 s (the
+default) and on every tick (the worst case: one request per tick).
 `python -m bench bench_backtest` (BENCH_BACKTEST_SEEDS, default 5; BENCH_BACKTEST_BATCHES, default 5):
 about 15 min per market on 2 cores.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +100,55 @@ def plot(reports: dict[str, list[dict]], path: Path) -> None:
     plt.close(figure)
 
 
+SCORED_TICKS = 20_000
+
+
+def scoring_rates() -> list[dict]:
+    """Ticks/s through the bot with live scoring off and on, for two opening rates."""
+    import boto3
+    import pymongo
+
+    from bench.bench_streamer import local_services, sim_ticks
+    from bench.planted_data import write_channels
+    from pipelines.local.algorithms.linear_learner import train
+    from pipelines.local.endpoint import EndpointServer, StaticResolver
+    from streamer.bot import Bot
+    from streamer.scoring import LiveScorer, ScoringSettings
+    from streamer.store import Store
+    from streamer.trading import BotSettings
+
+    ticks = sim_ticks(SCORED_TICKS)
+    rows = []
+    with tempfile.TemporaryDirectory() as work, local_services(Path(work)) as (mongo_uri, _, s3):
+        train({"predictor_type": "binary_classifier", "epochs": "2", "num_models": "1"},
+              write_channels(Path(work) / "data", rows=1500), Path(work) / "model", log=lambda _: None)
+        client = pymongo.MongoClient(mongo_uri)
+        with EndpointServer(StaticResolver({"livetrain": str(Path(work) / "model" / "model.tar.gz")})) as server:
+            runtime = boto3.client("sagemaker-runtime", endpoint_url=server.url, region_name="us-east-1")
+            for open_every in (30.0, 0.0):
+                rates = {}
+                for scoring in (False, True):
+                    scorer = LiveScorer(ScoringSettings("livetrain", "livetrain-data", "livetrain"), runtime,
+                                        s3) if scoring else None
+                    store = Store(client[f"bench_scoring_{int(open_every)}_{int(scoring)}"], "EPIC")
+                    bot = Bot(store, BotSettings(open_every_s=open_every), warmup_s=0, scorer=scorer)
+                    start = time.perf_counter()
+                    for tick in ticks:
+                        bot.on_tick(tick)
+                        if store.flush_due():
+                            store.flush()
+                    store.flush()
+                    rates[scoring] = len(ticks) / (time.perf_counter() - start)
+                    if scorer:
+                        scorer.close()
+                        status = scorer.status()
+                rows.append({"trades opened": f"every {open_every:g} s" if open_every else "every tick",
+                             "ticks/s scoring off": f"{rates[False]:,.0f}", "ticks/s scoring on": f"{rates[True]:,.0f}",
+                             "on / off": f"{rates[True] / rates[False]:.2f}", "live scoring": status})
+        client.close()
+    return rows
+
+
 def main() -> None:
     seeds = int(os.environ.get("BENCH_BACKTEST_SEEDS", SEEDS))
     batches = int(os.environ.get("BENCH_BACKTEST_BATCHES", BATCHES))
@@ -112,3 +166,4 @@ def main() -> None:
     print(table(summary(reports)))
     plot(reports, RESULTS / "backtest.png")
     print(f"reports in {RESULTS / 'backtest.json'}, plot in {RESULTS / 'backtest.png'}")
+    print(table(scoring_rates()))
