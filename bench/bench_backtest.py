@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,12 +41,16 @@ MARKETS = ("regime-switching", "planted-signal")
 
 
 def run(market: str, seed: int, batches: int) -> dict:
-    from infra.local.backtest import BacktestSettings, run_backtest
-    from livetrain.config import Config
-
+    """One `livetrain backtest`, in its own process as a user runs it."""
     with tempfile.TemporaryDirectory(prefix="bench-backtest-") as out:
-        return run_backtest(BacktestSettings(config=Config(), out_dir=Path(out), market=market, batches=batches,
-                                             seed=seed, max_jobs=4, max_parallel_jobs=2, log=lambda line: None))
+        results = Path(out) / "backtest.json"
+        done = subprocess.run([str(Path(sys.executable).parent / "livetrain"), "backtest", "--market", market,
+                               "--batches", str(batches), "--seed", str(seed), "--max-jobs", "4",
+                               "--max-parallel-jobs", "2", "--json", str(results), "--out", str(Path(out) / "run")],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"backtest {market} seed {seed} failed: {done.stderr[-2000:]}")
+        return json.loads(results.read_text())
 
 
 def mean_interval(values: list[float]) -> str:
