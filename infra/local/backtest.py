@@ -161,13 +161,17 @@ class _Pipeline:
                        "aws_secret_access_key": "livetrain-local"}
         self.s3 = boto3.client("s3", endpoint_url=self.moto.url, **credentials)
         self.sagemaker = boto3.client("sagemaker", endpoint_url=self.moto.url, **credentials)
-        self.s3.create_bucket(Bucket=self.config.bucket)
-        self.sagemaker.create_model_package_group(ModelPackageGroupName=self.config.model_package_group)
-        upsert_pipeline(self.s3, self.sagemaker, PipelineSettings(
-            region=self.config.region, role_arn=ROLE_ARN, bucket=self.config.bucket,
-            pipeline_name=self.config.pipeline_name, model_package_group=self.config.model_package_group,
-            prefix=self.config.pipeline_name, max_jobs=settings.max_jobs,
-            max_parallel_jobs=settings.max_parallel_jobs), self.config.cache_dir, progress=lambda line: None)
+        try:
+            self.s3.create_bucket(Bucket=self.config.bucket)
+            self.sagemaker.create_model_package_group(ModelPackageGroupName=self.config.model_package_group)
+            upsert_pipeline(self.s3, self.sagemaker, PipelineSettings(
+                region=self.config.region, role_arn=ROLE_ARN, bucket=self.config.bucket,
+                pipeline_name=self.config.pipeline_name, model_package_group=self.config.model_package_group,
+                prefix=self.config.pipeline_name, max_jobs=settings.max_jobs,
+                max_parallel_jobs=settings.max_parallel_jobs), self.config.cache_dir, progress=lambda line: None)
+        except BaseException:  # no orphan server
+            self.moto.stop()
+            raise
 
     def run(self, batch_dir: Path) -> dict:
         """{"batch_id", "status", "reason", "package"}: the run on this batch; a registered package is approved."""

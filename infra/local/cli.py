@@ -83,8 +83,17 @@ def _run_backtest(args: argparse.Namespace) -> int:
         raise UserError("--market needs --batches K with K ≥ 2: the backtest trains on one batch and scores the next")
     if args.batches_dir and args.batches:
         raise UserError("--batches goes with --market; with --batches-dir every batch directory is used")
+    import signal
+
     from infra.local.backtest import BacktestSettings, plot, run_backtest, table
 
+    def interrupt(signum, frame):  # SIGTERM as Ctrl-C: the run's moto server is stopped on the way out
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    if args.json and not args.json.parent.is_dir():
+        raise UserError(f"--json {args.json}: the folder {args.json.parent} does not exist; create it or pass "
+                        "another path")
     report = run_backtest(BacktestSettings(
         config=args.config, out_dir=args.out, batches_dir=args.batches_dir, market=args.market,
         batches=args.batches or 0, seed=args.seed, batch_size=args.batch_size, max_jobs=args.max_jobs,
