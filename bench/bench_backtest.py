@@ -13,6 +13,12 @@ Per market: the mean lift per scored batch of each policy, and retrain − froze
 t interval across seeds (a seed is one independent market); total P&L per policy; how often retrain's total P&L
 beat frozen's. Results in bench/results/backtest.json, plot in bench/results/backtest.png.
 
+Detection: the live-quality monitor flags a window when the serving model's lift has a lower bound below 0 (the
+same statistic, processing/monitor.py). With one batch as the window and the `retrain` policy's model in service,
+each sign switch of the regime schedule inside the scored span is "detected" at the first scored batch at or
+after it that is flagged; the table gives the fraction detected, the delay in batches, and how often a batch
+with no switch in it or in the batch before was flagged (false alarms).
+
 Live scoring's cost: ticks/s through the streamer's bot and store (the local MongoDB-wire server) with live
 scoring off and on (the local endpoint through boto3, ground truth to moto's S3), with a trade every 30 s (the
 default) and on every tick (the worst case: one request per tick).
@@ -37,7 +43,7 @@ from bench.measure import table
 RESULTS = Path(__file__).resolve().parent / "results"
 SEEDS = 5
 BATCHES = 5
-MARKETS = ("regime-switching", "planted-signal")
+MARKETS = tuple(os.environ.get("BENCH_BACKTEST_MARKETS", "regime-switching,planted-signal").split(","))
 
 
 def run(market: str, seed: int, batches: int) -> dict:
@@ -81,6 +87,37 @@ def summary(reports: dict[str, list[dict]]) -> list[dict]:
             "retrain P&L > frozen": f"{sum(a > b for a, b in zip(pnl['retrain'], pnl['frozen'], strict=True))}"
                                     f"/{len(runs)}"})
     return rows
+
+
+def detection(reports: list[dict]) -> dict:
+    """Sign switches of the regime-switching market seen by the monitor's rule (see the module's docstring)."""
+    from datetime import datetime
+
+    from streamer.market import MarketSettings, regime_schedule
+
+    settings = MarketSettings(market="regime-switching")
+    start_ms = datetime.fromisoformat(settings.start.replace("Z", "+00:00")).timestamp() * 1000
+    detected, delays, switches, quiet, false_alarms = 0, [], 0, 0, 0
+    for report in reports:
+        times = [start_ms + hour * 3.6e6 for hour, _ in regime_schedule(settings, report["seed"])[1:]]
+        batches = report["scored_batches"]
+        flagged = [entry["lift"]["lower"] < 0 for entry in report["retrain"]]
+        hit = [next((i for i, b in enumerate(batches) if b["last_open_ms"] >= t), None) for t in times
+               if batches and batches[0]["first_open_ms"] <= t <= batches[-1]["last_open_ms"]]
+        for first in hit:
+            switches += 1
+            found = next((i for i in range(first, len(batches)) if flagged[i]), None)
+            if found is not None:
+                detected += 1
+                delays.append(found - first)
+        changed = set(hit) | {i + 1 for i in hit}
+        for i, flag in enumerate(flagged):
+            if i not in changed:
+                quiet += 1
+                false_alarms += flag
+    return {"switches in the scored span": switches, "detected": f"{detected}/{switches}",
+            "delay in batches (mean, max)": f"{np.mean(delays):.1f}, {max(delays)}" if delays else "-",
+            "flagged without a switch": f"{false_alarms}/{quiet}"}
 
 
 def plot(reports: dict[str, list[dict]], path: Path) -> None:
@@ -170,6 +207,8 @@ def main() -> None:
                       f"{p} {v:,.0f}" for p, v in report["total_pnl"].items()), flush=True)
     (RESULTS / "backtest.json").write_text(json.dumps(reports, indent=1) + "\n")
     print(table(summary(reports)))
+    if "regime-switching" in reports:
+        print(table([detection(reports["regime-switching"])]))
     plot(reports, RESULTS / "backtest.png")
     print(f"reports in {RESULTS / 'backtest.json'}, plot in {RESULTS / 'backtest.png'}")
     print(table(scoring_rates()))

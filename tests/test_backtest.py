@@ -48,6 +48,8 @@ def test_the_backtest_command_scores_the_next_batch_and_writes_its_json_and_plot
     assert done.returncode == 0, done.stderr
     report = json.loads(results.read_text())
     assert report["runs"][0]["batch_id"] == "b1" and report["runs"][0]["status"] == "Failed"  # too short a batch
+    [scored] = report["scored_batches"]
+    assert scored["batch_id"] == "b2" and scored["first_open_ms"] < scored["last_open_ms"]
     for policy in POLICIES:  # no model was approved: every policy took every trade of b2
         [entry] = report[policy]
         assert entry["batch_id"] == "b2" and entry["model"] is None and entry["lift"]["value"] == 0

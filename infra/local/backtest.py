@@ -216,7 +216,8 @@ def run_backtest(settings: BacktestSettings) -> dict:
         batches = synthesize_batches(settings.out_dir / "batches", settings)
     pipeline = _Pipeline(settings, Path(tempfile.mkdtemp(prefix="state-", dir=settings.out_dir)))
     report = {"market": settings.market, "seed": settings.seed if settings.market else None,
-              "batches": [b.name for b in batches], "runs": [], **{policy: [] for policy in POLICIES}}
+              "batches": [b.name for b in batches], "runs": [], "scored_batches": [],
+              **{policy: [] for policy in POLICIES}}
     serving = {"retrain": None, "frozen": None}
     models = {}
     try:
@@ -232,6 +233,9 @@ def run_backtest(settings: BacktestSettings) -> dict:
                         models.setdefault(arn, pipeline.model(arn))
                         predictions[policy] = models[arn].predict(features)
                 scored = score_policies(trades, predictions, dependence)
+                report["scored_batches"].append({"batch_id": batch.name, "trades": len(trades["label"]),
+                                                 "first_open_ms": int(trades["open_ms"][0]),
+                                                 "last_open_ms": int(trades["open_ms"][-1])})
                 for policy in POLICIES:
                     report[policy].append({"batch_id": batch.name, "model": serving.get(policy),
                                            **scored[policy]})
