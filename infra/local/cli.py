@@ -35,10 +35,7 @@ def add_commands(commands, config) -> None:
     demo.add_argument("--max-parallel-jobs", type=positive_int, default=config.max_parallel_jobs,
                       help=f"default {config.max_parallel_jobs}")
     demo.add_argument("--timeout", type=positive_int, default=900, help="seconds to wait for a batch (default 900)")
-    demo.add_argument("--state-dir", type=Path,
-                      default=Path(config.state_dir) / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-                      help=f"where the run keeps its services' data, records and reports "
-                           f"(default: a new folder under {config.state_dir}/demo)")
+    _add_run_folder(demo, "--state-dir", config, "demo", "its services' data, records and reports")
     demo.set_defaults(handler=_run_demo, config=config)
 
     backtest = commands.add_parser(
@@ -60,11 +57,15 @@ def add_commands(commands, config) -> None:
     backtest.add_argument("--max-jobs", type=positive_int, default=4,
                           help="training jobs per tuning (default 4: a backtest runs the pipeline K − 1 times)")
     backtest.add_argument("--max-parallel-jobs", type=positive_int, default=2, help="default 2")
-    backtest.add_argument("--out", type=Path,
-                          default=Path(config.state_dir) / "backtest" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-                          help=f"where the run keeps its batches, records and plot "
-                               f"(default: a new folder under {config.state_dir}/backtest)")
+    _add_run_folder(backtest, "--out", config, "backtest", "its batches, records and plot")
     backtest.set_defaults(handler=_run_backtest, config=config)
+
+
+def _add_run_folder(parser: argparse.ArgumentParser, flag: str, config, command: str, holds: str) -> None:
+    """A folder for one run, by default new under <state dir>/<command>/<UTC time>."""
+    parser.add_argument(flag, type=Path,
+                        default=Path(config.state_dir) / command / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+                        help=f"where the run keeps {holds} (default: a new folder under {config.state_dir}/{command})")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
