@@ -9,6 +9,9 @@ pipeline); and dispatches rule matches to their real targets:
 - the manifest rule → a local execution of the pipeline definition stored in moto, with the parameters
   EventBridge would pass (`pipelines/local`); executions run one after another, none is dropped;
 - the approval rule → the deploy Lambda's code, in-process, configured as the template configures it.
+
+With `monitor_every_s`, the live-quality monitor (infra/local/monitoring.py) runs on that timer over the
+endpoint's data capture and the streamer's ground truth, publishing its metrics to moto's CloudWatch.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class LocalStack:
     """Services, provisioning and event dispatch; use as a context manager, or start() and stop()."""
 
     def __init__(self, config: Config, state_dir: Path | None = None, *, max_jobs: int | None = None,
-                 max_parallel_jobs: int | None = None, log=None):
+                 max_parallel_jobs: int | None = None, log=None, monitor_every_s: float | None = None):
         self.config = config
         self.state_dir = Path(state_dir or config.state_dir).resolve()
         self.max_jobs = max_jobs or config.max_jobs
@@ -46,6 +49,8 @@ class LocalStack:
         self.watcher: ModelPackageWatcher | None = None
         self.executions: list[Future] = []  # one per batch that landed, in arrival order
         self.deployments: list[dict] = []  # the deploy Lambda's reports
+        self.monitor_every_s = monitor_every_s
+        self.live_quality: list[dict] = []  # each monitoring run's live_quality.json
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
@@ -64,6 +69,8 @@ class LocalStack:
         self.endpoint.start()
         self.log(f"local stack: AWS (moto) {self.moto.url}, MongoDB {self.mongo.url}, "
                  f"SageMaker Runtime {self.endpoint.url}")
+        if self.monitor_every_s:
+            threading.Thread(target=self._monitor_loop, name="live-quality", daemon=True).start()
         return self
 
     def client(self, service: str):
@@ -80,7 +87,8 @@ class LocalStack:
 
     def environment(self) -> dict[str, str]:
         """Environment for a process that should use the local stack (the streamer, a user's shell)."""
-        return {"AWS_ENDPOINT_URL": self.moto.url, "AWS_DEFAULT_REGION": self.config.region,
+        return {"AWS_ENDPOINT_URL": self.moto.url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.endpoint.url,
+                "AWS_DEFAULT_REGION": self.config.region,
                 "AWS_ACCESS_KEY_ID": "livetrain-local", "AWS_SECRET_ACCESS_KEY": "livetrain-local",
                 "MONGODB_URI": self.mongo.url}
 
@@ -148,6 +156,17 @@ class LocalStack:
         self._loop = threading.Thread(target=loop, name="dispatcher", daemon=True)
         self._loop.start()
 
+    def _monitor_loop(self) -> None:
+        """The live-quality monitor every `monitor_every_s` seconds; a failed run is logged and retried."""
+        from infra.local.monitoring import MonitorSettings, run_monitor
+
+        settings = MonitorSettings(self.config.bucket, self.config.pipeline_name, self.config.endpoint_name)
+        while not self._stop.wait(self.monitor_every_s):
+            try:
+                self.live_quality.append(run_monitor(self.client("s3"), self.client("cloudwatch"), settings))
+            except Exception as exc:  # the next run tries again
+                self.log(f"live-quality monitor: {exc}")
+
     def check(self) -> None:
         """Raise what stopped the dispatcher or a service, if anything did."""
         if self._failure:
@@ -180,7 +199,8 @@ class LocalStack:
         # The function's environment as the template sets it; no instances to bake locally.
         environment = {"ENDPOINT_NAME": self.config.endpoint_name,
                        "MODEL_PACKAGE_GROUP": self.config.model_package_group,
-                       "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1"}
+                       "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
+                       "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture"}
         self.deployments.append(deploy(event, self.client("sagemaker"), DeployConfig.from_env(environment),
                                        wait_seconds=60))  # the Lambda logs its own report
 
