@@ -9,9 +9,9 @@ import time
 
 from conftest import LIVETRAIN
 
-# "A second or two" (ECS sends SIGKILL 30 s after SIGTERM): the streamer waits at most 1 s for an export in
-# progress, plus its exit on a machine that two pytest workers keep busy (2.7 s seen once with a 2.5 s bound).
-STOP_WITHIN_S = 3.0
+# "A second or two" (ECS sends SIGKILL 30 s after SIGTERM): 1.6 s on an idle machine (the streamer waits at most
+# 1 s for an export in progress, then exits); up to 3.0 s seen while other test runs loaded both cores.
+STOP_WITHIN_S = 4.0
 
 
 def database_uri(mongo_uri: str, database: str) -> str:
