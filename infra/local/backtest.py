@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.local.services import start_moto
+from infra.local.services import local_client, start_moto
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from livetrain.errors import UserError
 
@@ -151,16 +151,12 @@ class _Pipeline:
     """moto on loopback with the product's pipeline upserted; runs a batch, approves what the gate registers."""
 
     def __init__(self, settings: BacktestSettings, state_dir: Path):
-        import boto3
-
         from pipelines.driver import PipelineSettings, upsert_pipeline
 
         self.config, self.state_dir, self.log = settings.config, state_dir, settings.log
         self.moto = start_moto(state_dir)
-        credentials = {"region_name": self.config.region, "aws_access_key_id": "livetrain-local",
-                       "aws_secret_access_key": "livetrain-local"}
-        self.s3 = boto3.client("s3", endpoint_url=self.moto.url, **credentials)
-        self.sagemaker = boto3.client("sagemaker", endpoint_url=self.moto.url, **credentials)
+        self.s3 = local_client("s3", self.moto.url, self.config.region)
+        self.sagemaker = local_client("sagemaker", self.moto.url, self.config.region)
         try:
             self.s3.create_bucket(Bucket=self.config.bucket)
             self.sagemaker.create_model_package_group(ModelPackageGroupName=self.config.model_package_group)

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from infra.local.dispatcher import Dispatcher, LocalRule, ModelPackageWatcher, json_path
-from infra.local.services import Service, start_mongo, start_moto, wait_until
+from infra.local.services import LOCAL_KEY, Service, local_client, start_mongo, start_moto, wait_until
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 
@@ -75,21 +75,14 @@ class LocalStack:
 
     def client(self, service: str):
         """A boto3 client for a local AWS service (sagemaker-runtime: the local endpoint server)."""
-        import boto3
-
         url = self.endpoint.url if service == "sagemaker-runtime" else self.moto.url
-        return boto3.client(service, endpoint_url=url, **self.credentials())
-
-    def credentials(self) -> dict:
-        """Placeholder credentials: the local services check none, and no real AWS account is ever used."""
-        return {"region_name": self.config.region, "aws_access_key_id": "livetrain-local",
-                "aws_secret_access_key": "livetrain-local"}
+        return local_client(service, url, self.config.region)
 
     def environment(self) -> dict[str, str]:
         """Environment for a process that should use the local stack (the streamer, a user's shell)."""
         return {"AWS_ENDPOINT_URL": self.moto.url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.endpoint.url,
                 "AWS_DEFAULT_REGION": self.config.region,
-                "AWS_ACCESS_KEY_ID": "livetrain-local", "AWS_SECRET_ACCESS_KEY": "livetrain-local",
+                "AWS_ACCESS_KEY_ID": LOCAL_KEY, "AWS_SECRET_ACCESS_KEY": LOCAL_KEY,
                 "MONGODB_URI": self.mongo.url}
 
     def stop(self) -> None:
