@@ -1,7 +1,12 @@
 """The streamer's MongoDB store: ticks, trades and batches. Nothing is ever wiped; a restart resumes.
 
 Collections (one database may hold several epics):
-- `ticks`: one document per tick, `_id` = `<epic>/<ts>` (see `key`): a re-delivered tick is a no-op.
+- `ticks`: buckets of consecutive ticks, as MongoDB's time-series collections store measurements: one
+  document per flush (at most FLUSH_MAX_TICKS ticks spanning at most BUCKET_MAX_SPAN_MS of market time) with
+  `ts` = its first tick's time, `last_ts`, `n` and `data`, one array per price column; `_id` = `<epic>/<ts>`. One
+  insert per flush, not one per tick, is what lets the local server keep up with a simulator at full speed.
+  Ticks reach the store strictly after the last stored one (streamer.run.Sequencer), so buckets never overlap,
+  and a bucket written twice (a retried flush) is a no-op.
 - `open_trades`: every paper trade as it was opened (insert-only), `_id` = trade id.
 - `trades`: every closed trade, as a row of the batch contract plus `close_seq`, its 0-based position in the
   epic's close order; `_id` = `<epic>/<close_seq>`. Batches are ranges of open order (see claim_batch).
@@ -40,6 +45,7 @@ from streamer.trading import Trade
 DUPLICATE_KEY = 11000
 FLUSH_EVERY_S = 0.25
 FLUSH_MAX_TICKS = 2000
+BUCKET_MAX_SPAN_MS = 3_600_000  # a range read starts this much before its first tick
 _TRADE_FIELDS = tuple(f.name for f in fields(Trade))
 COMMITTED = "committed"
 
@@ -100,14 +106,16 @@ class Store:
         return self.checkpoints.find_one({"_id": self.epic}) or {}
 
     def last_tick(self) -> Tick | None:
-        docs = self.ticks.find({"epic": self.epic, "ts": {"$gte": self._checkpoint.get("ts", 0)}})
-        doc = max(docs, key=lambda d: d["ts"], default=None)
-        return None if doc is None else Tick(**{field: doc[field] for field in TICK_FIELDS})
+        """The last stored tick: it is in a bucket that ends at or after the checkpoint."""
+        buckets = self.ticks.find({"epic": self.epic,
+                                   "ts": {"$gte": self._checkpoint.get("ts", 0) - BUCKET_MAX_SPAN_MS}})
+        bucket = max(buckets, key=lambda d: d["ts"], default=None)
+        return None if bucket is None else Tick(**{field: bucket["data"][field][-1] for field in TICK_FIELDS})
 
     def first_tick_ts(self) -> int | None:
         if "first_ts" in self._checkpoint:
             return self._checkpoint["first_ts"]
-        doc = self.ticks.find_one({"epic": self.epic}, {"ts": 1}, sort=[("ts", 1)])  # at most one flush of ticks
+        doc = self.ticks.find_one({"epic": self.epic}, {"ts": 1}, sort=[("ts", 1)])  # at most one flush stored
         return None if doc is None else doc["ts"]
 
     def open_trades(self) -> list[Trade]:
@@ -127,7 +135,7 @@ class Store:
     def add_tick(self, tick: Tick) -> None:
         if not self._ticks:
             self._first_buffered = time.monotonic()
-        self._ticks.append({"_id": key(self.epic, tick.ts), "epic": self.epic, **tick._asdict()})
+        self._ticks.append(tick)
         self._checkpoint["ts"] = tick.ts
         self._checkpoint.setdefault("first_ts", tick.ts)
 
@@ -148,8 +156,8 @@ class Store:
         if not self._ticks:
             return
         try:
-            self.ticks.insert_many(self._ticks, ordered=False)
-        except BulkWriteError as exc:  # a re-delivered tick is a no-op
+            self.ticks.insert_many(self._buckets(self._ticks), ordered=False)
+        except BulkWriteError as exc:  # a bucket written before (a retried flush) is a no-op
             if any(error["code"] != DUPLICATE_KEY for error in exc.details["writeErrors"]):
                 raise
         if self._opened:
@@ -160,6 +168,18 @@ class Store:
         self.checkpoints.replace_one({"_id": self.epic}, self._checkpoint, upsert=True)
         self.stored_ticks += len(self._ticks)
         self._ticks, self._opened, self._closed = [], [], []
+
+    def _buckets(self, ticks: list[Tick]) -> list[dict]:
+        """Consecutive ticks as bucket documents, each spanning at most BUCKET_MAX_SPAN_MS."""
+        buckets, start = [], 0
+        for end in range(1, len(ticks) + 1):
+            if end == len(ticks) or ticks[end].ts - ticks[start].ts > BUCKET_MAX_SPAN_MS:
+                part = ticks[start:end]
+                buckets.append({"_id": key(self.epic, part[0].ts), "epic": self.epic, "ts": part[0].ts,
+                                "last_ts": part[-1].ts, "n": len(part),
+                                "data": {field: [getattr(tick, field) for tick in part] for field in TICK_FIELDS}})
+                start = end
+        return buckets
 
     # ------------------------------------------------------------ batches (used by the exporter)
 
@@ -225,19 +245,25 @@ class Store:
 
     def batch_prices(self, batch: dict) -> pd.DataFrame:
         """Ticks from the last one at or before (first open − LOOKBACK_SECONDS) to the last close."""
-        start_ts = self._last_tick_ts_at_or_before(batch["first_open_ts"] - LOOKBACK_SECONDS * 1000)
-        docs = self.ticks.find({"epic": self.epic, "ts": {"$gte": start_ts or 0, "$lte": batch["last_close_ts"]}},
-                               {"_id": 0, **dict.fromkeys(PRICE_COLUMNS, 1)}).sort("ts", 1)
-        return pd.DataFrame(list(docs), columns=list(PRICE_COLUMNS))
+        start_ts = self._last_tick_ts_at_or_before(batch["first_open_ts"] - LOOKBACK_SECONDS * 1000) or 0
+        end_ts = batch["last_close_ts"]
+        buckets = list(self.ticks.find({"epic": self.epic, "last_ts": {"$gte": start_ts},
+                                        "ts": {"$gte": start_ts - BUCKET_MAX_SPAN_MS, "$lte": end_ts}},
+                                       {"data": 1}).sort("ts", 1))
+        prices = pd.DataFrame({field: [value for bucket in buckets for value in bucket["data"][field]]
+                               for field in TICK_FIELDS})
+        prices = prices[(prices["ts"] >= start_ts) & (prices["ts"] <= end_ts)]
+        return prices.assign(epic=self.epic)[list(PRICE_COLUMNS)].reset_index(drop=True)
 
     def _last_tick_ts_at_or_before(self, ts: int) -> int | None:
-        """Searched in windows reaching back 1 min, 10 min, 100 min … (each query stays small)."""
-        first, span = self.first_tick_ts(), 60_000
+        """Searched in windows reaching back 1 h, 10 h, 100 h … (each query stays small). Buckets do not overlap:
+        the last bucket that starts at or before `ts` holds the answer."""
+        first, span = self.first_tick_ts(), BUCKET_MAX_SPAN_MS
         while first is not None and ts >= first:
-            doc = self.ticks.find_one({"epic": self.epic, "ts": {"$gt": ts - span, "$lte": ts}}, {"ts": 1},
-                                      sort=[("ts", -1)])
-            if doc is not None:
-                return doc["ts"]
+            bucket = self.ticks.find_one({"epic": self.epic, "ts": {"$gt": ts - span, "$lte": ts}},
+                                         {"data.ts": 1}, sort=[("ts", -1)])
+            if bucket is not None:
+                return max(t for t in bucket["data"]["ts"] if t <= ts)
             span *= 10
         return None
 

@@ -14,6 +14,11 @@ from conftest import LIVETRAIN
 STOP_WITHIN_S = 4.0
 
 
+def tick_times(db) -> list[int]:
+    """Every stored tick's time, in order (the store keeps ticks in buckets: see streamer.store)."""
+    return [ts for bucket in db.ticks.find({}, {"data.ts": 1}).sort("ts", 1) for ts in bucket["data"]["ts"]]
+
+
 def database_uri(mongo_uri: str, database: str) -> str:
     """`mongo_uri` with its path set to `database` (query options kept)."""
     base, _, query = mongo_uri.partition("?")

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from streamer_helpers import STOP_WITHIN_S, StreamProcess, database_uri
+from streamer_helpers import STOP_WITHIN_S, StreamProcess, database_uri, tick_times
 
 from infra.local.services import wait_until
 from processing.batch_contract import (
@@ -132,8 +132,8 @@ def test_s3_outage_during_export_is_retried_and_the_batch_lands_once(mongo_uri, 
         wait_until(lambda: "streaming CS.D.BITCOIN.CFD.IP from sim" in stream.output, timeout=60, what="start")
         outage.stop()
         wait_until(lambda: "attempt 2 failed" in stream.output, timeout=60, what="two failed exports")
-        ticks_during_outage = mongo_db.ticks.count_documents({})
-        wait_until(lambda: mongo_db.ticks.count_documents({}) > ticks_during_outage + 100, timeout=30,
+        ticks_during_outage = len(tick_times(mongo_db))
+        wait_until(lambda: len(tick_times(mongo_db)) > ticks_during_outage + 100, timeout=30,
                    what="ticks still flowing while S3 is down")
         assert mongo_db.batches.count_documents({"state": "committed"}) == 0
         outage = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -147,12 +147,11 @@ def test_s3_outage_during_export_is_retried_and_the_batch_lands_once(mongo_uri, 
 
 def test_sigterm_stops_subscribing_flushes_and_exits_cleanly(mongo_uri, mongo_db, aws, bucket, tmp_path):
     stream = StreamProcess(stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--speed", "50"), tmp_path)
-    wait_until(lambda: mongo_db.ticks.count_documents({}) > 20, timeout=60, what="ticks")
+    wait_until(lambda: len(tick_times(mongo_db)) > 20, timeout=60, what="ticks")
     code, _ = stream.terminate(timeout=30)
     assert code == 0, stream.output
     assert "SIGTERM received" in stream.output
-    last = mongo_db.ticks.find_one(sort=[("ts", -1)])
-    assert mongo_db.checkpoints.find_one({"_id": EPIC})["ts"] == last["ts"]  # the buffer was flushed
+    assert mongo_db.checkpoints.find_one({"_id": EPIC})["ts"] == tick_times(mongo_db)[-1]  # the buffer was flushed
 
 
 @pytest.mark.slow
@@ -168,11 +167,11 @@ def test_replay_exports_complete_batches_and_a_second_run_stores_nothing_new(run
     result = run_cli(*args, timeout=120)
     assert result.returncode == 0, result.stderr
     closed = mongo_db.trades.count_documents({})
-    assert mongo_db.ticks.count_documents({}) == 3000
+    assert len(tick_times(mongo_db)) == 3000
     assert len(check_exported(bucket, mongo_db, batch_size=1000)) == closed // 1000 >= 2
     again = run_cli(*args, timeout=120)
     assert again.returncode == 0, again.stderr
-    assert (mongo_db.ticks.count_documents({}), mongo_db.trades.count_documents({})) == (3000, closed)
+    assert (len(tick_times(mongo_db)), mongo_db.trades.count_documents({})) == (3000, closed)
 
 
 def test_user_mistakes_are_one_line(run_cli, mongo_uri, mongo_db, aws):
@@ -227,7 +226,7 @@ def test_replayed_bad_rows_are_counted_and_named_and_an_all_bad_file_fails(run_c
     args = stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", replay, source="replay")
     result = run_cli(*args, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert mongo_db.ticks.count_documents({}) == 48
+    assert len(tick_times(mongo_db)) == 48
     assert "3 bad rows skipped (line 10: bid is not a finite number; line 20: not 11 fields; line 30: ticks are " \
            "not ordered by ts)" in result.stderr.splitlines()[-1]  # the final status line
     other = run_cli(*stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", replay, "--epic", "OTHER",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from streamer_helpers import tick_times
 
 from streamer.bot import Bot
 from streamer.market import MarketSettings, MarketSimulator
@@ -72,7 +73,7 @@ def test_a_crash_between_ticks_and_trades_loses_no_trade(mongo_db, ticks, monkey
     monkeypatch.setattr(bot.store.open_trades_, "insert_many", _die)
     with pytest.raises(SystemExit):
         bot.store.flush()
-    assert mongo_db.ticks.count_documents({}) == 1100
+    assert len(tick_times(mongo_db)) == 1100
     monkeypatch.undo()
     resumed = stream(mongo_db, ticks)
     resumed.store.flush()
@@ -84,8 +85,8 @@ def test_a_crash_between_ticks_and_trades_loses_no_trade(mongo_db, ticks, monkey
     assert not closed_ids & set(resumed.trader.book.open)
     opened = {d["trade_id"] for d in mongo_db.open_trades.find()}
     assert opened == closed_ids | set(resumed.trader.book.open)  # every opened trade is closed or still open
-    tick_times = {d["ts"] for d in mongo_db.ticks.find({}, {"ts": 1})}
-    assert all(d["open_ts"] in tick_times and d["close_ts"] in tick_times for d in mongo_db.trades.find())
+    stored = set(tick_times(mongo_db))
+    assert all(d["open_ts"] in stored and d["close_ts"] in stored for d in mongo_db.trades.find())
 
 
 def _die(*args, **kwargs):
@@ -98,7 +99,7 @@ def test_a_redelivered_tick_is_a_no_op(mongo_db, ticks):
         store.add_tick(ticks[0])
         store.add_tick(ticks[1])
         store.flush()
-    assert mongo_db.ticks.count_documents({}) == 2
+    assert len(tick_times(mongo_db)) == 2
 
 
 def test_nothing_is_wiped_at_start(mongo_db, ticks):
@@ -106,7 +107,7 @@ def test_nothing_is_wiped_at_start(mongo_db, ticks):
     counts = {name: mongo_db[name].count_documents({}) for name in ("ticks", "open_trades", "trades")}
     Bot(Store(mongo_db, EPIC), SETTINGS, WARMUP_S)
     assert {name: mongo_db[name].count_documents({}) for name in counts} == counts
-    assert counts["ticks"] == 700 and counts["trades"] > 0
+    assert len(tick_times(mongo_db)) == 700 and counts["trades"] > 0
 
 
 def _eligible(db) -> list[tuple[int, str]]:
@@ -134,6 +135,24 @@ def test_batches_claim_consecutive_ranges_in_open_order(mongo_db, ticks):
     prices = store.batch_prices(claims[1])
     assert prices["ts"].iat[0] <= claims[1]["first_open_ts"] - 600_000 < prices["ts"].iat[1]
     assert prices["ts"].iat[-1] == claims[1]["last_close_ts"]
+
+
+def test_prices_read_across_buckets_are_exactly_the_stored_ticks(mongo_db, ticks, monkeypatch):
+    import streamer.store
+
+    monkeypatch.setattr(streamer.store, "BUCKET_MAX_SPAN_MS", 45_000)  # many buckets per flush
+    bot = stream(mongo_db, ticks)
+    bot.store.flush()
+    assert mongo_db.ticks.count_documents({}) > len(tick_times(mongo_db)) // 100
+    store = Store(mongo_db, EPIC)
+    assert store.last_tick() == ticks[-1]
+    size = len(_eligible(mongo_db)) // 3
+    _, batch = store.claim_batch(size, SETTINGS.as_dict()), store.claim_batch(size, SETTINGS.as_dict())
+    prices = store.batch_prices(batch)  # the second batch: its look-back starts after the first tick
+    start = max(t.ts for t in ticks if t.ts <= batch["first_open_ts"] - 600_000)
+    expected = [t for t in ticks if start <= t.ts <= batch["last_close_ts"]]
+    assert list(prices.drop(columns="epic").itertuples(index=False, name="Tick")) == expected
+    assert set(prices["epic"]) == {EPIC}
 
 
 def test_unflushed_closed_trades_are_never_claimed(mongo_db, ticks):
