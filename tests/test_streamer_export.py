@@ -30,7 +30,7 @@ EPIC = "CS.D.BITCOIN.CFD.IP"
 BUCKET = "livetrain-data"
 FILES = (PRICES_FILE, TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE)
 FAST = ("--warmup-seconds", "60", "--max-lifetime", "120", "--stop-distance", "20", "--limit-distance", "20",
-        "--directions", "BOTH", "--open-every", "0")
+        "--directions", "BOTH", "--open-every", "2")
 
 
 @pytest.fixture
@@ -163,12 +163,12 @@ def test_replay_exports_complete_batches_and_a_second_run_stores_nothing_new(run
     replay = tmp_path / "ticks.csv"
     prices.assign(ts=format_ts(prices["ts"].to_numpy())).to_csv(replay, index=False, columns=list(PRICE_COLUMNS))
     args = stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--replay-file", replay, source="replay",
-                       batch_size=1000)
+                       batch_size=500)
     result = run_cli(*args, timeout=120)
     assert result.returncode == 0, result.stderr
     closed = mongo_db.trades.count_documents({})
     assert len(tick_times(mongo_db)) == 3000
-    assert len(check_exported(bucket, mongo_db, batch_size=1000)) == closed // 1000 >= 2
+    assert len(check_exported(bucket, mongo_db, batch_size=500)) == closed // 500 >= 2
     again = run_cli(*args, timeout=120)
     assert again.returncode == 0, again.stderr
     assert (len(tick_times(mongo_db)), mongo_db.trades.count_documents({})) == (3000, closed)
