@@ -180,6 +180,9 @@ def run_stream(settings: StreamSettings) -> int:
         store = Store(connect(settings.mongo_uri), settings.epic)
         if max_batches_reached(store, settings.max_batches):
             return 0
+        if discarded := store.discard_uncommitted():
+            log.info("deleted %d documents a flush cut short by a crash wrote after the checkpoint; resuming "
+                     "from the checkpoint", discarded)
         s3 = s3_client(settings.s3_endpoint_url, settings.region)
         check_bucket(s3, settings.bucket)
         last_tick = store.last_tick()

@@ -1,10 +1,12 @@
-"""The streamer's MongoDB store: ticks, trades and batches. Nothing is ever wiped; a restart resumes.
+"""The streamer's MongoDB store: ticks, trades and batches. Nothing committed is ever wiped; a restart resumes.
 
 Collections (one database may hold several epics):
 - `ticks`: buckets of consecutive ticks, as MongoDB's time-series collections store measurements: one
   document per flush (at most FLUSH_MAX_TICKS ticks spanning at most BUCKET_MAX_SPAN_MS of market time) with
-  `ts` = its first tick's time, `last_ts`, `n` and `data`, one array per price column; `_id` = `<epic>/<ts>`. One
-  insert per flush, not one per tick, is what lets the local server keep up with a simulator at full speed.
+  `ts` = its first tick's time, `last_ts`, `n` and `data`, one column per price field (numbers as binary
+  little-endian int64/float64, as MongoDB's own buckets keep columns in binary form; text as arrays); `_id` =
+  `<epic>/<ts>`. One insert per flush, not one per tick, and binary columns let the local server keep up with
+  a simulator at full speed.
   Ticks reach the store strictly after the last stored one (streamer.run.Sequencer), so buckets never overlap,
   and a bucket written twice (a retried flush) is a no-op.
 - `open_trades`: every paper trade as it was opened (insert-only), `_id` = trade id.
@@ -15,11 +17,16 @@ Collections (one database may hold several epics):
 - `batches`: one document per batch: its range in open order and export state (see `streamer.exporter`).
 
 The hot path only inserts: writes are buffered and flushed in bulk, in the order ticks → opened trades →
-closed trades → checkpoint. A crash loses at most the unflushed writes and leaves a consistent store, because
-- every trade refers to a stored tick (ticks are flushed first);
-- closed trades are inserted in `close_seq` order, so the stored ones are a prefix of the close order;
+closed trades → checkpoint; a flush is committed when its checkpoint lands. A crash loses at most the flush in
+progress: the writer's restart first deletes what a cut-short flush wrote after the checkpoint
+(`discard_uncommitted`), then resumes exactly at the checkpoint, where
+- every stored trade refers to a stored tick, and the stored closed trades are the prefix of the close order
+  below the checkpoint's `next_close_seq`;
 - the open book is rebuilt as the trades that expire after the checkpoint and are not closed: a trade open at
-  the checkpoint expires after it (else it would have closed by then), whatever happened after it.
+  the checkpoint expires after it (else it would have closed by then).
+A recorded source (simulator, replay) then re-delivers the same ticks and the bot makes the same trades, so a
+crash changes nothing; a live source loses the ticks of the flush in progress, as it loses unflushed ones.
+Batches only ever hold committed writes (see claim_batch's cutoff).
 
 Query shapes suit the local MongoDB-wire server (shared/reference/local-stack.md), where only a secondary
 index serves a range, a sort is done on every document the filter matches, and each secondary index makes
@@ -34,12 +41,14 @@ import time
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pymongo
+from bson import Binary
 from pymongo.errors import BulkWriteError
 
 from processing.batch_contract import LOOKBACK_SECONDS, PRICE_COLUMNS, TRADE_COLUMNS
-from streamer.sources import TICK_FIELDS, Tick
+from streamer.sources import NUMERIC_FIELDS, TICK_FIELDS, Tick
 from streamer.trading import Trade
 
 DUPLICATE_KEY = 11000
@@ -48,6 +57,17 @@ FLUSH_MAX_TICKS = 2000
 BUCKET_MAX_SPAN_MS = 3_600_000  # a range read starts this much before its first tick
 _TRADE_FIELDS = tuple(f.name for f in fields(Trade))
 COMMITTED = "committed"
+
+
+BINARY_COLUMNS = {"ts": np.dtype("<i8"), **dict.fromkeys(NUMERIC_FIELDS, np.dtype("<f8"))}
+
+
+def columns(buckets: list[dict], fields=TICK_FIELDS) -> dict[str, np.ndarray]:
+    """Price fields of consecutive tick buckets, concatenated (text fields as object arrays)."""
+    return {field: np.concatenate([np.frombuffer(b["data"][field], BINARY_COLUMNS[field]) for b in buckets])
+            if field in BINARY_COLUMNS and buckets else
+            np.array([value for b in buckets for value in b["data"][field]], BINARY_COLUMNS.get(field, object))
+            for field in fields}
 
 
 def key(epic: str, number: int) -> str:
@@ -92,10 +112,7 @@ class Store:
         self._closed: list[dict] = []
         self._first_buffered = 0.0
         self._checkpoint = self.checkpoint()
-        after_checkpoint = self.trades.find({"epic": epic, "close_ts": {"$gte": self._checkpoint.get("ts", 0)}},
-                                            {"close_seq": 1})  # closed trades flushed with no checkpoint yet
-        self.stored_close_seq = max((doc["close_seq"] for doc in after_checkpoint),
-                                    default=self._checkpoint.get("next_close_seq", 0) - 1)  # ≤ this: stored
+        self.stored_close_seq = self._checkpoint.get("next_close_seq", 0) - 1  # closed trades ≤ this: committed
         self.stored_ticks = 0  # this run
         self._next_claim_check_ts = 0  # stored checkpoint ts before which no new batch can be complete
 
@@ -105,12 +122,22 @@ class Store:
         """The epic's checkpoint document (see the module's docstring), or {} before the first flush."""
         return self.checkpoints.find_one({"_id": self.epic}) or {}
 
+    def discard_uncommitted(self) -> int:
+        """Delete the writes of a flush whose checkpoint never landed (the writer calls this once, first);
+        returns how many documents were deleted."""
+        after = self._checkpoint.get("ts", -1)
+        deleted = [self.ticks.delete_many({"epic": self.epic, "ts": {"$gt": after}}),
+                   self.open_trades_.delete_many({"epic": self.epic, "expires_ts": {"$gt": after},
+                                                  "open_ts": {"$gt": after}}),
+                   self.trades.delete_many({"epic": self.epic, "close_ts": {"$gt": after}})]
+        return sum(result.deleted_count for result in deleted)
+
     def last_tick(self) -> Tick | None:
-        """The last stored tick: it is in a bucket that ends at or after the checkpoint."""
+        """The last stored tick (the checkpoint's, once uncommitted writes are discarded)."""
         buckets = self.ticks.find({"epic": self.epic,
                                    "ts": {"$gte": self._checkpoint.get("ts", 0) - BUCKET_MAX_SPAN_MS}})
         bucket = max(buckets, key=lambda d: d["ts"], default=None)
-        return None if bucket is None else Tick(**{field: bucket["data"][field][-1] for field in TICK_FIELDS})
+        return None if bucket is None else Tick(*(values[-1:].tolist()[0] for values in columns([bucket]).values()))
 
     def first_tick_ts(self) -> int | None:
         if "first_ts" in self._checkpoint:
@@ -177,9 +204,14 @@ class Store:
                 part = ticks[start:end]
                 buckets.append({"_id": key(self.epic, part[0].ts), "epic": self.epic, "ts": part[0].ts,
                                 "last_ts": part[-1].ts, "n": len(part),
-                                "data": {field: [getattr(tick, field) for tick in part] for field in TICK_FIELDS}})
+                                "data": {field: self._column(part, field) for field in TICK_FIELDS}})
                 start = end
         return buckets
+
+    @staticmethod
+    def _column(ticks: list[Tick], field: str) -> Binary | list:
+        values = [getattr(tick, field) for tick in ticks]
+        return Binary(np.asarray(values, BINARY_COLUMNS[field]).tobytes()) if field in BINARY_COLUMNS else values
 
     # ------------------------------------------------------------ batches (used by the exporter)
 
@@ -250,8 +282,7 @@ class Store:
         buckets = list(self.ticks.find({"epic": self.epic, "last_ts": {"$gte": start_ts},
                                         "ts": {"$gte": start_ts - BUCKET_MAX_SPAN_MS, "$lte": end_ts}},
                                        {"data": 1}).sort("ts", 1))
-        prices = pd.DataFrame({field: [value for bucket in buckets for value in bucket["data"][field]]
-                               for field in TICK_FIELDS})
+        prices = pd.DataFrame(columns(buckets))
         prices = prices[(prices["ts"] >= start_ts) & (prices["ts"] <= end_ts)]
         return prices.assign(epic=self.epic)[list(PRICE_COLUMNS)].reset_index(drop=True)
 
@@ -263,7 +294,8 @@ class Store:
             bucket = self.ticks.find_one({"epic": self.epic, "ts": {"$gt": ts - span, "$lte": ts}},
                                          {"data.ts": 1}, sort=[("ts", -1)])
             if bucket is not None:
-                return max(t for t in bucket["data"]["ts"] if t <= ts)
+                times = columns([bucket], ["ts"])["ts"]
+                return int(times[times <= ts].max())
             span *= 10
         return None
 

@@ -16,7 +16,9 @@ STOP_WITHIN_S = 4.0
 
 def tick_times(db) -> list[int]:
     """Every stored tick's time, in order (the store keeps ticks in buckets: see streamer.store)."""
-    return [ts for bucket in db.ticks.find({}, {"data.ts": 1}).sort("ts", 1) for ts in bucket["data"]["ts"]]
+    from streamer.store import columns
+
+    return columns(list(db.ticks.find({}, {"data.ts": 1}).sort("ts", 1)), ["ts"])["ts"].tolist()
 
 
 def database_uri(mongo_uri: str, database: str) -> str:

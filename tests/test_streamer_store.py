@@ -35,7 +35,9 @@ def second_db(mongo_db):
 def stream(db, ticks, bot=None) -> Bot:
     """Feed ticks as the main loop does (recorded source: ticks already stored are dropped)."""
     store = Store(db, EPIC)
-    bot = bot or Bot(store, SETTINGS, WARMUP_S)
+    if bot is None:  # a new writer, as after a restart
+        store.discard_uncommitted()
+        bot = Bot(store, SETTINGS, WARMUP_S)
     last = store.last_tick()
     sequencer = Sequencer(live=False, last_ts=None if last is None else last.ts)
     for tick in ticks:
@@ -64,28 +66,28 @@ def test_a_restart_continues_exactly_where_the_run_stopped(mongo_db, second_db, 
     assert set(resumed.trader.book.open) == set(whole.trader.book.open)
 
 
-def test_a_crash_between_ticks_and_trades_loses_no_trade(mongo_db, ticks, monkeypatch):
+@pytest.mark.parametrize("dies_in", ["open_trades_", "trades", "checkpoints"])
+def test_a_crash_in_any_part_of_a_flush_resumes_exactly_at_the_checkpoint(mongo_db, second_db, ticks, monkeypatch,
+                                                                          dies_in):
+    whole = closed_trades(stream(second_db, ticks).store.flush() or second_db)
     bot = stream(mongo_db, ticks[:1000])
     bot.store.flush()
-    for tick in ticks[1000:1100]:  # buffered, then the process "dies" after writing the ticks only
+    for tick in ticks[1000:1100]:  # buffered, then the process "dies" part way through the flush
         bot.on_tick(tick)
-    assert bot.store._closed, "the lost buffer should hold closings"
-    monkeypatch.setattr(bot.store.open_trades_, "insert_many", _die)
+    assert bot.store._opened and bot.store._closed, "the lost flush should hold openings and closings"
+    collection = getattr(bot.store, dies_in)
+    monkeypatch.setattr(collection, "replace_one" if dies_in == "checkpoints" else "insert_many", _die)
     with pytest.raises(SystemExit):
         bot.store.flush()
-    assert len(tick_times(mongo_db)) == 1100
+    assert len(tick_times(mongo_db)) == 1100  # the cut-short flush's ticks were written
     monkeypatch.undo()
     resumed = stream(mongo_db, ticks)
     resumed.store.flush()
-    assert resumed.opened > 0 and resumed.closed > 0
-    closed = closed_trades(mongo_db)
-    assert [row[4] for row in closed] == list(range(len(closed)))  # close_seq has no gap
-    closed_ids = {row[0] for row in closed}
-    assert len(closed_ids) == len(closed)
-    assert not closed_ids & set(resumed.trader.book.open)
-    opened = {d["trade_id"] for d in mongo_db.open_trades.find()}
-    assert opened == closed_ids | set(resumed.trader.book.open)  # every opened trade is closed or still open
+    assert closed_trades(mongo_db) == whole  # the same trades, closed at the same ticks, as without the crash
+    assert set(resumed.trader.book.open) | {row[0] for row in whole} == \
+        {d["trade_id"] for d in mongo_db.open_trades.find()}
     stored = set(tick_times(mongo_db))
+    assert len(stored) == len(ticks)
     assert all(d["open_ts"] in stored and d["close_ts"] in stored for d in mongo_db.trades.find())
 
 
