@@ -63,6 +63,31 @@ def test_the_same_event_twice_starts_one_run(stack):
     assert len(stack.executions) == 1
 
 
+def test_a_run_started_through_the_sagemaker_api_runs_in_the_engine(stack, run_cli):
+    """StartPipelineExecution (here on a batch that is not there) runs the stored definition; the execution, its
+    steps and the failure reason answer through the SageMaker API and `livetrain pipeline executions`."""
+    sagemaker = stack.client("sagemaker")
+    arn = sagemaker.start_pipeline_execution(
+        PipelineName=CONFIG.pipeline_name, PipelineExecutionDisplayName="by-hand",
+        PipelineParameters=[{"Name": "InputBucket", "Value": CONFIG.bucket},
+                            {"Name": "InputManifestKey", "Value": "batches/E/none/batch.manifest"}],
+    )["PipelineExecutionArn"]
+    wait_until(lambda: sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"]
+               != "Executing", 120, "the execution to finish")
+    described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
+    assert described["PipelineExecutionStatus"] == "Failed"
+    assert described["PipelineExecutionDisplayName"] == "by-hand"
+    steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]
+    (failed,) = [step for step in steps if step["StepStatus"] == "Failed"]
+    assert failed["FailureReason"] in described["FailureReason"]
+    assert failed["Metadata"]["ProcessingJob"]["Arn"].endswith(arn.rsplit("/", 1)[-1])
+    (summary,) = sagemaker.list_pipeline_executions(PipelineName=CONFIG.pipeline_name)["PipelineExecutionSummaries"]
+    assert summary["PipelineExecutionArn"] == arn
+    result = run_cli("pipeline", "executions", "--endpoint-url", stack.moto.url, env=stack.environment())
+    assert result.returncode == 0, result.stderr
+    assert arn.rsplit("/", 1)[-1] in result.stdout and "Failed" in result.stdout
+
+
 def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make_batch):
     s3, sagemaker, runtime = stack.client("s3"), stack.client("sagemaker"), stack.client("sagemaker-runtime")
 

@@ -6,11 +6,17 @@ import botocore.exceptions
 import pytest
 
 from infra.local.services import start_moto
+from pipelines.local.records import ExecutionStore
 
 
 @pytest.fixture(scope="module")
-def moto_daemon(tmp_path_factory):
-    moto = start_moto(tmp_path_factory.mktemp("moto"))
+def state_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("moto")
+
+
+@pytest.fixture(scope="module")
+def moto_daemon(state_dir):
+    moto = start_moto(state_dir)
     yield moto
     moto.stop()
 
@@ -69,3 +75,89 @@ def test_update_endpoint_names_what_is_missing(sagemaker):
     sagemaker.create_endpoint(EndpointName="other", EndpointConfigName="config-3")
     with pytest.raises(botocore.exceptions.ClientError, match="Could not find endpoint configuration 'missing'"):
         sagemaker.update_endpoint(EndpointName="other", EndpointConfigName="missing")
+
+
+DEFINITION = {"Version": "2020-12-01", "Steps": [],
+              "Parameters": [{"Name": "InputBucket", "Type": "String"},
+                             {"Name": "Threshold", "Type": "Float", "DefaultValue": 0.5}]}
+
+
+@pytest.fixture(scope="module")
+def pipeline(moto_daemon):
+    sagemaker = client(moto_daemon, "sagemaker")
+    sagemaker.create_pipeline(PipelineName="api", PipelineDefinition=json.dumps(DEFINITION),
+                              RoleArn="arn:aws:iam::123456789012:role/r")
+    return "api"
+
+
+def start(sagemaker, token: str, **extra) -> str:
+    return sagemaker.start_pipeline_execution(
+        PipelineName="api", ClientRequestToken=token.ljust(32, "0"),
+        PipelineParameters=[{"Name": "InputBucket", "Value": "b"}, {"Name": "Threshold", "Value": "0.7"}],
+        **extra)["PipelineExecutionArn"]
+
+
+def test_start_pipeline_execution_queues_a_run_of_the_stored_definition(sagemaker, pipeline, state_dir):
+    arn = start(sagemaker, "token-1", PipelineExecutionDisplayName="first-run")
+    assert start(sagemaker, "token-1", PipelineExecutionDisplayName="first-run") == arn  # idempotent by token
+    execution_id = arn.rsplit("/", 1)[-1]
+    described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
+    assert (described["PipelineExecutionDisplayName"], described["PipelineExecutionStatus"]) == \
+        ("first-run", "Executing")  # nothing runs it here: the local stack's runner takes the queue
+    assert "FailureReason" not in described
+    record = ExecutionStore(state_dir).load(execution_id)
+    assert record["Parameters"] == {"InputBucket": "b", "Threshold": "0.7"}
+    assert json.loads((state_dir / "executions" / execution_id / "definition.json").read_text()) == DEFINITION
+    assert list((state_dir / "queue").glob(f"*-{execution_id}.json"))
+
+    second = start(sagemaker, "token-2")
+    listed = sagemaker.list_pipeline_executions(PipelineName="api", SortBy="CreationTime", SortOrder="Descending",
+                                                MaxResults=1)
+    assert [s["PipelineExecutionArn"] for s in listed["PipelineExecutionSummaries"]] == [second]
+    rest = sagemaker.list_pipeline_executions(PipelineName="api", SortBy="CreationTime", SortOrder="Descending",
+                                              NextToken=listed["NextToken"])["PipelineExecutionSummaries"]
+    assert arn in [s["PipelineExecutionArn"] for s in rest] and second not in [s["PipelineExecutionArn"] for s in rest]
+
+
+def test_start_pipeline_execution_refuses_what_the_definition_does_not_declare(sagemaker, pipeline):
+    with pytest.raises(botocore.exceptions.ClientError, match="unknown parameter 'Nope'"):
+        sagemaker.start_pipeline_execution(PipelineName="api", PipelineParameters=[{"Name": "Nope", "Value": "1"}])
+    with pytest.raises(botocore.exceptions.ClientError, match="Threshold"):
+        sagemaker.start_pipeline_execution(PipelineName="api", PipelineParameters=[
+            {"Name": "InputBucket", "Value": "b"}, {"Name": "Threshold", "Value": "high"}])
+    with pytest.raises(botocore.exceptions.ClientError, match="ResourceNotFound"):
+        sagemaker.describe_pipeline_execution(
+            PipelineExecutionArn="arn:aws:sagemaker:us-east-1:123456789012:pipeline/api/execution/nothing")
+
+
+def test_execution_steps_carry_sagemakers_metadata(sagemaker, pipeline, state_dir):
+    arn = start(sagemaker, "token-steps")
+    store = ExecutionStore(state_dir)
+    record = store.load(arn)
+    job = "arn:aws:sagemaker:us-east-1:123456789012:processing-job/prep"
+    record["Steps"] = {
+        "Prep": {"StepName": "Prep", "StepType": "Processing", "StepStatus": "Succeeded",
+                 "StartTime": "2026-12-04T10:00:00.000Z", "EndTime": "2026-12-04T10:00:05.000Z", "AttemptCount": 1,
+                 "Properties": {"ProcessingJobArn": job}},
+        "Gate": {"StepName": "Gate", "StepType": "Condition", "StepStatus": "Succeeded",
+                 "StartTime": "2026-12-04T10:00:06.000Z", "EndTime": "2026-12-04T10:00:06.100Z",
+                 "Properties": {"Outcome": False}},
+        "Explain": {"StepName": "Explain", "StepType": "Fail", "StepStatus": "Failed",
+                    "StartTime": "2026-12-04T10:00:07.000Z", "EndTime": "2026-12-04T10:00:07.100Z",
+                    "FailureReason": "not better than the baseline"},
+        "Register": {"StepName": "Register", "StepType": "RegisterModel", "StepStatus": "NotExecuted"}}
+    record.update(PipelineExecutionStatus="Failed", FailureReason="not better than the baseline")
+    store.save(record)
+
+    steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]
+    assert [(s["StepName"], s["StepStatus"], s["Metadata"]) for s in steps] == [
+        ("Explain", "Failed", {"Fail": {"ErrorMessage": "not better than the baseline"}}),
+        ("Gate", "Succeeded", {"Condition": {"Outcome": "false"}}),
+        ("Prep", "Succeeded", {"ProcessingJob": {"Arn": job}})]
+    assert steps[0]["FailureReason"] == "not better than the baseline"
+    described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
+    assert (described["PipelineExecutionStatus"], described["FailureReason"]) == \
+        ("Failed", "not better than the baseline")
+    (summary,) = [s for s in sagemaker.list_pipeline_executions(PipelineName="api")["PipelineExecutionSummaries"]
+                  if s["PipelineExecutionArn"] == arn]
+    assert summary["PipelineExecutionFailureReason"] == "not better than the baseline"

@@ -6,18 +6,25 @@
 - S3 → EventBridge events all carry the same `id` (moto copies one base message). EventBridge gives every
   event its own id, and at-least-once consumers (the local dispatcher) dedupe on it: every copy of the base
   message gets a fresh id.
+- Pipeline executions (moto records them as Succeeded at once and runs nothing; ListPipelineExecutionSteps
+  answers HTTP 500): given the stack's state directory, Start/Describe/List pipeline executions and
+  ListPipelineExecutionSteps are answered by `execution_api.py` from the local engine's durable records, and a
+  start queues a real run that the stack's runner executes (`pipelines/local/submissions.py`).
 
-`python -m infra.local.moto_gaps -H 127.0.0.1 -p PORT` runs moto's server with the gaps closed; `apply()`
-closes them in-process (for moto's decorator or threaded server).
+`python -m infra.local.moto_gaps -H 127.0.0.1 -p PORT` runs moto's server with the gaps closed (the executions
+too when $LIVETRAIN_LOCAL_STATE_DIR names the state directory); `apply()` closes them in-process (for moto's
+decorator or threaded server).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import uuid
 
 PINNED_MOTO = "5.2.5"
+STATE_DIR_VARIABLE = "LIVETRAIN_LOCAL_STATE_DIR"
 
 
 class _EventWithFreshId(dict):
@@ -27,8 +34,9 @@ class _EventWithFreshId(dict):
         return {**copy.deepcopy(dict(self), memo), "id": str(uuid.uuid4())}
 
 
-def apply() -> None:
-    """Add the missing operations to moto's SageMaker backend and its HTTP responses."""
+def apply(state_dir: str | None = None) -> None:
+    """Add the missing operations to moto's SageMaker backend and its HTTP responses; with `state_dir`, answer
+    the pipeline-execution operations from the local engine's records there."""
     import moto
     import moto.events.utils
     from moto.core.responses import ActionResult
@@ -63,10 +71,65 @@ def apply() -> None:
     SageMakerModelBackend.update_endpoint = update_endpoint
     SageMakerResponse.update_endpoint = update_endpoint_response
     moto.events.utils._BASE_EVENT_MESSAGE = _EventWithFreshId(moto.events.utils._BASE_EVENT_MESSAGE)
+    if state_dir:
+        _serve_executions(state_dir)
+
+
+def _serve_executions(state_dir: str) -> None:
+    """moto's pipeline-execution handlers replaced by the engine's records (infra/local/execution_api.py)."""
+    from moto.core.responses import ActionResult
+    from moto.core.utils import utcnow
+    from moto.sagemaker.exceptions import ResourceNotFound, ValidationError
+    from moto.sagemaker.responses import SageMakerResponse
+    from moto.sagemaker.utils import get_pipeline_from_name
+
+    from infra.local.execution_api import ExecutionApi, Invalid, NotFound
+
+    api = ExecutionApi(state_dir)
+
+    def answer(call):
+        try:
+            return ActionResult(call())
+        except NotFound as exc:
+            raise ResourceNotFound(message=str(exc)) from None
+        except Invalid as exc:
+            raise ValidationError(message=str(exc)) from None
+
+    def start(response: SageMakerResponse) -> ActionResult:
+        pipeline = get_pipeline_from_name(response.sagemaker_backend.pipelines, response._get_param("PipelineName"))
+        pipeline.last_execution_time = utcnow()
+        return answer(lambda: api.start(
+            pipeline_name=pipeline.pipeline_name, pipeline_arn=pipeline.arn,
+            definition_json=pipeline.pipeline_definition, parameters=response._get_param("PipelineParameters"),
+            display_name=response._get_param("PipelineExecutionDisplayName"),
+            description=response._get_param("PipelineExecutionDescription"),
+            client_token=response._get_param("ClientRequestToken")))
+
+    def describe(response: SageMakerResponse) -> ActionResult:
+        return answer(lambda: api.describe(response._get_param("PipelineExecutionArn")))
+
+    def list_executions(response: SageMakerResponse) -> ActionResult:
+        name = response._get_param("PipelineName")
+        get_pipeline_from_name(response.sagemaker_backend.pipelines, name)
+        return answer(lambda: api.list(name, sort_by=response._get_param("SortBy"),
+                                       sort_order=response._get_param("SortOrder"),
+                                       max_results=response._get_param("MaxResults"),
+                                       next_token=response._get_param("NextToken")))
+
+    def list_steps(response: SageMakerResponse) -> ActionResult:
+        return answer(lambda: api.steps(response._get_param("PipelineExecutionArn"),
+                                        sort_order=response._get_param("SortOrder"),
+                                        max_results=response._get_param("MaxResults"),
+                                        next_token=response._get_param("NextToken")))
+
+    SageMakerResponse.start_pipeline_execution = start
+    SageMakerResponse.describe_pipeline_execution = describe
+    SageMakerResponse.list_pipeline_executions = list_executions
+    SageMakerResponse.list_pipeline_execution_steps = list_steps
 
 
 def main() -> None:
-    apply()
+    apply(os.environ.get(STATE_DIR_VARIABLE))
     from moto.server import main as moto_server
 
     moto_server(sys.argv[1:])

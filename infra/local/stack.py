@@ -6,8 +6,10 @@ what the CloudFormation template provisions on AWS (the data bucket with EventBr
 rules with the template's own patterns and parameter mapping, the model package group, the IG secret, the
 pipeline); and dispatches rule matches to their real targets:
 
-- the manifest rule → a local execution of the pipeline definition stored in moto, with the parameters
-  EventBridge would pass (`pipelines/local`); executions run one after another, none is dropped;
+- the manifest rule → StartPipelineExecution with the parameters EventBridge would pass (and the event's id as
+  the client token), the same call a user makes with boto3: moto (`moto_gaps.py`) queues the execution in the
+  state directory and the stack's runner executes the queue in the local engine (`pipelines/local`), in arrival
+  order, up to `max_concurrent_executions` at a time; none is dropped;
 - the approval rule → the deploy Lambda's code, in-process, configured as the template configures it.
 """
 
@@ -23,6 +25,7 @@ from infra.local.dispatcher import Dispatcher, LocalRule, ModelPackageWatcher, j
 from infra.local.services import Service, start_mongo, start_moto, wait_until
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
+from pipelines.local.submissions import Submissions
 
 LOCAL_ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/livetrain-local"
 IG_SECRET_ID = "livetrain/ig-credentials"
@@ -33,7 +36,7 @@ class LocalStack:
     """Services, provisioning and event dispatch; use as a context manager, or start() and stop()."""
 
     def __init__(self, config: Config, state_dir: Path | None = None, *, max_jobs: int | None = None,
-                 max_parallel_jobs: int | None = None, log=None):
+                 max_parallel_jobs: int | None = None, max_concurrent_executions: int = 1, log=None):
         self.config = config
         self.state_dir = Path(state_dir or config.state_dir).resolve()
         self.max_jobs = max_jobs or config.max_jobs
@@ -46,7 +49,10 @@ class LocalStack:
         self.watcher: ModelPackageWatcher | None = None
         self.executions: list[Future] = []  # one per batch that landed, in arrival order
         self.deployments: list[dict] = []  # the deploy Lambda's reports
-        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
+        self.submissions = Submissions(self.state_dir)
+        self._runs: dict[str, Future] = {}  # execution id → its run in this process, for every queued execution
+        self._runs_lock = threading.Lock()
+        self._runner = ThreadPoolExecutor(max_workers=max_concurrent_executions, thread_name_prefix="pipeline")
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -139,6 +145,7 @@ class LocalStack:
         def loop():
             try:
                 while not self._stop.is_set():
+                    self.run_queued()
                     self.watcher.poll_once()
                     if not self.dispatcher.poll_once():
                         self._stop.wait(POLL_SECONDS)
@@ -158,21 +165,41 @@ class LocalStack:
     # ------------------------------------------------------------ the rules' targets
 
     def _start_pipeline(self, event: dict) -> None:
+        """EventBridge's pipeline target: StartPipelineExecution, the event's id as the client token (a redelivered
+        event finds its execution instead of starting another)."""
         parameters = {name: str(json_path(event, path)) for name, path in pipeline_parameter_mapping().items()}
+        arn = self.client("sagemaker").start_pipeline_execution(
+            PipelineName=self.config.pipeline_name, ClientRequestToken=event["id"],
+            PipelineParameters=[{"Name": name, "Value": value} for name, value in parameters.items()],
+        )["PipelineExecutionArn"]
         self.log(f"batch landed: s3://{parameters['InputBucket']}/{parameters['InputManifestKey']} "
-                 f"→ pipeline {self.config.pipeline_name}")
-        self.executions.append(self._runner.submit(self._run_pipeline, parameters))
+                 f"→ pipeline {self.config.pipeline_name}, execution {arn.rsplit('/', 1)[-1]}")
+        self.executions.append(self.run_queued()[arn.rsplit("/", 1)[-1]])
 
-    def _run_pipeline(self, parameters: dict) -> dict:
-        from pipelines.local.engine import LocalExecution, fetch_definition
+    def run_queued(self) -> dict[str, Future]:
+        """Hand every queued execution not yet handed over to the runner, in arrival order; every run so far."""
+        with self._runs_lock:
+            for execution_id in self.submissions.pending():
+                if execution_id not in self._runs:
+                    self._runs[execution_id] = self._runner.submit(self._run_execution, execution_id)
+            return dict(self._runs)
+
+    def _run_execution(self, execution_id: str) -> dict:
+        from pipelines.local.engine import LocalExecution
         from pipelines.parameters import resolve_parameters
 
-        sagemaker = self.client("sagemaker")
-        definition, pipeline_arn = fetch_definition(sagemaker, self.config.pipeline_name)
-        execution = LocalExecution(definition, resolve_parameters(definition, parameters), s3=self.client("s3"),
-                                   sagemaker=sagemaker, state_dir=self.state_dir, progress=self.log,
-                                   pipeline_name=self.config.pipeline_name, pipeline_arn=pipeline_arn)
-        return execution.run()
+        record = self.submissions.store.load(execution_id)
+        try:
+            definition = self.submissions.definition(execution_id)
+            execution = LocalExecution(definition, resolve_parameters(definition, record["Parameters"]),
+                                       s3=self.client("s3"), sagemaker=self.client("sagemaker"),
+                                       state_dir=self.state_dir, progress=self.log, execution_id=execution_id,
+                                       pipeline_name=record["PipelineName"], pipeline_arn=record["PipelineArn"])
+            record = execution.run()
+        except Exception as exc:  # the engine records a step's failure itself; this is anything around it
+            record = self.submissions.fail(execution_id, f"the local engine could not run it: {exc}")
+        self.submissions.done(execution_id)
+        return record
 
     def _deploy(self, event: dict) -> None:
         from lambdas.deploy_on_approval import DeployConfig, deploy

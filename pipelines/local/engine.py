@@ -170,14 +170,16 @@ class LocalExecution:
 
     def __init__(self, definition: dict, parameters: dict, *, s3, sagemaker, state_dir: str | Path,
                  pipeline_name: str, pipeline_arn: str, progress: Callable[[str], None] | None = None,
-                 max_parallel_steps: int = 4):
+                 max_parallel_steps: int = 4, execution_id: str | None = None):
+        """`execution_id`: run an execution already recorded (started through the SageMaker API,
+        `submissions.py`), keeping its record's other fields (display name, client token, creation time)."""
         self.definition = definition
         self.s3, self.sagemaker = s3, sagemaker
         self.store = ExecutionStore(state_dir)
         self.cache = StepCache(state_dir)
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
         self.max_parallel_steps = max_parallel_steps
-        self.id = new_execution_id()
+        self.id = execution_id or new_execution_id()
         self.arn = f"{pipeline_arn}/execution/{self.id}"
         self.arn_prefix = pipeline_arn.split(":pipeline/")[0]
         self.directory = self.store.execution_dir(self.id)
@@ -191,7 +193,8 @@ class LocalExecution:
                                     "PipelineName": pipeline_name, "PipelineArn": pipeline_arn,
                                     "StartDateTime": start}
         self.parameters = parameters
-        self.record = {"PipelineExecutionId": self.id, "PipelineExecutionArn": self.arn,
+        earlier = self.store.load(execution_id) if execution_id else {}
+        self.record = {**earlier, "PipelineExecutionId": self.id, "PipelineExecutionArn": self.arn,
                        "PipelineName": pipeline_name, "PipelineArn": pipeline_arn, "Parameters": parameters,
                        "PipelineExecutionStatus": ExecutionStatus.EXECUTING, "StartTime": start, "EndTime": None,
                        "FailureReason": None, "Steps": {}}
