@@ -28,7 +28,8 @@ demo: install
 	$(BIN)/livetrain demo
 
 # One pytest worker per core; a module's tests stay on one worker, so its fixtures (a demo, a stack) run once.
-PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile
+# --durations: every run ends with its 15 slowest tests, so the test time has a visible budget.
+PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile --durations=15
 
 test: install checkov
 	$(BIN)/ruff check .

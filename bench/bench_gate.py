@@ -182,17 +182,11 @@ def population(stack: Stack, model_data_url: str, features: np.ndarray, labels: 
 def population_sample(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of every trade of a batch (no split: it only scores fixed models)."""
     from processing import batch_contract as contract
-    from processing.preprocess import Ticks, feature_matrix
+    from processing.preprocess import trade_features
 
     read = contract.read_batch(directory)
-    ticks = Ticks(read.prices["ts"], np.column_stack([read.prices[f] for f in contract.PRICE_FIELDS]))
-    open_ts = read.trades["open_ts"]
-    keep = open_ts - 1000 * contract.LOOKBACK_SECONDS >= read.prices["ts"][0]
-    open_ts, labels = open_ts[keep], read.trades["label"][keep].astype(np.int64)
-    out = np.empty((len(open_ts), len(contract.feature_names())), np.int64)
-    for start in range(0, len(open_ts), 1000):
-        feature_matrix(ticks, open_ts[start : start + 1000], contract.LOOKBACK_SECONDS, out[start : start + 1000])
-    return out / 10.0**ticks.decimals, labels
+    features, keep = trade_features(read)
+    return features, read.trades["label"][keep].astype(np.int64)
 
 
 def wilson(successes: int, total: int) -> str:

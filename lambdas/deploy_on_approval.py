@@ -1,14 +1,17 @@
 """Deploy an approved model package to the endpoint: the Lambda behind the "package approved" rule.
 
 boto3 only (the Lambda runtime's). `handler` reads its configuration from the environment the template sets
-(ENDPOINT_NAME, MODEL_PACKAGE_GROUP, EXECUTION_ROLE_ARN, ALARM_NAMES, INSTANCE_TYPE, ...); `deploy` is the
+(ENDPOINT_NAME, MODEL_PACKAGE_GROUP, EXECUTION_ROLE_ARN, ALARM_NAMES, INSTANCE_TYPE, DATA_CAPTURE_URI, ...);
+`deploy` is the
 whole behaviour, with the SageMaker client passed in.
 
 For an Approved package of the group: a model named `<endpoint>-v<version>` from the package, an endpoint
 config of the same name, then the endpoint is created, or updated blue/green with automatic rollback on the
-alarms. It then waits, within a bounded time, for InService and reports; past that time SageMaker carries on
-and the report says so. Idempotent: a package already in service or being deployed is a logged no-op, and an
-existing model or config of that name is reused; so are events for other groups or other statuses.
+alarms. With DATA_CAPTURE_URI the endpoint config captures every request and response there (SageMaker's data
+capture: JSON Lines under <uri>/<endpoint>/<variant>/yyyy/mm/dd/hh/), for the live-quality monitor to merge
+with ground truth. It then waits, within a bounded time, for InService and reports; past that time SageMaker
+carries on and the report says so. Idempotent: a package already in service or being deployed is a logged
+no-op, and an existing model or config of that name is reused; so are events for other groups or other statuses.
 """
 
 from __future__ import annotations
@@ -40,16 +43,19 @@ class DeployConfig:
     bake_seconds: int = 300
     wait_seconds: int = 840
     poll_seconds: int = 15
+    data_capture_uri: str = ""  # s3://<bucket>/<prefix>/datacapture; "" = no capture
 
     @classmethod
     def from_env(cls, environ=os.environ) -> DeployConfig:
         """ENDPOINT_NAME, MODEL_PACKAGE_GROUP, EXECUTION_ROLE_ARN (required); ALARM_NAMES (comma-separated),
-        INSTANCE_TYPE, INSTANCE_COUNT, VARIANT_NAME, BAKE_SECONDS, WAIT_SECONDS, POLL_SECONDS (optional)."""
+        INSTANCE_TYPE, INSTANCE_COUNT, VARIANT_NAME, DATA_CAPTURE_URI, BAKE_SECONDS, WAIT_SECONDS, POLL_SECONDS
+        (optional)."""
         required = ("ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN")
         missing = [name for name in required if not environ.get(name)]
         if missing:
             raise RuntimeError(f"environment variables not set: {', '.join(missing)}")
-        optional = {"instance_type": "INSTANCE_TYPE", "variant_name": "VARIANT_NAME"}
+        optional = {"instance_type": "INSTANCE_TYPE", "variant_name": "VARIANT_NAME",
+                    "data_capture_uri": "DATA_CAPTURE_URI"}
         numbers = {"instance_count": "INSTANCE_COUNT", "bake_seconds": "BAKE_SECONDS",
                    "wait_seconds": "WAIT_SECONDS", "poll_seconds": "POLL_SECONDS"}
         return cls(
@@ -118,6 +124,15 @@ def deployment_config(config: DeployConfig) -> dict:
     return policy
 
 
+def data_capture_config(config: DeployConfig) -> dict:
+    """Every request and response captured (100 %), CSV requests and JSON responses, to DATA_CAPTURE_URI."""
+    return {"EnableCapture": True, "InitialSamplingPercentage": 100,
+            "DestinationS3Uri": config.data_capture_uri.rstrip("/"),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"],
+                                         "JsonContentTypes": ["application/json", "application/jsonlines"]}}
+
+
 def _wait(sagemaker, config: DeployConfig, wait_seconds: float) -> dict:
     """Poll the endpoint until it settles or the time is up; the last description."""
     deadline = time.monotonic() + max(0.0, wait_seconds)
@@ -166,11 +181,12 @@ def deploy(event: dict, sagemaker, config: DeployConfig, wait_seconds: float | N
                     ModelName=name, ExecutionRoleArn=config.execution_role_arn,
                     PrimaryContainer={"ModelPackageName": package_arn}):
         log.info("created model %s from %s", name, package_arn)
+    capture = {"DataCaptureConfig": data_capture_config(config)} if config.data_capture_uri else {}
     if _create_once(lambda: _describe(sagemaker.describe_endpoint_config, EndpointConfigName=name),
                     sagemaker.create_endpoint_config, EndpointConfigName=name, ProductionVariants=[{
                         "VariantName": config.variant_name, "ModelName": name,
                         "InitialInstanceCount": config.instance_count, "InstanceType": config.instance_type,
-                        "InitialVariantWeight": 1.0}]):
+                        "InitialVariantWeight": 1.0}], **capture):
         log.info("created endpoint config %s", name)
 
     if endpoint is None:

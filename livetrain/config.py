@@ -15,6 +15,8 @@ from livetrain.errors import UserError
 
 # The account moto answers for: the local stack's role and the local records' ARNs name it.
 LOCAL_ACCOUNT_ID = "123456789012"
+# The simulated markets (streamer/market.py describes them); the CLIs offer them without importing the simulator.
+MARKETS = ("random-walk", "planted-signal", "regime-switching")
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,19 @@ def feature_matrix(ticks: Ticks, open_ts: np.ndarray, lookback_seconds: int, out
     return out
 
 
+def trade_features(batch: contract.Batch, rows_per_chunk: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(features in price units, one row per trade with full look-back; the mask of those trades) of a whole
+    batch, unsplit: for scoring fixed models on every trade (the backtest, the gate's benchmark)."""
+    ticks = Ticks(batch.prices["ts"], np.column_stack([batch.prices[f] for f in contract.PRICE_FIELDS]))
+    open_ts = batch.trades["open_ts"]
+    keep = open_ts - 1000 * contract.LOOKBACK_SECONDS >= batch.prices["ts"][0]
+    out = np.empty((int(keep.sum()), len(contract.feature_names())), np.int64)
+    for start in range(0, len(out), rows_per_chunk):
+        feature_matrix(ticks, open_ts[keep][start : start + rows_per_chunk], contract.LOOKBACK_SECONDS,
+                       out[start : start + rows_per_chunk])
+    return out / 10.0**ticks.decimals, keep
+
+
 # ---------------------------------------------------------------- CSV text
 
 

@@ -12,11 +12,12 @@ class Bot:
 
     The bot opens trades only once `warmup_s` seconds of ticks are stored (so that every trade has its
     look-back) and only while the market state is TRADEABLE. Closed trades are numbered in close order
-    (`close_seq`), which is how the exporter cuts batches.
+    (`close_seq`), which is how the exporter cuts batches. With a scorer, each closed trade also carries the
+    endpoint's answer at its opening (streamer/scoring.py).
     """
 
-    def __init__(self, store: Store, settings: BotSettings, warmup_s: float):
-        self.store = store
+    def __init__(self, store: Store, settings: BotSettings, warmup_s: float, scorer=None):
+        self.store, self.scorer = store, scorer  # scorer: a streamer.scoring.LiveScorer, or None
         book = TradeBook(open={trade.trade_id: trade for trade in store.open_trades()})
         last_opens = [trade.open_ts for trade in book.open.values()]
         last_opens.append(store.checkpoint().get("last_open_ts"))
@@ -39,6 +40,11 @@ class Bot:
         self.store.add_tick(tick)
         may_open = tick.ts >= self._opens_from and tick.market_state == TRADEABLE
         opened, closed = self.trader.on_tick(tick.ts, tick.bid, tick.offer, may_open=may_open)
+        if self.scorer is not None:
+            self.scorer.on_tick(tick)
+            for trade in opened:
+                self.scorer.on_open(trade)
+            closed = [{**row, **self.scorer.on_close(row)} for row in closed]
         for trade in opened:
             self.store.add_opened(trade)
         for row in closed:

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from livetrain.arguments import positive_float, positive_int
+from livetrain.config import MARKETS
 from livetrain.errors import UserError
 from streamer.trading import BotSettings, parse_directions
 
@@ -57,7 +58,7 @@ def add_commands(commands, config) -> None:
     synth.add_argument("--trades", type=positive_int, default=config.batch_size,
                        help=f"closed trades (default {config.batch_size})")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--market", choices=("random-walk", "planted-signal"), default="planted-signal")
+    synth.add_argument("--market", choices=MARKETS, default="planted-signal")
     synth.add_argument("--epic", default=config.epic)
     synth.add_argument("--bucket", default=config.bucket, help="bucket named in the manifest's prefix")
     synth.add_argument("--batch-id", help="default: synth-<market>-<seed>-<trades>")
@@ -92,14 +93,21 @@ def add_stream_command(commands, config) -> None:
     stream.add_argument("--speed", type=speed, default=1.0,
                         help="sim/replay: times real time, or `max` for as fast as possible (default 1)")
     stream.add_argument("--replay-file", help="replay: a ticks CSV with the columns of a batch's prices.csv")
-    stream.add_argument("--market", choices=("random-walk", "planted-signal"), default="planted-signal",
+    stream.add_argument("--market", choices=MARKETS, default="planted-signal",
                         help="sim: market model (default planted-signal)")
     stream.add_argument("--seed", type=int, default=0, help="sim: random seed (default 0)")
     stream.add_argument("--ig-secret-id", help="ig: Secrets Manager secret with ig_identifier, ig_password, "
                         "ig_api_key (default: the IG_IDENTIFIER, IG_PASSWORD, IG_API_KEY environment variables)")
     stream.add_argument("--ig-api-url", default=IG_DEMO_API, help="ig: REST API base (default IG's demo)")
+    stream.add_argument("--endpoint-name", metavar="NAME",
+                        help="live scoring: ask this SageMaker endpoint for a score at each trade's opening "
+                             "(inference id = trade id) and write closed scored trades' labels as Model Monitor "
+                             f"ground truth under s3://BUCKET/{config.pipeline_name}/groundtruth/ (default: off)")
+    stream.add_argument("--runtime-endpoint-url", metavar="URL",
+                        help="SageMaker Runtime endpoint, e.g. the local endpoint server (default: AWS, or "
+                             "$AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME)")
     add_bot_arguments(stream, config)
-    stream.set_defaults(handler=run_stream, region=config.region)
+    stream.set_defaults(handler=run_stream, region=config.region, monitor_prefix=config.pipeline_name)
 
 
 def run_stream(args: argparse.Namespace) -> int:
@@ -115,7 +123,9 @@ def run_stream(args: argparse.Namespace) -> int:
         source=args.source, epic=args.epic, mongo_uri=args.mongo_uri, bucket=args.bucket, region=args.region,
         s3_endpoint_url=args.s3_endpoint_url, batch_size=args.batch_size, max_batches=args.max_batches,
         warmup_seconds=args.warmup_seconds, speed=args.speed, replay_file=args.replay_file, market=args.market,
-        seed=args.seed, ig_secret_id=args.ig_secret_id, ig_api_url=args.ig_api_url, bot=bot_settings(args))
+        seed=args.seed, ig_secret_id=args.ig_secret_id, ig_api_url=args.ig_api_url, bot=bot_settings(args),
+        endpoint_name=args.endpoint_name, runtime_endpoint_url=args.runtime_endpoint_url,
+        monitor_prefix=args.monitor_prefix)
     try:
         return run_stream(settings)
     except pymongo.errors.PyMongoError as exc:

@@ -18,6 +18,15 @@ Two modes:
   (Ornstein-Uhlenbeck, same time constant, standard deviation |strength| ×
   half-life / ln 2 points: the move such a drift makes over its memory) is
   added to the price, so a recent rise tends to be given back.
+- `regime-switching`: the planted pattern changes with the market's regime.
+  The schedule is drawn from the seed (its own random stream, so the ticks'
+  randomness is that of `planted-signal`): the first regime is momentum; each
+  regime lasts a uniform draw from `regime_hours` (default 96-192 h, so that a
+  10,000-trade batch of about 83 h sees a switch every one or two batches) and
+  has a strength drawn uniformly from `regime_strengths` (0.3-0.7 points per
+  second); the sign alternates at every switch, momentum then reversal.
+  `regime_schedule(settings, seed)` gives the (hours after the start, strength)
+  pairs; a model trained before a switch learned the opposite of what follows.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-MARKETS = ("random-walk", "planted-signal")
+from livetrain.config import MARKETS
+
 DAY_MS = 86_400_000
 
 
@@ -46,6 +56,9 @@ class MarketSettings:
     signal_strength: float = 0.5  # points per second (std of the drift)
     signal_halflife_s: float = 300.0
     signal_changes: tuple[tuple[float, float], ...] = ()  # (hours after start, strength from then on), in order
+    regime_hours: tuple[float, float] = (96.0, 192.0)  # regime-switching: the range of a regime's length
+    regime_strengths: tuple[float, float] = (0.3, 0.7)  # regime-switching: the range of its |strength|
+    regime_horizon_hours: float = 24 * 3650.0  # regime-switching: how far ahead the schedule is drawn
 
     def __post_init__(self):
         if self.market not in MARKETS:
@@ -65,6 +78,8 @@ class MarketSimulator:
         self._drift = self._level = 0.0
         self._day = self._ts // DAY_MS
         self._day_open = self._day_high = self._day_low = self._mid
+        self._changes = regime_schedule(settings, seed) if settings.market == "regime-switching" else (
+            settings.signal_changes)
 
     def ticks(self, n: int) -> pd.DataFrame:
         """The next `n` ticks as a prices frame (batch contract columns, ts in int64 ms)."""
@@ -76,7 +91,7 @@ class MarketSimulator:
         ts = self._ts + np.cumsum(gap_ms)
         dt = gap_ms / 1000.0
         steps = s.volatility * np.sqrt(dt) * rng.standard_normal(n)
-        if s.market == "planted-signal" and any([s.signal_strength, *(v for _, v in s.signal_changes)]):
+        if s.market != "random-walk" and any([s.signal_strength, *(v for _, v in self._changes)]):
             steps += self._planted_moves(dt, self._strengths(ts), rng.standard_normal(n))
         mid = self._mid + np.cumsum(steps)
         self._ts, self._mid = int(ts[-1]), float(mid[-1])
@@ -94,9 +109,8 @@ class MarketSimulator:
 
     def _strengths(self, ts: np.ndarray) -> np.ndarray:
         """The signal strength at each tick: signal_strength, then each change from its time on."""
-        s = self.settings
-        hours = [hour for hour, _ in s.signal_changes]
-        levels = np.array([s.signal_strength, *(strength for _, strength in s.signal_changes)])
+        hours = [hour for hour, _ in self._changes]
+        levels = np.array([self.settings.signal_strength, *(strength for _, strength in self._changes)])
         return levels[np.searchsorted(hours, (ts - self._start_ts) / 3.6e6, side="right")]
 
     def _planted_moves(self, dt: np.ndarray, strengths: np.ndarray, shocks: np.ndarray) -> np.ndarray:
@@ -130,6 +144,18 @@ class MarketSimulator:
             mid_open[part] = self._day_open
             self._day_high, self._day_low = high[part][-1], low[part][-1]
         return mid_open, high, low
+
+
+def regime_schedule(settings: MarketSettings, seed: int) -> tuple[tuple[float, float], ...]:
+    """The regime-switching market's (hours after the start, strength) pairs, from the start on: the same seed
+    gives the same schedule. The first pair is at hour 0 (momentum); signs alternate."""
+    rng = np.random.default_rng([seed, 0x5E61])  # a stream of its own: the ticks' draws stay those of the seed
+    changes, hour, sign = [], 0.0, 1.0
+    while hour < settings.regime_horizon_hours:
+        changes.append((hour, sign * float(rng.uniform(*settings.regime_strengths))))
+        hour += float(rng.uniform(*settings.regime_hours))
+        sign = -sign
+    return tuple(changes)
 
 
 def _uk_clock(ts: np.ndarray) -> np.ndarray:

@@ -45,6 +45,9 @@ class StreamSettings:
     seed: int = 0  # sim
     ig_secret_id: str | None = None
     ig_api_url: str = ""
+    endpoint_name: str | None = None  # live scoring (streamer/scoring.py): off when None
+    runtime_endpoint_url: str | None = None  # SageMaker Runtime, e.g. the local endpoint server
+    monitor_prefix: str = "livetrain"  # ground truth under s3://<bucket>/<prefix>/groundtruth/
 
 
 class Sequencer:
@@ -116,6 +119,22 @@ def check_bucket(s3, bucket: str) -> None:
         log.warning("S3 unreachable at start (%s); batches wait until it answers", exc)
 
 
+def live_scorer(settings: StreamSettings, s3):
+    """The live scorer when --endpoint-name is given: SageMaker Runtime calls with a short timeout, no retries."""
+    from botocore.config import Config
+
+    from livetrain import aws
+    from streamer.scoring import LiveScorer, ScoringSettings
+
+    scoring = ScoringSettings(settings.endpoint_name, settings.bucket, settings.monitor_prefix)
+    quick = Config(connect_timeout=scoring.timeout_s, read_timeout=scoring.timeout_s,
+                   retries={"total_max_attempts": 1}, max_pool_connections=scoring.workers)
+    runtime = aws.client("sagemaker-runtime", settings.region, settings.runtime_endpoint_url, config=quick)
+    sagemaker = aws.client("sagemaker", settings.region, config=quick)
+    log.info("live scoring: each trade scored at its opening by endpoint %s", settings.endpoint_name)
+    return LiveScorer(scoring, runtime, s3, sagemaker)
+
+
 def configure_logging() -> None:
     logger = logging.getLogger("livetrain")
     if not logger.handlers:
@@ -169,7 +188,8 @@ def run_stream(settings: StreamSettings) -> int:
     except Stopped:
         log.info("stopped before streaming began")
         return 0
-    bot = Bot(store, settings.bot, settings.warmup_seconds)
+    scorer = live_scorer(settings, s3) if settings.endpoint_name else None
+    bot = Bot(store, settings.bot, settings.warmup_seconds, scorer)
     log.info("streaming %s from %s into MongoDB; %d open trades resumed; batches of %d to s3://%s", settings.epic,
              settings.source, bot.open_trades, settings.batch_size, settings.bucket)
     exporter = Exporter(store, s3, settings.bucket, settings.batch_size, settings.bot.as_dict(),
@@ -200,6 +220,8 @@ def run_stream(settings: StreamSettings) -> int:
             exporter.finish(give_up=stop.requested)
     finally:
         exporter.stop(timeout=0 if stop.forced else STOP_WAIT_S if stop.requested.is_set() else 30)
+        if scorer is not None:
+            scorer.close()
         if exporter.is_alive():
             log.warning("stopping without waiting for the export in progress; the next run finishes the batch")
         status.log()
@@ -237,3 +259,5 @@ class _Status:
                  "(last %s)", self.source.status, f"{ticks:,}", rate, f"{self.sequencer.dropped:,}", bad_rows,
                  f"{self.bot.open_trades:,}", f"{self.bot.closed:,}", self.exporter.committed,
                  self.exporter.last_batch or "none")
+        if self.bot.scorer is not None:
+            log.info("live scoring: %s", self.bot.scorer.status())

@@ -222,3 +222,37 @@ def test_a_taken_port_is_refused_in_one_line(server, run_cli, model_tar):
     result = run_cli("serve", "--model-data", model_tar, "--port", server.port)
     assert result.returncode == 2 and time.monotonic() - started < 60
     assert f"cannot listen on 127.0.0.1:{server.port}" in result.stderr
+
+
+def test_data_capture_as_the_deploy_lambda_configures_it_lands_in_s3_in_sagemakers_layout(aws, model_tar):
+    from lambdas.deploy_on_approval import DeployConfig, data_capture_config
+
+    s3, sagemaker = aws.client("s3"), aws.client("sagemaker")
+    s3.create_bucket(Bucket="models")
+    s3.upload_file(str(model_tar), "models", "first/model.tar.gz")
+    sagemaker.create_model(ModelName="model-c", ExecutionRoleArn="arn:aws:iam::123456789012:role/livetrain",
+                           PrimaryContainer={"Image": "linear-learner:1",
+                                             "ModelDataUrl": "s3://models/first/model.tar.gz"})
+    capture = data_capture_config(DeployConfig("e", "g", "r", data_capture_uri="s3://models/livetrain/datacapture/"))
+    sagemaker.create_endpoint_config(EndpointConfigName="config-c", DataCaptureConfig=capture, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "model-c", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sagemaker.create_endpoint(EndpointName=NAME, EndpointConfigName="config-c")
+    features = rows(1)
+    with EndpointServer(RecordsResolver(sagemaker, s3)) as running:
+        client = runtime(running.url)
+        answers = [client.invoke_endpoint(EndpointName=NAME, ContentType="text/csv", Body=csv_body(features),
+                                          **({"InferenceId": inference_id} if inference_id else {}))["Body"].read()
+                   for inference_id in ("trade-1", "trade-2", None)]
+    objects = s3.list_objects_v2(Bucket="models", Prefix="livetrain/datacapture/")["Contents"]
+    assert len(objects) == 1
+    parts = objects[0]["Key"].split("/")
+    assert parts[:4] == ["livetrain", "datacapture", NAME, "AllTraffic"] and len(parts) == 9  # …/yyyy/mm/dd/hh/file
+    assert parts[-1].endswith(".jsonl")
+    lines = [json.loads(line) for line in s3.get_object(Bucket="models", Key=objects[0]["Key"])["Body"].iter_lines()]
+    assert [line["eventMetadata"].get("inferenceId") for line in lines] == ["trade-1", "trade-2", None]
+    first = lines[0]["captureData"]
+    assert first["endpointInput"] == {"observedContentType": "text/csv", "mode": "INPUT",
+                                      "data": csv_body(features), "encoding": "CSV"}
+    assert first["endpointOutput"]["encoding"] == "JSON" and first["endpointOutput"]["data"] == answers[0].decode()
+    assert lines[0]["eventVersion"] == "0" and lines[0]["eventMetadata"]["inferenceTime"].endswith("Z")

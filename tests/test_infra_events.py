@@ -126,8 +126,10 @@ def test_approved_package_creates_the_endpoint_and_a_replay_is_a_no_op(sagemaker
     model = sagemaker.describe_model(ModelName="livetrain-v1")
     assert model["PrimaryContainer"]["ModelPackageName"] == event["detail"]["ModelPackageArn"]
     assert model["ExecutionRoleArn"] == ROLE
-    variant = sagemaker.describe_endpoint_config(EndpointConfigName="livetrain-v1")["ProductionVariants"][0]
+    config = sagemaker.describe_endpoint_config(EndpointConfigName="livetrain-v1")
+    variant = config["ProductionVariants"][0]
     assert (variant["ModelName"], variant["InstanceType"]) == ("livetrain-v1", "ml.m5.large")
+    assert not config.get("DataCaptureConfig")  # no DATA_CAPTURE_URI, no capture (moto answers {})
 
     replay = deploy(event, sagemaker, CONFIG)
 
@@ -231,14 +233,19 @@ def test_handler_reads_its_configuration_from_the_environment(sagemaker, bus, aw
     event = register(sagemaker, bus)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
     for name, value in {"ENDPOINT_NAME": "from-env", "MODEL_PACKAGE_GROUP": GROUP, "EXECUTION_ROLE_ARN": ROLE,
-                        "ALARM_NAMES": "a,b", "INSTANCE_TYPE": "ml.c5.xlarge", "WAIT_SECONDS": "5"}.items():
+                        "ALARM_NAMES": "a,b", "INSTANCE_TYPE": "ml.c5.xlarge", "WAIT_SECONDS": "5",
+                        "DATA_CAPTURE_URI": "s3://livetrain-data/livetrain/datacapture"}.items():
         monkeypatch.setenv(name, value)
 
     report = handler(event, None)
 
     assert report["action"] == "created" and report["endpoint_config"] == "from-env-v1"
-    variant = sagemaker.describe_endpoint_config(EndpointConfigName="from-env-v1")["ProductionVariants"][0]
-    assert variant["InstanceType"] == "ml.c5.xlarge"
+    config = sagemaker.describe_endpoint_config(EndpointConfigName="from-env-v1")
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
+    capture = config["DataCaptureConfig"]
+    assert capture["DestinationS3Uri"] == "s3://livetrain-data/livetrain/datacapture"
+    assert capture["InitialSamplingPercentage"] == 100 and capture["CaptureOptions"] == [
+        {"CaptureMode": "Input"}, {"CaptureMode": "Output"}]
 
 
 def test_the_approval_rule_delivers_approved_packages_of_the_group_only(sagemaker, bus):

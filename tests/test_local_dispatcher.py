@@ -16,6 +16,16 @@ def clients(aws):
     return {name: aws.client(name) for name in ("s3", "events", "sqs", "sagemaker")}
 
 
+def pending_package(sagemaker) -> str:
+    """A new package pending approval in the group "models"; its ARN."""
+    return sagemaker.create_model_package(
+        ModelPackageGroupName="models", ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [{"Image": "img", "ModelDataUrl": "s3://b/model.tar.gz"}],
+            "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["application/json"]},
+    )["ModelPackageArn"]
+
+
 def test_json_path():
     event = {"detail": {"object": {"key": "batches/a/b.manifest"}}}
     assert json_path(event, "$.detail.object.key") == "batches/a/b.manifest"
@@ -73,12 +83,7 @@ def test_model_package_events_on_creation_and_approval(clients, tmp_path):
     dispatcher.add_rule(LocalRule("approved", pattern, received.append))
     watcher = ModelPackageWatcher(sagemaker, events, "models", "us-east-1", "123456789012")
 
-    arn = sagemaker.create_model_package(
-        ModelPackageGroupName="models", ModelApprovalStatus="PendingManualApproval",
-        InferenceSpecification={
-            "Containers": [{"Image": "img", "ModelDataUrl": "s3://b/model.tar.gz"}],
-            "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["application/json"]},
-    )["ModelPackageArn"]
+    arn = pending_package(sagemaker)
     assert watcher.poll_once() == 1
     assert watcher.poll_once() == 0
     dispatcher.poll_once(wait_seconds=1)
@@ -96,12 +101,7 @@ def test_an_approval_between_listing_and_describing_is_announced_once(clients, t
     events, sagemaker = clients["events"], clients["sagemaker"]
     sagemaker.create_model_package_group(ModelPackageGroupName="models")
     watcher = ModelPackageWatcher(sagemaker, events, "models", "us-east-1", "123456789012")
-    arn = sagemaker.create_model_package(
-        ModelPackageGroupName="models", ModelApprovalStatus="PendingManualApproval",
-        InferenceSpecification={
-            "Containers": [{"Image": "img", "ModelDataUrl": "s3://b/model.tar.gz"}],
-            "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["application/json"]},
-    )["ModelPackageArn"]
+    arn = pending_package(sagemaker)
 
     def approve_before_describe(**_):  # the reviewer clicks between the watcher's two calls
         sagemaker.meta.events.unregister("before-call.sagemaker.DescribeModelPackage", approve_before_describe)

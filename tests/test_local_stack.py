@@ -126,3 +126,19 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     assert stack.wait_for_endpoint(v2["ModelPackageArn"])["EndpointConfigName"] == f"{CONFIG.endpoint_name}-v2"
     assert [d["action"] for d in stack.deployments] == ["created", "updated"]
     wait_until(lambda: scores() != served_by_v1, 10, "the endpoint server to load the new model")
+
+
+def test_the_live_quality_monitor_runs_on_its_timer(tmp_path):
+    from test_monitor import write_traffic
+
+    with LocalStack(CONFIG, tmp_path / "state", log=lambda line: None, monitor_every_s=0.5) as stack:
+        stack.client("s3").create_bucket(Bucket=CONFIG.bucket)  # (provision() does more; the monitor needs this)
+        write_traffic(tmp_path / "traffic", "1", skill=-0.2, trades=2000, seed=5)
+        s3 = stack.client("s3")
+        for path in (tmp_path / "traffic").rglob("*.jsonl"):
+            relative = path.relative_to(tmp_path / "traffic").as_posix().replace("capture/", "datacapture/", 1)
+            s3.put_object(Bucket=CONFIG.bucket, Key=f"{CONFIG.pipeline_name}/{relative}", Body=path.read_bytes())
+        wait_until(lambda: stack.live_quality and stack.live_quality[-1]["windows"], 60, "a monitoring run")
+        metrics = stack.client("cloudwatch").list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
+    assert stack.live_quality[-1]["windows"][0]["status"] == "declining"
+    assert "LiftLowerBound" in {metric["MetricName"] for metric in metrics}

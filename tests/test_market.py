@@ -107,3 +107,20 @@ def test_the_signal_strength_changes_at_the_hours_given():
     simulator = MarketSimulator(settings, 1, "EPIC")
     hours = np.array([0.0, 0.99, 1.0, 1.5, 2.0, 30.0])
     assert simulator._strengths(simulator._start_ts + hours * 3.6e6).tolist() == [0.0, 0.0, -0.5, -0.5, 0.5, 0.5]
+
+
+def test_regime_switching_follows_its_seeded_schedule():
+    """The schedule comes from the seed: momentum first, then signs alternating, lengths and strengths in range;
+    the ticks are those of the planted-signal market with that schedule as its signal changes."""
+    from streamer.market import regime_schedule
+
+    settings = MarketSettings(market="regime-switching")
+    schedule = regime_schedule(settings, 3)
+    assert schedule == regime_schedule(settings, 3) != regime_schedule(settings, 4)
+    hours, strengths = np.array(schedule).T
+    assert hours[0] == 0 and hours[-1] >= settings.regime_horizon_hours - settings.regime_hours[1]
+    assert ((np.diff(hours) >= 96) & (np.diff(hours) <= 192)).all()
+    assert ((np.abs(strengths) >= 0.3) & (np.abs(strengths) <= 0.7)).all()
+    assert (np.sign(strengths) == [(-1) ** i for i in range(len(strengths))]).all()
+    planted = MarketSettings(market="planted-signal", signal_changes=schedule)
+    assert ticks(5000, seed=3, market="regime-switching").equals(ticks(5000, seed=3, **vars(planted)))

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from streamer_helpers import StreamProcess, database_uri
+from streamer_helpers import STOP_WITHIN_S, StreamProcess, database_uri
 
 from infra.local.services import wait_until
 from processing.batch_contract import (
@@ -280,5 +280,5 @@ def test_sigterm_while_an_s3_write_hangs_stops_within_seconds(moto_server, mongo
         release.set()
         server.shutdown()
     assert code == 0 and "Traceback" not in stream.output, stream.output
-    assert took < 2.5, f"stopped {took:.1f} s after SIGTERM\n{stream.output}"
+    assert took < STOP_WITHIN_S, f"stopped {took:.1f} s after SIGTERM\n{stream.output}"
     assert "stopping without waiting for the export in progress" in stream.output

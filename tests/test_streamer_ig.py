@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import LIVETRAIN
-from streamer_helpers import StreamProcess, database_uri
+from streamer_helpers import STOP_WITHIN_S, StreamProcess, database_uri
 from tlcp_server import TlcpServer, encode_value
 
 from infra.local.services import wait_until
@@ -239,9 +239,6 @@ def test_secrets_appear_in_no_log_line_exported_file_or_document(ig_server, mong
     assert len(secrets) == 6
     for text in [output, *objects, *documents]:
         assert not [secret for secret in secrets if secret in text]
-
-
-STOP_WITHIN_S = 2.5  # "a second or two" (ECS sends SIGKILL 30 s after SIGTERM), with room for a busy machine
 
 
 @pytest.mark.parametrize("state", ["login retry backoff", "login request hanging", "streaming"])

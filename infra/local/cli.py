@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from livetrain.arguments import positive_int
+from livetrain.config import MARKETS
 from livetrain.errors import UserError
 
 
@@ -20,7 +21,7 @@ def add_commands(commands, config) -> None:
     demo.add_argument("--batch-size", type=positive_int, default=config.batch_size,
                       help=f"closed trades per batch (default {config.batch_size}: 30 s apart, their test slice holds "
                            "about 30 independent windows of market time, and a verdict needs 20)")
-    demo.add_argument("--market", choices=("planted-signal", "random-walk"), default="planted-signal")
+    demo.add_argument("--market", choices=MARKETS, default="planted-signal")
     demo.add_argument("--seed", type=int, default=0, help="the simulated market's seed")
     demo.add_argument("--continuous", action="store_true",
                       help="keep streaming: every batch retrains; a new package replaces the endpoint's model "
@@ -34,11 +35,37 @@ def add_commands(commands, config) -> None:
     demo.add_argument("--max-parallel-jobs", type=positive_int, default=config.max_parallel_jobs,
                       help=f"default {config.max_parallel_jobs}")
     demo.add_argument("--timeout", type=positive_int, default=900, help="seconds to wait for a batch (default 900)")
-    demo.add_argument("--state-dir", type=Path,
-                      default=Path(config.state_dir) / "demo" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-                      help=f"where the run keeps its services' data, records and reports "
-                           f"(default: a new folder under {config.state_dir}/demo)")
+    _add_run_folder(demo, "--state-dir", config, "demo", "its services' data, records and reports")
     demo.set_defaults(handler=_run_demo, config=config)
+
+    backtest = commands.add_parser(
+        "backtest", help="does freshness pay? replay consecutive batches and score three policies on each next one",
+        description="Run the pipeline on each of K consecutive batches (locally, approving what the gate registers) "
+                    "and score, on each next batch's trades, three policies: retrain on every batch, keep the first "
+                    "approved model (frozen), and no model (take every trade). Prints and plots precision and lift "
+                    "per batch with 95 % block-bootstrap intervals, and the P&L of the trades each policy takes.")
+    source = backtest.add_mutually_exclusive_group(required=True)
+    source.add_argument("--batches-dir", type=Path, metavar="DIR",
+                        help="a folder of batch directories (batch contract), taken in name order")
+    source.add_argument("--market", choices=MARKETS, help="simulate K consecutive batches of this market")
+    backtest.add_argument("--batches", type=positive_int, metavar="K", help="with --market: how many batches (≥ 2)")
+    backtest.add_argument("--seed", type=int, default=0, help="with --market: the simulated market's seed (default 0)")
+    backtest.add_argument("--batch-size", type=positive_int, default=config.batch_size,
+                          help=f"with --market: closed trades per batch (default {config.batch_size})")
+    backtest.add_argument("--json", type=Path, metavar="FILE", help="write the per-batch results as JSON")
+    backtest.add_argument("--plot", type=Path, metavar="FILE", help="the plot (default: <out>/backtest.png)")
+    backtest.add_argument("--max-jobs", type=positive_int, default=4,
+                          help="training jobs per tuning (default 4: a backtest runs the pipeline K − 1 times)")
+    backtest.add_argument("--max-parallel-jobs", type=positive_int, default=2, help="default 2")
+    _add_run_folder(backtest, "--out", config, "backtest", "its batches, records and plot")
+    backtest.set_defaults(handler=_run_backtest, config=config)
+
+
+def _add_run_folder(parser: argparse.ArgumentParser, flag: str, config, command: str, holds: str) -> None:
+    """A folder for one run, by default new under <state dir>/<command>/<UTC time>."""
+    parser.add_argument(flag, type=Path,
+                        default=Path(config.state_dir) / command / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+                        help=f"where the run keeps {holds} (default: a new folder under {config.state_dir}/{command})")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -50,3 +77,29 @@ def _run_demo(args: argparse.Namespace) -> int:
         config=args.config, state_dir=args.state_dir, batch_size=args.batch_size, market=args.market, seed=args.seed,
         continuous=args.continuous, batches=args.batches, approve=not args.no_approve, keep_running=args.keep_running,
         max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs, timeout=args.timeout))
+
+
+def _run_backtest(args: argparse.Namespace) -> int:
+    if args.market and (args.batches or 0) < 2:
+        raise UserError("--market needs --batches K with K ≥ 2: the backtest trains on one batch and scores the next")
+    if args.batches_dir and args.batches:
+        raise UserError("--batches goes with --market; with --batches-dir every batch directory is used")
+    import signal
+
+    from infra.local.backtest import BacktestSettings, plot, run_backtest, table
+
+    def interrupt(signum, frame):  # SIGTERM as Ctrl-C: the run's moto server is stopped on the way out
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    if args.json and not args.json.parent.is_dir():
+        raise UserError(f"--json {args.json}: the folder {args.json.parent} does not exist; create it or pass "
+                        "another path")
+    report = run_backtest(BacktestSettings(
+        config=args.config, out_dir=args.out, batches_dir=args.batches_dir, market=args.market,
+        batches=args.batches or 0, seed=args.seed, batch_size=args.batch_size, max_jobs=args.max_jobs,
+        max_parallel_jobs=args.max_parallel_jobs, json_path=args.json))
+    print(table(report))
+    print(f"plot: {plot(report, args.plot or args.out / 'backtest.png')}"
+          + (f"; results: {args.json}" if args.json else ""))
+    return 0

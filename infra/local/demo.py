@@ -32,7 +32,7 @@ class DemoSettings:
     config: Config
     state_dir: Path  # the services' data, the records and the reports
     batch_size: int
-    market: str  # planted-signal or random-walk
+    market: str  # one of livetrain.config.MARKETS
     seed: int
     continuous: bool  # every batch retrains, until `batches` (None: until stopped)
     batches: int | None

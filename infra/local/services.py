@@ -23,6 +23,17 @@ from livetrain.errors import UserError
 HOST = "127.0.0.1"
 
 
+LOCAL_KEY = "livetrain-local"  # placeholder credentials: moto accepts any, boto3 needs some
+
+
+def local_client(service: str, url: str, region: str):
+    """A boto3 client for a local service at `url`, with the placeholder credentials."""
+    import boto3
+
+    return boto3.client(service, endpoint_url=url, region_name=region, aws_access_key_id=LOCAL_KEY,
+                        aws_secret_access_key=LOCAL_KEY)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:

@@ -11,6 +11,9 @@ pipeline); and dispatches rule matches to their real targets:
   state directory and the stack's runner executes the queue in the local engine (`pipelines/local`), in arrival
   order, up to `max_concurrent_executions` at a time; none is dropped;
 - the approval rule → the deploy Lambda's code, in-process, configured as the template configures it.
+
+With `monitor_every_s`, the live-quality monitor (infra/local/monitoring.py) runs on that timer over the
+endpoint's data capture and the streamer's ground truth, publishing its metrics to moto's CloudWatch.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from infra.local.dispatcher import Dispatcher, LocalRule, ModelPackageWatcher, json_path
-from infra.local.services import Service, start_mongo, start_moto, wait_until
+from infra.local.services import LOCAL_KEY, Service, local_client, start_mongo, start_moto, wait_until
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from pipelines.local.submissions import Submissions
@@ -36,7 +39,8 @@ class LocalStack:
     """Services, provisioning and event dispatch; use as a context manager, or start() and stop()."""
 
     def __init__(self, config: Config, state_dir: Path | None = None, *, max_jobs: int | None = None,
-                 max_parallel_jobs: int | None = None, max_concurrent_executions: int = 1, log=None):
+                 max_parallel_jobs: int | None = None, max_concurrent_executions: int = 1, log=None,
+                 monitor_every_s: float | None = None):
         self.config = config
         self.state_dir = Path(state_dir or config.state_dir).resolve()
         self.max_jobs = max_jobs or config.max_jobs
@@ -53,6 +57,8 @@ class LocalStack:
         self._runs: dict[str, Future] = {}  # execution id → its run in this process, for every queued execution
         self._runs_lock = threading.Lock()
         self._runner = ThreadPoolExecutor(max_workers=max_concurrent_executions, thread_name_prefix="pipeline")
+        self.monitor_every_s = monitor_every_s
+        self.live_quality: list[dict] = []  # each monitoring run's live_quality.json
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -70,24 +76,20 @@ class LocalStack:
         self.endpoint.start()
         self.log(f"local stack: AWS (moto) {self.moto.url}, MongoDB {self.mongo.url}, "
                  f"SageMaker Runtime {self.endpoint.url}")
+        if self.monitor_every_s:
+            threading.Thread(target=self._monitor_loop, name="live-quality", daemon=True).start()
         return self
 
     def client(self, service: str):
         """A boto3 client for a local AWS service (sagemaker-runtime: the local endpoint server)."""
-        import boto3
-
         url = self.endpoint.url if service == "sagemaker-runtime" else self.moto.url
-        return boto3.client(service, endpoint_url=url, **self.credentials())
-
-    def credentials(self) -> dict:
-        """Placeholder credentials: the local services check none, and no real AWS account is ever used."""
-        return {"region_name": self.config.region, "aws_access_key_id": "livetrain-local",
-                "aws_secret_access_key": "livetrain-local"}
+        return local_client(service, url, self.config.region)
 
     def environment(self) -> dict[str, str]:
         """Environment for a process that should use the local stack (the streamer, a user's shell)."""
-        return {"AWS_ENDPOINT_URL": self.moto.url, "AWS_DEFAULT_REGION": self.config.region,
-                "AWS_ACCESS_KEY_ID": "livetrain-local", "AWS_SECRET_ACCESS_KEY": "livetrain-local",
+        return {"AWS_ENDPOINT_URL": self.moto.url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.endpoint.url,
+                "AWS_DEFAULT_REGION": self.config.region,
+                "AWS_ACCESS_KEY_ID": LOCAL_KEY, "AWS_SECRET_ACCESS_KEY": LOCAL_KEY,
                 "MONGODB_URI": self.mongo.url}
 
     def stop(self) -> None:
@@ -155,6 +157,17 @@ class LocalStack:
         self._loop = threading.Thread(target=loop, name="dispatcher", daemon=True)
         self._loop.start()
 
+    def _monitor_loop(self) -> None:
+        """The live-quality monitor every `monitor_every_s` seconds; a failed run is logged and retried."""
+        from infra.local.monitoring import MonitorSettings, run_monitor
+
+        settings = MonitorSettings(self.config.bucket, self.config.pipeline_name, self.config.endpoint_name)
+        while not self._stop.wait(self.monitor_every_s):
+            try:
+                self.live_quality.append(run_monitor(self.client("s3"), self.client("cloudwatch"), settings))
+            except Exception as exc:  # the next run tries again
+                self.log(f"live-quality monitor: {exc}")
+
     def check(self) -> None:
         """Raise what stopped the dispatcher or a service, if anything did."""
         if self._failure:
@@ -207,7 +220,8 @@ class LocalStack:
         # The function's environment as the template sets it; no instances to bake locally.
         environment = {"ENDPOINT_NAME": self.config.endpoint_name,
                        "MODEL_PACKAGE_GROUP": self.config.model_package_group,
-                       "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1"}
+                       "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
+                       "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture"}
         self.deployments.append(deploy(event, self.client("sagemaker"), DeployConfig.from_env(environment),
                                        wait_seconds=60))  # the Lambda logs its own report
 

@@ -11,7 +11,8 @@ with a JSON `{"message": ...}` and the `x-amzn-ErrorType` header botocore reads 
 
 A resolver maps an endpoint name to a model: `StaticResolver` (names -> model.tar.gz path or s3:// URI)
 or `RecordsResolver` (DescribeEndpoint -> DescribeEndpointConfig -> DescribeModel [-> DescribeModelPackage]
--> ModelDataUrl, reloaded when the endpoint's config changes, as after a blue/green update).
+-> ModelDataUrl, reloaded when the endpoint's config changes, as after a blue/green update). An endpoint
+config with a DataCaptureConfig has its invocations captured to S3 as SageMaker does (capture.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from livetrain.aws_errors import is_not_found
 from pipelines.local.algorithms.linear_learner import LinearLearnerModel, decode_request, encode_response, load_model
+from pipelines.local.capture import CaptureWriter
 from pipelines.local.errors import InferenceError
 from pipelines.local.models import model_container
 
@@ -46,6 +48,7 @@ class Served:
 
     model: LinearLearnerModel
     variant: str = DEFAULT_VARIANT
+    capture: dict | None = None  # the endpoint config's DataCaptureConfig
 
 
 def load_model_data(url: str, s3_client=None) -> LinearLearnerModel:
@@ -120,11 +123,13 @@ class RecordsResolver:
             raise
 
     def _serve_config(self, config_name: str) -> Served:
-        variant = self.sagemaker.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"][0]
+        config = self.sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
+        variant = config["ProductionVariants"][0]
         url = model_container(self.sagemaker, variant["ModelName"]).get("ModelDataUrl")
         if not url:
             raise ValueError(f"model {variant['ModelName']} has no ModelDataUrl")
-        return Served(load_model_data(url, self.s3), variant.get("VariantName", DEFAULT_VARIANT))
+        return Served(load_model_data(url, self.s3), variant.get("VariantName", DEFAULT_VARIANT),
+                      config.get("DataCaptureConfig"))
 
 
 def invoke(served: Served, body: bytes, content_type: str | None, accept: str | None) -> tuple[bytes, str]:
@@ -160,8 +165,10 @@ async def _json_errors(request: web.Request, handler):
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def build_app(resolver, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> web.Application:
-    """The aiohttp application: Runtime API and container routes over `resolver`."""
+def build_app(resolver, max_payload_bytes: int = MAX_PAYLOAD_BYTES, capture: CaptureWriter | None = None
+              ) -> web.Application:
+    """The aiohttp application: Runtime API and container routes over `resolver`; invocations of endpoints
+    whose config asks for data capture go to `capture`."""
 
     async def answer(request: web.Request, name: str | None) -> web.Response:
         if name is None:
@@ -171,6 +178,9 @@ def build_app(resolver, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> web.Appli
         served = await loop.run_in_executor(None, resolver.resolve, name)
         payload, content_type = await loop.run_in_executor(
             None, invoke, served, body, request.headers.get("Content-Type"), request.headers.get("Accept"))
+        if capture is not None and served.capture:
+            capture.add(served.capture, name, served.variant, (body, request.headers.get("Content-Type")),
+                        (payload, content_type), request.headers.get("X-Amzn-SageMaker-Inference-Id"))
         return web.Response(body=payload, headers={"Content-Type": content_type,
                                                    "x-Amzn-Invoked-Production-Variant": served.variant})
 
@@ -195,6 +205,8 @@ class EndpointServer:
 
     def __init__(self, resolver, port: int = 0, max_payload_bytes: int = MAX_PAYLOAD_BYTES):
         self.resolver, self.port, self.max_payload_bytes = resolver, port, max_payload_bytes
+        s3 = getattr(resolver, "s3", None)  # data capture goes where the models come from
+        self.capture = CaptureWriter(s3) if s3 is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -217,7 +229,7 @@ class EndpointServer:
     def _serve(self, ready: threading.Event) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
-        runner = web.AppRunner(build_app(self.resolver, self.max_payload_bytes), access_log=None)
+        runner = web.AppRunner(build_app(self.resolver, self.max_payload_bytes, self.capture), access_log=None)
         try:
             loop.run_until_complete(runner.setup())
             loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
@@ -229,6 +241,8 @@ class EndpointServer:
             ready.set()
             return
         ready.set()
+        if self.capture is not None:
+            self.capture.start()
         try:
             loop.run_forever()
         finally:
@@ -239,6 +253,8 @@ class EndpointServer:
         if self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
+            if self.capture is not None:
+                self.capture.stop()
 
     def __enter__(self) -> EndpointServer:
         self.start()

@@ -1,0 +1,106 @@
+"""The live-quality monitor (processing/monitor.py) on capture and ground truth in the layouts that the local
+endpoint and the streamer write: healthy, declining and too-little-data windows, per model version."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.local.capture import capture_record
+from processing.monitor import NOT_ENOUGH, monitor, read_captures, read_ground_truth
+from streamer.scoring import ground_truth_record
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURE = {"EnableCapture": True, "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+           "CaptureContentTypeHeader": {"CsvContentTypes": ["text/csv"], "JsonContentTypes": ["application/json"]}}
+START = 1_767_571_200.0  # 2026-01-05T00:00:00Z
+
+
+def write_traffic(directory: Path, version: str, skill: float, trades: int, seed: int, start: float = START,
+                  every_s: float = 30.0) -> None:
+    """Captured answers and ground truth for `trades` trades: the model flags a winner with probability 0.5 + skill
+    and a loser with 0.5 − skill (skill < 0: it has learned the opposite)."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(trades) < 0.4).astype(int)
+    flagged = rng.random(trades) < np.where(labels == 1, 0.5 + skill, 0.5 - skill)
+    capture, truth = [], []
+    for i in range(trades):
+        trade_id = f"v{version}-{seed}-{i}"
+        score = 0.25 + 0.5 * flagged[i] + 0.01 * rng.random()
+        response = json.dumps({"predictions": [{"score": score, "predicted_label": int(flagged[i])}]}).encode()
+        capture.append(capture_record(CAPTURE, (b"1,2,3", "text/csv"), (response, "application/json"), trade_id,
+                                      start + every_s * i))
+        truth.append(ground_truth_record(trade_id, int(labels[i]), version))
+    for sub, lines in (("capture/livetrain/AllTraffic/2026/01/05/00", capture), ("groundtruth/2026/01/05/00", truth)):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+        (directory / sub / f"{version}-{seed}.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+
+
+def test_a_decayed_model_is_declining_a_good_one_healthy_and_a_short_window_not_judged(tmp_path):
+    write_traffic(tmp_path, "1", skill=0.2, trades=2000, seed=0)  # ~16.7 h, 40 dependence spans
+    write_traffic(tmp_path, "2", skill=-0.2, trades=2000, seed=1)
+    write_traffic(tmp_path, "3", skill=0.2, trades=200, seed=2)  # 1.7 h: 4 spans
+
+    report = monitor(read_captures(tmp_path / "capture"), read_ground_truth(tmp_path / "groundtruth"),
+                     window_hours=24, dependence_seconds=1500, min_windows=20)
+
+    by_version = {w["model_version"]: w for w in report["windows"]}
+    assert report["merged"] == 4200 and len(report["windows"]) == 3
+    good, bad, short = by_version["1"], by_version["2"], by_version["3"]
+    assert good["status"] == "healthy" and good["lift"]["lower"] > 0
+    assert bad["status"] == "declining" and bad["lift"]["upper"] < 0
+    assert short["status"] == NOT_ENOUGH and "lift" not in short
+    for window in (good, bad):
+        assert set(window["base_rate"]) == {"value", "lower", "upper"}
+        assert window["lift"]["value"] == window["precision"]["value"] - window["base_rate"]["value"]
+    [violation] = report["constraint_violations.json"]["violations"]
+    assert violation["metric_name"] == "lift" and "model version 2" in violation["description"]
+    metrics = report["cloudwatch_metrics.json"]["MetricData"]
+    lower = {m["Dimensions"][1]["Value"]: m["Value"] for m in metrics if m["MetricName"] == "LiftLowerBound"}
+    assert lower == {"1": good["lift"]["lower"], "2": bad["lift"]["lower"]}
+
+
+def test_the_monitor_runs_as_a_processing_script_and_writes_its_three_files(tmp_path):
+    write_traffic(tmp_path, "1", skill=-0.2, trades=1500, seed=3)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(ROOT / "processing" / "monitor.py"), "--capture-dir",
+                           tmp_path / "capture", "--ground-truth-dir", tmp_path / "groundtruth", "--output-dir", out,
+                           "--min-windows", "10"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "1 violations" in done.stdout
+    assert json.loads((out / "live_quality.json").read_text())["windows"][0]["status"] == "declining"
+    assert len(json.loads((out / "constraint_violations.json").read_text())["violations"]) == 1
+    assert json.loads((out / "cloudwatch_metrics.json").read_text())["Namespace"] == "livetrain/LiveQuality"
+    (tmp_path / "capture" / "bad.jsonl").write_text("{not json\n")
+    broken = subprocess.run([sys.executable, str(ROOT / "processing" / "monitor.py"), "--capture-dir",
+                             tmp_path / "capture", "--ground-truth-dir", tmp_path / "groundtruth", "--output-dir",
+                             tmp_path / "out2"], capture_output=True, text=True, cwd=tmp_path)
+    assert broken.returncode == 1 and broken.stderr.startswith("monitor: error:") and "not JSON" in broken.stderr
+    assert not (tmp_path / "out2").exists()
+
+
+def test_the_local_stacks_monitoring_run_reads_s3_writes_its_files_and_publishes_metrics(aws, tmp_path):
+    from infra.local.monitoring import MonitorSettings, run_monitor
+
+    s3, cloudwatch = aws.client("s3"), aws.client("cloudwatch")
+    s3.create_bucket(Bucket="data")
+    settings = MonitorSettings("data", "livetrain", "livetrain")
+    assert run_monitor(s3, cloudwatch, settings)["windows"] == []  # nothing captured yet: nothing judged
+    write_traffic(tmp_path, "4", skill=-0.2, trades=2000, seed=4)
+    for path in tmp_path.rglob("*.jsonl"):
+        relative = path.relative_to(tmp_path).as_posix().replace("capture/", "datacapture/", 1)
+        s3.put_object(Bucket="data", Key=f"livetrain/{relative}", Body=path.read_bytes())
+
+    quality = run_monitor(s3, cloudwatch, settings)
+
+    assert [w["status"] for w in quality["windows"]] == ["declining"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="data", Prefix="livetrain/monitoring/")["Contents"]]
+    assert sorted(k.rsplit("/", 1)[-1] for k in keys if k.split("/")[2] == keys[-1].split("/")[2]) == [
+        "cloudwatch_metrics.json", "constraint_violations.json", "live_quality.json"]
+    metrics = cloudwatch.list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
+    assert {m["MetricName"] for m in metrics} == {"LiftLowerBound", "Lift", "Precision"}
+    assert {"Name": "ModelVersion", "Value": "4"} in metrics[0]["Dimensions"]
