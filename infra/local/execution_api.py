@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from livetrain.errors import UserError
-from pipelines.local.records import ExecutionStore
-from pipelines.local.submissions import Submissions
+from pipelines.local.records import ExecutionStatus, ExecutionStore, StepStatus
+from pipelines.local.submissions import StateConflict, Submissions
 from pipelines.parameters import resolve_parameters
 
 # SageMaker's step metadata for each step type: the key under Metadata, the property holding the ARN, and the
@@ -32,6 +32,10 @@ class NotFound(Exception):
 
 class Invalid(Exception):
     """A request SageMaker would refuse (ValidationException)."""
+
+
+class Conflict(Exception):
+    """A request the execution's state does not allow (ConflictException)."""
 
 
 def _time(text: str | None) -> dt.datetime | None:
@@ -66,12 +70,35 @@ class ExecutionApi:
                                          description=description, client_token=client_token)
         return {"PipelineExecutionArn": record["PipelineExecutionArn"]}
 
+    def _status(self, record: dict) -> str:
+        """The record's status, or Stopping while a requested stop waits for the running steps."""
+        status = record["PipelineExecutionStatus"]
+        if status == ExecutionStatus.EXECUTING and self.store.stop_requested(record["PipelineExecutionId"]):
+            return ExecutionStatus.STOPPING
+        return status
+
+    def stop(self, arn: str) -> dict:
+        """StopPipelineExecution: a queued run never starts; a running one stops at its next step boundary."""
+        return self._transition(self.submissions.stop, arn)
+
+    def retry(self, arn: str, client_token: str | None) -> dict:
+        """RetryPipelineExecution: a Failed run again, from the step that failed (succeeded steps are reused)."""
+        return self._transition(lambda execution_id: self.submissions.retry(execution_id, client_token), arn)
+
+    def _transition(self, change, arn: str) -> dict:
+        record = self._record(arn)
+        try:
+            change(record["PipelineExecutionId"])
+        except StateConflict as exc:
+            raise Conflict(str(exc)) from None
+        return {"PipelineExecutionArn": record["PipelineExecutionArn"]}
+
     def describe(self, arn: str) -> dict:
         record = self._record(arn)
         path = self.store.execution_dir(record["PipelineExecutionId"]) / "execution.json"
         answer = {"PipelineArn": record["PipelineArn"], "PipelineExecutionArn": record["PipelineExecutionArn"],
                   "PipelineExecutionDisplayName": record.get("PipelineExecutionDisplayName"),
-                  "PipelineExecutionStatus": record["PipelineExecutionStatus"],
+                  "PipelineExecutionStatus": self._status(record),
                   "PipelineExecutionDescription": record.get("PipelineExecutionDescription"),
                   "CreationTime": _time(record.get("CreationTime") or record["StartTime"]),
                   "LastModifiedTime": dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)}
@@ -85,17 +112,13 @@ class ExecutionApi:
         records = [r for r in self.store.all() if r.get("PipelineName") == pipeline_name]
         key = "PipelineExecutionArn" if sort_by == "PipelineExecutionArn" else "CreationTime"
         records.sort(key=lambda r: r.get(key) or r.get("StartTime") or "", reverse=sort_order != "Ascending")
-        start = int(next_token or 0)
-        end = start + int(max_results or 50)
         summaries = [{"PipelineExecutionArn": r["PipelineExecutionArn"], "StartTime": _time(r["StartTime"]),
-                      "PipelineExecutionStatus": r["PipelineExecutionStatus"],
+                      "PipelineExecutionStatus": self._status(r),
                       "PipelineExecutionDisplayName": r.get("PipelineExecutionDisplayName"),
                       "PipelineExecutionDescription": r.get("PipelineExecutionDescription"),
-                      "PipelineExecutionFailureReason": r.get("FailureReason")} for r in records[start:end]]
-        answer = {"PipelineExecutionSummaries": [{k: v for k, v in s.items() if v is not None} for s in summaries]}
-        if end < len(records):
-            answer["NextToken"] = str(end)
-        return answer
+                      "PipelineExecutionFailureReason": r.get("FailureReason")} for r in records]
+        return _page("PipelineExecutionSummaries", [{k: v for k, v in s.items() if v is not None} for s in summaries],
+                     max_results, next_token)
 
     def steps(self, arn: str, *, sort_order: str | None = None, max_results: int | None = None,
               next_token: str | None = None) -> dict:
@@ -103,13 +126,122 @@ class ExecutionApi:
         record = self._record(arn)
         started = [s for s in record.get("Steps", {}).values() if s.get("StartTime")]
         started.sort(key=lambda s: s["StartTime"], reverse=sort_order != "Ascending")
-        start = int(next_token or 0)
-        end = start + int(max_results or 50)
-        arn_prefix = record["PipelineArn"].split(":pipeline/")[0] + ":"
-        answer = {"PipelineExecutionSteps": [step_summary(s, arn_prefix) for s in started[start:end]]}
-        if end < len(started):
-            answer["NextToken"] = str(end)
-        return answer
+        return _page("PipelineExecutionSteps", [step_summary(s, _arn_prefix(record)) for s in started],
+                     max_results, next_token)
+
+    # ------------------------------------------------------------ the jobs behind the steps
+
+    def _job_step(self, step_type: str, job_name: str) -> tuple[dict, dict] | None:
+        """(record, step) of the step that ran the job (a cache hit runs none), the newest first. Job names are
+        unique regardless of case (their ARNs are lower-cased), so they match regardless of case."""
+        for record in self.store.all():
+            for step in record.get("Steps", {}).values():
+                if step["StepType"] == step_type and (step.get("JobName") or "").lower() == job_name.lower():
+                    return record, step
+        return None
+
+    def _job(self, step_type: str, job_name: str, metadata_key: str) -> tuple[dict, dict] | None:
+        """(the step's properties, the fields every Describe of its job has), or None if no step ran it."""
+        found = self._job_step(step_type, job_name)
+        if found is None:
+            return None
+        record, step = found
+        common = {"Name": step["JobName"], "Arn": step_metadata(step, _arn_prefix(record))[metadata_key]["Arn"],
+                  "Status": _JOB_STATUS[step["StepStatus"]], "CreationTime": step["StartTime"],
+                  "EndTime": step.get("EndTime"), "LastModifiedTime": step.get("EndTime") or step["StartTime"],
+                  "FailureReason": step.get("FailureReason")}
+        return step.get("Properties") or {}, common
+
+    def describe_processing_job(self, name: str) -> dict | None:
+        """DescribeProcessingJob for a job a Processing step ran (None: not one of the engine's)."""
+        found = self._job("Processing", name, "ProcessingJob")
+        if found is None:
+            return None
+        properties, common = found
+        answer = {**{k: v for k, v in properties.items() if k != "PropertyFiles"}, "ProcessingJobName": common["Name"],
+                  "ProcessingJobArn": common["Arn"], "ProcessingJobStatus": common["Status"],
+                  "CreationTime": common["CreationTime"], "ProcessingStartTime": common["CreationTime"],
+                  "ProcessingEndTime": common["EndTime"], "LastModifiedTime": common["LastModifiedTime"],
+                  "FailureReason": common["FailureReason"]}
+        return {k: v for k, v in answer.items() if v is not None}
+
+    def describe_tuning_job(self, name: str) -> dict | None:
+        """DescribeHyperParameterTuningJob for a job a Tuning step ran (None: not one of the engine's)."""
+        found = self._job("Tuning", name, "TuningJob")
+        if found is None:
+            return None
+        properties, common = found
+        answer = {"CreationTime": common["CreationTime"], **properties, "HyperParameterTuningJobName": common["Name"],
+                  "HyperParameterTuningJobArn": common["Arn"], "HyperParameterTuningJobStatus": common["Status"],
+                  "LastModifiedTime": common["LastModifiedTime"], "FailureReason": common["FailureReason"]}
+        return {k: v for k, v in answer.items() if v is not None}
+
+    def list_training_jobs(self, tuning_job_name: str, *, sort_by: str | None = None, sort_order: str | None = None,
+                           status_equals: str | None = None, max_results: int | None = None,
+                           next_token: str | None = None) -> dict | None:
+        """ListTrainingJobsForHyperParameterTuningJob (by Name, ascending, unless asked otherwise)."""
+        found = self._job("Tuning", tuning_job_name, "TuningJob")
+        if found is None:
+            return None
+        jobs = [job for job in found[0].get("TrainingJobSummaries", [])
+                if status_equals in (None, job["TrainingJobStatus"])]
+        if sort_by == "FinalObjectiveMetricValue":  # SageMaker leaves out the jobs without one
+            jobs = [job for job in jobs if "FinalHyperParameterTuningJobObjectiveMetric" in job]
+        key = {"CreationTime": lambda job: job["CreationTime"], "Status": lambda job: job["TrainingJobStatus"],
+               "FinalObjectiveMetricValue": lambda job: job["FinalHyperParameterTuningJobObjectiveMetric"]["Value"],
+               }.get(sort_by or "Name", lambda job: job["TrainingJobName"])
+        jobs.sort(key=key, reverse=sort_order == "Descending")
+        return _page("TrainingJobSummaries", jobs, max_results, next_token)
+
+    def describe_training_job(self, name: str) -> dict | None:
+        """DescribeTrainingJob for a training job of a tuning job the engine ran (None: not one of its)."""
+        for record in self.store.all():
+            for step in record.get("Steps", {}).values():
+                properties = step.get("Properties") or {}
+                if step["StepType"] != "Tuning" or not step.get("JobName"):
+                    continue
+                for job in properties.get("TrainingJobSummaries", []):
+                    if job["TrainingJobName"] == name:
+                        return _training_job(job, properties)
+        return None
+
+
+_JOB_STATUS = {StepStatus.EXECUTING: "InProgress", StepStatus.SUCCEEDED: "Completed", StepStatus.FAILED: "Failed"}
+
+
+def _arn_prefix(record: dict) -> str:
+    return record["PipelineArn"].split(":pipeline/")[0] + ":"
+
+
+def _page(key: str, items: list, max_results: int | None, next_token: str | None) -> dict:
+    """One page of `items` (MaxResults, default 50; the NextToken is the next item's index)."""
+    start = int(next_token or 0)
+    end = start + int(max_results or 50)
+    answer = {key: items[start:end]}
+    if end < len(items):
+        answer["NextToken"] = str(end)
+    return answer
+
+
+def _training_job(job: dict, tuning: dict) -> dict:
+    """DescribeTrainingJob's answer from a tuning job's summary of it and the tuning job's training definition."""
+    definition = tuning.get("TrainingJobDefinition", {})
+    output_path = definition.get("OutputDataConfig", {}).get("S3OutputPath", "").rstrip("/")
+    answer = {"TrainingJobName": job["TrainingJobName"], "TrainingJobArn": job["TrainingJobArn"],
+              "TuningJobArn": tuning.get("HyperParameterTuningJobArn"),
+              "TrainingJobStatus": job["TrainingJobStatus"], "SecondaryStatus": job["TrainingJobStatus"],
+              "HyperParameters": {**definition.get("StaticHyperParameters", {}), **job["TunedHyperParameters"]},
+              "AlgorithmSpecification": definition.get("AlgorithmSpecification"),
+              "RoleArn": definition.get("RoleArn"), "InputDataConfig": definition.get("InputDataConfig"),
+              "OutputDataConfig": definition.get("OutputDataConfig"),
+              "ResourceConfig": definition.get("ResourceConfig"),
+              "StoppingCondition": definition.get("StoppingCondition"),
+              "CreationTime": job["CreationTime"], "TrainingStartTime": job.get("TrainingStartTime"),
+              "TrainingEndTime": job.get("TrainingEndTime"), "LastModifiedTime": job.get("TrainingEndTime"),
+              "FinalMetricDataList": job.get("FinalMetricDataList"), "FailureReason": job.get("FailureReason")}
+    if job["TrainingJobStatus"] == "Completed":
+        answer["ModelArtifacts"] = {"S3ModelArtifacts": f"{output_path}/{job['TrainingJobName']}/output/model.tar.gz"}
+    return {k: v for k, v in answer.items() if v is not None}
 
 
 def step_summary(step: dict, arn_prefix: str) -> dict:

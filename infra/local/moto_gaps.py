@@ -7,9 +7,10 @@
   event its own id, and at-least-once consumers (the local dispatcher) dedupe on it: every copy of the base
   message gets a fresh id.
 - Pipeline executions (moto records them as Succeeded at once and runs nothing; ListPipelineExecutionSteps
-  answers HTTP 500): given the stack's state directory, Start/Describe/List pipeline executions and
-  ListPipelineExecutionSteps are answered by `execution_api.py` from the local engine's durable records, and a
-  start queues a real run that the stack's runner executes (`pipelines/local/submissions.py`).
+  answers HTTP 500): given the stack's state directory, Start/Describe/List/Stop/Retry pipeline executions,
+  ListPipelineExecutionSteps and the jobs behind the steps (Describe processing, tuning and training jobs,
+  ListTrainingJobsForHyperParameterTuningJob) are answered by `execution_api.py` from the local engine's durable
+  records, and a start queues a real run that the stack's runner executes (`pipelines/local/submissions.py`).
 
 `python -m infra.local.moto_gaps -H 127.0.0.1 -p PORT` runs moto's server with the gaps closed (the executions
 too when $LIVETRAIN_LOCAL_STATE_DIR names the state directory); `apply()` closes them in-process (for moto's
@@ -79,11 +80,11 @@ def _serve_executions(state_dir: str) -> None:
     """moto's pipeline-execution handlers replaced by the engine's records (infra/local/execution_api.py)."""
     from moto.core.responses import ActionResult
     from moto.core.utils import utcnow
-    from moto.sagemaker.exceptions import ResourceNotFound, ValidationError
+    from moto.sagemaker.exceptions import ConflictException, ResourceNotFound, ValidationError
     from moto.sagemaker.responses import SageMakerResponse
     from moto.sagemaker.utils import get_pipeline_from_name
 
-    from infra.local.execution_api import ExecutionApi, Invalid, NotFound
+    from infra.local.execution_api import Conflict, ExecutionApi, Invalid, NotFound
 
     api = ExecutionApi(state_dir)
 
@@ -94,6 +95,24 @@ def _serve_executions(state_dir: str) -> None:
             raise ResourceNotFound(message=str(exc)) from None
         except Invalid as exc:
             raise ValidationError(message=str(exc)) from None
+        except Conflict as exc:
+            raise ConflictException(str(exc)) from None
+
+    def engine_job(operation: str, name_parameter: str, call) -> None:
+        """The job from the engine's records; a job the engine did not run, from moto's own records (if moto
+        has the operation)."""
+        moto_handler = getattr(SageMakerResponse, operation, None)
+
+        def handler(response: SageMakerResponse) -> ActionResult:
+            name = response._get_param(name_parameter)
+            found = call(response, name)
+            if found is not None:
+                return ActionResult(found)
+            if moto_handler is None:
+                raise ResourceNotFound(message=f"Could not find job '{name}'.")
+            return moto_handler(response)
+
+        setattr(SageMakerResponse, operation, handler)
 
     def start(response: SageMakerResponse) -> ActionResult:
         pipeline = get_pipeline_from_name(response.sagemaker_backend.pipelines, response._get_param("PipelineName"))
@@ -108,24 +127,40 @@ def _serve_executions(state_dir: str) -> None:
     def describe(response: SageMakerResponse) -> ActionResult:
         return answer(lambda: api.describe(response._get_param("PipelineExecutionArn")))
 
+    def paging(response: SageMakerResponse) -> dict:
+        """A list call's SortOrder, MaxResults and NextToken."""
+        return {"sort_order": response._get_param("SortOrder"), "max_results": response._get_param("MaxResults"),
+                "next_token": response._get_param("NextToken")}
+
     def list_executions(response: SageMakerResponse) -> ActionResult:
         name = response._get_param("PipelineName")
         get_pipeline_from_name(response.sagemaker_backend.pipelines, name)
-        return answer(lambda: api.list(name, sort_by=response._get_param("SortBy"),
-                                       sort_order=response._get_param("SortOrder"),
-                                       max_results=response._get_param("MaxResults"),
-                                       next_token=response._get_param("NextToken")))
+        return answer(lambda: api.list(name, sort_by=response._get_param("SortBy"), **paging(response)))
 
     def list_steps(response: SageMakerResponse) -> ActionResult:
-        return answer(lambda: api.steps(response._get_param("PipelineExecutionArn"),
-                                        sort_order=response._get_param("SortOrder"),
-                                        max_results=response._get_param("MaxResults"),
-                                        next_token=response._get_param("NextToken")))
+        return answer(lambda: api.steps(response._get_param("PipelineExecutionArn"), **paging(response)))
+
+    def stop(response: SageMakerResponse) -> ActionResult:
+        return answer(lambda: api.stop(response._get_param("PipelineExecutionArn")))
+
+    def retry(response: SageMakerResponse) -> ActionResult:
+        return answer(lambda: api.retry(response._get_param("PipelineExecutionArn"),
+                                        response._get_param("ClientRequestToken")))
 
     SageMakerResponse.start_pipeline_execution = start
     SageMakerResponse.describe_pipeline_execution = describe
     SageMakerResponse.list_pipeline_executions = list_executions
     SageMakerResponse.list_pipeline_execution_steps = list_steps
+    SageMakerResponse.stop_pipeline_execution = stop
+    SageMakerResponse.retry_pipeline_execution = retry
+    engine_job("describe_processing_job", "ProcessingJobName", lambda _, name: api.describe_processing_job(name))
+    engine_job("describe_hyper_parameter_tuning_job", "HyperParameterTuningJobName",
+               lambda _, name: api.describe_tuning_job(name))
+    engine_job("describe_training_job", "TrainingJobName", lambda _, name: api.describe_training_job(name))
+    engine_job("list_training_jobs_for_hyper_parameter_tuning_job", "HyperParameterTuningJobName",
+               lambda response, name: api.list_training_jobs(
+                   name, sort_by=response._get_param("SortBy"), status_equals=response._get_param("StatusEquals"),
+                   **paging(response)))
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ class LocalStack:
 
     def provision(self) -> None:
         """What the CloudFormation template creates on AWS, then the pipeline upsert, then the rules."""
-        from pipelines.driver import PipelineSettings, upsert_pipeline
+        from pipelines.driver import upsert_pipeline
 
         config, s3 = self.config, self.client("s3")
         s3.create_bucket(Bucket=config.bucket)
@@ -126,11 +126,7 @@ class LocalStack:
         # The IG secret exists, as on AWS, with a placeholder value: the local demo streams the simulator.
         self.client("secretsmanager").create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
             {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
-        settings = PipelineSettings(region=config.region, role_arn=LOCAL_ROLE_ARN, bucket=config.bucket,
-                                    pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
-                                    prefix=config.pipeline_name, max_jobs=self.max_jobs,
-                                    max_parallel_jobs=self.max_parallel_jobs)
-        upsert_pipeline(s3, sagemaker, settings, config.cache_dir, progress=self.log)
+        upsert_pipeline(s3, sagemaker, self.pipeline_settings(), config.cache_dir, progress=self.log)
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",
                                            manifest_rule_pattern(config.bucket), self._start_pipeline))
@@ -140,6 +136,16 @@ class LocalStack:
                                            config.region, LOCAL_ACCOUNT_ID)
         self.log(f"provisioned bucket {config.bucket}, model package group {config.model_package_group}, "
                  f"pipeline {config.pipeline_name} and its two rules")
+
+    def pipeline_settings(self):
+        """What the local pipeline's definition is built from (pipelines.driver.PipelineSettings)."""
+        from pipelines.driver import PipelineSettings
+
+        config = self.config
+        return PipelineSettings(region=config.region, role_arn=LOCAL_ROLE_ARN, bucket=config.bucket,
+                                pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
+                                prefix=config.pipeline_name, max_jobs=self.max_jobs,
+                                max_parallel_jobs=self.max_parallel_jobs)
 
     def run_in_background(self) -> None:
         """Dispatch events until stop(): rule matches to their targets, package changes to the bus."""
@@ -190,10 +196,11 @@ class LocalStack:
         self.executions.append(self.run_queued()[arn.rsplit("/", 1)[-1]])
 
     def run_queued(self) -> dict[str, Future]:
-        """Hand every queued execution not yet handed over to the runner, in arrival order; every run so far."""
+        """Hand every queued execution not yet handed over to the runner (or queued again by a retry since its
+        last run), in arrival order; every run so far."""
         with self._runs_lock:
             for execution_id in self.submissions.pending():
-                if execution_id not in self._runs:
+                if execution_id not in self._runs or self._runs[execution_id].done():
                     self._runs[execution_id] = self._runner.submit(self._run_execution, execution_id)
             return dict(self._runs)
 
@@ -201,6 +208,8 @@ class LocalStack:
         from pipelines.local.engine import LocalExecution
         from pipelines.parameters import resolve_parameters
 
+        if not self.submissions.claim(execution_id):  # stopped while queued, or run already
+            return self.submissions.store.load(execution_id)
         record = self.submissions.store.load(execution_id)
         try:
             definition = self.submissions.definition(execution_id)

@@ -4,8 +4,12 @@
 file lock it returns the execution already started with the same `ClientRequestToken`, or writes the new
 execution's record (status Executing, no steps yet), the definition as it stood at the call (SageMaker runs that
 snapshot, not later updates), and a queue entry. The stack's runner takes the entries in arrival order
-(`pending`), runs each in the engine under the id given here, and removes the entry only when the run has
-finished (`done`): an entry still there after a crash is a run to resume.
+(`pending`), claims each (`claim`) and runs it in the engine under the id given here, and removes the entry only
+when the run has finished (`done`): an entry still there after a crash is a run to resume.
+
+`stop` (StopPipelineExecution) stops a queued execution at once (it never starts) and asks a claimed one to stop
+at its next step boundary; `retry` (RetryPipelineExecution) queues a Failed execution again under the same id,
+and the engine reuses the steps that had succeeded.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from pipelines.local.records import ExecutionStatus, ExecutionStore, new_executi
 
 DEFINITION_FILE = "definition.json"
 _thread_lock = threading.Lock()
+
+
+class StateConflict(Exception):
+    """The execution is not in a state that allows the request (SageMaker's ConflictException)."""
 
 
 class Submissions:
@@ -60,13 +68,61 @@ class Submissions:
             write_json_atomically(self.store.execution_dir(execution_id) / DEFINITION_FILE, definition)
             self.store.save(record)
             # the entry last: a record without one is a start that never completed (recover() fails it)
-            write_json_atomically(self.queue_dir / f"{time.time_ns():020d}-{execution_id}.json",
-                                  {"PipelineExecutionId": execution_id})
+            self._enqueue(execution_id)
             return record
+
+    def _enqueue(self, execution_id: str) -> None:
+        write_json_atomically(self.queue_dir / f"{time.time_ns():020d}-{execution_id}.json",
+                              {"PipelineExecutionId": execution_id, "Claimed": False})
+
+    def _entry(self, execution_id: str) -> Path | None:
+        """The execution's queue entry (the earliest, if a retry queued it again before `done`)."""
+        return next(iter(sorted(self.queue_dir.glob(f"*-{execution_id}.json"))), None)
 
     def pending(self) -> list[str]:
         """The ids of the executions not yet finished, in arrival order."""
         return [path.stem.split("-", 1)[1] for path in sorted(self.queue_dir.glob("*.json"))]
+
+    def claim(self, execution_id: str) -> bool:
+        """The runner takes a queued execution: False if it is no longer queued (stopped, or already run)."""
+        with self._locked():
+            entry = self._entry(execution_id)
+            if entry is None or self.store.load(execution_id)["PipelineExecutionStatus"] != ExecutionStatus.EXECUTING:
+                return False
+            write_json_atomically(entry, {**json.loads(entry.read_text()), "Claimed": True})
+            return True
+
+    def stop(self, execution_id: str) -> dict:
+        """StopPipelineExecution: a queued execution is Stopped at once; a running one is asked to stop."""
+        with self._locked():
+            record = self.store.load(execution_id)
+            if record["PipelineExecutionStatus"] != ExecutionStatus.EXECUTING:
+                raise StateConflict(f"Pipeline execution {record['PipelineExecutionArn']} is "
+                                    f"{record['PipelineExecutionStatus']}; only an Executing one can be stopped.")
+            entry = self._entry(execution_id)
+            if entry is not None and not json.loads(entry.read_text())["Claimed"]:
+                entry.unlink()
+                record.update(PipelineExecutionStatus=ExecutionStatus.STOPPED, EndTime=now_iso())
+                self.store.save(record)
+            else:
+                self.store.request_stop(execution_id)
+            return record
+
+    def retry(self, execution_id: str, client_token: str | None = None) -> dict:
+        """RetryPipelineExecution: a Failed execution queued again under its id (idempotent by client token)."""
+        with self._locked():
+            record = self.store.load(execution_id)
+            if client_token and record.get("RetryClientRequestToken") == client_token:
+                return record
+            if record["PipelineExecutionStatus"] != ExecutionStatus.FAILED:
+                raise StateConflict(f"Pipeline execution {record['PipelineExecutionArn']} is "
+                                    f"{record['PipelineExecutionStatus']}; only a Failed one can be retried.")
+            record.update(PipelineExecutionStatus=ExecutionStatus.EXECUTING, FailureReason=None, EndTime=None,
+                          RetryClientRequestToken=client_token)
+            self.store.save(record)
+            self.store.clear_stop(execution_id)
+            self._enqueue(execution_id)
+            return record
 
     def definition(self, execution_id: str) -> dict:
         return json.loads((self.store.execution_dir(execution_id) / DEFINITION_FILE).read_text())
@@ -81,5 +137,6 @@ class Submissions:
     def done(self, execution_id: str) -> None:
         """The execution has finished (its record says how): take it off the queue."""
         with self._locked():
-            for path in self.queue_dir.glob(f"*-{execution_id}.json"):
-                path.unlink()
+            entry = self._entry(execution_id)
+            if entry is not None:
+                entry.unlink()
