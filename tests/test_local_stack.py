@@ -129,8 +129,6 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
                                              SortBy="CreationTime", SortOrder="Descending")["ModelPackageSummaryList"]
     v2 = packages[0]
     assert (len(packages), v2["ModelApprovalStatus"]) == (2, "PendingManualApproval")
-    wait_until(lambda: stack.watcher.last_status(v2["ModelPackageArn"]) == "PendingManualApproval", 30,
-               "the package's state change event")
     wait_until(lambda: queue_is_empty(stack, f"{CONFIG.pipeline_name}-package-approved-tap"), 30,
                "the approval rule's tap to be drained")
     assert sagemaker.describe_endpoint(EndpointName=CONFIG.endpoint_name)["EndpointConfigName"] == \

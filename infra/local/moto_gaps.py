@@ -6,6 +6,10 @@
 - S3 → EventBridge events all carry the same `id` (moto copies one base message). EventBridge gives every
   event its own id, and at-least-once consumers (the local dispatcher) dedupe on it: every copy of the base
   message gets a fresh id.
+- Model package state changes (moto emits no event): every CreateModelPackage and UpdateModelPackage puts a
+  "SageMaker Model Package State Change" event, its detail the package as DescribeModelPackage shows it, on the
+  default bus, as SageMaker does on AWS: every transition gives one event, in order (approve, reject and
+  approve again within a second give three).
 - Pipeline executions (moto records them as Succeeded at once and runs nothing; ListPipelineExecutionSteps
   answers HTTP 500): given the stack's state directory, Start/Describe/List/Stop/Retry pipeline executions,
   ListPipelineExecutionSteps and the jobs behind the steps (Describe processing, tuning and training jobs,
@@ -20,12 +24,17 @@ decorator or threaded server).
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import json
 import os
 import sys
+import threading
 import uuid
 
 PINNED_MOTO = "5.2.5"
 STATE_DIR_VARIABLE = "LIVETRAIN_LOCAL_STATE_DIR"
+PACKAGE_STATE_CHANGE = "SageMaker Model Package State Change"
+_package_changes = threading.Lock()  # a change and its event as one step: events in the order of the changes
 
 
 class _EventWithFreshId(dict):
@@ -71,9 +80,35 @@ def apply(state_dir: str | None = None) -> None:
 
     SageMakerModelBackend.update_endpoint = update_endpoint
     SageMakerResponse.update_endpoint = update_endpoint_response
-    moto.events.utils._BASE_EVENT_MESSAGE = _EventWithFreshId(moto.events.utils._BASE_EVENT_MESSAGE)
+    if not isinstance(moto.events.utils._BASE_EVENT_MESSAGE, _EventWithFreshId):  # apply() may run twice
+        moto.events.utils._BASE_EVENT_MESSAGE = _EventWithFreshId(moto.events.utils._BASE_EVENT_MESSAGE)
+        for operation in ("create_model_package", "update_model_package"):
+            setattr(SageMakerModelBackend, operation, _announcing(getattr(SageMakerModelBackend, operation)))
     if state_dir:
         _serve_executions(state_dir)
+
+
+def _announcing(change):
+    """A model-package backend call (returning the package's ARN) that then puts the package's state change
+    event on the default bus."""
+    from moto.events.models import events_backends
+
+    def call(backend, *args, **kwargs) -> str:
+        with _package_changes:
+            arn = change(backend, *args, **kwargs)
+            detail = backend.describe_model_package(arn).gen_response_object()
+            events_backends[backend.account_id][backend.region_name].put_events([{
+                "Source": "aws.sagemaker", "DetailType": PACKAGE_STATE_CHANGE, "Resources": [arn],
+                "Detail": json.dumps(detail, default=_iso_time)}])
+        return arn
+
+    return call
+
+
+def _iso_time(value):
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _serve_executions(state_dir: str) -> None:

@@ -24,7 +24,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from infra.local.dispatcher import Dispatcher, LocalRule, ModelPackageWatcher, json_path
+from infra.local.dispatcher import Dispatcher, LocalRule, json_path
 from infra.local.services import LOCAL_KEY, Service, local_client, start_mongo, start_moto, wait_until
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
@@ -50,7 +50,6 @@ class LocalStack:
         self.mongo: Service | None = None
         self.endpoint = None
         self.dispatcher: Dispatcher | None = None  # made by provision()
-        self.watcher: ModelPackageWatcher | None = None
         self.executions: list[Future] = []  # one per batch that landed, in arrival order
         self.deployments: list[dict] = []  # the deploy Lambda's reports
         self.submissions = Submissions(self.state_dir)
@@ -132,8 +131,6 @@ class LocalStack:
                                            manifest_rule_pattern(config.bucket), self._start_pipeline))
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-package-approved",
                                            approval_rule_pattern(config.model_package_group), self._deploy))
-        self.watcher = ModelPackageWatcher(sagemaker, self.client("events"), config.model_package_group,
-                                           config.region, LOCAL_ACCOUNT_ID)
         self.log(f"provisioned bucket {config.bucket}, model package group {config.model_package_group}, "
                  f"pipeline {config.pipeline_name} and its two rules")
 
@@ -154,7 +151,6 @@ class LocalStack:
             try:
                 while not self._stop.is_set():
                     self.run_queued()
-                    self.watcher.poll_once()
                     if not self.dispatcher.poll_once():
                         self._stop.wait(POLL_SECONDS)
             except BaseException as exc:  # surfaced by check()
