@@ -393,6 +393,7 @@ def _sdk_workarounds():
     is not validated again.
     """
     validate = SageMakerConfig.validate_sagemaker_config
+    descriptor = vars(SageMakerConfig)["validate_sagemaker_config"]  # a staticmethod: restored as it was
 
     def validate_other_config(sagemaker_config=None):
         if sagemaker_config is not SDK_CONFIG:
@@ -403,21 +404,32 @@ def _sdk_workarounds():
         try:
             yield
         finally:
-            SageMakerConfig.validate_sagemaker_config = validate
+            SageMakerConfig.validate_sagemaker_config = descriptor
 
 
-def build_definition(**pipeline_args) -> str:
-    """The definition JSON of `get_pipeline(**pipeline_args)`, without the SDK's chatter on stderr.
-
-    Nothing global changes: the SDK's workarounds hold for the build only.
-    """
+@contextmanager
+def _quiet_build():
+    """The SDK's workarounds, without its chatter on stderr; nothing global changes beyond the block."""
     with _sdk_workarounds(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Running within a PipelineSession, there will be No Wait…"
         logging.disable(logging.WARNING)  # "Popping out 'ProcessingJobName' from the pipeline definition…"
         try:
-            return get_pipeline(**pipeline_args).definition()
+            yield
         finally:
             logging.disable(logging.NOTSET)
+
+
+def build_definition(**pipeline_args) -> str:
+    """The definition JSON of `get_pipeline(**pipeline_args)`."""
+    with _quiet_build():
+        return get_pipeline(**pipeline_args).definition()
+
+
+def build_pipeline(**pipeline_args) -> Pipeline:
+    """The SDK's Pipeline object of `get_pipeline(**pipeline_args)`, to start and watch runs with (its session's
+    clients use the environment's AWS_ENDPOINT_URL, so it drives the local stack as it drives SageMaker)."""
+    with _quiet_build():
+        return get_pipeline(**pipeline_args)
 
 
 def s3_input(name: str, s3_uri, local_path: str, data_type: str = "S3Prefix") -> ProcessingInput:

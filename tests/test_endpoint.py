@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -98,6 +99,26 @@ def test_bad_requests_get_4xx_with_a_json_message(server, name, content_type, ac
     assert error["ResponseMetadata"]["HTTPStatusCode"] == status
     assert error["Error"]["Code"] == "ValidationError"
     assert message in error["Error"]["Message"]
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.putrequest("POST", f"/endpoints/{NAME}/invocations")
+    for header, value in (("Content-Type", "text/csv"), ("Content-Length", str(10 * 1024**3))):
+        connection.putheader(header, value)
+    connection.endheaders()  # and not a byte of the 10 GiB
+    response = connection.getresponse()
+    assert response.status == 413
+    assert "larger than 6291456 bytes" in json.loads(response.read())["message"]
+    connection.close()
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(model_tar):
+    with EndpointServer(StaticResolver({NAME: str(model_tar)}), header_timeout_s=0.5) as running, \
+            socket.create_connection(("127.0.0.1", running.port), timeout=10) as connection:
+        connection.sendall(f"POST /endpoints/{NAME}/invocations HTTP/1.1\r\nHost: x\r\n".encode())
+        while connection.recv(1024):  # the server closes it (a 10 s socket timeout raises instead)
+            pass
 
 
 def test_the_container_contract_ping_and_invocations(server, model_tar):

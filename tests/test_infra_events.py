@@ -14,7 +14,7 @@ import sys
 import pytest
 from botocore.stub import Stubber
 
-from infra.local.dispatcher import ModelPackageWatcher, json_path
+from infra.local.dispatcher import json_path
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from lambdas.deploy_on_approval import DeployConfig, deploy, deployment_config, handler
 from processing.batch_contract import MANIFEST_FILE, batch_key_prefix
@@ -75,12 +75,10 @@ def test_the_manifest_rule_matches_a_batch_manifest_only(aws):
 @pytest.fixture
 def bus(aws):
     """moto's default bus with two SQS-tapped rules (every package state change, and the template's approval
-    rule) and the local stack's watchers that put package state changes on it, as SageMaker does on AWS."""
+    rule); the local stack's moto puts package state changes on it, as SageMaker does on AWS (moto_gaps.py)."""
     queues = {"all-packages": tap(aws, "all-packages", {"source": ["aws.sagemaker"]}),
               "approval": tap(aws, "approval", approval_rule_pattern(GROUP))}
-    watchers = {group: ModelPackageWatcher(aws.client("sagemaker"), aws.client("events"), group, REGION, ACCOUNT)
-                for group in (GROUP, "other-models")}
-    return aws.client("sqs"), queues, watchers
+    return aws.client("sqs"), queues
 
 
 def drain(sqs, url: str) -> list[dict]:
@@ -94,9 +92,9 @@ def drain(sqs, url: str) -> list[dict]:
 
 
 def register(sagemaker, bus, group=GROUP, status="Approved") -> dict:
-    """A package in `group`, PendingManualApproval then `status`; returns the state change event from the bus,
-    put there by the local stack's ModelPackageWatcher (SageMaker's role on AWS)."""
-    sqs, queues, watchers = bus
+    """A package in `group`, PendingManualApproval then `status`; returns its last state change event from the
+    bus (the one of the update)."""
+    sqs, queues = bus
     arn = sagemaker.create_model_package(
         ModelPackageGroupName=group, ModelApprovalStatus="PendingManualApproval",
         InferenceSpecification={
@@ -105,8 +103,7 @@ def register(sagemaker, bus, group=GROUP, status="Approved") -> dict:
             "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["application/json"]},
     )["ModelPackageArn"]
     sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status)
-    watchers[group].poll_once()
-    return next(e for e in drain(sqs, queues["all-packages"]) if e["detail"]["ModelPackageArn"] == arn)
+    return [e for e in drain(sqs, queues["all-packages"]) if e["detail"]["ModelPackageArn"] == arn][-1]
 
 
 def names(sagemaker) -> tuple[list[str], list[str]]:
@@ -160,6 +157,25 @@ def test_stale_approval_of_a_package_since_rejected_is_a_no_op(sagemaker, bus):
 
     assert report["action"] == "skipped" and "stale" in report["reason"]
     assert sagemaker.list_endpoints()["Endpoints"] == []
+
+
+def test_every_approval_change_is_an_event_in_order_so_the_endpoint_ends_on_the_right_version(sagemaker, bus):
+    """v2 replaced v1; the reviewer rolls back by rejecting and approving v1 again, at once. Each update is an
+    event, in order (a poll of the registry would have seen v1 Approved as before, and left v2 serving)."""
+    sqs, queues = bus
+    v1 = register(sagemaker, bus)["detail"]["ModelPackageArn"]
+    v2 = register(sagemaker, bus)["detail"]["ModelPackageArn"]
+    for event in drain(sqs, queues["approval"]):
+        deploy(event, sagemaker, CONFIG)
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == "livetrain-v2"
+
+    for status in ("Rejected", "Approved"):
+        sagemaker.update_model_package(ModelPackageArn=v1, ModelApprovalStatus=status)
+    assert [e["detail"]["ModelApprovalStatus"] for e in drain(sqs, queues["all-packages"])] == ["Rejected", "Approved"]
+    for event in drain(sqs, queues["approval"]):
+        deploy(event, sagemaker, CONFIG)
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == "livetrain-v1"
+    assert v2 != v1
 
 
 class UpdateEndpointStubbed:

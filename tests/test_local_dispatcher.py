@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from infra.local.dispatcher import Dispatcher, LocalRule, ModelPackageWatcher, json_path
+from infra.local.dispatcher import Dispatcher, LocalRule, json_path
 from infra.local.services import wait_until
 
 MANIFEST_PATTERN = {"source": ["aws.s3"], "detail-type": ["Object Created"],
@@ -73,41 +73,21 @@ def test_a_failing_target_is_retried(clients, tmp_path):
     assert len(attempts) == 2 and attempts[0] == attempts[1]
 
 
-def test_model_package_events_on_creation_and_approval(clients, tmp_path):
+def test_every_model_package_change_is_an_event_in_order(clients, tmp_path):
+    """moto (with moto_gaps) puts a state change event per CreateModelPackage and UpdateModelPackage, as
+    SageMaker does: approve, reject and approve again at once are three events, in order."""
     events, sqs, sagemaker = clients["events"], clients["sqs"], clients["sagemaker"]
     sagemaker.create_model_package_group(ModelPackageGroupName="models")
     received = []
     dispatcher = Dispatcher(events, sqs, tmp_path)
-    pattern = {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Model Package State Change"],
-               "detail": {"ModelPackageGroupName": ["models"], "ModelApprovalStatus": ["Approved"]}}
-    dispatcher.add_rule(LocalRule("approved", pattern, received.append))
-    watcher = ModelPackageWatcher(sagemaker, events, "models", "us-east-1", "123456789012")
-
+    dispatcher.add_rule(LocalRule("packages", {"source": ["aws.sagemaker"],
+                                               "detail-type": ["SageMaker Model Package State Change"],
+                                               "detail": {"ModelPackageGroupName": ["models"]}}, received.append))
     arn = pending_package(sagemaker)
-    assert watcher.poll_once() == 1
-    assert watcher.poll_once() == 0
-    dispatcher.poll_once(wait_seconds=1)
-    assert received == []  # pending packages do not match the approval rule
-
-    sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
-    assert watcher.poll_once() == 1
-    wait_until(lambda: dispatcher.poll_once(wait_seconds=1) or received, 20, "the approval event")
-    assert received[0]["detail"]["ModelPackageArn"] == arn
-    assert received[0]["detail"]["ModelApprovalStatus"] == "Approved"
-    assert received[0]["detail-type"] == "SageMaker Model Package State Change"
-
-
-def test_an_approval_between_listing_and_describing_is_announced_once(clients, tmp_path):
-    events, sagemaker = clients["events"], clients["sagemaker"]
-    sagemaker.create_model_package_group(ModelPackageGroupName="models")
-    watcher = ModelPackageWatcher(sagemaker, events, "models", "us-east-1", "123456789012")
-    arn = pending_package(sagemaker)
-
-    def approve_before_describe(**_):  # the reviewer clicks between the watcher's two calls
-        sagemaker.meta.events.unregister("before-call.sagemaker.DescribeModelPackage", approve_before_describe)
-        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
-
-    sagemaker.meta.events.register("before-call.sagemaker.DescribeModelPackage", approve_before_describe)
-    assert watcher.poll_once() == 1  # listed as pending, announced as approved
-    assert watcher.last_status(arn) == "Approved"
-    assert watcher.poll_once() == 0  # not announced a second time
+    for status in ("Approved", "Rejected", "Approved"):
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status)
+    wait_until(lambda: dispatcher.poll_once(wait_seconds=1) == 0 and len(received) >= 4, 20, "four events")
+    assert [e["detail"]["ModelApprovalStatus"] for e in received] == \
+        ["PendingManualApproval", "Approved", "Rejected", "Approved"]
+    assert {e["detail"]["ModelPackageArn"] for e in received} == {arn}
+    assert received[0]["detail"]["InferenceSpecification"]["SupportedContentTypes"] == ["text/csv"]

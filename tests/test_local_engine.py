@@ -17,9 +17,10 @@ from pipelines.local import engine
 from pipelines.local.engine import LocalExecution, plan_steps
 from pipelines.local.errors import DefinitionError, ExpressionError, StepFailure
 from pipelines.local.expressions import Resolver, parse_path, referenced_steps
-from pipelines.local.records import ExecutionStore
+from pipelines.local.records import STOP_FILE, ExecutionStore
 from pipelines.local.steps import SUPPORTED_STEP_TYPES
 from pipelines.local.steps.condition import evaluate
+from pipelines.local.submissions import Submissions
 from pipelines.parameters import resolve_parameters
 
 BUCKET = "engine-test"
@@ -438,6 +439,50 @@ def test_retries_stop_at_max_attempts_and_skip_other_failures(aws, tmp_path):
     record = run_definition(aws, tmp_path, script_error)
     assert record["Steps"]["Count"]["AttemptCount"] == 1
     assert record["Steps"]["Count"]["FailureReason"] == "bad input"
+
+
+STOP_SCRIPT = """
+    import pathlib, sys
+    pathlib.Path(sys.argv[1]).touch()  # StopPipelineExecution while this step runs (what the API writes)
+"""
+
+
+def test_a_stop_lets_the_running_step_finish_and_starts_nothing_after_it(aws, tmp_path):
+    stop_file = {"Std:Join": {"On": "/", "Values": [str(tmp_path / "state" / "executions"),
+                                                    {"Get": "Execution.PipelineExecutionId"}, STOP_FILE]}}
+    definition = {"Steps": [processing_step("Hold", upload_script(aws, "stop", STOP_SCRIPT), arguments=[stop_file]),
+                            {"Name": "After", "Type": "Fail", "Arguments": {"ErrorMessage": "ran"},
+                             "DependsOn": ["Hold"]}]}
+    record = run_definition(aws, tmp_path, definition)
+    assert (record["PipelineExecutionStatus"], record["FailureReason"]) == ("Stopped", None)
+    assert record["Steps"]["Hold"]["StepStatus"] == "Succeeded"
+    assert (record["Steps"]["After"]["StepStatus"], record["Steps"]["After"]["Reason"]) == \
+        ("NotExecuted", "the execution was stopped")
+
+
+def test_a_retried_execution_runs_again_from_the_failed_step(aws, tmp_path):
+    """RetryPipelineExecution: the succeeded step is reused (it does not run again), the failed one runs."""
+    check = upload_script(aws, "check-ready", """
+        import os, pathlib, sys
+        if not pathlib.Path(os.environ["READY"]).exists():
+            sys.exit("not ready")
+    """)
+    definition = counting_definition(aws, tmp_path)
+    definition["Steps"].append(processing_step("Check", check, environment={"READY": str(tmp_path / "ready")},
+                                               DependsOn=["Count"]))
+    failed = run_definition(aws, tmp_path, definition)
+    assert (failed["PipelineExecutionStatus"], failed["FailureReason"]) == ("Failed", "step Check failed: not ready")
+
+    (tmp_path / "ready").touch()
+    Submissions(tmp_path / "state").retry(failed["PipelineExecutionId"])
+    retried = LocalExecution(definition, resolve_parameters(definition, {}), s3=aws.client("s3"),
+                             sagemaker=aws.client("sagemaker"), state_dir=tmp_path / "state",
+                             pipeline_name="engine-test", pipeline_arn=ARN, progress=lambda line: None,
+                             execution_id=failed["PipelineExecutionId"]).run()
+    assert retried["PipelineExecutionStatus"] == "Succeeded", retried["FailureReason"]
+    assert runs(tmp_path) == 1
+    assert retried["Steps"]["Count"] == failed["Steps"]["Count"]
+    assert retried["Steps"]["Check"]["StepStatus"] == "Succeeded"
 
 
 # ---------------------------------------------------------------- CLI

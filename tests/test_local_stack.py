@@ -1,6 +1,7 @@
 """The local stack: the template's rules in moto, one run per event, a new model served only after approval."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 
@@ -63,6 +64,46 @@ def test_the_same_event_twice_starts_one_run(stack):
     assert len(stack.executions) == 1
 
 
+def test_a_run_started_through_the_sagemaker_api_runs_in_the_engine(stack, run_cli, monkeypatch):
+    """The SDK's own Pipeline object (AWS_ENDPOINT_URL exported, as `demo` suggests) starts a run (on a batch that
+    is not there) and waits for it; the execution, its steps, its failed job and the failure reason answer through
+    the SageMaker API and `livetrain pipeline executions`; a retry runs it again."""
+    from botocore.exceptions import WaiterError
+
+    from pipelines.definition import build_pipeline
+
+    for name, value in stack.environment().items():
+        monkeypatch.setenv(name, value)
+    pipeline = build_pipeline(**asdict(stack.pipeline_settings()))
+    execution = pipeline.start(parameters={"InputBucket": CONFIG.bucket,
+                                           "InputManifestKey": "batches/E/none/batch.manifest"},
+                               execution_display_name="by-hand")
+    with pytest.raises(WaiterError, match="Failed"):
+        execution.wait(delay=1, max_attempts=120)
+    arn, sagemaker = execution.arn, stack.client("sagemaker")
+    described = sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
+    assert described["PipelineExecutionStatus"] == "Failed"
+    assert described["PipelineExecutionDisplayName"] == "by-hand"
+    (failed,) = [step for step in execution.list_steps() if step["StepStatus"] == "Failed"]
+    assert failed["FailureReason"] in described["FailureReason"]
+    job = failed["Metadata"]["ProcessingJob"]["Arn"].rsplit("/", 1)[-1]
+    assert job.endswith(arn.rsplit("/", 1)[-1])
+    processing = sagemaker.describe_processing_job(ProcessingJobName=job)
+    assert (processing["ProcessingJobStatus"], processing["FailureReason"]) == ("Failed", failed["FailureReason"])
+    (summary,) = sagemaker.list_pipeline_executions(PipelineName=CONFIG.pipeline_name)["PipelineExecutionSummaries"]
+    assert summary["PipelineExecutionArn"] == arn
+    result = run_cli("pipeline", "executions", "--endpoint-url", stack.moto.url, env=stack.environment())
+    assert result.returncode == 0, result.stderr
+    assert arn.rsplit("/", 1)[-1] in result.stdout and "Failed" in result.stdout
+
+    sagemaker.retry_pipeline_execution(PipelineExecutionArn=arn)  # the batch is still missing: it fails again
+    assert sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"] == "Executing"
+    wait_until(lambda: sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"]
+               == "Failed", 120, "the retried run to fail again")
+    (again,) = [step for step in execution.list_steps() if step["StepStatus"] == "Failed"]
+    assert again["StepName"] == failed["StepName"] and again["StartTime"] > failed["StartTime"]
+
+
 def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make_batch):
     s3, sagemaker, runtime = stack.client("s3"), stack.client("sagemaker"), stack.client("sagemaker-runtime")
 
@@ -88,8 +129,6 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
                                              SortBy="CreationTime", SortOrder="Descending")["ModelPackageSummaryList"]
     v2 = packages[0]
     assert (len(packages), v2["ModelApprovalStatus"]) == (2, "PendingManualApproval")
-    wait_until(lambda: stack.watcher.last_status(v2["ModelPackageArn"]) == "PendingManualApproval", 30,
-               "the package's state change event")
     wait_until(lambda: queue_is_empty(stack, f"{CONFIG.pipeline_name}-package-approved-tap"), 30,
                "the approval rule's tap to be drained")
     assert sagemaker.describe_endpoint(EndpointName=CONFIG.endpoint_name)["EndpointConfigName"] == \

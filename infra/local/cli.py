@@ -1,4 +1,6 @@
-"""`livetrain demo`: the whole loop on one machine. Only the standard library and the kernel are imported here."""
+"""`livetrain demo`, `backtest` and `local up|down|status`: the loop on one machine.
+
+Only the standard library and the kernel are imported here."""
 
 from __future__ import annotations
 
@@ -37,6 +39,20 @@ def add_commands(commands, config) -> None:
     demo.add_argument("--timeout", type=positive_int, default=900, help="seconds to wait for a batch (default 900)")
     _add_run_folder(demo, "--state-dir", config, "demo", "its services' data, records and reports")
     demo.set_defaults(handler=_run_demo, config=config)
+
+    local = commands.add_group(
+        "local", help="the local stack as a background service: up, down, status",
+        description="The local stack (moto, a MongoDB-wire server, the SageMaker Runtime endpoint, the event "
+                    "dispatcher and the pipeline runner) as a background service with its state in one directory; "
+                    "use it with boto3, the AWS CLI or the SageMaker SDK after exporting the lines `up` prints.")
+    for name, help_text, handler in (
+            ("up", "start it in the background; print the endpoints and the export lines", _local_up),
+            ("down", "stop it and every process it started", _local_down),
+            ("status", "whether it runs; its endpoints", _local_status)):
+        action = local.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        action.add_argument("--state-dir", type=Path, default=Path(config.state_dir) / "local",
+                            help=f"its state directory (default {config.state_dir}/local)")
+        action.set_defaults(handler=handler, config=config)
 
     backtest = commands.add_parser(
         "backtest", help="does freshness pay? replay consecutive batches and score three policies on each next one",
@@ -77,6 +93,37 @@ def _run_demo(args: argparse.Namespace) -> int:
         config=args.config, state_dir=args.state_dir, batch_size=args.batch_size, market=args.market, seed=args.seed,
         continuous=args.continuous, batches=args.batches, approve=not args.no_approve, keep_running=args.keep_running,
         max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs, timeout=args.timeout))
+
+
+def _print_service(info: dict) -> None:
+    print(f"the local stack runs (pid {info['pid']}); use it from a shell with:")
+    for name, value in info["environment"].items():
+        print(f"export {name}={value}")
+
+
+def _local_up(args: argparse.Namespace) -> int:
+    from infra.local.service import up
+
+    _print_service(up(args.state_dir))
+    return 0
+
+
+def _local_down(args: argparse.Namespace) -> int:
+    from infra.local.service import down
+
+    print("stopped the local stack" if down(args.state_dir) else f"no local stack runs on {args.state_dir}")
+    return 0
+
+
+def _local_status(args: argparse.Namespace) -> int:
+    from infra.local.service import status
+
+    info = status(args.state_dir)
+    if info is None:
+        print(f"no local stack runs on {args.state_dir}; start one with `livetrain local up`")
+        return 1
+    _print_service(info)
+    return 0
 
 
 def _run_backtest(args: argparse.Namespace) -> int:

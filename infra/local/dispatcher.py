@@ -11,8 +11,8 @@ acknowledged and skipped, so the same event twice starts one run. The ids are
 kept in the state directory, so this holds across restarts.
 
 moto emits no "SageMaker Model Package State Change" events either:
-`ModelPackageWatcher` polls the model registry and puts events of AWS's shape
-on the bus when a package appears or its approval status changes.
+`moto_gaps.py` makes its CreateModelPackage and UpdateModelPackage put them on
+the bus, one per call, as SageMaker does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -114,49 +113,3 @@ class Dispatcher:
             self._handled_path.parent.mkdir(parents=True, exist_ok=True)
             with self._handled_path.open("a") as out:
                 out.write(json.dumps({"id": key}) + "\n")
-
-
-class ModelPackageWatcher:
-    """Puts "SageMaker Model Package State Change" events on the bus, as SageMaker does on AWS."""
-
-    def __init__(self, sagemaker, events, group: str, region: str, account: str):
-        self.sagemaker, self.events = sagemaker, events
-        self.group, self.region, self.account = group, region, account
-        self._seen: dict[str, str] = {}
-
-    def poll_once(self) -> int:
-        """Emit one event per package that is new or whose approval status changed; returns the count."""
-        emitted = 0
-        pages = self.sagemaker.get_paginator("list_model_packages").paginate(ModelPackageGroupName=self.group)
-        for summary in (s for page in pages for s in page["ModelPackageSummaryList"]):
-            arn, status = summary["ModelPackageArn"], summary.get("ModelApprovalStatus")
-            if self._seen.get(arn) != status:
-                package = self.sagemaker.describe_model_package(ModelPackageName=arn)
-                self._emit(package)
-                # remember what the event announced: the status may have changed since the listing
-                self._seen[arn] = package.get("ModelApprovalStatus")
-                emitted += 1
-        return emitted
-
-    def last_status(self, package_arn: str) -> str | None:
-        """The approval status last announced for the package (None if not seen yet)."""
-        return self._seen.get(package_arn)
-
-    def _emit(self, package: dict) -> None:
-        detail = {k: v for k, v in package.items() if k != "ResponseMetadata"}
-        entry = {
-            "Source": "aws.sagemaker",
-            "DetailType": "SageMaker Model Package State Change",
-            "Resources": [package["ModelPackageArn"]],
-            "Detail": json.dumps(detail, default=_json_default),
-            "Time": datetime.now(UTC),
-        }
-        failed = self.events.put_events(Entries=[entry]).get("FailedEntryCount", 0)
-        if failed:
-            raise RuntimeError(f"put_events refused the state change event of {package['ModelPackageArn']}")
-
-
-def _json_default(value):
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -75,11 +75,13 @@ class Service:
                                f"(log: {self.log_path})")
 
 
-def _spawn(name: str, command: list[str], url: str, log_dir: Path, ready, timeout: float) -> Service:
+def _spawn(name: str, command: list[str], url: str, log_dir: Path, ready, timeout: float,
+           env: dict[str, str] | None = None) -> Service:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, **(env or {})})
     service = Service(name, url, log_path, process)
 
     def up() -> bool:
@@ -103,10 +105,14 @@ def _http_answers(url: str) -> bool:
 
 
 def start_moto(state_dir: Path, port: int | None = None, timeout: float = 30) -> Service:
-    """moto's HTTP server on 127.0.0.1 (all services on one port), with infra/local/moto_gaps.py applied."""
+    """moto's HTTP server on 127.0.0.1 (all services on one port), with infra/local/moto_gaps.py applied: its
+    pipeline executions are the local engine's, recorded under state_dir."""
+    from infra.local.moto_gaps import STATE_DIR_VARIABLE
+
     port = port or free_port()
     command = [sys.executable, "-m", "infra.local.moto_gaps", "-H", HOST, "-p", str(port)]
-    return _spawn("moto", command, f"http://{HOST}:{port}", state_dir / "logs", _http_answers, timeout)
+    return _spawn("moto", command, f"http://{HOST}:{port}", state_dir / "logs", _http_answers, timeout,
+                  env={STATE_DIR_VARIABLE: str(state_dir)})
 
 
 def _mongo_answers(uri: str) -> bool:

@@ -6,8 +6,10 @@ what the CloudFormation template provisions on AWS (the data bucket with EventBr
 rules with the template's own patterns and parameter mapping, the model package group, the IG secret, the
 pipeline); and dispatches rule matches to their real targets:
 
-- the manifest rule → a local execution of the pipeline definition stored in moto, with the parameters
-  EventBridge would pass (`pipelines/local`); executions run one after another, none is dropped;
+- the manifest rule → StartPipelineExecution with the parameters EventBridge would pass (and the event's id as
+  the client token), the same call a user makes with boto3: moto (`moto_gaps.py`) queues the execution in the
+  state directory and the stack's runner executes the queue in the local engine (`pipelines/local`), in arrival
+  order, up to `max_concurrent_executions` at a time; none is dropped;
 - the approval rule → the deploy Lambda's code, in-process, configured as the template configures it.
 
 With `monitor_every_s`, the live-quality monitor (infra/local/monitoring.py) runs on that timer over the
@@ -22,10 +24,11 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from infra.local.dispatcher import Dispatcher, LocalRule, ModelPackageWatcher, json_path
+from infra.local.dispatcher import Dispatcher, LocalRule, json_path
 from infra.local.services import LOCAL_KEY, Service, local_client, start_mongo, start_moto, wait_until
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
+from pipelines.local.submissions import Submissions
 
 LOCAL_ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/livetrain-local"
 IG_SECRET_ID = "livetrain/ig-credentials"
@@ -36,7 +39,8 @@ class LocalStack:
     """Services, provisioning and event dispatch; use as a context manager, or start() and stop()."""
 
     def __init__(self, config: Config, state_dir: Path | None = None, *, max_jobs: int | None = None,
-                 max_parallel_jobs: int | None = None, log=None, monitor_every_s: float | None = None):
+                 max_parallel_jobs: int | None = None, max_concurrent_executions: int = 1, log=None,
+                 monitor_every_s: float | None = None):
         self.config = config
         self.state_dir = Path(state_dir or config.state_dir).resolve()
         self.max_jobs = max_jobs or config.max_jobs
@@ -46,12 +50,14 @@ class LocalStack:
         self.mongo: Service | None = None
         self.endpoint = None
         self.dispatcher: Dispatcher | None = None  # made by provision()
-        self.watcher: ModelPackageWatcher | None = None
         self.executions: list[Future] = []  # one per batch that landed, in arrival order
         self.deployments: list[dict] = []  # the deploy Lambda's reports
+        self.submissions = Submissions(self.state_dir)
+        self._runs: dict[str, Future] = {}  # execution id → its run in this process, for every queued execution
+        self._runs_lock = threading.Lock()
+        self._runner = ThreadPoolExecutor(max_workers=max_concurrent_executions, thread_name_prefix="pipeline")
         self.monitor_every_s = monitor_every_s
         self.live_quality: list[dict] = []  # each monitoring run's live_quality.json
-        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -106,7 +112,7 @@ class LocalStack:
 
     def provision(self) -> None:
         """What the CloudFormation template creates on AWS, then the pipeline upsert, then the rules."""
-        from pipelines.driver import PipelineSettings, upsert_pipeline
+        from pipelines.driver import upsert_pipeline
 
         config, s3 = self.config, self.client("s3")
         s3.create_bucket(Bucket=config.bucket)
@@ -119,20 +125,24 @@ class LocalStack:
         # The IG secret exists, as on AWS, with a placeholder value: the local demo streams the simulator.
         self.client("secretsmanager").create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
             {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
-        settings = PipelineSettings(region=config.region, role_arn=LOCAL_ROLE_ARN, bucket=config.bucket,
-                                    pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
-                                    prefix=config.pipeline_name, max_jobs=self.max_jobs,
-                                    max_parallel_jobs=self.max_parallel_jobs)
-        upsert_pipeline(s3, sagemaker, settings, config.cache_dir, progress=self.log)
+        upsert_pipeline(s3, sagemaker, self.pipeline_settings(), config.cache_dir, progress=self.log)
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",
                                            manifest_rule_pattern(config.bucket), self._start_pipeline))
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-package-approved",
                                            approval_rule_pattern(config.model_package_group), self._deploy))
-        self.watcher = ModelPackageWatcher(sagemaker, self.client("events"), config.model_package_group,
-                                           config.region, LOCAL_ACCOUNT_ID)
         self.log(f"provisioned bucket {config.bucket}, model package group {config.model_package_group}, "
                  f"pipeline {config.pipeline_name} and its two rules")
+
+    def pipeline_settings(self):
+        """What the local pipeline's definition is built from (pipelines.driver.PipelineSettings)."""
+        from pipelines.driver import PipelineSettings
+
+        config = self.config
+        return PipelineSettings(region=config.region, role_arn=LOCAL_ROLE_ARN, bucket=config.bucket,
+                                pipeline_name=config.pipeline_name, model_package_group=config.model_package_group,
+                                prefix=config.pipeline_name, max_jobs=self.max_jobs,
+                                max_parallel_jobs=self.max_parallel_jobs)
 
     def run_in_background(self) -> None:
         """Dispatch events until stop(): rule matches to their targets, package changes to the bus."""
@@ -140,7 +150,7 @@ class LocalStack:
         def loop():
             try:
                 while not self._stop.is_set():
-                    self.watcher.poll_once()
+                    self.run_queued()
                     if not self.dispatcher.poll_once():
                         self._stop.wait(POLL_SECONDS)
             except BaseException as exc:  # surfaced by check()
@@ -170,21 +180,44 @@ class LocalStack:
     # ------------------------------------------------------------ the rules' targets
 
     def _start_pipeline(self, event: dict) -> None:
+        """EventBridge's pipeline target: StartPipelineExecution, the event's id as the client token (a redelivered
+        event finds its execution instead of starting another)."""
         parameters = {name: str(json_path(event, path)) for name, path in pipeline_parameter_mapping().items()}
+        arn = self.client("sagemaker").start_pipeline_execution(
+            PipelineName=self.config.pipeline_name, ClientRequestToken=event["id"],
+            PipelineParameters=[{"Name": name, "Value": value} for name, value in parameters.items()],
+        )["PipelineExecutionArn"]
         self.log(f"batch landed: s3://{parameters['InputBucket']}/{parameters['InputManifestKey']} "
-                 f"→ pipeline {self.config.pipeline_name}")
-        self.executions.append(self._runner.submit(self._run_pipeline, parameters))
+                 f"→ pipeline {self.config.pipeline_name}, execution {arn.rsplit('/', 1)[-1]}")
+        self.executions.append(self.run_queued()[arn.rsplit("/", 1)[-1]])
 
-    def _run_pipeline(self, parameters: dict) -> dict:
-        from pipelines.local.engine import LocalExecution, fetch_definition
+    def run_queued(self) -> dict[str, Future]:
+        """Hand every queued execution not yet handed over to the runner (or queued again by a retry since its
+        last run), in arrival order; every run so far."""
+        with self._runs_lock:
+            for execution_id in self.submissions.pending():
+                if execution_id not in self._runs or self._runs[execution_id].done():
+                    self._runs[execution_id] = self._runner.submit(self._run_execution, execution_id)
+            return dict(self._runs)
+
+    def _run_execution(self, execution_id: str) -> dict:
+        from pipelines.local.engine import LocalExecution
         from pipelines.parameters import resolve_parameters
 
-        sagemaker = self.client("sagemaker")
-        definition, pipeline_arn = fetch_definition(sagemaker, self.config.pipeline_name)
-        execution = LocalExecution(definition, resolve_parameters(definition, parameters), s3=self.client("s3"),
-                                   sagemaker=sagemaker, state_dir=self.state_dir, progress=self.log,
-                                   pipeline_name=self.config.pipeline_name, pipeline_arn=pipeline_arn)
-        return execution.run()
+        if not self.submissions.claim(execution_id):  # stopped while queued, or run already
+            return self.submissions.store.load(execution_id)
+        record = self.submissions.store.load(execution_id)
+        try:
+            definition = self.submissions.definition(execution_id)
+            execution = LocalExecution(definition, resolve_parameters(definition, record["Parameters"]),
+                                       s3=self.client("s3"), sagemaker=self.client("sagemaker"),
+                                       state_dir=self.state_dir, progress=self.log, execution_id=execution_id,
+                                       pipeline_name=record["PipelineName"], pipeline_arn=record["PipelineArn"])
+            record = execution.run()
+        except Exception as exc:  # the engine records a step's failure itself; this is anything around it
+            record = self.submissions.fail(execution_id, f"the local engine could not run it: {exc}")
+        self.submissions.done(execution_id)
+        return record
 
     def _deploy(self, event: dict) -> None:
         from lambdas.deploy_on_approval import DeployConfig, deploy

@@ -7,7 +7,9 @@ Requests use the Linear Learner formats (text/csv, application/json, application
 application/json, the default, or application/jsonlines). A request the model cannot answer gets a 4xx
 with a JSON `{"message": ...}` and the `x-amzn-ErrorType` header botocore reads as the error code:
 415 unsupported content type, 406 unsupported accept type, 400 malformed or wrong feature count,
-404 unknown endpoint, 413 body over the service's 6 MiB limit.
+404 unknown endpoint, 413 body over the service's 6 MiB limit (refused from its Content-Length, before it is
+read). A connection that has not sent a whole request's headers within `header_timeout_s` (or stays idle that
+long between requests) is closed, so clients that never finish cannot pile up.
 
 A resolver maps an endpoint name to a model: `StaticResolver` (names -> model.tar.gz path or s3:// URI)
 or `RecordsResolver` (DescribeEndpoint -> DescribeEndpointConfig -> DescribeModel [-> DescribeModelPackage]
@@ -35,6 +37,7 @@ from pipelines.local.errors import InferenceError
 from pipelines.local.models import model_container
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's Body limit in the service model
+HEADER_TIMEOUT_SECONDS = 10.0
 DEFAULT_VARIANT = "AllTraffic"
 
 
@@ -154,8 +157,10 @@ async def _json_errors(request: web.Request, handler):
     except UnknownEndpoint as exc:
         return _error(404, str(exc.args[0]))
     except web.HTTPRequestEntityTooLarge:
-        return _error(413, f"the request body is larger than {MAX_PAYLOAD_BYTES} bytes; send fewer records "
-                           "per request")
+        response = _error(413, f"the request body is larger than {MAX_PAYLOAD_BYTES} bytes; send fewer records "
+                               "per request")
+        response.force_close()  # the rest of the body is not read: the connection ends with the answer
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -173,6 +178,8 @@ def build_app(resolver, max_payload_bytes: int = MAX_PAYLOAD_BYTES, capture: Cap
     async def answer(request: web.Request, name: str | None) -> web.Response:
         if name is None:
             raise UnknownEndpoint("this server has no default endpoint; POST /endpoints/<name>/invocations")
+        if (request.content_length or 0) > max_payload_bytes:  # refused before a byte of it is read
+            raise web.HTTPRequestEntityTooLarge(max_size=max_payload_bytes, actual_size=request.content_length)
         body = await request.read()
         loop = asyncio.get_running_loop()
         served = await loop.run_in_executor(None, resolver.resolve, name)
@@ -203,8 +210,10 @@ def build_app(resolver, max_payload_bytes: int = MAX_PAYLOAD_BYTES, capture: Cap
 class EndpointServer:
     """The app served from a background thread: `start()` returns the URL, `stop()` shuts it down."""
 
-    def __init__(self, resolver, port: int = 0, max_payload_bytes: int = MAX_PAYLOAD_BYTES):
+    def __init__(self, resolver, port: int = 0, max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+                 header_timeout_s: float = HEADER_TIMEOUT_SECONDS):
         self.resolver, self.port, self.max_payload_bytes = resolver, port, max_payload_bytes
+        self.header_timeout_s = header_timeout_s
         s3 = getattr(resolver, "s3", None)  # data capture goes where the models come from
         self.capture = CaptureWriter(s3) if s3 is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -229,7 +238,10 @@ class EndpointServer:
     def _serve(self, ready: threading.Event) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
-        runner = web.AppRunner(build_app(self.resolver, self.max_payload_bytes, self.capture), access_log=None)
+        # aiohttp's keep-alive timer runs from the connection's start until a request's headers are in, and
+        # between requests: the header timeout
+        runner = web.AppRunner(build_app(self.resolver, self.max_payload_bytes, self.capture), access_log=None,
+                               keepalive_timeout=self.header_timeout_s)
         try:
             loop.run_until_complete(runner.setup())
             loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())

@@ -170,14 +170,17 @@ class LocalExecution:
 
     def __init__(self, definition: dict, parameters: dict, *, s3, sagemaker, state_dir: str | Path,
                  pipeline_name: str, pipeline_arn: str, progress: Callable[[str], None] | None = None,
-                 max_parallel_steps: int = 4):
+                 max_parallel_steps: int = 4, execution_id: str | None = None):
+        """`execution_id`: run an execution already recorded (started through the SageMaker API,
+        `submissions.py`), keeping its record's other fields (display name, client token, creation time) and
+        the steps that had succeeded (a retried run starts from the step that failed)."""
         self.definition = definition
         self.s3, self.sagemaker = s3, sagemaker
         self.store = ExecutionStore(state_dir)
         self.cache = StepCache(state_dir)
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
         self.max_parallel_steps = max_parallel_steps
-        self.id = new_execution_id()
+        self.id = execution_id or new_execution_id()
         self.arn = f"{pipeline_arn}/execution/{self.id}"
         self.arn_prefix = pipeline_arn.split(":pipeline/")[0]
         self.directory = self.store.execution_dir(self.id)
@@ -191,7 +194,10 @@ class LocalExecution:
                                     "PipelineName": pipeline_name, "PipelineArn": pipeline_arn,
                                     "StartDateTime": start}
         self.parameters = parameters
-        self.record = {"PipelineExecutionId": self.id, "PipelineExecutionArn": self.arn,
+        earlier = self.store.load(execution_id) if execution_id else {}
+        self._succeeded_before = {name: step for name, step in earlier.get("Steps", {}).items()
+                                  if step["StepStatus"] == StepStatus.SUCCEEDED}
+        self.record = {**earlier, "PipelineExecutionId": self.id, "PipelineExecutionArn": self.arn,
                        "PipelineName": pipeline_name, "PipelineArn": pipeline_arn, "Parameters": parameters,
                        "PipelineExecutionStatus": ExecutionStatus.EXECUTING, "StartTime": start, "EndTime": None,
                        "FailureReason": None, "Steps": {}}
@@ -208,6 +214,10 @@ class LocalExecution:
                                        "Upstream": sorted(plan.upstream),
                                        "Branch": list(plan.branch) if plan.branch else None}
                                 for name, plan in plans.items()}
+        for name, step in self._succeeded_before.items():  # a retry reuses them: they do not run again
+            if name in plans and step["StepType"] == plans[name].type:
+                self.record["Steps"][name] = step
+                self._properties[name] = step.get("Properties", {})
         self._set()
         self.progress(f"execution {self.id}: {len(plans)} steps, records in {self.directory}")
         try:
@@ -216,9 +226,14 @@ class LocalExecution:
             self._finish("interrupted", status=ExecutionStatus.STOPPED)
             raise
         failed = self._failed_step()
+        stopped = self.store.stop_requested(self.id)
         for step in self.record["Steps"].values():
             if step["StepStatus"] == StepStatus.PENDING:
-                self._set(step["StepName"], StepStatus=StepStatus.NOT_EXECUTED, Reason=f"step {failed} failed")
+                self._set(step["StepName"], StepStatus=StepStatus.NOT_EXECUTED,
+                          Reason="the execution was stopped" if stopped else f"step {failed} failed")
+        if stopped:
+            self.progress(f"execution {self.id}: stopped")
+            return self._finish(None, status=ExecutionStatus.STOPPED)
         if failed is None:
             return self._finish(None)
         step = self.record["Steps"][failed]
@@ -229,12 +244,13 @@ class LocalExecution:
     # -- scheduling
 
     def _run_dag(self, plans: dict[str, StepPlan]) -> None:
-        """Start every ready step, in parallel, until nothing runs; no new step starts once one failed."""
+        """Start every ready step, in parallel, until nothing runs; no new step starts once one failed or a stop
+        was requested (StopPipelineExecution: the running steps finish, nothing after them starts)."""
         with ThreadPoolExecutor(self.max_parallel_steps, thread_name_prefix="step") as pool:
             running: dict = {}
             while True:
                 self._skip_unreachable(plans)
-                if not self._failed_step():
+                if not self._failed_step() and not self.store.stop_requested(self.id):
                     for name in self._ready(plans, running.values()):
                         self._step_clock[name] = time.monotonic()
                         running[pool.submit(self._run_step, plans[name])] = name

@@ -17,6 +17,7 @@ from livetrain.errors import UserError
 from livetrain.files import write_text_atomically
 
 RECORD_FILE = "execution.json"
+STOP_FILE = "stop-requested"  # StopPipelineExecution's request to a running execution, read at each step boundary
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -34,6 +35,7 @@ class ExecutionStatus(StrEnum):
     """An execution's `PipelineExecutionStatus`, as SageMaker names them."""
 
     EXECUTING = "Executing"
+    STOPPING = "Stopping"  # never in a record: an Executing record whose stop has been requested
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     STOPPED = "Stopped"
@@ -71,6 +73,15 @@ class ExecutionStore:
             raise UserError(f"no local execution {execution!r} in {self.root}; "
                             "list them with `livetrain pipeline executions --local`")
         return json.loads(path.read_text())
+
+    def request_stop(self, execution_id: str) -> None:
+        (self.execution_dir(execution_id) / STOP_FILE).touch()
+
+    def clear_stop(self, execution_id: str) -> None:
+        (self.execution_dir(execution_id) / STOP_FILE).unlink(missing_ok=True)
+
+    def stop_requested(self, execution_id: str) -> bool:
+        return (self.execution_dir(execution_id) / STOP_FILE).exists()
 
     def all(self) -> list[dict]:
         """Every record, newest first."""

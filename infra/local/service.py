@@ -1,0 +1,124 @@
+"""`livetrain local up | down | status`: the local stack as a background service, its state in one directory.
+
+`up` starts `python -m infra.local.service --state-dir DIR` in a session of its own (so moto, the MongoDB
+server and the runs' processes share its process group, and `down` can end them all even if the service
+itself was killed), waits until it has provisioned the stack, and returns what it wrote to
+`<state dir>/service.json`: its pid and the environment a shell exports to use it (AWS_ENDPOINT_URL, and
+AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME so that boto3 sends sagemaker-runtime calls to the endpoint server).
+The service runs until SIGTERM (`down`), then stops the stack and removes service.json.
+
+Not durable yet: moto keeps S3, the registry and the pipeline in memory, so they start empty at each `up`
+(the executions' records stay on disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from infra.local.services import wait_until
+from livetrain.errors import UserError
+
+SERVICE_FILE = "service.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status(state_dir: Path) -> dict | None:
+    """The running service's pid and environment, or None when no service runs on this state directory."""
+    path = Path(state_dir) / SERVICE_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return info if _alive(info["pid"]) else None
+
+
+def up(state_dir: Path, timeout: float = 120) -> dict:
+    """Start the service in the background and wait until its stack is provisioned; its service.json."""
+    state_dir = Path(state_dir).resolve()
+    running = status(state_dir)
+    if running:
+        raise UserError(f"the local stack already runs on {state_dir} (pid {running['pid']}); "
+                        "stop it with `livetrain local down`")
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (state_dir / SERVICE_FILE).unlink(missing_ok=True)  # a service that died without cleaning up
+    log_path = state_dir / "logs" / "service.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "infra.local.service", "--state-dir", str(state_dir)],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    try:
+        wait_until(lambda: process.poll() is not None or status(state_dir) is not None, timeout,
+                   "the local stack to start", interval=0.2)
+    except RuntimeError:
+        _end_group(process.pid)
+        raise UserError(f"the local stack did not start within {timeout:.0f} s; see {log_path}") from None
+    if process.poll() is not None:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"the local stack exited with code {process.returncode}: {tail[0]} (log: {log_path})")
+    return status(state_dir)
+
+
+def down(state_dir: Path, timeout: float = 30) -> bool:
+    """Stop the service (SIGTERM; its whole process group if it does not end in time); False if none ran."""
+    running = status(state_dir)
+    if running is None:
+        return False
+    pid = running["pid"]
+    os.kill(pid, signal.SIGTERM)
+    try:
+        wait_until(lambda: not _alive(pid), timeout, "the local stack to stop", interval=0.1)
+    except RuntimeError:
+        _end_group(pid)
+    return True
+
+
+def _end_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def serve(state_dir: Path) -> None:
+    """The service itself: start and provision the stack, announce it in service.json, run until SIGTERM."""
+    from infra.local.stack import LocalStack
+    from livetrain.config import Config
+    from pipelines.local.records import write_json_atomically
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    path = Path(state_dir) / SERVICE_FILE
+    with LocalStack(Config.from_env(), state_dir) as stack:
+        stack.provision()
+        stack.run_in_background()
+        write_json_atomically(path, {"pid": os.getpid(), "environment": stack.environment()})
+        try:
+            while not stopping.wait(1):
+                stack.check()
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m infra.local.service")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    serve(parser.parse_args().state_dir)
+
+
+if __name__ == "__main__":
+    main()
