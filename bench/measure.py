@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -24,6 +25,34 @@ def measure(command: list[str], **popen_kwargs) -> Measurement:
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
     return Measurement(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024)
+
+
+def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> Measurement:
+    """Run `command` to completion; its wall time and the peak of the summed RSS of it and all its descendants.
+
+    The tree is sampled every `interval` seconds (psutil), so a peak shorter than that can be missed.
+    """
+    import psutil
+
+    start = time.perf_counter()
+    process = subprocess.Popen(command, **popen_kwargs)
+    root = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        total = 0
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = []
+        for member in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):  # ended between the listing and the reading
+                total += member.memory_info().rss
+        peak = max(peak, total)
+        time.sleep(interval)
+    seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
+    return Measurement(seconds=seconds, peak_rss_mb=peak / 2**20)
 
 
 def table(rows: list[dict]) -> str:
