@@ -80,6 +80,7 @@ def run_size(trades: int) -> dict:
     quoted_seconds, quoted_gb = QUOTED.get(trades, (None, None))
     return {"trades": f"{trades:,}", "status": record["PipelineExecutionStatus"],
             "landed → verdict (s)": f"{result.seconds:.1f}",
+            "CPU, tree (s)": f"{result.cpu_seconds:.1f}",
             "peak RSS, tree (GB)": f"{result.peak_rss_mb / 1024:.2f}",
             "before (issue 15)": f"{quoted_seconds} s, {quoted_gb} GB" if quoted_seconds else "-",
             "ratio (before / now)": f"{quoted_seconds / result.seconds:.2f}x" if quoted_seconds else "-"}

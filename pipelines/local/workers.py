@@ -25,6 +25,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from pipelines.local.errors import StepFailure
+
 STOP_SECONDS = 2.0  # how long close() waits for a worker to exit before killing it
 MAX_IDLE = 1  # warm pools kept between tuning steps (each holds its workers' memory)
 
@@ -97,6 +99,9 @@ class WorkerPool:
         self.key = (size, tuple(preload), threads)
         self._context = multiprocessing.get_context("spawn")  # no fork of a process that may run threads
         self._workers = [self._start() for _ in range(size)]
+        self.closed = False
+        with _lock:
+            _live.add(self)
 
     def _start(self) -> _Worker:
         return _Worker(self._context, self.key[1], self.key[2])
@@ -115,8 +120,13 @@ class WorkerPool:
     def idle(self) -> bool:
         return not any(w.busy for w in self._workers)
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StepFailure("the training jobs were stopped (the execution is stopping)")
+
     def submit(self, ticket: Any, job: Callable, *args) -> None:
         """Start `job(*args)` on an idle worker; `ticket` names it in what `wait` returns."""
+        self._check_open()
         worker = next((w for w in self._workers if not w.busy), None)
         if worker is None:
             raise RuntimeError("every worker is busy; wait for a job to finish before submitting another")
@@ -131,6 +141,7 @@ class WorkerPool:
         if not running:
             raise RuntimeError("no job is running")
         ready = set(wait([w.connection for w in running] + [w.process.sentinel for w in running]))
+        self._check_open()  # closed by stop_all() from another thread
         finished = []
         for worker in running:
             if worker.connection not in ready and worker.process.sentinel not in ready:
@@ -148,6 +159,9 @@ class WorkerPool:
 
     def close(self) -> None:
         """Stop every worker: ask, then terminate, then kill what is still running."""
+        self.closed = True
+        with _lock:
+            _live.discard(self)
         for worker in self._workers:
             with contextlib.suppress(OSError):  # already gone
                 worker.connection.send(None)
@@ -159,10 +173,10 @@ class WorkerPool:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join()
-            worker.connection.close()
 
 
 _idle: list[WorkerPool] = []
+_live: set[WorkerPool] = set()  # every pool not closed yet, idle or in use
 _lock = threading.Lock()
 
 
@@ -196,8 +210,12 @@ def prestart(size: int, preload: tuple[str, ...] = (), threads: int = 1) -> None
 
 
 @atexit.register
-def _close_idle() -> None:
+def stop_all() -> None:
+    """Close every pool, in use or idle: running jobs are stopped and their tuning steps fail at once.
+
+    For an engine that is being interrupted; the threads running tuning steps would otherwise keep
+    the process alive until their jobs end."""
     with _lock:
-        pools, _idle[:] = list(_idle), []
+        pools, _idle[:] = list(_live), []
     for pool in pools:
         pool.close()
