@@ -30,7 +30,7 @@ from pipelines.local.cache import StepCache, cache_key
 from pipelines.local.errors import DefinitionError, ExpressionError, StepFailure
 from pipelines.local.expressions import Resolver, follow, now_iso, referenced_steps
 from pipelines.local.records import ExecutionStatus, ExecutionStore, StepStatus, new_execution_id
-from pipelines.local.steps import PREPARERS, RUNNERS, SUPPORTED_STEP_TYPES
+from pipelines.local.steps import RUNNERS, SUPPORTED_STEP_TYPES
 from pipelines.local.steps.base import Job
 from pipelines.local.workers import stop_all
 
@@ -211,9 +211,6 @@ class LocalExecution:
                                 for name, plan in plans.items()}
         self._set()
         self.progress(f"execution {self.id}: {len(plans)} steps, records in {self.directory}")
-        for plan in plans.values():
-            if plan.type in PREPARERS:
-                PREPARERS[plan.type](plan.spec.get("Arguments") or {})
         try:
             self._run_dag(plans)
         except KeyboardInterrupt:

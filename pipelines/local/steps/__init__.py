@@ -6,8 +6,6 @@ RUNNERS is the whole dispatch: a step type the map lacks is one local mode canno
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pipelines.local.steps import condition, fail, lambda_function, model, processing, register, transform, tuning
 from pipelines.local.steps.base import StepRunner
 
@@ -22,6 +20,3 @@ RUNNERS: dict[str, StepRunner] = {
     "RegisterModel": register.run,
 }
 SUPPORTED_STEP_TYPES = tuple(RUNNERS)
-# What a step can start before it runs, from its arguments as written (worker processes that take seconds to
-# warm up); the engine calls it for every step when an execution starts, while the first steps run.
-PREPARERS: dict[str, Callable[[dict], None]] = {"Tuning": tuning.prepare}

@@ -35,7 +35,7 @@ def run(arguments: dict, job: Job) -> dict:
     definition = arguments.get("TrainingJobDefinition")
     if definition is None:
         raise StepFailure("local tuning needs exactly one TrainingJobDefinition")
-    prepare(arguments)  # if the engine has not: the workers warm up while the channels download
+    prepare(arguments)  # the workers warm up while the channels download
 
     channels = {}
     for channel in definition.get("InputDataConfig", []):
@@ -59,8 +59,11 @@ def run(arguments: dict, job: Job) -> dict:
 
 
 def prepare(arguments: dict) -> None:
-    """Start this step's training-job workers and the search's imports ahead of the step, as the engine does
-    when an execution starts (steps/__init__.py); a request that cannot run is left for `run` to report."""
+    """Start the training jobs' workers and the search's imports; a request that cannot run is left for
+    `run_tuning_job` to report.
+
+    Not earlier than the step: started when an execution starts, they slowed Preprocess threefold on two
+    cores (the imports are CPU work; there is no idle core to hide them on) and the run with it."""
     config = arguments.get("HyperParameterTuningJobConfig") or {}
     definition = arguments.get("TrainingJobDefinition") or {}
     try:
