@@ -22,7 +22,8 @@ LOCAL = [
 ]
 DEV = [*sorted(set(STREAMER + PIPELINES + LOCAL)),
        "pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "hypothesis>=6.100", "ruff>=0.6",
-       "statsmodels>=0.14"]  # bench_gate's Wilson intervals
+       "statsmodels>=0.14",  # bench_gate's Wilson intervals
+       "psutil>=5.9"]  # process trees: bench_scale's peak RSS, the tuner's no-orphan test
 
 setup(
     name="livetrain",

@@ -19,7 +19,7 @@ from pipelines.local.algorithms.linear_learner import (
     load_model,
     train,
 )
-from pipelines.local.algorithms.linear_learner.training import read_channel
+from pipelines.local.algorithms.linear_learner.training import read_channel, roc_auc
 from pipelines.local.batch_transform import batch_transform
 from pipelines.local.errors import (
     BadRequest,
@@ -71,6 +71,16 @@ def test_test_auc_is_within_0_01_of_scikit_learn(channels, tmp_path):
     assert metrics["test:roc_auc_score"] >= sklearn_auc - 0.01
     # The reported metric is the artefact's: recomputed from the loaded model's scores.
     assert roc_auc_score(y_test, model.predict(x_test)[0]) == pytest.approx(metrics["test:roc_auc_score"])
+
+
+def test_roc_auc_counts_ties_one_half_as_scikit_learn_does():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 500).astype(float)
+    scores = np.round(rng.random(500) + 0.3 * labels, 1)  # a few distinct values: many ties
+    assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert roc_auc(scores, np.zeros(500)) == 0.5
 
 
 def test_precision_at_target_recall_picks_the_most_precise_threshold_reaching_the_recall(channels, tmp_path):

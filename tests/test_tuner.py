@@ -6,11 +6,15 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from bench.planted_data import write_channels
@@ -50,6 +54,20 @@ def meet(directory: str, parties: int, index: int, hyperparameters: dict[str, st
     return {"met": 0.0}
 
 
+def die_in_job_one(index: int, hyperparameters: dict[str, str]) -> dict[str, float]:
+    """Job 1 ends its own process, as a segfault or the OOM killer would."""
+    if index == 1:
+        os._exit(3)
+    return known_function(index, hyperparameters)
+
+
+def hold(directory: str, index: int, hyperparameters: dict[str, str]) -> dict[str, float]:
+    """Write this process's pid to `directory`, then work for a minute."""
+    Path(directory, str(os.getpid())).touch()
+    time.sleep(60)
+    return {"objective": 0.0}
+
+
 def fail_odd_jobs(index: int, hyperparameters: dict[str, str]) -> dict[str, float]:
     if index % 2:
         raise ValueError(f"job {index} is odd")
@@ -61,7 +79,7 @@ def run(job, strategy="Bayesian", seed=0, max_jobs=15, max_parallel=2, metric="o
                 objective_metric=metric, maximize=True, strategy=strategy, seed=seed)
 
 
-@pytest.mark.slow  # ~20 s: ten tuning runs, each with its own worker processes
+@pytest.mark.slow  # ~15 s: ten tuning runs (on the same warm workers)
 def test_bayesian_search_beats_random_search_on_the_same_budget():
     best = {strategy: [max(t.objective for t in run(known_function, strategy, seed)) for seed in range(5)]
             for strategy in ("Bayesian", "Random")}
@@ -74,6 +92,40 @@ def test_parallel_jobs_run_at_the_same_time_in_separate_processes(tmp_path):
     trials = run(partial(meet, str(tmp_path), 2), strategy="Random", max_jobs=2, metric="met")
     assert [t.objective for t in trials] == [1.0, 1.0]  # each job saw the other arrive
     assert len({t.pid for t in trials}) == 2 and os.getpid() not in {t.pid for t in trials}
+
+
+def test_the_workers_start_once_and_serve_every_job_and_the_next_tuning_job():
+    first = run(known_function, strategy="Random", max_jobs=6)
+    again = run(known_function, strategy="Random", max_jobs=6)
+    pids = {t.pid for t in first}
+    assert len(pids) == 2 and os.getpid() not in pids  # six jobs, two processes
+    assert {t.pid for t in again} == pids  # kept warm for the next tuning job of the same shape
+
+
+def test_a_job_whose_process_dies_fails_alone_and_a_fresh_worker_takes_its_place():
+    trials = run(die_in_job_one, strategy="Random", max_jobs=5)
+    assert [t.status for t in trials] == ["Completed", "Failed", "Completed", "Completed", "Completed"]
+    assert trials[1].failure_reason == "AlgorithmError: the training job's process died (exit code 3)"
+    assert trials[1].pid not in {t.pid for t in trials[2:]}
+
+
+def test_sigterm_to_the_tuning_process_leaves_no_worker_behind(tmp_path):
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from functools import partial\nimport test_tuner\n"
+              f"test_tuner.run(partial(test_tuner.hold, {str(tmp_path)!r}), strategy='Random', max_jobs=4)\n")
+    tuning = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while len(os.listdir(tmp_path)) < 2 and time.monotonic() < deadline and tuning.poll() is None:
+            time.sleep(0.05)
+        workers = [psutil.Process(int(name)) for name in os.listdir(tmp_path)]
+        assert len(workers) == 2
+        tuning.send_signal(signal.SIGTERM)
+        tuning.wait(10)
+        _, alive = psutil.wait_procs(workers, timeout=4)
+        assert [w for w in alive if w.status() != psutil.STATUS_ZOMBIE] == []
+    finally:
+        tuning.kill()
 
 
 def test_the_same_seed_gives_the_same_jobs():

@@ -32,6 +32,7 @@ from pipelines.local.expressions import Resolver, follow, now_iso, referenced_st
 from pipelines.local.records import ExecutionStatus, ExecutionStore, StepStatus, new_execution_id
 from pipelines.local.steps import RUNNERS, SUPPORTED_STEP_TYPES
 from pipelines.local.steps.base import Job
+from pipelines.local.workers import stop_all
 
 HEARTBEAT_SECONDS = 10.0
 BRANCHES = {"IfSteps": True, "ElseSteps": False}
@@ -248,20 +249,24 @@ class LocalExecution:
         was requested (StopPipelineExecution: the running steps finish, nothing after them starts)."""
         with ThreadPoolExecutor(self.max_parallel_steps, thread_name_prefix="step") as pool:
             running: dict = {}
-            while True:
-                self._skip_unreachable(plans)
-                if not self._failed_step() and not self.store.stop_requested(self.id):
-                    for name in self._ready(plans, running.values()):
-                        self._step_clock[name] = time.monotonic()
-                        running[pool.submit(self._run_step, plans[name])] = name
-                if not running:
-                    return
-                done, _ = wait(running, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
-                for future in done:
-                    future.result()
-                    del running[future]
-                if not done:
-                    self._heartbeat(running.values())
+            try:
+                while True:
+                    self._skip_unreachable(plans)
+                    if not self._failed_step() and not self.store.stop_requested(self.id):
+                        for name in self._ready(plans, running.values()):
+                            self._step_clock[name] = time.monotonic()
+                            running[pool.submit(self._run_step, plans[name])] = name
+                    if not running:
+                        return
+                    done, _ = wait(running, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()
+                        del running[future]
+                    if not done:
+                        self._heartbeat(running.values())
+            except KeyboardInterrupt:
+                stop_all()  # a running Tuning step's jobs stop and its thread ends, so the pool can shut down
+                raise
 
     def _status(self, name: str) -> str:
         return self.record["Steps"][name]["StepStatus"]

@@ -14,18 +14,17 @@ same jobs whatever order parallel jobs finish in.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from pipelines.local.errors import TuningError
+from pipelines.local.workers import checkin, checkout, prestart
 
 AUTO_LOG_RATIO = 100.0  # "Auto" scaling is logarithmic when max/min reaches two decades
 MIN_RANDOM_JOBS = 3  # Bayesian search starts with max(3, MaxParallelTrainingJobs) random jobs
@@ -233,47 +232,48 @@ class Trial:
     pid: int | None = None
 
 
-def _timed_job(job: Callable, index: int, hyperparameters: dict[str, str]) -> dict:
-    """Run one job in a worker process; never raises (a failure is returned as its reason)."""
-    outcome: dict[str, Any] = {"start": time.time(), "pid": os.getpid()}
-    try:
-        outcome["metrics"] = {k: float(v) for k, v in job(index, hyperparameters).items()}
-    except ValueError as exc:  # the job's input or hyperparameters are wrong
-        outcome["failure_reason"] = f"ClientError: {exc}"
-    except Exception as exc:
-        outcome["failure_reason"] = f"AlgorithmError: {type(exc).__name__}: {exc}"
-    outcome["end"] = time.time()
-    return outcome
+def _pool_shape(max_jobs: int, max_parallel: int) -> tuple[int, int]:
+    """(worker processes, BLAS threads per worker) for a tuning job with these limits."""
+    workers = max(1, min(max_parallel, max_jobs))
+    return workers, max(1, (os.cpu_count() or 1) // workers)
 
 
-def _limit_threads(threads: int) -> None:
-    """Worker initializer: parallel jobs share the cores instead of each using all of them."""
-    from threadpoolctl import threadpool_limits
+def warm_up(max_jobs: int, max_parallel: int, preload: tuple[str, ...] = (), strategy: str = "Bayesian") -> None:
+    """Start what `tune` with these arguments will need, so it warms up while other work runs: the worker
+    processes (importing `preload`) and, for a Bayesian search, the Gaussian process's imports."""
+    workers, threads = _pool_shape(max_jobs, max_parallel)
+    prestart(workers, preload, threads)
+    if strategy == "Bayesian":
+        threading.Thread(target=_import_search_libraries, daemon=True).start()
 
-    threadpool_limits(threads)
+
+def _import_search_libraries() -> None:
+    """The Gaussian process's imports (seconds when cold)."""
+    import scipy.stats  # noqa: F401
+    import sklearn.gaussian_process  # noqa: F401
 
 
 def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, float]], *, max_jobs: int,
          max_parallel: int, objective_metric: str, maximize: bool, strategy: str = "Bayesian", seed: int = 0,
-         on_trial: Callable[[Trial, list[Trial]], None] | None = None) -> list[Trial]:
-    """Run `max_jobs` calls of `job(index, hyperparameters)` in worker processes, `max_parallel` at a time.
+         on_trial: Callable[[Trial, list[Trial]], None] | None = None, preload: tuple[str, ...] = ()) -> list[Trial]:
+    """Run `max_jobs` calls of `job(index, hyperparameters)` in warm worker processes, `max_parallel` at a time.
 
     `job` must be picklable (a module-level function or a partial of one) and return metrics by name; the
     objective is `metrics[objective_metric]`. `on_trial(trial, trials)` runs in this process as each job
-    ends. Returns the trials in launch order.
+    ends. The workers import `preload` before their first job and are kept for the next call with the same
+    shape (pipelines/local/workers.py). Returns the trials in launch order.
     """
     if strategy == "Bayesian":
         search = BayesianSearch(space, seed, maximize, random_jobs=min(max_jobs, max(MIN_RANDOM_JOBS, max_parallel)))
+        if max_jobs > search.random_jobs:  # imported while the first, random jobs run
+            threading.Thread(target=_import_search_libraries, daemon=True).start()
     elif strategy == "Random":
         search = RandomSearch(space, seed)
     else:
         raise TuningError(f"tuning strategy {strategy!r} is not supported locally; use Bayesian or Random")
-    workers = max(1, min(max_parallel, max_jobs))
     trials: list[Trial] = []
-    running: dict[Future, Trial] = {}
 
-    def finish(future: Future, trial: Trial) -> None:
-        outcome = future.result()
+    def finish(trial: Trial, outcome: dict) -> None:
         trial.start, trial.end, trial.pid = outcome["start"], outcome["end"], outcome["pid"]
         trial.metrics = outcome.get("metrics", {})
         trial.failure_reason = outcome.get("failure_reason")
@@ -289,15 +289,14 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
 
     def wait_for(trial: Trial) -> None:
         while trial.status == "InProgress":
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future in done:
-                finish(future, running.pop(future))
+            for index, outcome in pool.wait():
+                finish(trials[index], outcome)
 
-    context = multiprocessing.get_context("spawn")  # no fork of a process that may run threads
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_limit_threads, initargs=(threads,)) as pool:
+    workers, threads = _pool_shape(max_jobs, max_parallel)
+    pool = checkout(workers, preload, threads)
+    try:
         for index in range(max_jobs):
-            settled = index - max_parallel  # jobs up to this one are finished before job `index` is chosen
+            settled = index - workers  # jobs up to this one are finished before job `index` is chosen
             if settled >= 0:
                 wait_for(trials[settled])
             observed = [(t.point, t.objective) for t in trials[:settled + 1] if t.objective is not None]
@@ -305,9 +304,13 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
             point = search.suggest(index, observed, pending)
             trial = Trial(index=index, point=point, hyperparameters=space.hyperparameters(point), created=time.time())
             trials.append(trial)
-            running[pool.submit(_timed_job, job, index, trial.hyperparameters)] = trial
+            pool.submit(index, job, index, trial.hyperparameters)
         for trial in trials:
             wait_for(trial)
+    except BaseException:
+        pool.close()  # jobs still running are stopped with the step
+        raise
+    checkin(pool)
     return trials
 
 

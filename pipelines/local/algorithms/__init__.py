@@ -26,6 +26,7 @@ class Algorithm(Protocol):
     """What a local stand-in for a built-in algorithm provides (a module or package)."""
 
     TRAINING_CONTENT_TYPES: tuple[str, ...]
+    TRAINING_IMPORTS: tuple[str, ...]  # modules a training job imports; its worker imports them beforehand
 
     def parse_hyperparameters(self, hyperparameters: dict[str, str]) -> dict:
         """The container's defaults merged with the given strings, checked; AlgorithmError when invalid."""

@@ -71,14 +71,18 @@ def logistic_loss(margins: np.ndarray, labels: np.ndarray, weights: np.ndarray |
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (ties count one half); 0.5 when a class is missing."""
-    from scipy.stats import rankdata
+    """Area under the ROC curve (ties count one half); 0.5 when a class is missing.
 
+    The Mann-Whitney statistic of the positives' mid-ranks, in numpy: scipy.stats would cost every training
+    job's process a second or two of import for this one function.
+    """
     positives = int(labels.sum())
     negatives = len(labels) - positives
     if positives == 0 or negatives == 0:
         return 0.5
-    ranks = rankdata(scores)
+    _, group, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    mid_ranks = np.cumsum(counts) - (counts - 1) / 2.0  # tied scores share the mean of their ranks (from 1)
+    ranks = mid_ranks[group.ravel()]
     return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
