@@ -55,19 +55,21 @@ DUPLICATE_KEY = 11000
 FLUSH_EVERY_S = 0.25
 FLUSH_MAX_TICKS = 2000
 BUCKET_MAX_SPAN_MS = 3_600_000  # a range read starts this much before its first tick
+BINARY_COLUMNS = {"ts": np.dtype("<i8"), **dict.fromkeys(NUMERIC_FIELDS, np.dtype("<f8"))}
 _TRADE_FIELDS = tuple(f.name for f in fields(Trade))
 COMMITTED = "committed"
 
 
-BINARY_COLUMNS = {"ts": np.dtype("<i8"), **dict.fromkeys(NUMERIC_FIELDS, np.dtype("<f8"))}
-
-
 def columns(buckets: list[dict], fields=TICK_FIELDS) -> dict[str, np.ndarray]:
     """Price fields of consecutive tick buckets, concatenated (text fields as object arrays)."""
-    return {field: np.concatenate([np.frombuffer(b["data"][field], BINARY_COLUMNS[field]) for b in buckets])
-            if field in BINARY_COLUMNS and buckets else
-            np.array([value for b in buckets for value in b["data"][field]], BINARY_COLUMNS.get(field, object))
-            for field in fields}
+
+    def column(field: str) -> np.ndarray:
+        if field in BINARY_COLUMNS:
+            dtype = BINARY_COLUMNS[field]
+            return np.concatenate([np.empty(0, dtype)] + [np.frombuffer(b["data"][field], dtype) for b in buckets])
+        return np.array([value for b in buckets for value in b["data"][field]], object)
+
+    return {field: column(field) for field in fields}
 
 
 def key(epic: str, number: int) -> str:
@@ -137,7 +139,7 @@ class Store:
         buckets = self.ticks.find({"epic": self.epic,
                                    "ts": {"$gte": self._checkpoint.get("ts", 0) - BUCKET_MAX_SPAN_MS}})
         bucket = max(buckets, key=lambda d: d["ts"], default=None)
-        return None if bucket is None else Tick(*(values[-1:].tolist()[0] for values in columns([bucket]).values()))
+        return None if bucket is None else Tick(*(values.tolist()[-1] for values in columns([bucket]).values()))
 
     def first_tick_ts(self) -> int | None:
         if "first_ts" in self._checkpoint:
