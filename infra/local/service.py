@@ -31,19 +31,10 @@ from livetrain.errors import UserError
 SERVICE_FILE = "service.json"
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, *, group: bool = False) -> bool:
+    """Whether the process (or a process of the group) `pid` exists."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -71,10 +62,11 @@ def _end_leftovers(state_dir: Path) -> bool:
     if info is None or _alive(info["pid"]):
         return False
     (Path(state_dir) / SERVICE_FILE).unlink(missing_ok=True)
-    if not _group_alive(info["pid"]):
+    if not _alive(info["pid"], group=True):
         return False
     _end_group(info["pid"])
-    wait_until(lambda: not _group_alive(info["pid"]), 10, "the killed local stack's processes to end", interval=0.1)
+    wait_until(lambda: not _alive(info["pid"], group=True), 10, "the killed local stack's processes to end",
+               interval=0.1)
     return True
 
 
