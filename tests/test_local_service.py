@@ -1,12 +1,16 @@
 """`livetrain local up | down | status`: the local stack as a background service."""
 
 import os
+import signal
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from test_local_stack import PIPELINE_ARN, RESUMABLE
 
+from infra.local.services import wait_until
 from livetrain.config import Config
+from pipelines.local.submissions import Submissions
 
 pytestmark = pytest.mark.slow
 
@@ -16,12 +20,37 @@ def exported(stdout: str) -> dict[str, str]:
                 if line.startswith("export "))
 
 
-def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_path):
-    state = tmp_path / "local"
+def group_is_gone(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def up(run_cli, state) -> tuple[int, dict[str, str]]:
     started = run_cli("local", "up", "--state-dir", state, timeout=120)
     assert started.returncode == 0, started.stderr
-    environment = exported(started.stdout)
-    pid = int(started.stdout.split("(pid ", 1)[1].split(")", 1)[0])
+    return int(started.stdout.split("(pid ", 1)[1].split(")", 1)[0]), exported(started.stdout)
+
+
+def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_path):
+    """Also: a kill -9 of the service takes its daemons with it, and `up` again resumes the run it left."""
+    state = tmp_path / "local"
+    pid, environment = up(run_cli, state)
+    os.kill(pid, signal.SIGKILL)  # the service alone: moto and the MongoDB server must not outlive it
+    wait_until(lambda: group_is_gone(pid), 30, "the killed service's daemons to end", interval=0.1)
+    assert run_cli("local", "status", "--state-dir", state).returncode == 1
+
+    submissions = Submissions(state)  # the killed service was running this execution, its Check step done
+    crashed = submissions.submit(pipeline_name=Config().pipeline_name, pipeline_arn=PIPELINE_ARN,
+                                 definition=RESUMABLE, parameters={})
+    assert submissions.claim(crashed["PipelineExecutionId"])
+    crashed["Steps"] = {"Check": {"StepName": "Check", "StepType": "Condition", "StepStatus": "Succeeded",
+                                  "Properties": {"Outcome": True}}}
+    submissions.store.save(crashed)
+
+    pid, environment = up(run_cli, state)
     try:
         again = run_cli("local", "up", "--state-dir", state)
         assert again.returncode == 2 and f"already runs on {state} (pid {pid})" in again.stderr
@@ -39,9 +68,33 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
             for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
                 os.environ.pop(name)
         assert [p["PipelineName"] for p in pipelines] == [Config().pipeline_name]
+        sagemaker = boto3.client("sagemaker", endpoint_url=environment["AWS_ENDPOINT_URL"],
+                                 region_name=environment["AWS_DEFAULT_REGION"],
+                                 aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+                                 aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"])
+        wait_until(lambda: sagemaker.describe_pipeline_execution(PipelineExecutionArn=crashed[
+            "PipelineExecutionArn"])["PipelineExecutionStatus"] == "Succeeded", 60, "the crashed run to resume")
     finally:
         stopped = run_cli("local", "down", "--state-dir", state)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # the service and everything it started (moto, the MongoDB server) are gone
     assert run_cli("local", "status", "--state-dir", state).returncode == 1
+
+
+def test_down_ends_what_a_killed_service_left_in_its_process_group(tmp_path):
+    """A process the service's daemons did not take with them (a job's own child, say) is ended by `down`."""
+    import json
+    import subprocess
+
+    from infra.local.service import down
+
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
+    wait_until(lambda: subprocess.run(["pgrep", "-g", str(leader.pid), "sleep"], capture_output=True).returncode
+               == 0, 10, "the group's second process")
+    (tmp_path / "service.json").write_text(json.dumps({"pid": leader.pid, "environment": {}}))
+    leader.kill()  # the service, killed: its group's other process stays
+    leader.wait()
+    assert not group_is_gone(leader.pid)
+    assert down(tmp_path)
+    assert group_is_gone(leader.pid) and not (tmp_path / "service.json").exists()

@@ -9,6 +9,7 @@ from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from infra.rules import approval_rule_pattern, manifest_rule_pattern
 from livetrain.config import Config
+from pipelines.local.submissions import Submissions
 from processing.batch_contract import upload_batch_dir
 
 pytestmark = pytest.mark.slow
@@ -156,3 +157,70 @@ def test_the_live_quality_monitor_runs_on_its_timer(tmp_path):
         metrics = stack.client("cloudwatch").list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
     assert stack.live_quality[-1]["windows"][0]["status"] == "declining"
     assert "LiftLowerBound" in {metric["MetricName"] for metric in metrics}
+
+
+PIPELINE_ARN = f"arn:aws:sagemaker:{CONFIG.region}:123456789012:pipeline/{CONFIG.pipeline_name}"
+DONE = {"Name": "Done", "Type": "Condition", "Arguments": {
+    "Conditions": [{"Type": "Equals", "LeftValue": 1, "RightValue": 1}], "IfSteps": [], "ElseSteps": []}}
+# Check is false if it runs again: the crashed run recorded it Succeeded with Outcome True, and a resume reuses it.
+RESUMABLE = {"Version": "2020-12-01", "Parameters": [], "Steps": [
+    {"Name": "Check", "Type": "Condition", "Arguments": {
+        "Conditions": [{"Type": "Equals", "LeftValue": 1, "RightValue": 2}], "IfSteps": [DONE],
+        "ElseSteps": [{"Name": "Explain", "Type": "Fail", "Arguments": {"ErrorMessage": "Check ran again"}}]}}]}
+
+
+def test_a_stack_starting_after_a_crash_resumes_what_the_killed_one_left_executing(tmp_path):
+    """The records a killed stack leaves: a run in its second step (claimed), a stopping one, one queued behind,
+    a start cut short before its queue entry, and a run that finished just before its entry was removed."""
+    submissions = Submissions(tmp_path / "state")
+
+    def submitted(definition: dict, *, claimed: bool = True) -> str:
+        execution_id = submissions.submit(pipeline_name=CONFIG.pipeline_name, pipeline_arn=PIPELINE_ARN,
+                                          definition=definition, parameters={})["PipelineExecutionId"]
+        assert not claimed or submissions.claim(execution_id)
+        return execution_id
+
+    running = submitted(RESUMABLE)
+    record = submissions.store.load(running)
+    record["Steps"] = {
+        "Check": {"StepName": "Check", "StepType": "Condition", "StepStatus": "Succeeded", "Properties": {
+            "Outcome": True}, "StartTime": "2026-12-04T10:00:00.000Z", "EndTime": "2026-12-04T10:00:01.000Z"},
+        "Done": {"StepName": "Done", "StepType": "Condition", "StepStatus": "Executing",
+                 "StartTime": "2026-12-04T10:00:02.000Z"}}
+    submissions.store.save(record)
+    stopping = submitted(RESUMABLE)
+    submissions.store.request_stop(stopping)
+    finished = submitted(RESUMABLE)
+    submissions.fail(finished, "step Check failed")
+    queued = submitted({**RESUMABLE, "Steps": [DONE]}, claimed=False)
+    cut_short = submitted(RESUMABLE, claimed=False)
+    (entry,) = submissions.queue_dir.glob(f"*-{cut_short}.json")
+    entry.unlink()
+
+    lines = []
+    with LocalStack(CONFIG, tmp_path / "state", log=lines.append) as stack:
+        sagemaker = stack.client("sagemaker")
+
+        def describe(execution_id: str) -> dict:
+            arn = f"{PIPELINE_ARN}/execution/{execution_id}"
+            return sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
+
+        assert (describe(cut_short)["PipelineExecutionStatus"], describe(cut_short)["FailureReason"]) == (
+            "Failed", "the local stack stopped while this run was executing; retry it with RetryPipelineExecution")
+        assert any(running in line and stopping in line and queued in line and finished not in line
+                   for line in lines if line.startswith("resuming 3"))
+        runs = stack.run_queued()  # what run_in_background's loop does each tick
+        assert sorted(runs) == sorted([running, stopping, queued, finished])
+        for run in runs.values():
+            run.result(timeout=60)
+        assert submissions.pending() == []
+        assert [describe(e)["PipelineExecutionStatus"] for e in (running, stopping, queued, finished)] == [
+            "Succeeded", "Stopped", "Succeeded", "Failed"]
+        steps = sagemaker.list_pipeline_execution_steps(
+            PipelineExecutionArn=f"{PIPELINE_ARN}/execution/{running}")["PipelineExecutionSteps"]
+        assert {s["StepName"]: s["StepStatus"] for s in steps} == {"Check": "Succeeded", "Done": "Succeeded"}
+        check = next(s for s in steps if s["StepName"] == "Check")
+        assert check["Metadata"] == {"Condition": {"Outcome": "true"}}
+        assert check["EndTime"].isoformat().startswith("2026-12-04T10:00:01")  # reused, not run again
+    records = {e: submissions.store.load(e) for e in (running, stopping, queued)}
+    assert records[queued]["StartTime"] >= max(records[running]["EndTime"], records[stopping]["EndTime"])  # in order

@@ -20,6 +20,7 @@ from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from livetrain.config import Config
 from livetrain.errors import UserError
+from livetrain.processes import dies_with_parent
 from pipelines.local.records import ExecutionStatus, StepStatus
 from processing.evaluate import EVALUATION_FILE
 from processing.preprocess import TEST_FEATURES_CSV
@@ -98,7 +99,7 @@ def _start_streamer(stack: LocalStack, settings: DemoSettings) -> subprocess.Pop
     if not (settings.continuous and settings.batches is None):
         command += ["--max-batches", str(settings.batches if settings.continuous else 1)]
     process = subprocess.Popen(command, env={**os.environ, **stack.environment()}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, preexec_fn=dies_with_parent())
 
     def relay():
         for line in process.stdout:

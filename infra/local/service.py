@@ -7,8 +7,10 @@ itself was killed), waits until it has provisioned the stack, and returns what i
 AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME so that boto3 sends sagemaker-runtime calls to the endpoint server).
 The service runs until SIGTERM (`down`), then stops the stack and removes service.json.
 
-Not durable yet: moto keeps S3, the registry and the pipeline in memory, so they start empty at each `up`
-(the executions' records stay on disk).
+After a kill -9 of the service: its daemons and jobs die with it (PR_SET_PDEATHSIG, livetrain/processes.py);
+whatever else is left in its process group is ended by the next `up` or `down`; `up` again on the same
+directory resumes the runs left Executing (LocalStack's recovery). Not durable yet: moto keeps S3, the registry
+and the pipeline in memory, so they start empty at each `up` (the executions' records stay on disk).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from livetrain.errors import UserError
 SERVICE_FILE = "service.json"
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, *, group: bool = False) -> bool:
+    """Whether the process (or a process of the group) `pid` exists."""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -39,14 +42,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def status(state_dir: Path) -> dict | None:
-    """The running service's pid and environment, or None when no service runs on this state directory."""
-    path = Path(state_dir) / SERVICE_FILE
+def _announced(state_dir: Path) -> dict | None:
     try:
-        info = json.loads(path.read_text())
+        return json.loads((Path(state_dir) / SERVICE_FILE).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return info if _alive(info["pid"]) else None
+
+
+def status(state_dir: Path) -> dict | None:
+    """The running service's pid and environment, or None when no service runs on this state directory."""
+    info = _announced(state_dir)
+    return info if info and _alive(info["pid"]) else None
+
+
+def _end_leftovers(state_dir: Path) -> bool:
+    """A service killed without stopping (kill -9) leaves its service.json; what it started and that is still in
+    its process group (a tuning worker, say) is ended. True if there was anything left."""
+    info = _announced(state_dir)
+    if info is None or _alive(info["pid"]):
+        return False
+    (Path(state_dir) / SERVICE_FILE).unlink(missing_ok=True)
+    if not _alive(info["pid"], group=True):
+        return False
+    _end_group(info["pid"])
+    wait_until(lambda: not _alive(info["pid"], group=True), 10, "the killed local stack's processes to end",
+               interval=0.1)
+    return True
 
 
 def up(state_dir: Path, timeout: float = 120) -> dict:
@@ -57,7 +78,7 @@ def up(state_dir: Path, timeout: float = 120) -> dict:
         raise UserError(f"the local stack already runs on {state_dir} (pid {running['pid']}); "
                         "stop it with `livetrain local down`")
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
-    (state_dir / SERVICE_FILE).unlink(missing_ok=True)  # a service that died without cleaning up
+    _end_leftovers(state_dir)  # a service that died without cleaning up
     log_path = state_dir / "logs" / "service.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "infra.local.service", "--state-dir", str(state_dir)],
@@ -79,7 +100,7 @@ def down(state_dir: Path, timeout: float = 30) -> bool:
     """Stop the service (SIGTERM; its whole process group if it does not end in time); False if none ran."""
     running = status(state_dir)
     if running is None:
-        return False
+        return _end_leftovers(state_dir)
     pid = running["pid"]
     os.kill(pid, signal.SIGTERM)
     try:

@@ -4,7 +4,8 @@
 - SecantusDB, a MongoDB-wire-protocol server, with --sync-on-commit so that a
   killed process loses no acknowledged write (see shared/reference/local-stack.md).
 
-Each service is a subprocess whose log goes to the state directory.
+Each service is a subprocess whose log goes to the state directory; it is killed when the process that started
+it ends, even by SIGKILL (livetrain/processes.py), so a killed stack leaves no daemon holding its state.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from livetrain.errors import UserError
+from livetrain.processes import dies_with_parent
 
 HOST = "127.0.0.1"
 
@@ -81,7 +83,7 @@ def _spawn(name: str, command: list[str], url: str, log_dir: Path, ready, timeou
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **(env or {})})
+                                   env={**os.environ, **(env or {})}, preexec_fn=dies_with_parent())
     service = Service(name, url, log_path, process)
 
     def up() -> bool:

@@ -12,6 +12,9 @@ pipeline); and dispatches rule matches to their real targets:
   order, up to `max_concurrent_executions` at a time; none is dropped;
 - the approval rule → the deploy Lambda's code, in-process, configured as the template configures it.
 
+A stack starting on a state directory a killed stack left behind resumes its unfinished executions (see
+`Submissions.recover`): none stays Executing forever, none queued behind it is skipped.
+
 With `monitor_every_s`, the live-quality monitor (infra/local/monitoring.py) runs on that timer over the
 endpoint's data capture and the streamer's ground truth, publishing its metrics to moto's CloudWatch.
 """
@@ -69,6 +72,7 @@ class LocalStack:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.mongo = start_mongo(self.state_dir)  # first: it refuses a store another process holds
+        self._recover()
         self.moto = start_moto(self.state_dir)
         resolver = RecordsResolver(self.client("sagemaker"), self.client("s3"))
         self.endpoint = EndpointServer(resolver)
@@ -78,6 +82,17 @@ class LocalStack:
         if self.monitor_every_s:
             threading.Thread(target=self._monitor_loop, name="live-quality", daemon=True).start()
         return self
+
+    def _recover(self) -> None:
+        """Runs a previous stack on this directory left Executing (it was killed): the queued ones are resumed by
+        the runner (run_in_background), the others marked Failed; before moto serves new starts."""
+        resumed, failed = self.submissions.recover()
+        if resumed:
+            self.log(f"resuming {len(resumed)} execution(s) the previous local stack left unfinished: "
+                     f"{', '.join(resumed)}")
+        if failed:
+            self.log(f"marked Failed {len(failed)} execution(s) left Executing with nothing to resume: "
+                     f"{', '.join(failed)}")
 
     def client(self, service: str):
         """A boto3 client for a local AWS service (sagemaker-runtime: the local endpoint server)."""

@@ -7,6 +7,10 @@ snapshot, not later updates), and a queue entry. The stack's runner takes the en
 (`pending`), claims each (`claim`) and runs it in the engine under the id given here, and removes the entry only
 when the run has finished (`done`): an entry still there after a crash is a run to resume.
 
+After a crash (the stack killed while runs were queued or executing), `recover` runs when a stack starts on the
+directory: an Executing record whose queue entry is still there is left queued, so the runner resumes it under the
+same id (reusing its succeeded steps, as a retry does); one without an entry (a start cut short) is marked Failed.
+
 `stop` (StopPipelineExecution) stops a queued execution at once (it never starts) and asks a claimed one to stop
 at its next step boundary; `retry` (RetryPipelineExecution) queues a Failed execution again under the same id,
 and the engine reuses the steps that had succeeded.
@@ -25,6 +29,8 @@ from pipelines.local.expressions import now_iso
 from pipelines.local.records import ExecutionStatus, ExecutionStore, new_execution_id, write_json_atomically
 
 DEFINITION_FILE = "definition.json"
+CRASH_REASON = ("the local stack stopped while this run was executing; "
+                "retry it with RetryPipelineExecution")
 _thread_lock = threading.Lock()
 
 
@@ -83,11 +89,29 @@ class Submissions:
         """The ids of the executions not yet finished, in arrival order."""
         return [path.stem.split("-", 1)[1] for path in sorted(self.queue_dir.glob("*.json"))]
 
+    def recover(self) -> tuple[list[str], list[str]]:
+        """After a crash: (executions left queued for the runner to resume, executions marked Failed because
+        nothing can resume them), each in arrival order. Only for a stack starting on the directory."""
+        with self._locked():
+            queued = set(self.pending())
+            stranded = [record["PipelineExecutionId"] for record in reversed(self.store.all())
+                        if record["PipelineExecutionStatus"] == ExecutionStatus.EXECUTING
+                        and record["PipelineExecutionId"] not in queued]
+            for execution_id in stranded:
+                self.fail(execution_id, CRASH_REASON)
+            resumed = [execution_id for execution_id in self.pending()
+                       if self.store.load(execution_id)["PipelineExecutionStatus"] == ExecutionStatus.EXECUTING]
+            return resumed, stranded
+
     def claim(self, execution_id: str) -> bool:
-        """The runner takes a queued execution: False if it is no longer queued (stopped, or already run)."""
+        """The runner takes a queued execution: False if it is no longer queued (stopped, or already run; an
+        entry left behind by a crash after its run had finished is removed)."""
         with self._locked():
             entry = self._entry(execution_id)
-            if entry is None or self.store.load(execution_id)["PipelineExecutionStatus"] != ExecutionStatus.EXECUTING:
+            if entry is None:
+                return False
+            if self.store.load(execution_id)["PipelineExecutionStatus"] != ExecutionStatus.EXECUTING:
+                entry.unlink()
                 return False
             write_json_atomically(entry, {**json.loads(entry.read_text()), "Claimed": True})
             return True

@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from livetrain.processes import dies_with_parent
 from pipelines.local import s3io
 from pipelines.local.errors import StepFailure
 from pipelines.local.expressions import as_text
@@ -80,7 +81,7 @@ def _run_command(command: list[str], job: Job, cwd: Path, environment: dict, max
     job.log(f"$ {' '.join(command)}")
     with job.log_path.open("a") as log:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.PIPE, text=True,
-                                   errors="replace")
+                                   errors="replace", preexec_fn=dies_with_parent())  # a killed stack ends its jobs
     timed_out = threading.Event()
 
     def stop() -> None:
