@@ -34,10 +34,24 @@ def up(run_cli, state) -> tuple[int, dict[str, str]]:
     return int(started.stdout.split("(pid ", 1)[1].split(")", 1)[0]), exported(started.stdout)
 
 
+def local(environment: dict[str, str], service: str):
+    """A boto3 client for the service's exported AWS endpoint."""
+    return boto3.client(service, endpoint_url=environment["AWS_ENDPOINT_URL"],
+                        region_name=environment["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"])
+
+
 def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_path):
     """Also: a kill -9 of the service takes its daemons with it, and `up` again resumes the run it left."""
     state = tmp_path / "local"
     pid, environment = up(run_cli, state)
+    config = Config()
+    local(environment, "s3").put_object(Bucket=config.bucket, Key="capture/kept.jsonl", Body=b"kept")
+    package = local(environment, "sagemaker").create_model_package(  # rejected: no deployment starts
+        ModelPackageGroupName=config.model_package_group, ModelApprovalStatus="Rejected", InferenceSpecification={
+            "Containers": [{"Image": "local/linear-learner"}], "SupportedContentTypes": ["text/csv"],
+            "SupportedResponseMIMETypes": ["text/csv"]})["ModelPackageArn"]
     os.kill(pid, signal.SIGKILL)  # the service alone: moto and the MongoDB server must not outlive it
     wait_until(lambda: group_is_gone(pid), 30, "the killed service's daemons to end", interval=0.1)
     assert run_cli("local", "status", "--state-dir", state).returncode == 1
@@ -68,10 +82,10 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
             for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
                 os.environ.pop(name)
         assert [p["PipelineName"] for p in pipelines] == [Config().pipeline_name]
-        sagemaker = boto3.client("sagemaker", endpoint_url=environment["AWS_ENDPOINT_URL"],
-                                 region_name=environment["AWS_DEFAULT_REGION"],
-                                 aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
-                                 aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"])
+        sagemaker = local(environment, "sagemaker")  # what moto had before the kill -9 is there again
+        assert local(environment, "s3").get_object(Bucket=config.bucket, Key="capture/kept.jsonl")[
+            "Body"].read() == b"kept"
+        assert sagemaker.describe_model_package(ModelPackageName=package)["ModelApprovalStatus"] == "Rejected"
         wait_until(lambda: sagemaker.describe_pipeline_execution(PipelineExecutionArn=crashed[
             "PipelineExecutionArn"])["PipelineExecutionStatus"] == "Succeeded", 60, "the crashed run to resume")
     finally:

@@ -224,3 +224,33 @@ def test_a_stack_starting_after_a_crash_resumes_what_the_killed_one_left_executi
         assert check["EndTime"].isoformat().startswith("2026-12-04T10:00:01")  # reused, not run again
     records = {e: submissions.store.load(e) for e in (running, stopping, queued)}
     assert records[queued]["StartTime"] >= max(records[running]["EndTime"], records[stopping]["EndTime"])  # in order
+
+
+def test_a_restarted_stack_still_has_the_objects_the_packages_and_the_pipeline(tmp_path):
+    """moto's state survives stop() and a new stack on the same directory; its replay starts no run again."""
+    with LocalStack(CONFIG, tmp_path / "state", log=lambda line: None) as stack:
+        stack.provision()
+        s3, sagemaker = stack.client("s3"), stack.client("sagemaker")
+        s3.put_object(Bucket=CONFIG.bucket, Key="batches/kept/batch.manifest", Body=b'["kept"]')
+        container = {"Image": "local/linear-learner", "ModelDataUrl": f"s3://{CONFIG.bucket}/models/model.tar.gz"}
+        specification = {"Containers": [container], "SupportedContentTypes": ["text/csv"],
+                         "SupportedResponseMIMETypes": ["text/csv"]}
+        arns = [sagemaker.create_model_package(
+            ModelPackageGroupName=CONFIG.model_package_group, InferenceSpecification=specification,
+            ModelApprovalStatus="PendingManualApproval")["ModelPackageArn"] for _ in range(2)]
+        stack.approve(arns[0])
+        pipeline = sagemaker.describe_pipeline(PipelineName=CONFIG.pipeline_name)
+
+    with LocalStack(CONFIG, tmp_path / "state", log=lambda line: None) as stack:
+        s3, sagemaker = stack.client("s3"), stack.client("sagemaker")
+        assert s3.get_object(Bucket=CONFIG.bucket, Key="batches/kept/batch.manifest")["Body"].read() == b'["kept"]'
+        packages = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group,
+                                                 SortOrder="Ascending")["ModelPackageSummaryList"]
+        assert [(p["ModelPackageArn"], p["ModelApprovalStatus"]) for p in packages] == [
+            (arns[0], "Approved"), (arns[1], "PendingManualApproval")]
+        kept = sagemaker.describe_pipeline(PipelineName=CONFIG.pipeline_name)
+        assert (kept["PipelineArn"], kept["PipelineDefinition"]) == (
+            pipeline["PipelineArn"], pipeline["PipelineDefinition"])
+        stack.provision()  # again, as `livetrain local up` does on every start: nothing to create twice
+        assert stack.dispatcher.poll_once() == 0  # the replayed put and approval reached no rule: no run, no deploy
+        assert sagemaker.list_pipeline_executions(PipelineName=CONFIG.pipeline_name)["PipelineExecutionSummaries"] == []

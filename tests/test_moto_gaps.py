@@ -281,3 +281,23 @@ def test_the_jobs_behind_the_steps_are_describable(sagemaker, pipeline, state_di
                      HyperParameterTuningJobName="unknown")):
         with pytest.raises(botocore.exceptions.ClientError):
             call()
+
+
+def test_the_journal_keeps_writes_only():
+    """Reads, SQS receives/deletes and execution starts are not replayed after a restart; writes are."""
+    from infra.local.moto_persistence import mutates
+
+    def signed(service: str) -> dict:
+        return {"Authorization": f"AWS4-HMAC-SHA256 Credential=local/20261204/us-east-1/{service}/aws4_request"}
+
+    def target(name: str) -> dict:
+        return {"X-Amz-Target": name, **signed("x")}
+
+    assert [mutates(method, signed("s3")) for method in ("PUT", "POST", "DELETE", "GET", "HEAD")] == [
+        True, True, True, False, False]
+    assert [mutates("POST", target(name)) for name in (
+        "SageMaker.CreateModelPackage", "SageMaker.UpdateModelPackage", "SageMaker.UpdatePipeline",
+        "secretsmanager.CreateSecret", "SageMaker.DescribePipeline", "SageMaker.StartPipelineExecution",
+        "SageMaker.RetryPipelineExecution", "AmazonSQS.ReceiveMessage", "AmazonSQS.DeleteMessage",
+        "AWSEvents.PutRule")] == [True, True, True, True, False, False, False, False, False, False]
+    assert not mutates("POST", signed("sqs"))  # SQS's query protocol: no target header

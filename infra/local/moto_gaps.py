@@ -16,8 +16,9 @@
   ListTrainingJobsForHyperParameterTuningJob) are answered by `execution_api.py` from the local engine's durable
   records, and a start queues a real run that the stack's runner executes (`pipelines/local/submissions.py`).
 
-`python -m infra.local.moto_gaps -H 127.0.0.1 -p PORT` runs moto's server with the gaps closed (the executions
-too when $LIVETRAIN_LOCAL_STATE_DIR names the state directory); `apply()` closes them in-process (for moto's
+`python -m infra.local.moto_gaps -H 127.0.0.1 -p PORT` runs moto's server with the gaps closed (when
+$LIVETRAIN_LOCAL_STATE_DIR names the state directory, the executions too, and moto's S3, registry and pipelines
+survive a restart: infra/local/moto_persistence.py); `apply()` closes them in-process (for moto's
 decorator or threaded server).
 """
 
@@ -199,7 +200,12 @@ def _serve_executions(state_dir: str) -> None:
 
 
 def main() -> None:
-    apply(os.environ.get(STATE_DIR_VARIABLE))
+    state_dir = os.environ.get(STATE_DIR_VARIABLE)
+    apply(state_dir)
+    if state_dir:
+        from infra.local.moto_persistence import persist
+
+        print(f"moto: replayed {persist(state_dir)} recorded request(s)", file=sys.stderr, flush=True)
     from moto.server import main as moto_server
 
     moto_server(sys.argv[1:])

@@ -21,6 +21,7 @@ endpoint's data capture and the streamer's ground truth, publishing its metrics 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -126,20 +127,27 @@ class LocalStack:
     # ------------------------------------------------------------ provisioning
 
     def provision(self) -> None:
-        """What the CloudFormation template creates on AWS, then the pipeline upsert, then the rules."""
+        """What the CloudFormation template creates on AWS, then the pipeline upsert, then the rules. What moto
+        kept from an earlier start on this directory (infra/local/moto_persistence.py) is kept as it is."""
         from pipelines.driver import upsert_pipeline
 
         config, s3 = self.config, self.client("s3")
-        s3.create_bucket(Bucket=config.bucket)
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=config.bucket)
         s3.put_bucket_versioning(Bucket=config.bucket, VersioningConfiguration={"Status": "Enabled"})
         s3.put_bucket_notification_configuration(Bucket=config.bucket,
                                                  NotificationConfiguration={"EventBridgeConfiguration": {}})
         sagemaker = self.client("sagemaker")
-        sagemaker.create_model_package_group(ModelPackageGroupName=config.model_package_group,
-                                             ModelPackageGroupDescription="livetrain models (local)")
+        try:
+            sagemaker.describe_model_package_group(ModelPackageGroupName=config.model_package_group)
+        except sagemaker.exceptions.ClientError:  # moto would replace an existing group: create only a missing one
+            sagemaker.create_model_package_group(ModelPackageGroupName=config.model_package_group,
+                                                 ModelPackageGroupDescription="livetrain models (local)")
         # The IG secret exists, as on AWS, with a placeholder value: the local demo streams the simulator.
-        self.client("secretsmanager").create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
-            {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
+        secrets = self.client("secretsmanager")
+        with contextlib.suppress(secrets.exceptions.ResourceExistsException):
+            secrets.create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
+                {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
         upsert_pipeline(s3, sagemaker, self.pipeline_settings(), config.cache_dir, progress=self.log)
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",
