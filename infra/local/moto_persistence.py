@@ -2,10 +2,11 @@
 
 moto keeps S3, the model registry and the pipelines in memory. moto's own recorder
 (moto_api/_internal/recorder) appends every request to a file before handling it; here it is narrowed to the
-requests that change what a user reads back: S3 writes (PUT, POST, DELETE) and SageMaker and Secrets Manager
+requests that change what a user reads back: S3 writes (PUT, POST, DELETE) and SageMaker
 Create/Update/Delete/Put/Add calls. Not recorded: reads, EventBridge and SQS (the stack's provisioning makes
-its rules and queues again; SQS messages not yet received when the server stopped are not kept), CloudWatch
-metrics, and Start/Stop/RetryPipelineExecution (the engine keeps executions on disk itself).
+its rules and queues again; SQS messages not yet received when the server stopped are not kept), Secrets
+Manager (a secret is never written to a file; provisioning makes the IG secret again), CloudWatch metrics, and
+Start/Stop/RetryPipelineExecution (the engine keeps executions on disk itself).
 
 The recorder opens, appends and closes the journal before moto handles the request, so a request whose
 response was sent is in the file (in the kernel's page cache: it survives kill -9 of the server, not a power
@@ -24,13 +25,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 JOURNAL = "moto-journal.jsonl"
-_RECORDED_TARGETS = ("SageMaker", "secretsmanager")  # JSON-protocol services whose writes are recorded
+_RECORDED_TARGETS = ("SageMaker",)  # JSON-protocol services whose writes are recorded
 _WRITES = ("Create", "Update", "Delete", "Put", "Add")
 _SIGNED_SERVICE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
 
 
 def mutates(method: str, headers) -> bool:
-    """Whether a request changes state worth keeping: S3 writes, SageMaker and Secrets Manager writes."""
+    """Whether a request changes state worth keeping: S3 writes and SageMaker writes."""
     target = headers.get("X-Amz-Target", "")
     if target:
         service, _, action = target.partition(".")
