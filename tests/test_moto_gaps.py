@@ -238,6 +238,15 @@ def test_the_jobs_behind_the_steps_are_describable(sagemaker, pipeline, state_di
         "Check": {"StepName": "Check", "StepType": "Processing", "StepStatus": "Failed", "JobName": "Check-abc",
                   "StartTime": "2026-12-04T10:02:00.000Z", "EndTime": "2026-12-04T10:02:01.000Z",
                   "FailureReason": "no test slice"},
+        "Score": {"StepName": "Score", "StepType": "Transform", "StepStatus": "Succeeded", "JobName": "Score-abc",
+                  "StartTime": "2026-12-04T10:01:50.000Z", "EndTime": "2026-12-04T10:01:51.000Z",
+                  "Properties": {"ModelName": "m", "TransformJobName": "Score-abc",
+                                 "TransformJobArn": f"{PREFIX}:transform-job/score-abc",
+                                 "TransformInput": {"DataSource": {"S3DataSource": {
+                                     "S3DataType": "S3Prefix", "S3Uri": "s3://b/test.csv"}}},
+                                 "TransformOutput": {"S3OutputPath": "s3://b/out"},
+                                 "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1},
+                                 "TransformJobStatus": "Completed"}},
         "Tune": {"StepName": "Tune", "StepType": "Tuning", "StepStatus": "Succeeded", "JobName": "tune-abc",
                  "StartTime": "2026-12-04T10:00:00.000Z", "EndTime": "2026-12-04T10:01:40.000Z",
                  "Properties": {"HyperParameterTuningJobName": "tune-abc",
@@ -254,6 +263,11 @@ def test_the_jobs_behind_the_steps_are_describable(sagemaker, pipeline, state_di
     failed = sagemaker.describe_processing_job(ProcessingJobName="Check-abc")
     assert (failed["ProcessingJobStatus"], failed["FailureReason"], failed["ProcessingJobArn"]) == \
         ("Failed", "no test slice", f"{PREFIX}:processing-job/check-abc")
+
+    transform = sagemaker.describe_transform_job(TransformJobName="score-abc")  # names match regardless of case
+    assert (transform["TransformJobStatus"], transform["ModelName"], transform["TransformOutput"]) == \
+        ("Completed", "m", {"S3OutputPath": "s3://b/out"})
+    assert transform["TransformEndTime"] > transform["TransformStartTime"]
 
     tuning = sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tune-abc")
     assert tuning["HyperParameterTuningJobStatus"] == "Completed"

@@ -154,15 +154,23 @@ class ExecutionApi:
 
     def describe_processing_job(self, name: str) -> dict | None:
         """DescribeProcessingJob for a job a Processing step ran (None: not one of the engine's)."""
-        found = self._job("Processing", name, "ProcessingJob")
+        return self._describe_job("Processing", name, last_modified=True)
+
+    def describe_transform_job(self, name: str) -> dict | None:
+        """DescribeTransformJob for a job a Transform step ran (None: not one of the engine's)."""
+        return self._describe_job("Transform", name)
+
+    def _describe_job(self, kind: str, name: str, last_modified: bool = False) -> dict | None:
+        """Describe<kind>Job from the step's properties and its record (SageMaker's field names)."""
+        found = self._job(kind, name, f"{kind}Job")
         if found is None:
             return None
         properties, common = found
-        answer = {**{k: v for k, v in properties.items() if k != "PropertyFiles"}, "ProcessingJobName": common["Name"],
-                  "ProcessingJobArn": common["Arn"], "ProcessingJobStatus": common["Status"],
-                  "CreationTime": common["CreationTime"], "ProcessingStartTime": common["CreationTime"],
-                  "ProcessingEndTime": common["EndTime"], "LastModifiedTime": common["LastModifiedTime"],
-                  "FailureReason": common["FailureReason"]}
+        answer = {**{k: v for k, v in properties.items() if k != "PropertyFiles"}, f"{kind}JobName": common["Name"],
+                  f"{kind}JobArn": common["Arn"], f"{kind}JobStatus": common["Status"],
+                  "CreationTime": common["CreationTime"], f"{kind}StartTime": common["CreationTime"],
+                  f"{kind}EndTime": common["EndTime"], "FailureReason": common["FailureReason"],
+                  "LastModifiedTime": common["LastModifiedTime"] if last_modified else None}
         return {k: v for k, v in answer.items() if v is not None}
 
     def describe_tuning_job(self, name: str) -> dict | None:

@@ -190,6 +190,7 @@ def _serve_executions(state_dir: str) -> None:
     SageMakerResponse.stop_pipeline_execution = stop
     SageMakerResponse.retry_pipeline_execution = retry
     engine_job("describe_processing_job", "ProcessingJobName", lambda _, name: api.describe_processing_job(name))
+    engine_job("describe_transform_job", "TransformJobName", lambda _, name: api.describe_transform_job(name))
     engine_job("describe_hyper_parameter_tuning_job", "HyperParameterTuningJobName",
                lambda _, name: api.describe_tuning_job(name))
     engine_job("describe_training_job", "TrainingJobName", lambda _, name: api.describe_training_job(name))
