@@ -9,8 +9,8 @@ The service runs until SIGTERM (`down`), then stops the stack and removes servic
 
 After a kill -9 of the service: its daemons and jobs die with it (PR_SET_PDEATHSIG, livetrain/processes.py);
 whatever else is left in its process group is ended by the next `up` or `down`; `up` again on the same
-directory resumes the runs left Executing (LocalStack's recovery). Not durable yet: moto keeps S3, the registry
-and the pipeline in memory, so they start empty at each `up` (the executions' records stay on disk).
+directory resumes the runs left Executing (LocalStack's recovery), with moto's S3 objects, packages and
+pipelines replayed from its journal (infra/local/moto_persistence.py).
 """
 
 from __future__ import annotations

@@ -23,8 +23,6 @@ from livetrain.errors import UserError
 from livetrain.processes import dies_with_parent
 
 HOST = "127.0.0.1"
-
-
 LOCAL_KEY = "livetrain-local"  # placeholder credentials: moto accepts any, boto3 needs some
 
 
