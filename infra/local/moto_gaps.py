@@ -12,7 +12,7 @@
   approve again within a second give three).
 - Pipeline executions (moto records them as Succeeded at once and runs nothing; ListPipelineExecutionSteps
   answers HTTP 500): given the stack's state directory, Start/Describe/List/Stop/Retry pipeline executions,
-  ListPipelineExecutionSteps and the jobs behind the steps (Describe processing, tuning and training jobs,
+  ListPipelineExecutionSteps and the jobs behind the steps (Describe processing, transform, tuning and training jobs,
   ListTrainingJobsForHyperParameterTuningJob) are answered by `execution_api.py` from the local engine's durable
   records, and a start queues a real run that the stack's runner executes (`pipelines/local/submissions.py`).
 
