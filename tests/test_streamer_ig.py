@@ -72,6 +72,15 @@ def streaming(ig_server):
     consumer.stop()
 
 
+def wait_for_resubscription(consumer, ticks_before: int, condition, what) -> None:
+    """Wait for `condition` on the server, then for the snapshot the new subscription delivers (the item's state).
+
+    `ticks_before` is the consumer's tick count before the session was broken. Without the second wait, a test's
+    next publish could take the snapshot for its own tick."""
+    wait_until(condition, timeout=20, what=what)
+    wait_until(lambda: len(consumer.ticks) > ticks_before, timeout=20, what="the snapshot of the new subscription")
+
+
 def publish_and_wait(server, consumer, fields) -> object:
     count = len(consumer.ticks)
     server.publish(ITEM, fields)
@@ -105,9 +114,10 @@ def test_zero_bid_null_and_empty_fields_do_not_stop_parsing(ig_server, streaming
 def test_tcp_drop_is_noticed_and_the_stream_recovers(ig_server, streaming, caplog):
     caplog.set_level(logging.INFO, logger="livetrain")
     publish_and_wait(ig_server, streaming, QUOTE)
+    ticks_before = len(streaming.ticks)
     ig_server.drop_connections()
-    wait_until(lambda: ig_server.sessions_created == 2 and ig_server.connected_sessions == 1, timeout=20,
-               what="a new session after the drop")
+    wait_for_resubscription(streaming, ticks_before, lambda: ig_server.sessions_created == 2
+                            and ig_server.connected_sessions == 1, what="a new session after the drop")
     tick = publish_and_wait(ig_server, streaming, {"BID": "60010"})
     assert tick.bid == 60010.0
     assert ig_server.logins == 1
@@ -118,9 +128,10 @@ def test_tcp_drop_is_noticed_and_the_stream_recovers(ig_server, streaming, caplo
 
 def test_end_48_the_client_retries_by_itself(ig_server, streaming):
     publish_and_wait(ig_server, streaming, QUOTE)
+    ticks_before = len(streaming.ticks)
     ig_server.end_sessions(48, "Max session duration reached")
-    wait_until(lambda: ig_server.sessions_created == 2 and ig_server.connected_sessions == 1, timeout=20,
-               what="a new session after END 48")
+    wait_for_resubscription(streaming, ticks_before, lambda: ig_server.sessions_created == 2
+                            and ig_server.connected_sessions == 1, what="a new session after END 48")
     assert publish_and_wait(ig_server, streaming, {"BID": "60011"}).bid == 60011.0
     assert ig_server.logins == 1
 
@@ -129,12 +140,14 @@ def test_end_48_the_client_retries_by_itself(ig_server, streaming):
 def test_session_ended_for_good_logs_in_again(ig_server, streaming, caplog, how):
     caplog.set_level(logging.INFO, logger="livetrain")
     publish_and_wait(ig_server, streaming, QUOTE)
+    ticks_before = len(streaming.ticks)
     if how == "END 31":
         ig_server.end_sessions(31, "Session destroyed")
     else:
         ig_server.expire_tokens()
         ig_server.drop_connections()
-    wait_until(lambda: ig_server.logins == 2 and ig_server.connected_sessions == 1, timeout=20, what="a new login")
+    wait_for_resubscription(streaming, ticks_before, lambda: ig_server.logins == 2
+                            and ig_server.connected_sessions == 1, what="a new login")
     assert publish_and_wait(ig_server, streaming, {"BID": "60012"}).bid == 60012.0
     assert "logging in again" in caplog.text
     assert streaming.error is None
