@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.local.capture import capture_record
-from processing.monitor import NOT_ENOUGH, monitor, read_captures, read_ground_truth
+from processing.monitor import NOT_ENOUGH, in_service, monitor, read_captures, read_ground_truth
 from streamer.scoring import ground_truth_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +60,18 @@ def test_a_decayed_model_is_declining_a_good_one_healthy_and_a_short_window_not_
     [violation] = report["constraint_violations.json"]["violations"]
     assert violation["metric_name"] == "lift" and "model version 2" in violation["description"]
     metrics = report["cloudwatch_metrics.json"]["MetricData"]
-    lower = {m["Dimensions"][1]["Value"]: m["Value"] for m in metrics if m["MetricName"] == "LiftLowerBound"}
+    lower = {m["Dimensions"][1]["Value"]: m["Value"] for m in metrics
+             if m["MetricName"] == "LiftLowerBound" and len(m["Dimensions"]) == 2}
     assert lower == {"1": good["lift"]["lower"], "2": bad["lift"]["lower"]}
+    # what the alarm watches: one point per window, the model in service's (a tie goes to the first version)
+    [served] = [m for m in metrics if m["Dimensions"] == [{"Name": "Endpoint", "Value": "livetrain"}]]
+    assert served["Value"] == good["lift"]["lower"] and served["Timestamp"] == good["last_inference"]
+
+
+def test_the_model_in_service_is_the_version_with_the_most_trades_in_each_window():
+    windows = [{"start": "d1", "trades": 10, "model_version": "1"}, {"start": "d1", "trades": 90, "model_version": "2"},
+               {"start": "d2", "trades": 50, "model_version": "2"}]
+    assert [(w["start"], w["model_version"]) for w in in_service(windows)] == [("d1", "2"), ("d2", "2")]
 
 
 def test_the_monitor_runs_as_a_processing_script_and_writes_its_three_files(tmp_path):

@@ -16,7 +16,8 @@ A stack starting on a state directory a killed stack left behind resumes its unf
 `Submissions.recover`): none stays Executing forever, none queued behind it is skipped.
 
 With `monitor_every_s`, the live-quality monitor (infra/local/monitoring.py) runs on that timer over the
-endpoint's data capture and the streamer's ground truth, publishing its metrics to moto's CloudWatch.
+endpoint's data capture and the streamer's ground truth, publishing its metrics to moto's CloudWatch; after each
+run the alarms are evaluated (infra/local/alarms.py: moto does not), the template's live-lift alarm among them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from infra.local.dispatcher import Dispatcher, LocalRule, json_path
 from infra.local.services import LOCAL_KEY, Service, local_client, start_mongo, start_moto, wait_until
-from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
+from infra.rules import approval_rule_pattern, live_lift_alarm, manifest_rule_pattern, pipeline_parameter_mapping
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from pipelines.local.submissions import Submissions
 
@@ -149,6 +150,7 @@ class LocalStack:
             secrets.create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
                 {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
         upsert_pipeline(s3, sagemaker, self.pipeline_settings(), config.cache_dir, progress=self.log)
+        self.client("cloudwatch").put_metric_alarm(**live_lift_alarm(config.endpoint_name))
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",
                                            manifest_rule_pattern(config.bucket), self._start_pipeline))
@@ -190,8 +192,21 @@ class LocalStack:
         while not self._stop.wait(self.monitor_every_s):
             try:
                 self.live_quality.append(run_monitor(self.client("s3"), self.client("cloudwatch"), settings))
+                self.evaluate_alarms()
             except Exception as exc:  # the next run tries again
                 self.log(f"live-quality monitor: {exc}")
+
+    def evaluate_alarms(self) -> list[dict]:
+        """What CloudWatch does on AWS and moto does not: evaluate the alarms, announce their state changes
+        (infra/local/alarms.py)."""
+        from infra.local.alarms import evaluate_alarms
+
+        changes = evaluate_alarms(self.client("cloudwatch"), self.client("events"))
+        for change in changes:
+            detail = json.loads(change["Detail"])
+            self.log(f"alarm {detail['alarmName']}: {detail['previousState']['value']} → {detail['state']['value']} "
+                     f"({detail['state']['reason']})")
+        return changes
 
     def check(self) -> None:
         """Raise what stopped the dispatcher or a service, if anything did."""
