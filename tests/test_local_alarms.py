@@ -26,11 +26,12 @@ def alarm(aws):
     return cloudwatch.describe_alarms(AlarmNames=["ep-live-lift"])["MetricAlarms"][0]
 
 
-def publish(cloudwatch, *lower_bounds: float) -> None:
-    """LiftLowerBound of the model in service, one window a day, the last one ending just before NOW."""
+def publish(cloudwatch, *lower_bounds: float, now: datetime = NOW) -> None:
+    """LiftLowerBound of the model in service on endpoint "ep", one window a day, the last one ending just before
+    `now`."""
     cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=[
         {"MetricName": "LiftLowerBound", "Value": value,
-         "Timestamp": NOW - (len(lower_bounds) - i) * DAY + timedelta(hours=1),
+         "Timestamp": now - (len(lower_bounds) - i) * DAY + timedelta(hours=1),
          "Dimensions": [{"Name": "Endpoint", "Value": "ep"}]} for i, value in enumerate(lower_bounds)])
 
 

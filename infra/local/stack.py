@@ -2,7 +2,7 @@
 
 `LocalStack` starts moto (S3, EventBridge, SQS, Secrets Manager, SageMaker records), the MongoDB-wire server
 and the local SageMaker Runtime endpoint, all on 127.0.0.1 with their state under one directory; provisions
-what the CloudFormation template provisions on AWS (the data bucket with EventBridge notifications, the two
+what the CloudFormation template provisions on AWS (the data bucket with EventBridge notifications, the three
 rules with the template's own patterns and parameter mapping, the model package group, the IG secret, the
 pipeline); and dispatches rule matches to their real targets:
 
@@ -10,7 +10,9 @@ pipeline); and dispatches rule matches to their real targets:
   the client token), the same call a user makes with boto3: moto (`moto_gaps.py`) queues the execution in the
   state directory and the stack's runner executes the queue in the local engine (`pipelines/local`), in arrival
   order, up to `max_concurrent_executions` at a time; none is dropped;
-- the approval rule → the deploy Lambda's code, in-process, configured as the template configures it.
+- the approval rule → the deploy Lambda's code, in-process, configured as the template configures it;
+- the live-lift alarm's rule → the act-on-alarm Lambda's code, in-process, likewise (ask the streamer for a
+  batch now, roll back to the previous approved package when it measured better).
 
 A stack starting on a state directory a killed stack left behind resumes its unfinished executions (see
 `Submissions.recover`): none stays Executing forever, none queued behind it is skipped.
@@ -31,7 +33,13 @@ from pathlib import Path
 
 from infra.local.dispatcher import Dispatcher, LocalRule, json_path
 from infra.local.services import LOCAL_KEY, Service, local_client, start_mongo, start_moto, wait_until
-from infra.rules import approval_rule_pattern, live_lift_alarm, manifest_rule_pattern, pipeline_parameter_mapping
+from infra.rules import (
+    alarm_rule_pattern,
+    approval_rule_pattern,
+    live_lift_alarm,
+    manifest_rule_pattern,
+    pipeline_parameter_mapping,
+)
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from pipelines.local.submissions import Submissions
 
@@ -57,6 +65,7 @@ class LocalStack:
         self.dispatcher: Dispatcher | None = None  # made by provision()
         self.executions: list[Future] = []  # one per batch that landed, in arrival order
         self.deployments: list[dict] = []  # the deploy Lambda's reports
+        self.alarm_actions: list[dict] = []  # the act-on-alarm Lambda's reports (also in S3: <prefix>/alarm-actions/)
         self.submissions = Submissions(self.state_dir)
         self._runs: dict[str, Future] = {}  # execution id → its run in this process, for every queued execution
         self._runs_lock = threading.Lock()
@@ -150,14 +159,17 @@ class LocalStack:
             secrets.create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
                 {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
         upsert_pipeline(s3, sagemaker, self.pipeline_settings(), config.cache_dir, progress=self.log)
-        self.client("cloudwatch").put_metric_alarm(**live_lift_alarm(config.endpoint_name))
+        alarm = live_lift_alarm(config.endpoint_name)
+        self.client("cloudwatch").put_metric_alarm(**alarm)
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",
                                            manifest_rule_pattern(config.bucket), self._start_pipeline))
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-package-approved",
                                            approval_rule_pattern(config.model_package_group), self._deploy))
+        self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-live-lift-alarm",
+                                           alarm_rule_pattern(alarm["AlarmName"]), self._act_on_alarm))
         self.log(f"provisioned bucket {config.bucket}, model package group {config.model_package_group}, "
-                 f"pipeline {config.pipeline_name} and its two rules")
+                 f"pipeline {config.pipeline_name}, the live-lift alarm and the three rules")
 
     def pipeline_settings(self):
         """What the local pipeline's definition is built from (pipelines.driver.PipelineSettings)."""
@@ -257,16 +269,27 @@ class LocalStack:
         self.submissions.done(execution_id)
         return record
 
+    def _lambda_environment(self) -> dict[str, str]:
+        """The Lambdas' environment as the template sets it; no instances to bake locally."""
+        return {"ENDPOINT_NAME": self.config.endpoint_name, "MODEL_PACKAGE_GROUP": self.config.model_package_group,
+                "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
+                "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture",
+                "DATA_BUCKET": self.config.bucket, "PREFIX": self.config.pipeline_name}
+
     def _deploy(self, event: dict) -> None:
         from lambdas.deploy_on_approval import DeployConfig, deploy
 
-        # The function's environment as the template sets it; no instances to bake locally.
-        environment = {"ENDPOINT_NAME": self.config.endpoint_name,
-                       "MODEL_PACKAGE_GROUP": self.config.model_package_group,
-                       "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
-                       "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture"}
-        self.deployments.append(deploy(event, self.client("sagemaker"), DeployConfig.from_env(environment),
-                                       wait_seconds=60))  # the Lambda logs its own report
+        self.deployments.append(deploy(event, self.client("sagemaker"), DeployConfig.from_env(
+            self._lambda_environment()), wait_seconds=60))  # the Lambda logs its own report
+
+    def _act_on_alarm(self, event: dict) -> None:
+        from lambdas.act_on_alarm import ActionConfig, act
+
+        report = act(event, self.client("s3"), self.client("sagemaker"),
+                     ActionConfig.from_env(self._lambda_environment()), wait_seconds=60)
+        self.alarm_actions.append(report)
+        self.log(f"live-lift alarm {report.get('id', '')}: retrain {report.get('retrain', {}).get('action')}, "
+                 f"rollback {report.get('rollback', {}).get('action')} ({report.get('reason', '')})")
 
     # ------------------------------------------------------------ what a reviewer and a client do
 
