@@ -1,7 +1,8 @@
 """The live-lift alarm acted on, end to end over moto's HTTP server: the monitor's metric in CloudWatch, the local
 alarm evaluator, the template's rule through the local dispatcher, the act-on-alarm Lambda's code against moto's
-S3 and SageMaker (endpoint serving v2, v1 approved before it). The monitor's outputs are written directly: the
-claim is about the action, not the monitor (tests/test_monitor.py covers that)."""
+S3 and SageMaker (endpoint serving v2, v1 approved before it), then the streamer's exporter answering the export
+request and the manifest rule starting the retraining run. The monitor's outputs are written directly: the claim
+is about the action, not the monitor (tests/test_monitor.py covers that)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from test_local_alarms import publish
+from test_streamer_store import EPIC, SETTINGS, stream
 
 from infra.local.alarms import evaluate_alarms, state_change_event
-from infra.local.dispatcher import Dispatcher, LocalRule
-from infra.rules import alarm_rule_pattern, live_lift_alarm
+from infra.local.dispatcher import Dispatcher, LocalRule, start_pipeline
+from infra.local.services import wait_until
+from infra.rules import alarm_rule_pattern, live_lift_alarm, manifest_rule_pattern
 from lambdas.act_on_alarm import ActionConfig, act, compare
 from lambdas.deploy_on_approval import DETAIL_TYPE, DeployConfig, deploy
+from processing.batch_contract import MANIFEST_FILE
+from streamer.exporter import Exporter
+from streamer.market import MarketSettings, MarketSimulator
+from streamer.sources import frame_ticks
+from streamer.store import Store
 
 BUCKET, PREFIX, GROUP, ENDPOINT = "data", "lt", "models", "ep"
 CONFIG = ActionConfig(BUCKET, PREFIX, DeployConfig(ENDPOINT, GROUP, "arn:aws:iam::123456789012:role/model",
@@ -29,6 +37,7 @@ def world(aws):
     """moto with the data bucket, the live-lift alarm, and the endpoint serving v2 after v1 (both approved)."""
     s3, sagemaker, cloudwatch = aws.client("s3"), aws.client("sagemaker"), aws.client("cloudwatch")
     s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"EventBridgeConfiguration": {}})
     cloudwatch.put_metric_alarm(**live_lift_alarm(ENDPOINT))
     sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
     for _ in (1, 2):
@@ -74,9 +83,20 @@ def export_requests(s3) -> list[str]:
     return [item["Key"] for item in listing.get("Contents", [])]
 
 
-def test_a_decaying_model_asks_for_a_retraining_batch_and_is_rolled_back_once(world, aws, tmp_path):
+def streamed(mongo_db) -> Store:
+    """A streamer's store after 1,000 simulated ticks: closed trades, far fewer than a batch, none exported."""
+    stream(mongo_db, list(frame_ticks(MarketSimulator(MarketSettings(), 7, EPIC).ticks(1000)))).store.flush()
+    return Store(mongo_db, EPIC)
+
+
+def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path, mongo_db):
     s3, sagemaker, cloudwatch, events = world
     dispatcher, reports = wire(s3, sagemaker, events, aws.client("sqs"), tmp_path)
+    # the pipeline and the manifest rule, its target as the local stack applies it (moto records the run)
+    sagemaker.create_pipeline(PipelineName=PREFIX, RoleArn=CONFIG.deploy.execution_role_arn,
+                              PipelineDefinition=json.dumps({"Version": "2020-12-01", "Steps": []}))
+    dispatcher.add_rule(LocalRule("batch-landed", manifest_rule_pattern(BUCKET),
+                                  lambda event: start_pipeline(sagemaker, PREFIX, event)))
     write_figures(s3, {"1": [0.10, 0.08], "2": [-0.05, -0.06]})  # the windows where both served
     publish(cloudwatch, -0.07, -0.08, now=NOW)
 
@@ -103,6 +123,23 @@ def test_a_decaying_model_asks_for_a_retraining_batch_and_is_rolled_back_once(wo
     assert dispatcher.poll_once(wait_seconds=1) == 1
     assert reports[-1]["action"] == "skipped" and reports[-1]["reason"] == "already acted on this alarm state change"
     assert export_requests(s3) == [report["retrain"]["request"]] and serving(sagemaker) == "ep-v1"
+
+    # the streamer answers the request with the trades collected since the last batch; its manifest starts the run
+    store = streamed(mongo_db)
+
+    def exporter() -> Exporter:  # a new one each time, as after a restart (it looks for requests at once)
+        return Exporter(store, s3, BUCKET, 100_000, SETTINGS.as_dict(), requests_prefix=f"{PREFIX}/export-requests/")
+
+    assert exporter()._step()
+    assert not exporter()._step()  # answered (MongoDB records it): the same request never makes a second batch
+    wait_until(lambda: dispatcher.poll_once(wait_seconds=1), 20, "the requested batch's manifest event")
+    [run] = sagemaker.list_pipeline_executions(PipelineName=PREFIX)["PipelineExecutionSummaries"]
+    parameters = sagemaker.list_pipeline_parameters_for_execution(PipelineExecutionArn=run["PipelineExecutionArn"])
+    [batch] = mongo_db.batches.find()
+    assert batch["request"] == report["id"] and batch["state"] == "committed"
+    assert 0 < batch["trades"] == mongo_db.trades.count_documents({"open_ts": {"$lte": batch["last_open_ts"]}})
+    assert {"Name": "InputManifestKey", "Value": f"batches/{EPIC}/{batch['_id']}/{MANIFEST_FILE}"} in \
+        parameters["PipelineParameters"]
 
 
 def test_a_healthy_model_triggers_nothing(world, aws, tmp_path):

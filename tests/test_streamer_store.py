@@ -167,24 +167,3 @@ def test_unflushed_closed_trades_are_never_claimed(mongo_db, ticks):
     assert bot.store.claim_batch(flushed + 1, SETTINGS.as_dict()) is None
     assert bot.store.claim_batch(flushed, SETTINGS.as_dict())["trades"] == flushed
 
-
-def test_an_export_request_is_answered_once_by_a_batch_of_the_trades_claimable_now(mongo_db, ticks, aws):
-    from streamer.exporter import Exporter
-
-    s3 = aws.client("s3")
-    s3.create_bucket(Bucket="data")
-    stream(mongo_db, ticks).store.flush()
-    store = Store(mongo_db, EPIC)
-
-    def exporter() -> Exporter:  # a new one each time, as after a restart (it looks for requests at once)
-        return Exporter(store, s3, "data", 100_000, SETTINGS.as_dict(), requests_prefix="lt/export-requests/")
-
-    assert not exporter()._step()  # far fewer trades than a batch, and nobody asked
-    s3.put_object(Bucket="data", Key="lt/export-requests/20261204T120000000-ep-live-lift.json", Body=b"{}")
-    assert exporter()._step()
-    [batch] = mongo_db.batches.find()
-    assert batch["request"] == "20261204T120000000-ep-live-lift" and batch["state"] == "committed"
-    assert 0 < batch["trades"] == mongo_db.trades.count_documents({"open_ts": {"$lte": batch["last_open_ts"]}})
-    assert s3.head_object(Bucket="data", Key=f"batches/{EPIC}/{batch['_id']}/batch.manifest")
-    assert not exporter()._step()  # answered: the same request never makes a second batch
-    assert mongo_db.batches.count_documents({}) == 1

@@ -31,14 +31,13 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from infra.local.dispatcher import Dispatcher, LocalRule, json_path
+from infra.local.dispatcher import Dispatcher, LocalRule, start_pipeline
 from infra.local.services import LOCAL_KEY, Service, local_client, start_mongo, start_moto, wait_until
 from infra.rules import (
     alarm_rule_pattern,
     approval_rule_pattern,
     live_lift_alarm,
     manifest_rule_pattern,
-    pipeline_parameter_mapping,
 )
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from pipelines.local.submissions import Submissions
@@ -230,13 +229,8 @@ class LocalStack:
     # ------------------------------------------------------------ the rules' targets
 
     def _start_pipeline(self, event: dict) -> None:
-        """EventBridge's pipeline target: StartPipelineExecution, the event's id as the client token (a redelivered
-        event finds its execution instead of starting another)."""
-        parameters = {name: str(json_path(event, path)) for name, path in pipeline_parameter_mapping().items()}
-        arn = self.client("sagemaker").start_pipeline_execution(
-            PipelineName=self.config.pipeline_name, ClientRequestToken=event["id"],
-            PipelineParameters=[{"Name": name, "Value": value} for name, value in parameters.items()],
-        )["PipelineExecutionArn"]
+        """EventBridge's pipeline target (dispatcher.start_pipeline), then the run handed to the runner."""
+        arn, parameters = start_pipeline(self.client("sagemaker"), self.config.pipeline_name, event)
         self.log(f"batch landed: s3://{parameters['InputBucket']}/{parameters['InputManifestKey']} "
                  f"→ pipeline {self.config.pipeline_name}, execution {arn.rsplit('/', 1)[-1]}")
         self.executions.append(self.run_queued()[arn.rsplit("/", 1)[-1]])
