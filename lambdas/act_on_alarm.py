@@ -93,12 +93,20 @@ def request_export(s3, config: ActionConfig, request: str, detail: dict) -> dict
     return {"action": "requested", "request": key}
 
 
-def latest_figures(s3, config: ActionConfig) -> dict | None:
+def _keys(s3, bucket: str, prefix: str) -> list[str]:
+    return [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])]
+
+
+def latest_figures(s3, bucket: str, prefix: str) -> dict | None:
     """The newest live_quality.json the monitor wrote (its runs sit under <prefix>/monitoring/<UTC time>/)."""
-    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=config.bucket, Prefix=f"{config.prefix}/monitoring/") for item in page.get("Contents", [])
-        if item["Key"].endswith("/live_quality.json")]
-    return _get_json(s3, config.bucket, max(keys)) if keys else None
+    keys = [key for key in _keys(s3, bucket, f"{prefix}/monitoring/") if key.endswith("/live_quality.json")]
+    return _get_json(s3, bucket, max(keys)) if keys else None
+
+
+def action_records(s3, bucket: str, prefix: str) -> list[dict]:
+    """Every alarm state change acted on, oldest first (their records under <prefix>/alarm-actions/)."""
+    return [_get_json(s3, bucket, key) for key in sorted(_keys(s3, bucket, f"{prefix}/alarm-actions/"))]
 
 
 def _interval(entry: dict) -> str:
@@ -142,7 +150,7 @@ def plan_rollback(s3, sagemaker, config: ActionConfig) -> dict:
     if not older:
         return {"roll_back": False, "reason": f"no approved package older than v{current} in service"}
     previous = str(older[-1])
-    figures = latest_figures(s3, config)
+    figures = latest_figures(s3, config.bucket, config.prefix)
     if figures is None:
         return {"roll_back": False, "reason": "no monitoring output yet"}
     better, reason = compare(figures, current, previous)

@@ -17,8 +17,9 @@ from infra.local.alarms import evaluate_alarms, state_change_event
 from infra.local.dispatcher import Dispatcher, LocalRule, start_pipeline
 from infra.local.services import wait_until
 from infra.rules import alarm_rule_pattern, live_lift_alarm, manifest_rule_pattern
-from lambdas.act_on_alarm import ActionConfig, act, compare
+from lambdas.act_on_alarm import ActionConfig, act, action_records, compare, latest_figures
 from lambdas.deploy_on_approval import DETAIL_TYPE, DeployConfig, deploy
+from pipelines.local.report import render_report
 from processing.batch_contract import MANIFEST_FILE
 from streamer.exporter import Exporter
 from streamer.market import MarketSettings, MarketSimulator
@@ -140,6 +141,16 @@ def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path
     assert 0 < batch["trades"] == mongo_db.trades.count_documents({"open_ts": {"$lte": batch["last_open_ts"]}})
     assert {"Name": "InputManifestKey", "Value": f"batches/{EPIC}/{batch['_id']}/{MANIFEST_FILE}"} in \
         parameters["PipelineParameters"]
+
+    # visible in the report: the live-quality panel and what the alarm did
+    record = {"PipelineExecutionId": "e1", "PipelineName": PREFIX, "PipelineExecutionArn": run["PipelineExecutionArn"],
+              "PipelineExecutionStatus": "Executing", "StartTime": "", "Parameters": {}, "Steps": {}}
+    page = render_report(record, tmp_path / "report", latest_figures(s3, BUCKET, PREFIX),
+                         tuple(action_records(s3, BUCKET, PREFIX))).read_text()
+    assert (tmp_path / "report" / "live_lift.png").read_bytes().startswith(b"\x89PNG")
+    assert "Live quality of the models in service" in page and "<td>v2</td>" in page
+    assert f"requested: {report['retrain']['request']}" in page and "rolled back: " + report["rollback"]["to"] in page
+    assert "v1 measured better than v2" in page
 
 
 def test_a_healthy_model_triggers_nothing(world, aws, tmp_path):
