@@ -282,8 +282,9 @@ class LocalStack:
         report = act(event, self.client("s3"), self.client("sagemaker"),
                      ActionConfig.from_env(self._lambda_environment()), wait_seconds=60)
         self.alarm_actions.append(report)
+        rollback = report.get("rollback", {})
         self.log(f"live-lift alarm {report.get('id', '')}: retrain {report.get('retrain', {}).get('action')}, "
-                 f"rollback {report.get('rollback', {}).get('action')} ({report.get('reason', '')})")
+                 f"rollback {rollback.get('action')} ({rollback.get('reason') or rollback.get('to', '')})")
 
     # ------------------------------------------------------------ what a reviewer and a client do
 
