@@ -14,8 +14,10 @@ For one alarm state change (its id: the state-change time and the alarm's name),
   the previous approved package measured better than the one in service on the same windows (in every window
   where both were measured, a higher lift, and in at least one, a lift interval wholly above the other's), the
   previous package is deployed again (the deploy Lambda's code, blue/green) and the package in service is marked
-  Rejected with the reason. When no window has figures for both, nothing is rolled back and the report says
-  "not enough data" (the previous version is not shadow-scored on the captured requests: not built yet).
+  Rejected with the reason. The previous version rarely served in the same windows, so when it has no figures
+  there, its shadow figures (version "<v>-shadow": the monitor's run scored the captured requests with it; the
+  local stack's run does, infra/local/monitoring.py) are compared instead, and the reason says so; with neither,
+  nothing is rolled back and the report says "not enough data".
 
 Idempotent: the decision is recorded first in `s3://<bucket>/<prefix>/alarm-actions/<id>.json` ("started"), the
 actions are each idempotent (an existing request is kept; a package already in service or rejected is a no-op),
@@ -44,6 +46,8 @@ log = logging.getLogger("act_on_alarm")
 log.setLevel(logging.INFO)
 
 DETAIL_TYPE = "CloudWatch Alarm State Change"
+NOT_ENOUGH = "not enough data"
+SHADOW_SUFFIX = "-shadow"  # processing/monitor.py's: a version's figures from shadow scoring (a one-file Lambda)
 
 
 @dataclass(frozen=True)
@@ -121,8 +125,7 @@ def compare(figures: dict, current: str, previous: str) -> tuple[bool, str]:
             judged.setdefault(window["start"], {})[window["model_version"]] = window["lift"]
     common = {start: lifts for start, lifts in judged.items() if len(lifts) == 2}
     if not common:
-        return False, (f"not enough data: no monitoring window with figures for both v{current} and v{previous} "
-                       f"(the previous version is not shadow-scored)")
+        return False, f"{NOT_ENOUGH}: no monitoring window with figures for both v{current} and v{previous}"
     higher = all(lifts[previous]["value"] > lifts[current]["value"] for lifts in common.values())
     apart = any(lifts[previous]["lower"] > lifts[current]["upper"] for lifts in common.values())
     lifts = "; ".join(f"{start}: v{previous} {_interval(v[previous])} vs v{current} {_interval(v[current])}"
@@ -138,23 +141,36 @@ def plan_rollback(s3, sagemaker, config: ActionConfig) -> dict:
         endpoint = sagemaker.describe_endpoint(EndpointName=deploy_config.endpoint_name)
     except ClientError:
         return {"roll_back": False, "reason": f"endpoint {deploy_config.endpoint_name} does not exist"}
-    current = endpoint["EndpointConfigName"].rsplit("-v", 1)[-1]  # the deploy Lambda names configs <endpoint>-v<N>
+    current = in_service_version(endpoint)
     current_arn = sagemaker.describe_model(ModelName=endpoint["EndpointConfigName"])["PrimaryContainer"][
         "ModelPackageName"]
-    approved = {}
-    for page in sagemaker.get_paginator("list_model_packages").paginate(
-            ModelPackageGroupName=deploy_config.model_package_group, ModelApprovalStatus="Approved"):
-        for package in page["ModelPackageSummaryList"]:
-            approved[str(package["ModelPackageVersion"])] = package["ModelPackageArn"]
-    older = sorted(int(v) for v in approved if v.isdigit() and current.isdigit() and int(v) < int(current))
-    if not older:
+    found = previous_approved(sagemaker, deploy_config.model_package_group, current)
+    if found is None:
         return {"roll_back": False, "reason": f"no approved package older than v{current} in service"}
-    previous = str(older[-1])
+    previous, previous_arn = found
     figures = latest_figures(s3, config.bucket, config.prefix)
     if figures is None:
         return {"roll_back": False, "reason": "no monitoring output yet"}
     better, reason = compare(figures, current, previous)
-    return {"roll_back": better, "reason": reason, "from": current_arn, "to": approved[previous]}
+    if reason.startswith(NOT_ENOUGH):  # not measured in service on these windows: shadow-scored, if the monitor did
+        better, reason = compare(figures, current, previous + SHADOW_SUFFIX)
+    return {"roll_back": better, "reason": reason, "from": current_arn, "to": previous_arn}
+
+
+def in_service_version(endpoint: dict) -> str:
+    """The package version an endpoint serves (the deploy Lambda names its configs <endpoint>-v<version>)."""
+    return endpoint["EndpointConfigName"].rsplit("-v", 1)[-1]
+
+
+def previous_approved(sagemaker, group: str, current: str) -> tuple[str, str] | None:
+    """(version, ARN) of the newest approved package of `group` older than version `current`, or None."""
+    approved = {}
+    for page in sagemaker.get_paginator("list_model_packages").paginate(ModelPackageGroupName=group,
+                                                                       ModelApprovalStatus="Approved"):
+        for package in page["ModelPackageSummaryList"]:
+            approved[package["ModelPackageVersion"]] = package["ModelPackageArn"]
+    older = [version for version in approved if current.isdigit() and version < int(current)]
+    return (str(max(older)), approved[max(older)]) if older else None
 
 
 def roll_back(sagemaker, config: ActionConfig, plan: dict, wait_seconds: float | None) -> dict:

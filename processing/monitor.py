@@ -50,10 +50,12 @@ DEFAULT_GROUND_TRUTH_DIR = "/opt/ml/processing/input/groundtruth"
 DEFAULT_OUTPUT_DIR = "/opt/ml/processing/output"
 NAMESPACE = "livetrain/LiveQuality"
 NOT_ENOUGH = "not enough data"
+SHADOW_SUFFIX = "-shadow"  # model version "<v>-shadow": version v scored on requests another version answered
 METRICS = ("precision", "recall", "base_rate", "lift")
 
 
-def _records(directory: Path):
+def records(directory: Path):
+    """Every JSON line of every .jsonl file below `directory`, in path order."""
     for path in sorted(Path(directory).rglob("*.jsonl")):
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if line.strip():
@@ -66,7 +68,7 @@ def _records(directory: Path):
 def read_captures(directory: Path) -> dict[str, tuple[float, float, int]]:
     """{inference id: (inference time in epoch seconds, score, predicted label)}; records without an id skipped."""
     captured = {}
-    for record in _records(directory):
+    for record in records(directory):
         metadata = record.get("eventMetadata", {})
         output = record.get("captureData", {}).get("endpointOutput")
         if not metadata.get("inferenceId") or not output:
@@ -81,7 +83,7 @@ def read_captures(directory: Path) -> dict[str, tuple[float, float, int]]:
 def read_ground_truth(directory: Path) -> dict[str, tuple[int, str]]:
     """{event id: (label, model version or "unknown")}."""
     truth = {}
-    for record in _records(directory):
+    for record in records(directory):
         metadata = record.get("eventMetadata", {})
         truth[metadata["eventId"]] = (int(float(record["groundTruthData"]["data"])),
                                       str(metadata.get("modelVersion") or "unknown"))
@@ -111,9 +113,10 @@ def measure(times: np.ndarray, scores: np.ndarray, predicted: np.ndarray, labels
 
 
 def in_service(windows: list[dict]) -> list[dict]:
-    """Per window start, the window of the version that scored the most trades in it: the model in service."""
+    """Per window start, the window of the version that scored the most trades in it: the model in service (shadow
+    figures never are)."""
     best = {}
-    for window in windows:
+    for window in (w for w in windows if not w["model_version"].endswith(SHADOW_SUFFIX)):
         if window["start"] not in best or window["trades"] > best[window["start"]]["trades"]:
             best[window["start"]] = window
     return [best[start] for start in sorted(best)]

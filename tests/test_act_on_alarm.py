@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from test_local_alarms import publish
 from test_streamer_store import EPIC, SETTINGS, stream
@@ -164,7 +165,7 @@ def test_a_healthy_model_triggers_nothing(world, aws, tmp_path):
     assert export_requests(s3) == [] and serving(sagemaker) == "ep-v2"
 
 
-def test_without_figures_for_the_previous_version_it_retrains_and_does_not_roll_back(world):
+def test_the_previous_version_is_judged_on_its_shadow_figures_and_without_any_not_rolled_back_to(world):
     s3, sagemaker, cloudwatch, _ = world
     write_figures(s3, {"1": [None, None], "2": [-0.05, -0.06]})
     alarm = cloudwatch.describe_alarms(AlarmNames=[f"{ENDPOINT}-live-lift"])["MetricAlarms"][0]
@@ -177,6 +178,13 @@ def test_without_figures_for_the_previous_version_it_retrains_and_does_not_roll_
     assert report["retrain"]["action"] == "requested" and serving(sagemaker) == "ep-v2"
     assert report["rollback"]["action"] == "skipped" and report["rollback"]["reason"].startswith("not enough data")
 
+    # the next alarm, after a monitoring run that shadow-scored v1 on v2's requests (infra/local/monitoring.py)
+    write_figures(s3, {"1-shadow": [0.10, 0.08], "2": [-0.05, -0.06]})
+    event["detail"]["state"]["timestamp"] = "2026-12-06T12:00:00.000+0000"
+    report = act(event, s3, sagemaker, CONFIG, wait_seconds=5)
+    assert report["rollback"]["action"] == "rolled back" and serving(sagemaker) == "ep-v1"
+    assert report["rollback_plan"]["reason"].startswith("v1-shadow measured better than v2")
+
 
 def test_the_previous_version_must_measure_better_in_every_common_window_and_clearly_in_one():
     figures = {"windows": [{"model_version": v, "start": day, "lift": lift(value)}
@@ -187,3 +195,26 @@ def test_the_previous_version_must_measure_better_in_every_common_window_and_cle
     assert compare(figures, current="2", previous="1")[0] is True
     figures["windows"][0]["lift"] = lift(0.03)
     assert compare(figures, current="2", previous="1")[0] is False  # lower in one window
+
+
+def test_the_local_monitoring_run_shadow_scores_the_previous_approved_package(world, tmp_path):
+    from test_monitor import write_traffic
+
+    from infra.local.monitoring import MonitorSettings, run_monitor
+    from pipelines.local.algorithms.linear_learner.model import LinearLearnerModel, save_model
+
+    s3, sagemaker, cloudwatch, _ = world
+    save_model(LinearLearnerModel(weights=np.ones(3), bias=-6.0, mean=np.zeros(3), scale=np.ones(3), threshold=0.5,
+                                  hyperparameters={}), tmp_path / "model.tar.gz")
+    s3.upload_file(str(tmp_path / "model.tar.gz"), BUCKET, "model.tar.gz")  # both packages' ModelDataUrl
+    write_traffic(tmp_path / "traffic", "2", skill=-0.2, trades=1500, seed=6)  # v2's requests and their outcomes
+    for path in (tmp_path / "traffic").rglob("*.jsonl"):
+        key = path.relative_to(tmp_path / "traffic").as_posix()
+        key = key.replace("capture/livetrain/", f"datacapture/{ENDPOINT}/")
+        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=path.read_bytes())
+
+    quality = run_monitor(s3, cloudwatch, MonitorSettings(BUCKET, PREFIX, ENDPOINT, GROUP, min_windows=10), sagemaker)
+
+    by_version = {w["model_version"]: w for w in quality["windows"]}
+    assert set(by_version) == {"2", "1-shadow"} and by_version["1-shadow"]["start"] == by_version["2"]["start"]
+    assert by_version["1-shadow"]["trades"] == by_version["2"]["trades"] == 1500

@@ -199,10 +199,12 @@ class LocalStack:
         """The live-quality monitor every `monitor_every_s` seconds; a failed run is logged and retried."""
         from infra.local.monitoring import MonitorSettings, run_monitor
 
-        settings = MonitorSettings(self.config.bucket, self.config.pipeline_name, self.config.endpoint_name)
+        settings = MonitorSettings(self.config.bucket, self.config.pipeline_name, self.config.endpoint_name,
+                                   self.config.model_package_group)
         while not self._stop.wait(self.monitor_every_s):
             try:
-                self.live_quality.append(run_monitor(self.client("s3"), self.client("cloudwatch"), settings))
+                self.live_quality.append(run_monitor(self.client("s3"), self.client("cloudwatch"), settings,
+                                                     self.client("sagemaker")))
                 self.evaluate_alarms()
             except Exception as exc:  # the next run tries again
                 self.log(f"live-quality monitor: {exc}")
