@@ -166,4 +166,3 @@ def test_unflushed_closed_trades_are_never_claimed(mongo_db, ticks):
     assert bot.next_close_seq > bot.store.stored_close_seq + 10
     assert bot.store.claim_batch(flushed + 1, SETTINGS.as_dict()) is None
     assert bot.store.claim_batch(flushed, SETTINGS.as_dict())["trades"] == flushed
-
