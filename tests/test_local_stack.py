@@ -2,12 +2,14 @@
 
 import json
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 import pytest
 
+from infra.local.alarms import state_change_event
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
-from infra.rules import approval_rule_pattern, manifest_rule_pattern
+from infra.rules import alarm_rule_pattern, approval_rule_pattern, live_lift_alarm, manifest_rule_pattern
 from livetrain.config import Config
 from pipelines.local.submissions import Submissions
 from processing.batch_contract import upload_batch_dir
@@ -42,8 +44,18 @@ def queue_is_empty(stack, name: str) -> bool:
 def test_the_local_rules_are_the_templates(stack):
     events = stack.client("events")
     rules = {rule["Name"]: json.loads(rule["EventPattern"]) for rule in events.list_rules()["Rules"]}
+    alarm = live_lift_alarm(CONFIG.endpoint_name)
     assert rules == {f"{CONFIG.pipeline_name}-batch-landed": manifest_rule_pattern(CONFIG.bucket),
-                     f"{CONFIG.pipeline_name}-package-approved": approval_rule_pattern(CONFIG.model_package_group)}
+                     f"{CONFIG.pipeline_name}-package-approved": approval_rule_pattern(CONFIG.model_package_group),
+                     f"{CONFIG.pipeline_name}-live-lift-alarm": alarm_rule_pattern(alarm["AlarmName"])}
+    [provisioned] = stack.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    assert {key: provisioned[key] for key in alarm} == alarm
+    # the alarm's rule reaches the act-on-alarm Lambda's code, configured as the template configures it
+    stack.client("events").put_events(Entries=[state_change_event(provisioned, "ALARM", "test", {}, datetime.now(UTC))])
+    wait_until(lambda: stack.alarm_actions, 30, "the live-lift alarm's action")
+    [report] = stack.alarm_actions
+    assert report["retrain"]["request"].startswith(f"{CONFIG.pipeline_name}/export-requests/")
+    assert report["rollback"] == {"action": "skipped", "reason": f"endpoint {CONFIG.endpoint_name} does not exist"}
 
 
 def test_the_same_event_twice_starts_one_run(stack):
