@@ -5,10 +5,12 @@ from dataclasses import asdict
 
 import pytest
 
+from infra.local.console import StackView, build_app
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from infra.rules import approval_rule_pattern, manifest_rule_pattern
 from livetrain.config import Config
+from pipelines.local.app_server import BackgroundApp
 from pipelines.local.submissions import Submissions
 from processing.batch_contract import upload_batch_dir
 
@@ -25,6 +27,13 @@ def stack(tmp_path):
         stack.provision()
         stack.run_in_background()
         yield stack
+
+
+@pytest.fixture
+def console(stack):
+    """The console over the stack's SageMaker API, as `local up` serves it."""
+    with BackgroundApp(lambda: build_app(StackView(CONFIG, stack.moto.url)), name="console") as served:
+        yield served
 
 
 def finished_runs(stack, count: int, timeout: float = 300) -> list[dict]:
@@ -105,7 +114,10 @@ def test_a_run_started_through_the_sagemaker_api_runs_in_the_engine(stack, run_c
     assert again["StepName"] == failed["StepName"] and again["StartTime"] > failed["StartTime"]
 
 
-def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make_batch):
+def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make_batch, console, browser_page):
+    """The second package is approved in the console, in a real browser, where its run is watched finishing."""
+    from playwright.sync_api import expect
+
     s3, sagemaker, runtime = stack.client("s3"), stack.client("sagemaker"), stack.client("sagemaker-runtime")
 
     upload_batch_dir(s3, CONFIG.bucket, make_batch(seed=0, **PLANTED))
@@ -124,6 +136,14 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     served_by_v1 = scores()
 
     upload_batch_dir(s3, CONFIG.bucket, make_batch(seed=1, **PLANTED))
+    wait_until(lambda: len(stack.executions) >= 2, 60, "the second run to start")
+    page = browser_page
+    page.goto(console.url)  # watch the second run finish on its page: its steps refresh while it executes
+    page.locator("#executions a").first.click()
+    expect(page.locator("#execution-status")).to_have_text("Succeeded", timeout=300_000)
+    expect(page.locator("#steps")).to_contain_text("RegisterBestModel")
+    page.reload()  # its evaluation, with intervals, from evaluation.json
+    expect(page.locator("table.metrics")).to_contain_text("precision_at_target_recall")
     second = finished_runs(stack, 2)[1]
     assert second["PipelineExecutionStatus"] == "Succeeded", second["FailureReason"]
     packages = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group,
@@ -137,7 +157,16 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     assert scores() == served_by_v1
     assert [d["action"] for d in stack.deployments] == ["created"]
 
-    stack.approve(v2["ModelPackageArn"])
+    page.goto(console.url)  # approve v2 in the console, as a reviewer would; see the endpoint switch to it
+    expect(page.locator("#serving-version")).to_have_text("1")
+    version_2 = page.locator("#package-2")
+    version_2.get_by_label("comment for version 2").fill("beats v1 on batch 2")
+    version_2.get_by_role("button", name="Approve").click()
+    expect(version_2).to_contain_text("Approved")
+    expect(version_2).to_contain_text("beats v1 on batch 2")
+    expect(page.locator("#serving-version")).to_have_text("2", timeout=60_000)
+    assert sagemaker.describe_model_package(ModelPackageName=v2["ModelPackageArn"])["ApprovalDescription"] == \
+        "beats v1 on batch 2"
     assert stack.wait_for_endpoint(v2["ModelPackageArn"])["EndpointConfigName"] == f"{CONFIG.endpoint_name}-v2"
     assert [d["action"] for d in stack.deployments] == ["created", "updated"]
     wait_until(lambda: scores() != served_by_v1, 10, "the endpoint server to load the new model")
