@@ -10,7 +10,7 @@ comment as ApprovalDescription, and the endpoint's serving version (DescribeEndp
 the model package the deploy Lambda built it from).
 
 aiohttp serves it on 127.0.0.1; jinja2 renders the templates in console_templates/ beside this module. The
-live parts (executions, endpoint, a run's steps) are fragments a little JS on the page fetches every 2 s.
+live parts (executions, endpoint, a run's steps) are fragments a little JS on the page fetches every second.
 """
 
 from __future__ import annotations
