@@ -44,10 +44,16 @@ class StackView:
         self.s3 = local_client("s3", endpoint_url, config.region)
 
     def executions(self) -> list[dict]:
-        """The newest executions first, each with its status, start and (once finished) duration."""
-        summaries = self.sagemaker.list_pipeline_executions(
-            PipelineName=self.config.pipeline_name, SortOrder="Descending",
-            MaxResults=MAX_EXECUTIONS)["PipelineExecutionSummaries"]
+        """The newest executions first, each with its status, start and (once finished) duration; none before the
+        pipeline exists."""
+        try:
+            summaries = self.sagemaker.list_pipeline_executions(
+                PipelineName=self.config.pipeline_name, SortOrder="Descending",
+                MaxResults=MAX_EXECUTIONS)["PipelineExecutionSummaries"]
+        except ClientError as error:
+            if is_not_found(error):
+                return []
+            raise
         return [self.execution(summary["PipelineExecutionArn"]) for summary in summaries]
 
     def execution(self, arn: str) -> dict:
