@@ -19,8 +19,8 @@ from livetrain import aws
 from livetrain.aws_errors import describe, is_not_found
 from livetrain.errors import UserError
 
-LAMBDA_SOURCES = tuple(Path(__file__).resolve().parents[1] / "lambdas" / name
-                       for name in ("deploy_on_approval.py", "find_champion.py"))  # one handler module each
+LAMBDA_SOURCES = tuple(Path(__file__).resolve().parents[1] / "lambdas" / name  # one handler module each
+                       for name in ("act_on_alarm.py", "deploy_on_approval.py", "find_champion.py"))
 MAX_TEMPLATE_BODY = 51_200  # bytes CloudFormation accepts inline
 POLL_SECONDS = 5
 SET_BY_DEPLOY = {

@@ -1,4 +1,4 @@
-"""The two EventBridge rules, read from the CloudFormation template (the one source of truth).
+"""The EventBridge rules and the live-lift alarm, read from the CloudFormation template (the one source of truth).
 
 The local stack applies the very same event patterns and pipeline parameter mapping as AWS does, by
 reading them here rather than retyping them:
@@ -6,32 +6,44 @@ reading them here rather than retyping them:
 - `manifest_rule_pattern(bucket)`: S3 "Object Created" in the bucket, key `batches/*.manifest`;
 - `approval_rule_pattern(group)`: "SageMaker Model Package State Change" for the group, Approved;
 - `pipeline_parameter_mapping()`: pipeline parameter -> JSON path into the event (the whole value is
-  the path, as EventBridge's dynamic target parameters require).
+  the path, as EventBridge's dynamic target parameters require);
+- `live_lift_alarm(endpoint)`: the live-lift alarm's PutMetricAlarm arguments;
+- `alarm_rule_pattern(alarm_name)`: that alarm's "CloudWatch Alarm State Change" to ALARM.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import re
 
 MANIFEST_RULE = "ManifestRule"
 APPROVAL_RULE = "ApprovalRule"
+ALARM_RULE = "LiveLiftAlarmRule"
+LIVE_LIFT_ALARM = "LiveLiftAlarm"
 
 
 @functools.cache
-def _resources() -> dict:
+def _template() -> dict:
     from infra.template import load_template
 
-    return load_template()["Resources"]
+    return load_template()
+
+
+def _resources() -> dict:
+    return _template()["Resources"]
 
 
 def _resolve(node, refs: dict[str, str]):
-    """Replace {"Ref": name} by refs[name]; any other intrinsic function is an error (the pattern must stay plain)."""
+    """Replace {"Ref": name} by refs[name] and a plain {"Fn::Sub": "…${name}…"} by the names' values; any other
+    intrinsic function is an error (what the local stack reads must stay plain)."""
     if isinstance(node, list):
         return [_resolve(item, refs) for item in node]
     if isinstance(node, dict):
         if set(node) == {"Ref"}:
             return refs[node["Ref"]]
+        if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+            return re.sub(r"\$\{(\w+)\}", lambda match: str(refs[match.group(1)]), node["Fn::Sub"])
         if any(key.startswith("Fn::") for key in node):
             raise ValueError(f"event patterns may only use !Ref, not {sorted(node)}")
         return {key: _resolve(value, refs) for key, value in node.items()}
@@ -57,3 +69,16 @@ def pipeline_parameter_mapping() -> dict[str, str]:
     (target,) = [t for t in _resources()[MANIFEST_RULE]["Properties"]["Targets"] if "SageMakerPipelineParameters" in t]
     parameters = target["SageMakerPipelineParameters"]["PipelineParameterList"]
     return {parameter["Name"]: parameter["Value"] for parameter in parameters}
+
+
+def live_lift_alarm(endpoint: str) -> dict:
+    """PutMetricAlarm's arguments for the live-lift alarm on `endpoint` (the template's default window count)."""
+    windows = _template()["Parameters"]["LiveLiftAlarmWindows"]["Default"]
+    properties = _resolve(copy.deepcopy(_resources()[LIVE_LIFT_ALARM]["Properties"]),
+                          {"EndpointName": endpoint, "LiveLiftAlarmWindows": windows})
+    return {**properties, "EvaluationPeriods": int(windows), "DatapointsToAlarm": int(windows)}
+
+
+def alarm_rule_pattern(alarm_name: str) -> dict:
+    """The event pattern that triggers the act-on-alarm Lambda: the live-lift alarm went into ALARM."""
+    return _pattern(ALARM_RULE, {LIVE_LIFT_ALARM: alarm_name})

@@ -17,8 +17,10 @@ Writes to O:
     constraint_violations.json Model Monitor's layout: {"violations": [{metric_name, constraint_check_type,
                                  description}]}: each judged window whose lift's lower bound is below 0
     cloudwatch_metrics.json    PutMetricData entries (namespace livetrain/LiveQuality, dimensions Endpoint and
-                                 ModelVersion): LiftLowerBound, Lift, Precision per judged window; a publisher
-                                 sends them (processing scripts hold no AWS SDK)
+                                 ModelVersion): LiftLowerBound, Lift, Precision per judged window; and, with the
+                                 dimension Endpoint alone, LiftLowerBound of the model in service (the version
+                                 with the most trades in the window): what the live-lift alarm watches. A
+                                 publisher sends them (processing scripts hold no AWS SDK)
 
 Times are those of the inferences (wall clock, as Model Monitor's): with a simulator running S times faster
 than real time, pass a dependence span S times shorter. Bad input → one line on stderr, exit 1.
@@ -48,10 +50,12 @@ DEFAULT_GROUND_TRUTH_DIR = "/opt/ml/processing/input/groundtruth"
 DEFAULT_OUTPUT_DIR = "/opt/ml/processing/output"
 NAMESPACE = "livetrain/LiveQuality"
 NOT_ENOUGH = "not enough data"
+SHADOW_SUFFIX = "-shadow"  # model version "<v>-shadow": version v scored on requests another version answered
 METRICS = ("precision", "recall", "base_rate", "lift")
 
 
-def _records(directory: Path):
+def records(directory: Path):
+    """Every JSON line of every .jsonl file below `directory`, in path order."""
     for path in sorted(Path(directory).rglob("*.jsonl")):
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if line.strip():
@@ -64,7 +68,7 @@ def _records(directory: Path):
 def read_captures(directory: Path) -> dict[str, tuple[float, float, int]]:
     """{inference id: (inference time in epoch seconds, score, predicted label)}; records without an id skipped."""
     captured = {}
-    for record in _records(directory):
+    for record in records(directory):
         metadata = record.get("eventMetadata", {})
         output = record.get("captureData", {}).get("endpointOutput")
         if not metadata.get("inferenceId") or not output:
@@ -79,7 +83,7 @@ def read_captures(directory: Path) -> dict[str, tuple[float, float, int]]:
 def read_ground_truth(directory: Path) -> dict[str, tuple[int, str]]:
     """{event id: (label, model version or "unknown")}."""
     truth = {}
-    for record in _records(directory):
+    for record in records(directory):
         metadata = record.get("eventMetadata", {})
         truth[metadata["eventId"]] = (int(float(record["groundTruthData"]["data"])),
                                       str(metadata.get("modelVersion") or "unknown"))
@@ -108,6 +112,25 @@ def measure(times: np.ndarray, scores: np.ndarray, predicted: np.ndarray, labels
     return result
 
 
+def in_service(windows: list[dict]) -> list[dict]:
+    """Per window start, the window of the version that scored the most trades in it: the model in service (shadow
+    figures never are)."""
+    best = {}
+    for window in (w for w in windows if not w["model_version"].endswith(SHADOW_SUFFIX)):
+        if window["start"] not in best or window["trades"] > best[window["start"]]["trades"]:
+            best[window["start"]] = window
+    return [best[start] for start in sorted(best)]
+
+
+def _metric(name: str, value: float, window: dict, endpoint: str, version: str | None = None) -> dict:
+    """A PutMetricData entry, stamped at the window's last inference (CloudWatch refuses stamps in the future)."""
+    dimensions = [{"Name": "Endpoint", "Value": endpoint}]
+    if version is not None:
+        dimensions.append({"Name": "ModelVersion", "Value": version})
+    return {"MetricName": name, "Timestamp": window["last_inference"], "Value": value, "Unit": "None",
+            "Dimensions": dimensions}
+
+
 def monitor(captured: dict, truth: dict, window_hours: float, dependence_seconds: float, min_windows: float,
             endpoint: str = "livetrain") -> dict:
     """live_quality.json's content, with the violations and metrics files' content under their names."""
@@ -121,19 +144,20 @@ def monitor(captured: dict, truth: dict, window_hours: float, dependence_seconds
             part = rows[index == window]
             start = datetime.fromtimestamp(window * width, UTC)
             end = datetime.fromtimestamp((window + 1) * width, UTC)
+            last = datetime.fromtimestamp(part[:, 0].max(), UTC)
             windows.append({"model_version": version, "start": start.isoformat(), "end": end.isoformat(),
+                            "last_inference": last.isoformat(),
                             **measure(part[:, 0], part[:, 1], part[:, 2].astype(np.int64),
                                       part[:, 3].astype(np.int64), dependence_seconds, min_windows)})
     violations = [{"metric_name": "lift", "constraint_check_type": "LessThanThreshold",
                    "description": f"model version {w['model_version']}, window {w['start']}: the lower bound of live "
                                   f"lift {w['lift']['lower']:.3f} is below 0 (lift {w['lift']['value']:.3f})"}
                   for w in windows if w["status"] == "declining"]
-    metrics = [{"MetricName": name, "Timestamp": w["end"], "Value": value, "Unit": "None",
-                "Dimensions": [{"Name": "Endpoint", "Value": endpoint},
-                               {"Name": "ModelVersion", "Value": w["model_version"]}]}
-               for w in windows if w["status"] != NOT_ENOUGH
+    judged = [w for w in windows if w["status"] != NOT_ENOUGH]
+    metrics = [_metric(name, value, w, endpoint, w["model_version"]) for w in judged
                for name, value in (("LiftLowerBound", w["lift"]["lower"]), ("Lift", w["lift"]["value"]),
                                    ("Precision", w["precision"]["value"]))]
+    metrics += [_metric("LiftLowerBound", w["lift"]["lower"], w, endpoint) for w in in_service(judged)]
     return {"windows": windows, "merged": len(merged), "captured": len(captured), "ground_truth": len(truth),
             "window_hours": window_hours, "dependence_seconds": dependence_seconds, "min_windows": min_windows,
             "constraint_violations.json": {"violations": violations},

@@ -10,6 +10,13 @@ any point renders the same bytes under the same keys and finishes the batch. A p
 already holds the same bytes (sha256 in its metadata): the manifest lands once. S3 errors are logged and the
 batch is retried with exponential backoff, while later batches keep going.
 
+Export requests: with `requests_prefix`, the exporter looks there (at most every REQUEST_POLL_S) for objects
+`<id>.json` that the act-on-alarm Lambda puts when live quality declines, and answers the oldest unanswered one
+with a batch of the trades that can be claimed now (fewer than `batch_size`, at least one): its manifest starts a
+retraining run as every batch does. The batch records the request's id in MongoDB, so a request is answered once,
+across restarts too. Why S3 and not a new channel: the streamer already reads and writes this bucket, the Lambda
+already may, and the request survives a streamer that is down when the alarm fires.
+
 Test hook: with LIVETRAIN_TEST_CRASH_AT=<stage> in the environment the process kills itself (SIGKILL, as
 `kill -9`) when the first export reaches that stage: `claimed` (before any file), `prices.csv`,
 `transactions.csv`, `batch.json` (after that file's put), `batch.manifest` (after the manifest's put,
@@ -34,6 +41,7 @@ from streamer.store import COMMITTED, Store
 log = logging.getLogger("livetrain.export")
 CRASH_HOOK_VARIABLE = "LIVETRAIN_TEST_CRASH_AT"
 POLL_S = 0.5
+REQUEST_POLL_S = 5.0
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
 S3_ERRORS = (BotoCoreError, ClientError)
 
@@ -43,10 +51,12 @@ class Exporter(threading.Thread):
     committed batches in the store (in total: batches committed by earlier runs count)."""
 
     def __init__(self, store: Store, s3, bucket: str, batch_size: int, bot_settings: dict,
-                 max_batches: int | None = None):
+                 max_batches: int | None = None, requests_prefix: str | None = None):
         super().__init__(name="exporter", daemon=True)
         self.store, self.s3, self.bucket = store, s3, bucket
         self.batch_size, self.bot_settings, self.max_batches = batch_size, bot_settings, max_batches
+        self.requests_prefix = requests_prefix
+        self._next_request_look = 0.0
         self.committed = 0  # this run
         self.committed_before = store.committed_batches()
         self.last_batch: str | None = None
@@ -94,10 +104,14 @@ class Exporter(threading.Thread):
 
     def _step(self) -> bool:
         """Claim at most one new batch, then export the unfinished batches that are due; True if it claimed."""
-        claimed = self.store.claim_batch(self.batch_size, self.bot_settings) if self._may_claim() else None
+        claimed = None
+        if self._may_claim():
+            request = self._pending_request()
+            claimed = self.store.claim_batch(self.batch_size, self.bot_settings, request=request)
         if claimed:
-            log.info("batch %s claimed: %d closed trades opened %s..%s", claimed["_id"], claimed["trades"],
-                     *format_ts([claimed["first_open_ts"], claimed["last_open_ts"]]))
+            log.info("batch %s claimed: %d closed trades opened %s..%s%s", claimed["_id"], claimed["trades"],
+                     *format_ts([claimed["first_open_ts"], claimed["last_open_ts"]]),
+                     f", answering export request {claimed['request']}" if "request" in claimed else "")
         pending = self.store.unfinished_batches()
         for batch in pending:
             if self._stop_event.is_set() or self.done:
@@ -115,6 +129,21 @@ class Exporter(threading.Thread):
         if self.max_batches is None:
             return True
         return self.committed_before + self.committed + len(self.store.unfinished_batches()) < self.max_batches
+
+    def _pending_request(self) -> str | None:
+        """The oldest export request no batch answers yet; looked for at most every REQUEST_POLL_S."""
+        if self.requests_prefix is None or time.monotonic() < self._next_request_look:
+            return None
+        self._next_request_look = time.monotonic() + REQUEST_POLL_S
+        try:
+            keys = [item["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.requests_prefix) for item in page.get("Contents", [])]
+        except S3_ERRORS as exc:
+            log.warning("export requests unreadable (%s); looking again in %.0f s", exc, REQUEST_POLL_S)
+            return None
+        requests = sorted(key[len(self.requests_prefix):].removesuffix(".json") for key in keys
+                          if key.endswith(".json"))
+        return next((request for request in requests if self.store.batch_answering(request) is None), None)
 
     def _export(self, batch: dict) -> None:
         started = time.monotonic()

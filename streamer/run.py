@@ -47,7 +47,8 @@ class StreamSettings:
     ig_api_url: str = ""
     endpoint_name: str | None = None  # live scoring (streamer/scoring.py): off when None
     runtime_endpoint_url: str | None = None  # SageMaker Runtime, e.g. the local endpoint server
-    monitor_prefix: str = "livetrain"  # ground truth under s3://<bucket>/<prefix>/groundtruth/
+    monitor_prefix: str = "livetrain"  # ground truth under s3://<bucket>/<prefix>/groundtruth/, export requests under
+    # s3://<bucket>/<prefix>/export-requests/
 
 
 class Sequencer:
@@ -196,7 +197,7 @@ def run_stream(settings: StreamSettings) -> int:
     log.info("streaming %s from %s into MongoDB; %d open trades resumed; batches of %d to s3://%s", settings.epic,
              settings.source, bot.open_trades, settings.batch_size, settings.bucket)
     exporter = Exporter(store, s3, settings.bucket, settings.batch_size, settings.bot.as_dict(),
-                        settings.max_batches)
+                        settings.max_batches, requests_prefix=f"{settings.monitor_prefix}/export-requests/")
     exporter.start()
     sequencer = Sequencer(source.live, None if last_tick is None else last_tick.ts)
     status = _Status(store, bot, exporter, source, sequencer)

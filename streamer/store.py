@@ -226,8 +226,14 @@ class Store:
     def unfinished_batches(self) -> list[dict]:
         return list(self.batches.find({"epic": self.epic, "state": {"$ne": COMMITTED}}).sort("seq", 1))
 
-    def claim_batch(self, size: int, bot_settings: dict) -> dict | None:
+    def batch_answering(self, request: str) -> dict | None:
+        """The batch claimed for an export request, if any."""
+        return self.batches.find_one({"epic": self.epic, "request": request})
+
+    def claim_batch(self, size: int, bot_settings: dict, request: str | None = None) -> dict | None:
         """Claim the next `size` closed trades BY OPEN TIME for a new batch; None until they are all closed.
+        With an export `request` (an alarm asked for a batch now), the batch is the trades that can be claimed now,
+        at most `size` and at least one, and it records the request.
 
         A batch is the first `size` trades, in (open_ts, trade_id) order, after the previous batch's last one.
         Cutting by close order instead would favour trades that resolved quickly near each batch's end: a label
@@ -239,17 +245,18 @@ class Store:
         last = self.last_batch()
         after = (-1, "") if last is None else (last["last_open_ts"], last["last_trade_id"])
         batched = 0 if last is None else last["trades_before"] + last["trades"]
-        if self.stored_close_seq + 1 - batched < size:  # every batched trade is closed: a cheap lower bound
+        needed = 1 if request else size
+        if self.stored_close_seq + 1 - batched < needed:  # every batched trade is closed: a cheap lower bound
             return None
         checkpoint_ts = self.checkpoint().get("ts")
-        if checkpoint_ts is None or checkpoint_ts < self._next_claim_check_ts:
+        if checkpoint_ts is None or (checkpoint_ts < self._next_claim_check_ts and not request):
             return None
         cutoff = checkpoint_ts - round(bot_settings["max_lifetime_s"] * 1000)
         rows = [row for row in self.trades.find({"epic": self.epic, "close_ts": {"$gte": after[0]},
                                                  "open_ts": {"$gte": after[0], "$lte": cutoff}},
                                                 {"_id": 0, "trade_id": 1, "open_ts": 1, "close_ts": 1})
                 if (row["open_ts"], row["trade_id"]) > after]
-        if len(rows) < size:  # the missing trades open at least open_every_s apart: no use asking sooner
+        if len(rows) < needed:  # the missing trades open at least open_every_s apart: no use asking sooner
             openings = -(-(size - len(rows)) // len(bot_settings["directions"]))
             self._next_claim_check_ts = checkpoint_ts + round(openings * bot_settings["open_every_s"] * 1000)
             return None
@@ -263,6 +270,7 @@ class Store:
             "last_trade_id": rows[-1]["trade_id"], "trades": len(rows), "trades_before": batched,
             "first_close_ts": min(r["close_ts"] for r in rows), "last_close_ts": max(r["close_ts"] for r in rows),
             "bot": bot_settings, "state": "claimed", "claimed_at": datetime.now(UTC),
+            **({"request": request} if request else {}),
         }  # fmt: skip
         self.batches.insert_one(batch)
         return batch

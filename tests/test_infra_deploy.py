@@ -198,7 +198,7 @@ def test_the_lambda_zip_is_the_handlers_alone_and_reproducible():
 
     archive = zipfile.ZipFile(io.BytesIO(package_lambda()))
 
-    assert archive.namelist() == ["deploy_on_approval.py", "find_champion.py"]
+    assert archive.namelist() == ["act_on_alarm.py", "deploy_on_approval.py", "find_champion.py"]
     assert package_lambda() == package_lambda()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from botocore.stub import Stubber
@@ -279,10 +280,11 @@ def test_missing_configuration_is_named():
         DeployConfig.from_env({"MODEL_PACKAGE_GROUP": GROUP})
 
 
-def test_the_lambda_does_not_import_the_sagemaker_sdk():
-    code = ("import sys, lambdas.deploy_on_approval\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sagemaker'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+def test_the_lambdas_import_as_the_zip_holds_them_without_the_sagemaker_sdk():
+    code = ("import sys; sys.path.insert(0, 'lambdas'); import act_on_alarm, deploy_on_approval\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sagemaker', 'lambdas', 'livetrain')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "[]"
 
 

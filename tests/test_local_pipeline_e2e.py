@@ -171,7 +171,7 @@ def test_where_most_trades_win_flagging_them_is_no_skill(aws, run_cli, tmp_path,
 def test_a_challenger_worse_than_the_approved_champion_is_not_registered(aws, run_cli, tmp_path, make_batch):
     """The champion learned the planted momentum; the challenger's batch held the opposite pattern (reversal)
     until its test slice, where momentum returns: on that slice the model in service is clearly better."""
-    first, record = run_pipeline(aws, run_cli, tmp_path / "first", make_batch(trades=10_000, seed=1))
+    first, record = run_pipeline(aws, run_cli, tmp_path / "first", make_batch(**PLANTED))
     assert first.returncode == 0, first.stdout + first.stderr
     sagemaker = aws.client("sagemaker")
     champion = record["Steps"]["RegisterBestModel"]["Properties"]["ModelPackageArn"]

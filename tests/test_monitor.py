@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.local.capture import capture_record
-from processing.monitor import NOT_ENOUGH, monitor, read_captures, read_ground_truth
+from processing.monitor import NOT_ENOUGH, in_service, monitor, read_captures, read_ground_truth
 from streamer.scoring import ground_truth_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +60,18 @@ def test_a_decayed_model_is_declining_a_good_one_healthy_and_a_short_window_not_
     [violation] = report["constraint_violations.json"]["violations"]
     assert violation["metric_name"] == "lift" and "model version 2" in violation["description"]
     metrics = report["cloudwatch_metrics.json"]["MetricData"]
-    lower = {m["Dimensions"][1]["Value"]: m["Value"] for m in metrics if m["MetricName"] == "LiftLowerBound"}
+    lower = {m["Dimensions"][1]["Value"]: m["Value"] for m in metrics
+             if m["MetricName"] == "LiftLowerBound" and len(m["Dimensions"]) == 2}
     assert lower == {"1": good["lift"]["lower"], "2": bad["lift"]["lower"]}
+    # what the alarm watches: one point per window, the model in service's (a tie goes to the first version)
+    [served] = [m for m in metrics if m["Dimensions"] == [{"Name": "Endpoint", "Value": "livetrain"}]]
+    assert served["Value"] == good["lift"]["lower"] and served["Timestamp"] == good["last_inference"]
+
+
+def test_the_model_in_service_is_the_version_with_the_most_trades_in_each_window():
+    windows = [{"start": "d1", "trades": 10, "model_version": "1"}, {"start": "d1", "trades": 90, "model_version": "2"},
+               {"start": "d2", "trades": 50, "model_version": "2"}]
+    assert [(w["start"], w["model_version"]) for w in in_service(windows)] == [("d1", "2"), ("d2", "2")]
 
 
 def test_the_monitor_runs_as_a_processing_script_and_writes_its_three_files(tmp_path):
@@ -104,3 +114,38 @@ def test_the_local_stacks_monitoring_run_reads_s3_writes_its_files_and_publishes
     metrics = cloudwatch.list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
     assert {m["MetricName"] for m in metrics} == {"LiftLowerBound", "Lift", "Precision"}
     assert {"Name": "ModelVersion", "Value": "4"} in metrics[0]["Dimensions"]
+
+
+def test_the_previous_version_shadow_scores_the_requests_the_one_in_service_answered(tmp_path):
+    from infra.local.monitoring import shadow_lines
+    from lambdas.act_on_alarm import compare
+    from pipelines.local.algorithms.linear_learner.model import LinearLearnerModel
+
+    rng = np.random.default_rng(4)
+    labels = (rng.random(2000) < 0.4).astype(int)
+    features = np.column_stack([labels + rng.normal(0, 0.8, 2000), rng.normal(size=(2000, 2))]).round(3)
+    capture, truth = [], []
+    for i, (row, label) in enumerate(zip(features, labels, strict=True)):  # v2 in service has learned the opposite
+        flagged = int(row[0] < 0.5)
+        response = json.dumps({"predictions": [{"score": 0.3 + 0.4 * flagged, "predicted_label": flagged}]}).encode()
+        capture.append(capture_record(CAPTURE, (",".join(map(str, row)).encode(), "text/csv"),
+                                      (response, "application/json"), f"t{i}", START + 30 * i))
+        truth.append(ground_truth_record(f"t{i}", int(label), "2"))
+    previous = LinearLearnerModel(weights=np.array([4.0, 0.0, 0.0]), bias=-2.0, mean=np.zeros(3), scale=np.ones(3),
+                                  threshold=0.5, hyperparameters={})
+    for name, lines in (("capture", capture), ("groundtruth", truth)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "v2.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+
+    shadow_capture, shadow_truth = shadow_lines(tmp_path / "capture", tmp_path / "groundtruth", previous, "2", "1")
+    for name, lines in (("capture", shadow_capture), ("groundtruth", shadow_truth)):
+        (tmp_path / name / "shadow-v1.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    report = monitor(read_captures(tmp_path / "capture"), read_ground_truth(tmp_path / "groundtruth"),
+                     window_hours=24, dependence_seconds=1500, min_windows=20)
+
+    by_version = {w["model_version"]: w for w in report["windows"]}
+    assert set(by_version) == {"2", "1-shadow"} and by_version["1-shadow"]["trades"] == by_version["2"]["trades"]
+    assert by_version["1-shadow"]["lift"]["lower"] > 0 > by_version["2"]["lift"]["upper"]
+    [served] = [m for m in report["cloudwatch_metrics.json"]["MetricData"] if len(m["Dimensions"]) == 1]
+    assert served["Value"] == by_version["2"]["lift"]["lower"]  # the alarm watches the model in service, not a shadow
+    assert compare(report, "2", "1")[1].startswith(NOT_ENOUGH) and compare(report, "2", "1-shadow")[0]

@@ -25,11 +25,19 @@ def ticks():
     return list(frame_ticks(MarketSimulator(MarketSettings(), 7, EPIC).ticks(2000)))
 
 
-@pytest.fixture
-def second_db(mongo_db):
-    db = mongo_db.client[mongo_db.name + "_b"]
-    yield db
-    mongo_db.client.drop_database(db.name)
+@pytest.fixture(scope="module")
+def uninterrupted(mongo_uri, ticks):
+    """The run every restart and crash is compared with: all ticks, one process. (closed trades, open trade ids)"""
+    import pymongo
+
+    client = pymongo.MongoClient(mongo_uri)
+    db = client["t_streamer_store_uninterrupted"]
+    client.drop_database(db.name)
+    whole = stream(db, ticks)
+    whole.store.flush()
+    yield closed_trades(db), set(whole.trader.book.open)
+    client.drop_database(db.name)
+    client.close()
 
 
 def stream(db, ticks, bot=None) -> Bot:
@@ -53,23 +61,22 @@ def closed_trades(db) -> list[tuple]:
             for d in db.trades.find().sort("close_seq", 1)]
 
 
-def test_a_restart_continues_exactly_where_the_run_stopped(mongo_db, second_db, ticks):
-    whole = stream(mongo_db, ticks)
-    whole.store.flush()
-    first = stream(second_db, ticks[:1200])
+def test_a_restart_continues_exactly_where_the_run_stopped(mongo_db, ticks, uninterrupted):
+    whole, still_open = uninterrupted
+    first = stream(mongo_db, ticks[:1200])
     first.store.flush()
-    resumed = stream(second_db, ticks)  # a new Store and Bot: as after a restart
+    resumed = stream(mongo_db, ticks)  # a new Store and Bot: as after a restart
     resumed.store.flush()
     assert resumed.open_trades == len(first.trader.book.open) - resumed.closed + resumed.opened
-    assert closed_trades(second_db) == closed_trades(mongo_db)
-    assert len(closed_trades(mongo_db)) > 1000
-    assert set(resumed.trader.book.open) == set(whole.trader.book.open)
+    assert closed_trades(mongo_db) == whole
+    assert len(whole) > 1000
+    assert set(resumed.trader.book.open) == still_open
 
 
 @pytest.mark.parametrize("dies_in", ["open_trades_", "trades", "checkpoints"])
-def test_a_crash_in_any_part_of_a_flush_resumes_exactly_at_the_checkpoint(mongo_db, second_db, ticks, monkeypatch,
+def test_a_crash_in_any_part_of_a_flush_resumes_exactly_at_the_checkpoint(mongo_db, ticks, uninterrupted, monkeypatch,
                                                                           dies_in):
-    whole = closed_trades(stream(second_db, ticks).store.flush() or second_db)
+    whole, _ = uninterrupted
     bot = stream(mongo_db, ticks[:1000])
     bot.store.flush()
     for tick in ticks[1000:1100]:  # buffered, then the process "dies" part way through the flush

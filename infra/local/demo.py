@@ -115,9 +115,12 @@ def _train_and_deploy(stack: LocalStack, settings: DemoSettings, phases: Phases,
     outcome = {"execution": record["PipelineExecutionId"], "status": record["PipelineExecutionStatus"],
                "reason": record.get("FailureReason"), "evaluation": _evaluation(stack, record)}
     with phases("write the execution report"):
+        from lambdas.act_on_alarm import action_records, latest_figures
         from pipelines.local.report import render_report
 
-        outcome["report"] = render_report(record, stack.state_dir / "reports" / outcome["execution"])
+        s3, bucket, prefix = stack.client("s3"), stack.config.bucket, stack.config.pipeline_name
+        outcome["report"] = render_report(record, stack.state_dir / "reports" / outcome["execution"],
+                                          latest_figures(s3, bucket, prefix), tuple(action_records(s3, bucket, prefix)))
     if outcome["status"] != ExecutionStatus.SUCCEEDED:
         print(f"    the pipeline stopped: {outcome['reason']}; nothing is deployed", file=sys.stderr)
         return outcome

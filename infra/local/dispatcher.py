@@ -39,6 +39,20 @@ def json_path(event: dict, path: str):
     return value
 
 
+def start_pipeline(sagemaker, pipeline_name: str, event: dict) -> tuple[str, dict[str, str]]:
+    """EventBridge's pipeline target for the manifest rule: StartPipelineExecution with the parameters the rule maps
+    from the event, the event's id as the client token (a redelivered event finds its execution instead of
+    starting another); (the execution's ARN, the parameters)."""
+    from infra.rules import pipeline_parameter_mapping
+
+    parameters = {name: str(json_path(event, path)) for name, path in pipeline_parameter_mapping().items()}
+    arn = sagemaker.start_pipeline_execution(
+        PipelineName=pipeline_name, ClientRequestToken=event["id"],
+        PipelineParameters=[{"Name": name, "Value": value} for name, value in parameters.items()],
+    )["PipelineExecutionArn"]
+    return arn, parameters
+
+
 @dataclass
 class LocalRule:
     """A rule as provisioned in moto, plus the real target the dispatcher applies."""

@@ -2,7 +2,7 @@
 
 `LocalStack` starts moto (S3, EventBridge, SQS, Secrets Manager, SageMaker records), the MongoDB-wire server
 and the local SageMaker Runtime endpoint, all on 127.0.0.1 with their state under one directory; provisions
-what the CloudFormation template provisions on AWS (the data bucket with EventBridge notifications, the two
+what the CloudFormation template provisions on AWS (the data bucket with EventBridge notifications, the three
 rules with the template's own patterns and parameter mapping, the model package group, the IG secret, the
 pipeline); and dispatches rule matches to their real targets:
 
@@ -10,13 +10,16 @@ pipeline); and dispatches rule matches to their real targets:
   the client token), the same call a user makes with boto3: moto (`moto_gaps.py`) queues the execution in the
   state directory and the stack's runner executes the queue in the local engine (`pipelines/local`), in arrival
   order, up to `max_concurrent_executions` at a time; none is dropped;
-- the approval rule → the deploy Lambda's code, in-process, configured as the template configures it.
+- the approval rule → the deploy Lambda's code, in-process, configured as the template configures it;
+- the live-lift alarm's rule → the act-on-alarm Lambda's code, in-process, likewise (ask the streamer for a
+  batch now, roll back to the previous approved package when it measured better).
 
 A stack starting on a state directory a killed stack left behind resumes its unfinished executions (see
 `Submissions.recover`): none stays Executing forever, none queued behind it is skipped.
 
 With `monitor_every_s`, the live-quality monitor (infra/local/monitoring.py) runs on that timer over the
-endpoint's data capture and the streamer's ground truth, publishing its metrics to moto's CloudWatch.
+endpoint's data capture and the streamer's ground truth, publishing its metrics to moto's CloudWatch; after each
+run the alarms are evaluated (infra/local/alarms.py: moto does not), the template's live-lift alarm among them.
 """
 
 from __future__ import annotations
@@ -28,9 +31,14 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from infra.local.dispatcher import Dispatcher, LocalRule, json_path
+from infra.local.dispatcher import Dispatcher, LocalRule, start_pipeline
 from infra.local.services import LOCAL_KEY, Service, local_client, start_mongo, start_moto, wait_until
-from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
+from infra.rules import (
+    alarm_rule_pattern,
+    approval_rule_pattern,
+    live_lift_alarm,
+    manifest_rule_pattern,
+)
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from pipelines.local.submissions import Submissions
 
@@ -56,6 +64,7 @@ class LocalStack:
         self.dispatcher: Dispatcher | None = None  # made by provision()
         self.executions: list[Future] = []  # one per batch that landed, in arrival order
         self.deployments: list[dict] = []  # the deploy Lambda's reports
+        self.alarm_actions: list[dict] = []  # the act-on-alarm Lambda's reports (also in S3: <prefix>/alarm-actions/)
         self.submissions = Submissions(self.state_dir)
         self._runs: dict[str, Future] = {}  # execution id → its run in this process, for every queued execution
         self._runs_lock = threading.Lock()
@@ -149,13 +158,17 @@ class LocalStack:
             secrets.create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
                 {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
         upsert_pipeline(s3, sagemaker, self.pipeline_settings(), config.cache_dir, progress=self.log)
+        alarm = live_lift_alarm(config.endpoint_name)
+        self.client("cloudwatch").put_metric_alarm(**alarm)
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",
                                            manifest_rule_pattern(config.bucket), self._start_pipeline))
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-package-approved",
                                            approval_rule_pattern(config.model_package_group), self._deploy))
+        self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-live-lift-alarm",
+                                           alarm_rule_pattern(alarm["AlarmName"]), self._act_on_alarm))
         self.log(f"provisioned bucket {config.bucket}, model package group {config.model_package_group}, "
-                 f"pipeline {config.pipeline_name} and its two rules")
+                 f"pipeline {config.pipeline_name}, the live-lift alarm and the three rules")
 
     def pipeline_settings(self):
         """What the local pipeline's definition is built from (pipelines.driver.PipelineSettings)."""
@@ -186,12 +199,27 @@ class LocalStack:
         """The live-quality monitor every `monitor_every_s` seconds; a failed run is logged and retried."""
         from infra.local.monitoring import MonitorSettings, run_monitor
 
-        settings = MonitorSettings(self.config.bucket, self.config.pipeline_name, self.config.endpoint_name)
+        settings = MonitorSettings(self.config.bucket, self.config.pipeline_name, self.config.endpoint_name,
+                                   self.config.model_package_group)
         while not self._stop.wait(self.monitor_every_s):
             try:
-                self.live_quality.append(run_monitor(self.client("s3"), self.client("cloudwatch"), settings))
+                self.live_quality.append(run_monitor(self.client("s3"), self.client("cloudwatch"), settings,
+                                                     self.client("sagemaker")))
+                self.evaluate_alarms()
             except Exception as exc:  # the next run tries again
                 self.log(f"live-quality monitor: {exc}")
+
+    def evaluate_alarms(self) -> list[dict]:
+        """What CloudWatch does on AWS and moto does not: evaluate the alarms, announce their state changes
+        (infra/local/alarms.py)."""
+        from infra.local.alarms import evaluate_alarms
+
+        changes = evaluate_alarms(self.client("cloudwatch"), self.client("events"))
+        for change in changes:
+            detail = json.loads(change["Detail"])
+            self.log(f"alarm {detail['alarmName']}: {detail['previousState']['value']} → {detail['state']['value']} "
+                     f"({detail['state']['reason']})")
+        return changes
 
     def check(self) -> None:
         """Raise what stopped the dispatcher or a service, if anything did."""
@@ -203,13 +231,8 @@ class LocalStack:
     # ------------------------------------------------------------ the rules' targets
 
     def _start_pipeline(self, event: dict) -> None:
-        """EventBridge's pipeline target: StartPipelineExecution, the event's id as the client token (a redelivered
-        event finds its execution instead of starting another)."""
-        parameters = {name: str(json_path(event, path)) for name, path in pipeline_parameter_mapping().items()}
-        arn = self.client("sagemaker").start_pipeline_execution(
-            PipelineName=self.config.pipeline_name, ClientRequestToken=event["id"],
-            PipelineParameters=[{"Name": name, "Value": value} for name, value in parameters.items()],
-        )["PipelineExecutionArn"]
+        """EventBridge's pipeline target (dispatcher.start_pipeline), then the run handed to the runner."""
+        arn, parameters = start_pipeline(self.client("sagemaker"), self.config.pipeline_name, event)
         self.log(f"batch landed: s3://{parameters['InputBucket']}/{parameters['InputManifestKey']} "
                  f"→ pipeline {self.config.pipeline_name}, execution {arn.rsplit('/', 1)[-1]}")
         self.executions.append(self.run_queued()[arn.rsplit("/", 1)[-1]])
@@ -242,16 +265,28 @@ class LocalStack:
         self.submissions.done(execution_id)
         return record
 
+    def _lambda_environment(self) -> dict[str, str]:
+        """The Lambdas' environment as the template sets it; no instances to bake locally."""
+        return {"ENDPOINT_NAME": self.config.endpoint_name, "MODEL_PACKAGE_GROUP": self.config.model_package_group,
+                "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
+                "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture",
+                "DATA_BUCKET": self.config.bucket, "PREFIX": self.config.pipeline_name}
+
     def _deploy(self, event: dict) -> None:
         from lambdas.deploy_on_approval import DeployConfig, deploy
 
-        # The function's environment as the template sets it; no instances to bake locally.
-        environment = {"ENDPOINT_NAME": self.config.endpoint_name,
-                       "MODEL_PACKAGE_GROUP": self.config.model_package_group,
-                       "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
-                       "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture"}
-        self.deployments.append(deploy(event, self.client("sagemaker"), DeployConfig.from_env(environment),
-                                       wait_seconds=60))  # the Lambda logs its own report
+        self.deployments.append(deploy(event, self.client("sagemaker"), DeployConfig.from_env(
+            self._lambda_environment()), wait_seconds=60))  # the Lambda logs its own report
+
+    def _act_on_alarm(self, event: dict) -> None:
+        from lambdas.act_on_alarm import ActionConfig, act
+
+        report = act(event, self.client("s3"), self.client("sagemaker"),
+                     ActionConfig.from_env(self._lambda_environment()), wait_seconds=60)
+        self.alarm_actions.append(report)
+        rollback = report.get("rollback", {})
+        self.log(f"live-lift alarm {report.get('id', '')}: retrain {report.get('retrain', {}).get('action')}, "
+                 f"rollback {rollback.get('action')} ({rollback.get('reason') or rollback.get('to', '')})")
 
     # ------------------------------------------------------------ what a reviewer and a client do
 

@@ -3,7 +3,9 @@
 - the DAG, each step coloured by status with its duration;
 - the tuning objective of each training job in launch order (the seed's CloudWatch view);
 - the verdict: the challenger beside the base rate, the baseline and the champion, each metric with its 95 %
-  interval (a plot and a table from evaluation.json), and the confusion matrix at the model's threshold.
+  interval (a plot and a table from evaluation.json), and the confusion matrix at the model's threshold;
+- given the live-quality monitor's latest live_quality.json and the act-on-alarm Lambda's records: live lift per
+  window and model version with its interval, and what each live-lift alarm did (retrain, roll back, and why).
 """
 
 from __future__ import annotations
@@ -27,16 +29,16 @@ COMPARED_METRICS = {"precision": "precision at its threshold", "lift": "lift ove
                     "precision_at_target_recall": "precision at the target recall", "auc": "AUC"}
 
 
-def render_report(record: dict, out: Path) -> Path:
+def render_report(record: dict, out: Path, live_quality: dict | None = None, alarm_actions: tuple = ()) -> Path:
     """Write index.html and its PNGs into `out`; the page's path. UserError when `out` cannot be written."""
     try:
-        return _render(record, out)
+        return _render(record, out, live_quality, alarm_actions)
     except OSError as exc:
         raise UserError(f"cannot write the report to {out} ({exc.strerror or exc}); "
                         "pass --out a directory you can create and write") from None
 
 
-def _render(record: dict, out: Path) -> Path:
+def _render(record: dict, out: Path, live_quality: dict | None, alarm_actions: tuple) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     sections = [_summary(record)]
     if record["Steps"]:
@@ -56,6 +58,13 @@ def _render(record: dict, out: Path) -> Path:
         _plot_confusion(evaluation, out / "confusion.png")
         sections.append(_figure("Confusion matrix on the test slice", "confusion.png",
                                 "At the model's own threshold (its predicted_label)."))
+    if live_quality and live_quality.get("windows"):
+        sections.append(_live_quality(live_quality, out / "live_lift.png"))
+    if alarm_actions:
+        sections.append("<h2>Actions on the live-lift alarm</h2>" + _table(
+            ["alarm state change", "retrain", "roll back", "why"],
+            [(a["id"], _action(a.get("retrain")), _action(a.get("rollback")), a["rollback_plan"]["reason"])
+             for a in alarm_actions]))
     page = out / "index.html"
     page.write_text(PAGE.format(title=html.escape(f"livetrain execution {record['PipelineExecutionId']}"),
                                 body="\n".join(sections)))
@@ -309,3 +318,43 @@ def interval_text(entry: dict | None) -> str:
     if "NaN" in (entry["value"], entry["lower"], entry["upper"]):
         return "n/a"
     return f"{entry['value']:.3f} [{entry['lower']:.3f}, {entry['upper']:.3f}]"
+
+
+# ---------------------------------------------------------------- live quality
+
+def _action(entry: dict | None) -> str:
+    if not entry:
+        return "not yet"
+    detail = entry.get("request") or entry.get("to") or entry.get("reason", "")
+    return f"{entry['action']}: {detail}" if entry["action"] != "skipped" else "skipped"
+
+
+def _live_quality(live_quality: dict, path: Path) -> str:
+    """The panel: live lift per window and model version with its interval, and the windows' table."""
+    judged = [w for w in live_quality["windows"] if "lift" in w]
+    versions = sorted({w["model_version"] for w in judged})
+    starts = sorted({w["start"] for w in judged})
+    figure, axes = plt.subplots(figsize=(9, 3.4))
+    for offset, version in enumerate(versions):
+        mine = [w for w in judged if w["model_version"] == version]
+        x = [starts.index(w["start"]) + 0.12 * (offset - (len(versions) - 1) / 2) for w in mine]
+        values = [w["lift"]["value"] for w in mine]
+        errors = [[v - w["lift"]["lower"] for v, w in zip(values, mine, strict=True)],
+                  [w["lift"]["upper"] - v for v, w in zip(values, mine, strict=True)]]
+        axes.errorbar(x, values, yerr=errors, fmt="o", capsize=3, label=f"v{version}")
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.set_xticks(range(len(starts)), [start[:16] for start in starts], rotation=20, fontsize=8)
+    axes.set_ylabel("live lift")
+    if versions:
+        axes.legend(fontsize=8)
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    rows = [(f"v{w['model_version']}", w["start"], w["trades"], w["status"], interval_text(w.get("precision")),
+             interval_text(w.get("lift"))) for w in live_quality["windows"]]
+    return (_figure("Live quality of the models in service", path.name,
+                    f"Lift over the base rate of the scored trades whose outcome is known, per "
+                    f"{live_quality.get('window_hours', '?')} h window and model version, 95 % block-bootstrap "
+                    f"intervals; a window with too little market time is not judged.")
+            + _table(["model", "window start", "trades", "status", "precision", "lift"], rows))
