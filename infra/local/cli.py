@@ -106,7 +106,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _print_service(info: dict) -> None:
-    print(f"the local stack runs (pid {info['pid']}); its console: {info['console']}; use it from a shell with:")
+    console = f"its console: {info['console']}; " if info.get("console") else ""  # a service started before consoles
+    print(f"the local stack runs (pid {info['pid']}); {console}use it from a shell with:")
     for name, value in info["environment"].items():
         print(f"export {name}={value}")
 
