@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install checkov demo test test-fast lint bench clean
+.PHONY: install checkov browser demo test test-fast lint bench clean
 
 install: $(INSTALLED)
 
@@ -24,6 +24,10 @@ $(CHECKOV_VENV)/.installed: Makefile
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
+# The console's browser test drives Debian's Chromium (Playwright's own browser download does not work here).
+browser:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
 demo: install
 	$(BIN)/livetrain demo
 
@@ -31,7 +35,7 @@ demo: install
 # --durations: every run ends with its 15 slowest tests, so the test time has a visible budget.
 PYTEST := $(BIN)/python -m pytest -n auto --dist loadfile --durations=15
 
-test: install checkov
+test: install checkov browser
 	$(BIN)/ruff check .
 	$(PYTEST)
 

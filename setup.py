@@ -19,11 +19,13 @@ LOCAL = [
     "moto[server]==5.2.5",
     "SecantusDB==0.7.0b3",
     "aiohttp>=3.9,<4",
+    "jinja2>=3.1",  # the console's templates
 ]
 DEV = [*sorted(set(STREAMER + PIPELINES + LOCAL)),
        "pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "hypothesis>=6.100", "ruff>=0.6",
        "statsmodels>=0.14",  # bench_gate's Wilson intervals
-       "psutil>=5.9"]  # process trees: bench_scale's peak RSS, the tuner's no-orphan test
+       "psutil>=5.9",  # process trees: bench_scale's peak RSS, the tuner's no-orphan test
+       "playwright>=1.40"]  # drives Debian's Chromium in the console's browser test (`make browser`)
 
 setup(
     name="livetrain",
@@ -31,7 +33,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11",
     packages=find_packages(include=["livetrain*", "pipelines*", "processing*", "streamer*", "lambdas*", "infra*"]),
-    package_data={"infra": ["*.yaml", "*.json"]},
+    package_data={"infra": ["*.yaml", "*.json", "local/console_templates/*.html"]},
     install_requires=["numpy>=1.26", "pandas>=2.1"],
     extras_require={"streamer": STREAMER, "pipelines": PIPELINES, "local": LOCAL, "dev": DEV},
     entry_points={"console_scripts": ["livetrain=livetrain.cli:main"]},

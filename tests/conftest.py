@@ -16,6 +16,10 @@ from livetrain.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 LIVETRAIN = Path(sys.executable).parent / "livetrain"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's (`make browser`); Playwright's own download does not work here
+# As root, on a machine whose network is closed: no sandbox, nothing fetched in the background.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # Tests never reach a real AWS account: fake credentials, no profile, no config files.
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
@@ -100,6 +104,21 @@ def run_cli():
                               env={**os.environ, **(env or {})}, timeout=timeout, input=input)
 
     return run
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    """A page of a headless Chromium with a fresh profile, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make browser` installs Debian's chromium"
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path / "chromium-profile", executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
 
 
 @pytest.fixture(scope="session")

@@ -62,3 +62,9 @@ def test_synth_batch_bad_input_is_one_line(run_cli, tmp_path):
     result = run_cli("synth-batch", "--out", tmp_path / "c", "--trades", "-3")
     assert result.returncode == 2 and "positive" in result.stderr.splitlines()[-1]
     assert not (tmp_path / "c").exists()
+
+
+def test_the_console_without_a_running_stack_is_one_line(run_cli, tmp_path):
+    result = run_cli("local", "console", "--state-dir", tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert f"no local stack runs on {tmp_path}; start one with `livetrain local up`" in result.stderr

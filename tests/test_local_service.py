@@ -2,6 +2,7 @@
 
 import os
 import signal
+import urllib.request
 
 import boto3
 import pytest
@@ -28,10 +29,12 @@ def group_is_gone(pid: int) -> bool:
     return False
 
 
-def up(run_cli, state) -> tuple[int, dict[str, str]]:
+def up(run_cli, state) -> tuple[int, dict[str, str], str]:
+    """The service's pid, its export lines, its console's URL."""
     started = run_cli("local", "up", "--state-dir", state, timeout=120)
     assert started.returncode == 0, started.stderr
-    return int(started.stdout.split("(pid ", 1)[1].split(")", 1)[0]), exported(started.stdout)
+    return (int(started.stdout.split("(pid ", 1)[1].split(")", 1)[0]), exported(started.stdout),
+            started.stdout.split("its console: ", 1)[1].split(";", 1)[0])
 
 
 def local(environment: dict[str, str], service: str):
@@ -45,7 +48,7 @@ def local(environment: dict[str, str], service: str):
 def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_path):
     """Also: a kill -9 of the service takes its daemons with it, and `up` again resumes the run it left."""
     state = tmp_path / "local"
-    pid, environment = up(run_cli, state)
+    pid, environment, _ = up(run_cli, state)
     config = Config()
     local(environment, "s3").put_object(Bucket=config.bucket, Key="capture/kept.jsonl", Body=b"kept")
     package = local(environment, "sagemaker").create_model_package(  # rejected: no deployment starts
@@ -64,7 +67,7 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
                                   "Properties": {"Outcome": True}}}
     submissions.store.save(crashed)
 
-    pid, environment = up(run_cli, state)
+    pid, environment, console = up(run_cli, state)
     try:
         again = run_cli("local", "up", "--state-dir", state)
         assert again.returncode == 2 and f"already runs on {state} (pid {pid})" in again.stderr
@@ -88,6 +91,9 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
         assert sagemaker.describe_model_package(ModelPackageName=package)["ModelApprovalStatus"] == "Rejected"
         wait_until(lambda: sagemaker.describe_pipeline_execution(PipelineExecutionArn=crashed[
             "PipelineExecutionArn"])["PipelineExecutionStatus"] == "Succeeded", 60, "the crashed run to resume")
+        page = urllib.request.urlopen(console, timeout=30).read().decode()  # the console `up` serves
+        assert crashed["PipelineExecutionId"] in page and "Succeeded" in page and \
+            f'id="package-{package.rsplit("/", 1)[1]}"' in page
     finally:
         stopped = run_cli("local", "down", "--state-dir", state)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 import pytest
 
 from infra.local.alarms import state_change_event
+from infra.local.console import StackView, build_app
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from infra.rules import alarm_rule_pattern, approval_rule_pattern, live_lift_alarm, manifest_rule_pattern
 from livetrain.config import Config
+from pipelines.local.app_server import BackgroundApp
 from pipelines.local.submissions import Submissions
 from processing.batch_contract import upload_batch_dir
 
@@ -27,6 +29,13 @@ def stack(tmp_path):
         stack.provision()
         stack.run_in_background()
         yield stack
+
+
+@pytest.fixture
+def console(stack):
+    """The console over the stack's SageMaker API, as `local up` serves it."""
+    with BackgroundApp(lambda: build_app(StackView(CONFIG, stack.moto.url)), name="console") as served:
+        yield served
 
 
 def finished_runs(stack, count: int, timeout: float = 300) -> list[dict]:
@@ -136,10 +145,21 @@ def register_another_model_of_the_tuning_job(stack, execution_arn: str, register
                                           ModelApprovalStatus="PendingManualApproval")["ModelPackageArn"]
 
 
-def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make_batch):
+def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make_batch, console, browser_page):
+    """The run is watched finishing in the console, in a real browser, where v2 is then approved."""
+    from playwright.sync_api import expect
+
     s3, sagemaker, runtime = stack.client("s3"), stack.client("sagemaker"), stack.client("sagemaker-runtime")
 
     upload_batch_dir(s3, CONFIG.bucket, make_batch(seed=0, **PLANTED))
+    wait_until(lambda: stack.executions, 60, "the run to start")
+    page = browser_page
+    page.goto(console.url)  # watch the run finish on its page: its steps refresh while it executes
+    page.locator("#executions a").first.click()
+    expect(page.locator("#execution-status")).to_have_text("Succeeded", timeout=300_000)
+    expect(page.locator("#steps")).to_contain_text("RegisterBestModel")
+    page.reload()  # its evaluation, with intervals, from evaluation.json
+    expect(page.locator("table.metrics")).to_contain_text("precision_at_target_recall")
     (first,) = finished_runs(stack, 1)
     assert first["PipelineExecutionStatus"] == "Succeeded", first["FailureReason"]
     (v1,) = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group)["ModelPackageSummaryList"]
@@ -168,7 +188,16 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     assert scores() == served_by_v1
     assert [d["action"] for d in stack.deployments] == ["created"]
 
-    stack.approve(v2)
+    page.goto(console.url)  # approve v2 in the console, as a reviewer would; see the endpoint switch to it
+    expect(page.locator("#serving-version")).to_have_text("1")
+    version_2 = page.locator("#package-2")
+    version_2.get_by_label("comment for version 2").fill("another model of the same tuning job")
+    version_2.get_by_role("button", name="Approve").click()
+    expect(version_2).to_contain_text("Approved")
+    expect(version_2).to_contain_text("another model of the same tuning job")
+    expect(page.locator("#serving-version")).to_have_text("2", timeout=60_000)
+    assert sagemaker.describe_model_package(ModelPackageName=v2)["ApprovalDescription"] == \
+        "another model of the same tuning job"
     assert stack.wait_for_endpoint(v2)["EndpointConfigName"] == f"{CONFIG.endpoint_name}-v2"
     assert [d["action"] for d in stack.deployments] == ["created", "updated"]
     wait_until(lambda: scores() != served_by_v1, 10, "the endpoint server to load the new model")

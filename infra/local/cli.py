@@ -8,7 +8,7 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-from livetrain.arguments import positive_int
+from livetrain.arguments import port_number, positive_int
 from livetrain.config import MARKETS
 from livetrain.errors import UserError
 
@@ -53,6 +53,16 @@ def add_commands(commands, config) -> None:
         action.add_argument("--state-dir", type=Path, default=Path(config.state_dir) / "local",
                             help=f"its state directory (default {config.state_dir}/local)")
         action.set_defaults(handler=handler, config=config)
+    console = local.add_parser(
+        "console", help="serve the console (executions, steps, registry, approvals, endpoint) in the foreground",
+        description="Serve a web page on 127.0.0.1 over the running local stack, through its SageMaker API: the "
+                    "pipeline's executions and each run's steps, the model registry with Approve and Reject, and "
+                    "the endpoint's serving version. `local up` serves one too (its URL is printed with the "
+                    "export lines). Ctrl-C stops it.")
+    console.add_argument("--state-dir", type=Path, default=Path(config.state_dir) / "local",
+                         help=f"the running stack's state directory (default {config.state_dir}/local)")
+    console.add_argument("--port", type=port_number, default=0, help="default: any free port")
+    console.set_defaults(handler=_local_console, config=config)
 
     backtest = commands.add_parser(
         "backtest", help="does freshness pay? replay consecutive batches and score three policies on each next one",
@@ -96,7 +106,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _print_service(info: dict) -> None:
-    print(f"the local stack runs (pid {info['pid']}); use it from a shell with:")
+    console = f"its console: {info['console']}; " if info.get("console") else ""  # a service started before consoles
+    print(f"the local stack runs (pid {info['pid']}); {console}use it from a shell with:")
     for name, value in info["environment"].items():
         print(f"export {name}={value}")
 
@@ -123,6 +134,17 @@ def _local_status(args: argparse.Namespace) -> int:
         print(f"no local stack runs on {args.state_dir}; start one with `livetrain local up`")
         return 1
     _print_service(info)
+    return 0
+
+
+def _local_console(args: argparse.Namespace) -> int:
+    from infra.local.console import serve
+    from infra.local.service import status
+
+    info = status(args.state_dir)
+    if info is None:
+        raise UserError(f"no local stack runs on {args.state_dir}; start one with `livetrain local up`")
+    serve(args.config, info["environment"]["AWS_ENDPOINT_URL"], args.port)
     return 0
 
 

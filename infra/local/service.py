@@ -5,7 +5,8 @@ server and the runs' processes share its process group, and `down` can end them 
 itself was killed), waits until it has provisioned the stack, and returns what it wrote to
 `<state dir>/service.json`: its pid and the environment a shell exports to use it (AWS_ENDPOINT_URL, and
 AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME so that boto3 sends sagemaker-runtime calls to the endpoint server).
-The service runs until SIGTERM (`down`), then stops the stack and removes service.json.
+It also serves the console (infra/local/console.py) and writes its URL there. The service runs until SIGTERM
+(`down`), then stops the stack and removes service.json.
 
 After a kill -9 of the service: its daemons and jobs die with it (PR_SET_PDEATHSIG, livetrain/processes.py);
 whatever else is left in its process group is ended by the next `up` or `down`; `up` again on the same
@@ -117,22 +118,27 @@ def _end_group(pid: int) -> None:
 
 def serve(state_dir: Path) -> None:
     """The service itself: start and provision the stack, announce it in service.json, run until SIGTERM."""
+    from infra.local.console import StackView, build_app
     from infra.local.stack import LocalStack
     from livetrain.config import Config
+    from pipelines.local.app_server import BackgroundApp
     from pipelines.local.records import write_json_atomically
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     path = Path(state_dir) / SERVICE_FILE
-    with LocalStack(Config.from_env(), state_dir) as stack:
+    config = Config.from_env()
+    with LocalStack(config, state_dir) as stack:
         stack.provision()
         stack.run_in_background()
-        write_json_atomically(path, {"pid": os.getpid(), "environment": stack.environment()})
-        try:
-            while not stopping.wait(1):
-                stack.check()
-        finally:
-            path.unlink(missing_ok=True)
+        with BackgroundApp(lambda: build_app(StackView(config, stack.moto.url)), name="console") as console:
+            write_json_atomically(path, {"pid": os.getpid(), "environment": stack.environment(),
+                                         "console": console.url})
+            try:
+                while not stopping.wait(1):
+                    stack.check()
+            finally:
+                path.unlink(missing_ok=True)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from livetrain.aws_errors import is_not_found
 from pipelines.local.algorithms.linear_learner import LinearLearnerModel, decode_request, encode_response, load_model
+from pipelines.local.app_server import BackgroundApp
 from pipelines.local.capture import CaptureWriter
 from pipelines.local.errors import InferenceError
 from pipelines.local.models import model_container
@@ -207,71 +208,27 @@ def build_app(resolver, max_payload_bytes: int = MAX_PAYLOAD_BYTES, capture: Cap
     return app
 
 
-class EndpointServer:
+class EndpointServer(BackgroundApp):
     """The app served from a background thread: `start()` returns the URL, `stop()` shuts it down."""
 
     def __init__(self, resolver, port: int = 0, max_payload_bytes: int = MAX_PAYLOAD_BYTES,
                  header_timeout_s: float = HEADER_TIMEOUT_SECONDS):
-        self.resolver, self.port, self.max_payload_bytes = resolver, port, max_payload_bytes
-        self.header_timeout_s = header_timeout_s
+        self.resolver, self.max_payload_bytes = resolver, max_payload_bytes
         s3 = getattr(resolver, "s3", None)  # data capture goes where the models come from
         self.capture = CaptureWriter(s3) if s3 is not None else None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> str:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), name="endpoint-server", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if self._failure is not None:
-            self._thread.join()
-            raise self._failure
-        return self.url
-
-    def _serve(self, ready: threading.Event) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
         # aiohttp's keep-alive timer runs from the connection's start until a request's headers are in, and
         # between requests: the header timeout
-        runner = web.AppRunner(build_app(self.resolver, self.max_payload_bytes, self.capture), access_log=None,
-                               keepalive_timeout=self.header_timeout_s)
-        try:
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-            self.port = runner.addresses[0][1]
-        except BaseException as exc:
-            self._failure = exc
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-            ready.set()
-            return
-        ready.set()
+        super().__init__(lambda: build_app(resolver, max_payload_bytes, self.capture), port,
+                         keepalive_timeout=header_timeout_s, name="endpoint-server")
+
+    def start(self) -> str:
+        url = super().start()
         if self.capture is not None:
             self.capture.start()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
+        return url
 
     def stop(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            if self.capture is not None:
-                self.capture.stop()
-
-    def __enter__(self) -> EndpointServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
+        was_running = self.running
+        super().stop()
+        if was_running and self.capture is not None:
+            self.capture.stop()

@@ -292,12 +292,13 @@ def _plot_confusion(evaluation: dict, path: Path) -> None:
 def _metrics_table(evaluation: dict) -> str:
     models = models_of(evaluation)
     names = ("precision", "recall", "f1", "accuracy", "auc", "lift", "precision_at_target_recall")
-    rows = [(name, *(_interval(values.get(name)) for values in models.values())) for name in names]
-    rows.append(("base rate (share of winning trades)", _interval(evaluation["base_rate"]), "", ""))
+    rows = [(name, *(interval_text(values.get(name)) for values in models.values())) for name in names]
+    rows.append(("base rate (share of winning trades)", interval_text(evaluation["base_rate"]), "", ""))
     for other in ("baseline", "champion"):
         comparison = evaluation.get(f"vs_{other}")
         if comparison and comparison.get("present"):
-            rows.append((f"challenger − {other}, {comparison['metric']}", _interval(comparison["difference"]), "", ""))
+            difference = interval_text(comparison["difference"])
+            rows.append((f"challenger − {other}, {comparison['metric']}", difference, "", ""))
         elif comparison:
             rows.append((f"challenger − {other}", comparison.get("note", "not compared"), "", ""))
     test = evaluation["test_slice"]
@@ -310,7 +311,8 @@ def _metrics_table(evaluation: dict) -> str:
             + _table(["metric", *models], [row[:width] for row in rows]))
 
 
-def _interval(entry: dict | None) -> str:
+def interval_text(entry: dict | None) -> str:
+    """"value [lower, upper]" of an evaluation.json metric; "n/a" where it could not be measured."""
     if not entry:
         return ""
     if "NaN" in (entry["value"], entry["lower"], entry["upper"]):
@@ -349,8 +351,8 @@ def _live_quality(live_quality: dict, path: Path) -> str:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-    rows = [(f"v{w['model_version']}", w["start"], w["trades"], w["status"], _interval(w.get("precision")),
-             _interval(w.get("lift"))) for w in live_quality["windows"]]
+    rows = [(f"v{w['model_version']}", w["start"], w["trades"], w["status"], interval_text(w.get("precision")),
+             interval_text(w.get("lift"))) for w in live_quality["windows"]]
     return (_figure("Live quality of the models in service", path.name,
                     f"Lift over the base rate of the scored trades whose outcome is known, per "
                     f"{live_quality.get('window_hours', '?')} h window and model version, 95 % block-bootstrap "

@@ -6,16 +6,9 @@ Only the standard library is imported here; the handler imports the server lazil
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 
-
-def port_number(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, not {text}")
-    return value
+from livetrain.arguments import port_number
 
 
 def add_commands(commands, config) -> None:
@@ -39,6 +32,7 @@ def add_commands(commands, config) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from livetrain import aws
     from livetrain.errors import UserError
+    from pipelines.local.app_server import serve_until_stopped
     from pipelines.local.endpoint import EndpointServer, RecordsResolver, StaticResolver
     from pipelines.local.errors import AlgorithmError
 
@@ -55,19 +49,7 @@ def run_serve(args: argparse.Namespace) -> int:
     else:
         resolver = RecordsResolver(client("sagemaker"), client("s3"), default_name=args.endpoint_name)
         serving = f"the endpoints in the SageMaker records at {args.endpoint_url or 'AWS'}"
-    server = EndpointServer(resolver, port=args.port)
-    try:
-        url = server.start()
-    except OSError as exc:
-        raise UserError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); choose another --port") from None
-    print(f"Serving {serving} at {url} (POST {url}/endpoints/<name>/invocations); Ctrl-C to stop", file=sys.stderr)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_stopped(EndpointServer(resolver, port=args.port), lambda url: print(
+        f"Serving {serving} at {url} (POST {url}/endpoints/<name>/invocations); Ctrl-C to stop", file=sys.stderr))
     print("Stopped.", file=sys.stderr)
     return 0

@@ -1,0 +1,241 @@
+"""`livetrain local console`: a web page over the local stack, talking to it only through the SageMaker API.
+
+Like Studio, it is a client: ordinary boto3 clients against the stack's AWS endpoint (the AWS_ENDPOINT_URL a
+shell exports). It shows the pipeline's executions (ListPipelineExecutions), one run's steps with their
+status, durations and metadata (ListPipelineExecutionSteps; the page refreshes them while the run is
+Executing) and its evaluation with 95 % intervals (evaluation.json, found through the evaluation step's
+DescribeProcessingJob), the model registry (ListModelPackages, DescribeModelPackage; each package's metrics
+from its ModelQuality statistics in S3) with Approve and Reject buttons that call UpdateModelPackage with the
+comment as ApprovalDescription, and the endpoint's serving version (DescribeEndpoint → its config's model →
+the model package the deploy Lambda built it from).
+
+aiohttp serves it on 127.0.0.1; jinja2 renders the templates in console_templates/ beside this module. The
+live parts (executions, endpoint, a run's steps) are fragments a little JS on the page fetches every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+from botocore.exceptions import BotoCoreError, ClientError
+
+from infra.local.services import local_client
+from livetrain.aws_errors import describe, is_not_found
+from livetrain.config import Config
+from pipelines.local.report import interval_text, models_of
+
+TEMPLATES = Path(__file__).with_name("console_templates")
+METRICS = ("precision", "recall", "auc", "lift", "precision_at_target_recall")
+DECISIONS = ("Approved", "Rejected")
+MAX_EXECUTIONS = 20
+
+
+class StackView:
+    """What the console shows, read through the SageMaker (and S3) API of the stack at `endpoint_url`."""
+
+    def __init__(self, config: Config, endpoint_url: str):
+        self.config = config
+        self.sagemaker = local_client("sagemaker", endpoint_url, config.region)
+        self.s3 = local_client("s3", endpoint_url, config.region)
+
+    def executions(self) -> list[dict]:
+        """The newest executions first, each with its status, start and (once finished) duration; none before the
+        pipeline exists."""
+        try:
+            summaries = self.sagemaker.list_pipeline_executions(
+                PipelineName=self.config.pipeline_name, SortOrder="Descending",
+                MaxResults=MAX_EXECUTIONS)["PipelineExecutionSummaries"]
+        except ClientError as error:
+            if is_not_found(error):
+                return []
+            raise
+        return [self.execution(summary["PipelineExecutionArn"]) for summary in summaries]
+
+    def execution(self, arn: str) -> dict:
+        described = self.sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)
+        status = described["PipelineExecutionStatus"]
+        return {"arn": arn, "id": arn.rsplit("/", 1)[-1], "status": status,
+                "name": described.get("PipelineExecutionDisplayName", ""),
+                "start": described["CreationTime"], "failure": described.get("FailureReason", ""),
+                "duration": None if status in ("Executing", "Stopping") else
+                described["LastModifiedTime"] - described["CreationTime"]}
+
+    def _steps(self, arn: str) -> list[dict]:
+        pages = self.sagemaker.get_paginator("list_pipeline_execution_steps").paginate(PipelineExecutionArn=arn)
+        return [step for page in pages for step in page["PipelineExecutionSteps"]]
+
+    def steps(self, arn: str) -> list[dict]:
+        """Each step, in the order it started (the API answers newest first), with its metadata in one line."""
+        return [{"name": step["StepName"], "status": step["StepStatus"], "start": step.get("StartTime"),
+                 "duration": step["EndTime"] - step["StartTime"] if step.get("EndTime") and step.get("StartTime")
+                 else None, "failure": step.get("FailureReason", ""), "metadata": _metadata_text(step["Metadata"])}
+                for step in reversed(self._steps(arn))]
+
+    def run_evaluation(self, arn: str) -> dict | None:
+        """The run's evaluation.json: the output named "evaluation" of one of its processing jobs."""
+        for step in self._steps(arn):
+            job = step["Metadata"].get("ProcessingJob", {}).get("Arn")
+            if not job:
+                continue
+            try:
+                outputs = self.sagemaker.describe_processing_job(ProcessingJobName=job.rsplit("/", 1)[-1]).get(
+                    "ProcessingOutputConfig", {}).get("Outputs", [])
+            except ClientError as error:
+                if is_not_found(error):
+                    continue
+                raise
+            for output in outputs:
+                if output["OutputName"] == "evaluation":
+                    return self._json(output["S3Output"]["S3Uri"].rstrip("/") + "/evaluation.json")
+        return None
+
+    def packages(self) -> list[dict]:
+        """The group's packages, newest first, with approval status, comment and metrics."""
+        summaries = self.sagemaker.list_model_packages(
+            ModelPackageGroupName=self.config.model_package_group, SortBy="CreationTime",
+            SortOrder="Descending")["ModelPackageSummaryList"]
+        packages = []
+        for summary in summaries:
+            package = self.sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            statistics = package.get("ModelMetrics", {}).get("ModelQuality", {}).get("Statistics", {})
+            packages.append({
+                "arn": package["ModelPackageArn"], "version": package.get("ModelPackageVersion"),
+                "status": package["ModelApprovalStatus"], "comment": package.get("ApprovalDescription", ""),
+                "created": package["CreationTime"],
+                "evaluation": self._json(statistics["S3Uri"]) if statistics.get("S3Uri") else None})
+        return packages
+
+    def endpoint(self) -> dict | None:
+        """The endpoint's status and the package version it serves; None before the first deployment."""
+        try:
+            endpoint = self.sagemaker.describe_endpoint(EndpointName=self.config.endpoint_name)
+            config = self.sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+            model = self.sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+        except ClientError as error:
+            if is_not_found(error):
+                return None
+            raise
+        package = model.get("PrimaryContainer", {}).get("ModelPackageName", "")
+        return {"name": endpoint["EndpointName"], "status": endpoint["EndpointStatus"],
+                "config": endpoint["EndpointConfigName"], "model": model["ModelName"], "package": package,
+                "version": package.rsplit("/", 1)[-1] if package else ""}
+
+    def decide(self, arn: str, decision: str, comment: str) -> None:
+        """Approve or reject a package, the comment as its ApprovalDescription (what Studio's dialog sends)."""
+        self.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=decision,
+                                            ApprovalDescription=comment)
+
+    def _json(self, uri: str) -> dict | None:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        try:
+            return json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as error:
+            if is_not_found(error):
+                return None
+            raise
+
+
+def _metadata_text(metadata: dict) -> str:
+    """A step's Metadata in one line: the job or package ARN, the condition's outcome, the fail message."""
+    parts = []
+    for kind, value in metadata.items():
+        if "Arn" in value:
+            parts.append(f"{kind}: {value['Arn']}")
+        elif "Outcome" in value:
+            parts.append(f"outcome: {value['Outcome']}")
+        elif "ErrorMessage" in value:
+            parts.append(value["ErrorMessage"])
+    return "; ".join(parts)
+
+
+def metric_rows(evaluation: dict) -> list[tuple[str, ...]]:
+    """(metric, value [lower, upper] for each scored model); the base rate last."""
+    models = models_of(evaluation)
+    rows = [(name, *(interval_text(values.get(name)) for values in models.values())) for name in METRICS]
+    return [*rows, ("base rate", interval_text(evaluation["base_rate"]), *[""] * (len(models) - 1))]
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _seconds(value) -> str:
+    return f"{value.total_seconds():.1f} s" if value is not None else ""
+
+
+def _templates() -> jinja2.Environment:
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     undefined=jinja2.StrictUndefined)
+    environment.filters.update(when=_when, seconds=_seconds)
+    environment.globals.update(models_of=models_of, metric_rows=metric_rows)
+    return environment
+
+
+def build_app(view: StackView) -> web.Application:
+    templates = _templates()
+
+    def page(name: str, **context) -> web.Response:
+        return web.Response(text=templates.get_template(name).render(config=view.config, **context),
+                            content_type="text/html")
+
+    async def call(function, *args):  # boto3 blocks: off the event loop
+        return await asyncio.to_thread(function, *args)
+
+    async def index(request: web.Request) -> web.Response:
+        return page("index.html", executions=await call(view.executions), packages=await call(view.packages),
+                    endpoint=await call(view.endpoint))
+
+    async def executions_part(request: web.Request) -> web.Response:
+        return page("executions.html", executions=await call(view.executions))
+
+    async def endpoint_part(request: web.Request) -> web.Response:
+        return page("endpoint.html", endpoint=await call(view.endpoint))
+
+    async def execution_arn(request: web.Request) -> str:
+        pipeline = await call(lambda: view.sagemaker.describe_pipeline(PipelineName=view.config.pipeline_name))
+        return f"{pipeline['PipelineArn']}/execution/{request.match_info['id']}"
+
+    async def execution(request: web.Request) -> web.Response:
+        arn = await execution_arn(request)
+        return page("execution.html", execution=await call(view.execution, arn), steps=await call(view.steps, arn),
+                    evaluation=await call(view.run_evaluation, arn))
+
+    async def steps_part(request: web.Request) -> web.Response:
+        arn = await execution_arn(request)
+        return page("steps.html", execution=await call(view.execution, arn), steps=await call(view.steps, arn))
+
+    async def decide(request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("decision") not in DECISIONS or not form.get("arn"):
+            raise web.HTTPBadRequest(text="a decision needs the package's arn and decision=Approved or Rejected")
+        await call(view.decide, form["arn"], form["decision"], form.get("comment", "").strip())
+        raise web.HTTPSeeOther("/#registry")
+
+    @web.middleware
+    async def aws_errors(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except (ClientError, BotoCoreError) as error:
+            return web.Response(status=502, text=f"the local stack answered: {describe(error)}")
+
+    app = web.Application(middlewares=[aws_errors])
+    app.router.add_get("/", index)
+    app.router.add_get("/parts/executions", executions_part)
+    app.router.add_get("/parts/endpoint", endpoint_part)
+    app.router.add_get("/executions/{id}", execution)
+    app.router.add_get("/parts/executions/{id}/steps", steps_part)
+    app.router.add_post("/packages/decision", decide)
+    return app
+
+
+def serve(config: Config, endpoint_url: str, port: int = 0) -> None:
+    """`livetrain local console`: serve the console in the foreground until Ctrl-C or SIGTERM."""
+    from pipelines.local.app_server import BackgroundApp, serve_until_stopped
+
+    serve_until_stopped(BackgroundApp(lambda: build_app(StackView(config, endpoint_url)), port, name="console"),
+                        lambda url: print(f"the console: {url} (Ctrl-C stops it)", flush=True))
