@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install checkov browser demo test test-fast lint bench clean
+.PHONY: install checkov browser demo up down test test-fast lint bench clean
 
 install: $(INSTALLED)
 
@@ -30,6 +30,13 @@ browser:
 
 demo: install
 	$(BIN)/livetrain demo
+
+# The local stack as a background service (state in .livetrain/local); `up` prints the lines a shell exports.
+up: install
+	$(BIN)/livetrain local up
+
+down: install
+	$(BIN)/livetrain local down
 
 # One pytest worker per core; a module's tests stay on one worker, so its fixtures (a demo, a stack) run once.
 # --durations: every run ends with its 15 slowest tests, so the test time has a visible budget.

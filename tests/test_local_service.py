@@ -33,6 +33,8 @@ def up(run_cli, state) -> tuple[int, dict[str, str], str]:
     """The service's pid, its export lines, its console's URL."""
     started = run_cli("local", "up", "--state-dir", state, timeout=120)
     assert started.returncode == 0, started.stderr
+    # a shell can eval it: comments and exports only
+    assert all(line.startswith(("# ", "export ")) for line in started.stdout.splitlines()), started.stdout
     return (int(started.stdout.split("(pid ", 1)[1].split(")", 1)[0]), exported(started.stdout),
             started.stdout.split("its console: ", 1)[1].split(";", 1)[0])
 

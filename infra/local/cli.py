@@ -107,7 +107,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _print_service(info: dict) -> None:
     console = f"its console: {info['console']}; " if info.get("console") else ""  # a service started before consoles
-    print(f"the local stack runs (pid {info['pid']}); {console}use it from a shell with:")
+    # a shell comment: `eval "$(livetrain local up)"` sets the environment
+    print(f"# the local stack runs (pid {info['pid']}); {console}use it from a shell with:")
     for name, value in info["environment"].items():
         print(f"export {name}={value}")
 
