@@ -8,7 +8,12 @@ the event, or call a Lambda handler in-process.
 
 Delivery is at least once, as on AWS: an event whose id was already handled is
 acknowledged and skipped, so the same event twice starts one run. The ids are
-kept in the state directory, so this holds across restarts.
+kept in the state directory, so this holds across restarts. An event is
+acknowledged only once its target has run (for a batch: its execution is
+recorded). A batch's run is started with a client token made from the manifest
+object itself (`batch_token`), so a batch whose event was lost with moto's
+memory, found again by the stack's catch-up scan, and its event, if that still
+comes, start one run between them.
 
 moto emits no "SageMaker Model Package State Change" events either:
 `moto_gaps.py` makes its CreateModelPackage and UpdateModelPackage put them on
@@ -17,6 +22,7 @@ the bus, one per call, as SageMaker does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -39,15 +45,29 @@ def json_path(event: dict, path: str):
     return value
 
 
+def batch_token(bucket: str, key: str, etag: str) -> str:
+    """The client token of a batch's run: one manifest object (bucket, key, content), one execution."""
+    return hashlib.sha256(f"s3://{bucket}/{key}@{etag.strip(chr(34))}".encode()).hexdigest()
+
+
+def manifest_event(bucket: str, key: str, etag: str) -> dict:
+    """The parts of S3's "Object Created" event that the manifest rule's target reads."""
+    return {"id": f"catch-up:{batch_token(bucket, key, etag)}", "source": "aws.s3", "detail-type": "Object Created",
+            "detail": {"bucket": {"name": bucket}, "object": {"key": key, "etag": etag.strip('"')}}}
+
+
 def start_pipeline(sagemaker, pipeline_name: str, event: dict) -> tuple[str, dict[str, str]]:
     """EventBridge's pipeline target for the manifest rule: StartPipelineExecution with the parameters the rule maps
-    from the event, the event's id as the client token (a redelivered event finds its execution instead of
-    starting another); (the execution's ARN, the parameters)."""
+    from the event and the batch's token as the client token (a redelivered event, or the same manifest found by
+    the catch-up scan, finds its execution instead of starting another); (the execution's ARN, the parameters)."""
     from infra.rules import pipeline_parameter_mapping
 
     parameters = {name: str(json_path(event, path)) for name, path in pipeline_parameter_mapping().items()}
+    manifest = event["detail"]["object"]
+    etag = manifest.get("etag") or manifest.get("eTag", "")  # moto 5.2.5 spells it eTag; AWS's events: etag
+    token = batch_token(event["detail"]["bucket"]["name"], manifest["key"], etag)
     arn = sagemaker.start_pipeline_execution(
-        PipelineName=pipeline_name, ClientRequestToken=event["id"],
+        PipelineName=pipeline_name, ClientRequestToken=token,
         PipelineParameters=[{"Name": name, "Value": value} for name, value in parameters.items()],
     )["PipelineExecutionArn"]
     return arn, parameters

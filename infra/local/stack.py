@@ -31,7 +31,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from infra.local.dispatcher import Dispatcher, LocalRule, start_pipeline
+from infra.local.dispatcher import Dispatcher, LocalRule, manifest_event, start_pipeline
 from infra.local.services import LOCAL_KEY, Service, local_client, start_mongo, start_moto, wait_until
 from infra.rules import (
     alarm_rule_pattern,
@@ -181,7 +181,9 @@ class LocalStack:
                                 max_parallel_jobs=self.max_parallel_jobs)
 
     def run_in_background(self) -> None:
-        """Dispatch events until stop(): rule matches to their targets, package changes to the bus."""
+        """Start the batches no run was started for (start_missed_batches), then dispatch events until stop():
+        rule matches to their targets, package changes to the bus."""
+        self.start_missed_batches()
 
         def loop():
             try:
@@ -194,6 +196,22 @@ class LocalStack:
 
         self._loop = threading.Thread(target=loop, name="dispatcher", daemon=True)
         self._loop.start()
+
+    def start_missed_batches(self) -> list[str]:
+        """Start a run for every batch manifest in S3 that has none: it landed while no stack ran, or its event was
+        lost with moto's memory when the stack was killed (SQS is not journalled). The manifest rule's own target,
+        with the batch's token, so its event arriving after all starts nothing more. The new executions' ids."""
+        bucket = self.config.bucket
+        (matcher,) = manifest_rule_pattern(bucket)["detail"]["object"]["key"]
+        prefix, _, suffix = matcher["wildcard"].partition("*")
+        have = {(r["Parameters"].get("InputBucket"), r["Parameters"].get("InputManifestKey"))
+                for r in self.submissions.store.all()}
+        started = []
+        for page in self.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for entry in page.get("Contents", []):
+                if entry["Key"].endswith(suffix) and (bucket, entry["Key"]) not in have:
+                    started.append(self._start_pipeline(manifest_event(bucket, entry["Key"], entry["ETag"])))
+        return started
 
     def _monitor_loop(self) -> None:
         """The live-quality monitor every `monitor_every_s` seconds; a failed run is logged and retried."""
@@ -230,12 +248,16 @@ class LocalStack:
 
     # ------------------------------------------------------------ the rules' targets
 
-    def _start_pipeline(self, event: dict) -> None:
+    def _start_pipeline(self, event: dict) -> str:
         """EventBridge's pipeline target (dispatcher.start_pipeline), then the run handed to the runner."""
         arn, parameters = start_pipeline(self.client("sagemaker"), self.config.pipeline_name, event)
+        execution_id = arn.rsplit("/", 1)[-1]
         self.log(f"batch landed: s3://{parameters['InputBucket']}/{parameters['InputManifestKey']} "
-                 f"→ pipeline {self.config.pipeline_name}, execution {arn.rsplit('/', 1)[-1]}")
-        self.executions.append(self.run_queued()[arn.rsplit("/", 1)[-1]])
+                 f"→ pipeline {self.config.pipeline_name}, execution {execution_id}")
+        run = self.run_queued().get(execution_id)  # None: the batch's run was made by an earlier stack
+        if run is not None and run not in self.executions:  # not when the catch-up scan started it already
+            self.executions.append(run)
+        return execution_id
 
     def run_queued(self) -> dict[str, Future]:
         """Hand every queued execution not yet handed over to the runner (or queued again by a retry since its
