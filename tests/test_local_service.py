@@ -1,5 +1,6 @@
 """`livetrain local up | down | status`: the local stack as a background service."""
 
+import json
 import os
 import signal
 import urllib.request
@@ -7,13 +8,12 @@ import urllib.request
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from test_local_stack import PIPELINE_ARN, RESUMABLE
 
 from infra.local.services import wait_until
 from livetrain.config import Config
-from pipelines.local.submissions import Submissions
 
 pytestmark = pytest.mark.slow
+PIPELINE_ROLE = "arn:aws:iam::123456789012:role/livetrain-pipeline"
 
 
 def exported(stdout: str) -> dict[str, str]:
@@ -47,8 +47,35 @@ def local(environment: dict[str, str], service: str):
                         aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"])
 
 
+def lines(path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def crashable(s3, steps) -> dict:
+    """Two Processing steps, First then Second; each appends a line to `steps/<its name>`, Second then waits
+    for the file `steps/release`."""
+    script = (f"import pathlib, sys, time\nsteps = pathlib.Path({str(steps)!r})\n"
+              "with (steps / sys.argv[1]).open('a') as out:\n    out.write('ran\\n')\n"
+              "while sys.argv[1] == 'Second' and not (steps / 'release').exists():\n    time.sleep(0.05)\n")
+    s3.put_object(Bucket=Config().bucket, Key="code/crashable.py", Body=script.encode())
+    code = {"InputName": "code", "S3Input": {"S3Uri": f"s3://{Config().bucket}/code/crashable.py",
+                                              "LocalPath": "/opt/ml/processing/input/code", "S3DataType": "S3Prefix",
+                                              "S3InputMode": "File"}}
+
+    def step(name: str, *after: str) -> dict:
+        return {"Name": name, "Type": "Processing", "DependsOn": list(after), "Arguments": {
+            "AppSpecification": {"ImageUri": "local", "ContainerArguments": [name], "ContainerEntrypoint": [
+                "python3", "/opt/ml/processing/input/code/crashable.py"]},
+            "ProcessingResources": {"ClusterConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1,
+                                                      "VolumeSizeInGB": 30}},
+            "RoleArn": PIPELINE_ROLE, "ProcessingInputs": [code], "ProcessingOutputConfig": {"Outputs": []}}}
+
+    return {"Version": "2020-12-01", "Parameters": [], "Steps": [step("First"), step("Second", "First")]}
+
+
 def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_path):
-    """Also: a kill -9 of the service takes its daemons with it, and `up` again resumes the run it left."""
+    """Also: a kill -9 of the service takes its daemons and the running step with it, and `up` again resumes the
+    run it left from its last completed step, then runs the one queued behind it."""
     state = tmp_path / "local"
     pid, environment, _ = up(run_cli, state)
     config = Config()
@@ -57,17 +84,19 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
         ModelPackageGroupName=config.model_package_group, ModelApprovalStatus="Rejected", InferenceSpecification={
             "Containers": [{"Image": "local/linear-learner"}], "SupportedContentTypes": ["text/csv"],
             "SupportedResponseMIMETypes": ["text/csv"]})["ModelPackageArn"]
-    os.kill(pid, signal.SIGKILL)  # the service alone: moto and the MongoDB server must not outlive it
+    # Two runs of a two-step pipeline, the second queued behind the first; kill -9 while the first one's Second
+    # step runs. Each step appends a line to its own file; Second then waits for `release` (the job's own pace).
+    steps = tmp_path / "steps"
+    steps.mkdir()
+    sagemaker = local(environment, "sagemaker")
+    sagemaker.create_pipeline(PipelineName="crashable", RoleArn=PIPELINE_ROLE,
+                              PipelineDefinition=json.dumps(crashable(local(environment, "s3"), steps)))
+    first_run, queued_run = (sagemaker.start_pipeline_execution(PipelineName="crashable")["PipelineExecutionArn"]
+                             for _ in range(2))
+    wait_until(lambda: lines(steps / "Second") == 1, 60, "the first run's second step to start")
+    os.kill(pid, signal.SIGKILL)  # the service alone: moto, the MongoDB server and the step must not outlive it
     wait_until(lambda: group_is_gone(pid), 30, "the killed service's daemons to end", interval=0.1)
     assert run_cli("local", "status", "--state-dir", state).returncode == 1
-
-    submissions = Submissions(state)  # the killed service was running this execution, its Check step done
-    crashed = submissions.submit(pipeline_name=Config().pipeline_name, pipeline_arn=PIPELINE_ARN,
-                                 definition=RESUMABLE, parameters={})
-    assert submissions.claim(crashed["PipelineExecutionId"])
-    crashed["Steps"] = {"Check": {"StepName": "Check", "StepType": "Condition", "StepStatus": "Succeeded",
-                                  "Properties": {"Outcome": True}}}
-    submissions.store.save(crashed)
 
     pid, environment, console = up(run_cli, state)
     try:
@@ -86,16 +115,22 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
         finally:
             for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
                 os.environ.pop(name)
-        assert [p["PipelineName"] for p in pipelines] == [Config().pipeline_name]
+        assert sorted(p["PipelineName"] for p in pipelines) == ["crashable", Config().pipeline_name]
         sagemaker = local(environment, "sagemaker")  # what moto had before the kill -9 is there again
         assert local(environment, "s3").get_object(Bucket=config.bucket, Key="capture/kept.jsonl")[
             "Body"].read() == b"kept"
         assert sagemaker.describe_model_package(ModelPackageName=package)["ModelApprovalStatus"] == "Rejected"
-        wait_until(lambda: sagemaker.describe_pipeline_execution(PipelineExecutionArn=crashed[
-            "PipelineExecutionArn"])["PipelineExecutionStatus"] == "Succeeded", 60, "the crashed run to resume")
+        wait_until(lambda: lines(steps / "Second") == 2, 60, "the first run's second step to run again")
+        (steps / "release").touch()
+        for run in (first_run, queued_run):
+            wait_until(lambda run=run: sagemaker.describe_pipeline_execution(PipelineExecutionArn=run)[
+                "PipelineExecutionStatus"] == "Succeeded", 60, "the runs to finish")
+        assert (lines(steps / "First"), lines(steps / "Second")) == (2, 3)  # First once per run: resumed after it
+        first, queued = (sagemaker.describe_pipeline_execution(PipelineExecutionArn=run) for run in (first_run,
+                                                                                                     queued_run))
+        assert queued["CreationTime"] < first["LastModifiedTime"] <= queued["LastModifiedTime"]
         page = urllib.request.urlopen(console, timeout=30).read().decode()  # the console `up` serves
-        assert crashed["PipelineExecutionId"] in page and "Succeeded" in page and \
-            f'id="package-{package.rsplit("/", 1)[1]}"' in page
+        assert f'id="package-{package.rsplit("/", 1)[1]}"' in page
     finally:
         stopped = run_cli("local", "down", "--state-dir", state)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
