@@ -25,7 +25,8 @@ DEV = [*sorted(set(STREAMER + PIPELINES + LOCAL)),
        "pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.6", "hypothesis>=6.100", "ruff>=0.6",
        "statsmodels>=0.14",  # bench_gate's Wilson intervals
        "psutil>=5.9",  # process trees: bench_scale's peak RSS, the tuner's no-orphan test
-       "playwright>=1.40"]  # drives Debian's Chromium in the console's browser test (`make browser`)
+       "playwright>=1.40",  # drives Debian's Chromium in the console's browser test (`make browser`)
+       "awscli>=1.30"]  # the AWS CLI against the local stack (test_local_service); pip picks the one for our botocore
 
 setup(
     name="livetrain",

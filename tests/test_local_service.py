@@ -3,7 +3,10 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import boto3
 import pytest
@@ -129,6 +132,12 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
         first, queued = (sagemaker.describe_pipeline_execution(PipelineExecutionArn=run) for run in (first_run,
                                                                                                      queued_run))
         assert queued["CreationTime"] < first["LastModifiedTime"] <= queued["LastModifiedTime"]
+        aws = subprocess.run([str(Path(sys.executable).with_name("aws")), "sagemaker", "list-pipeline-executions",
+                              "--pipeline-name", "crashable", "--output", "json"], capture_output=True, text=True,
+                             env={**os.environ, **environment}, timeout=60)  # the AWS CLI, with the exported lines
+        assert aws.returncode == 0, aws.stderr
+        assert [(e["PipelineExecutionArn"], e["PipelineExecutionStatus"]) for e in json.loads(aws.stdout)[
+            "PipelineExecutionSummaries"]] == [(queued_run, "Succeeded"), (first_run, "Succeeded")]  # newest first
         page = urllib.request.urlopen(console, timeout=30).read().decode()  # the console `up` serves
         assert f'id="package-{package.rsplit("/", 1)[1]}"' in page
     finally:
@@ -141,9 +150,6 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
 
 def test_down_ends_what_a_killed_service_left_in_its_process_group(tmp_path):
     """A process the service's daemons did not take with them (a job's own child, say) is ended by `down`."""
-    import json
-    import subprocess
-
     from infra.local.service import down
 
     leader = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
