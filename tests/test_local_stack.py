@@ -114,6 +114,8 @@ def test_a_run_started_through_the_sagemaker_api_runs_in_the_engine(stack, run_c
     assert (processing["ProcessingJobStatus"], processing["FailureReason"]) == ("Failed", failed["FailureReason"])
     (summary,) = sagemaker.list_pipeline_executions(PipelineName=CONFIG.pipeline_name)["PipelineExecutionSummaries"]
     assert summary["PipelineExecutionArn"] == arn
+    assert json.loads(sagemaker.describe_pipeline_definition_for_execution(PipelineExecutionArn=arn)[
+        "PipelineDefinition"]) == json.loads(pipeline.definition())  # the definition the run started with
     result = run_cli("pipeline", "executions", "--endpoint-url", stack.moto.url, env=stack.environment())
     assert result.returncode == 0, result.stderr
     assert arn.rsplit("/", 1)[-1] in result.stdout and "Failed" in result.stdout
@@ -160,6 +162,8 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     expect(page.locator("#steps")).to_contain_text("RegisterBestModel")
     page.reload()  # its evaluation, with intervals, from evaluation.json
     expect(page.locator("table.metrics")).to_contain_text("precision_at_target_recall")
+    page.wait_for_function("document.getElementById('dag').complete")  # the run's DAG, drawn from the API
+    assert page.evaluate("document.getElementById('dag').naturalWidth") > 500
     (first,) = finished_runs(stack, 1)
     assert first["PipelineExecutionStatus"] == "Succeeded", first["FailureReason"]
     (v1,) = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group)["ModelPackageSummaryList"]

@@ -1,7 +1,8 @@
 """`livetrain local console`: a web page over the local stack, talking to it only through the SageMaker API.
 
 Like Studio, it is a client: ordinary boto3 clients against the stack's AWS endpoint (the AWS_ENDPOINT_URL a
-shell exports). It shows the pipeline's executions (ListPipelineExecutions), one run's steps with their
+shell exports). It shows the pipeline's executions (ListPipelineExecutions), one run's DAG (its definition from
+DescribePipelineDefinitionForExecution, drawn as the report draws it) and steps with their
 status, durations and metadata (ListPipelineExecutionSteps; the page refreshes them while the run is
 Executing) and its evaluation with 95 % intervals (evaluation.json, found through the evaluation step's
 DescribeProcessingJob), the model registry (ListModelPackages, DescribeModelPackage; each package's metrics
@@ -16,6 +17,7 @@ live parts (executions, endpoint, a run's steps) are fragments a little JS on th
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +29,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from infra.local.services import local_client
 from livetrain.aws_errors import describe, is_not_found
 from livetrain.config import Config
-from pipelines.local.report import interval_text, models_of
+from pipelines.local.engine import plan_steps
+from pipelines.local.records import StepStatus
+from pipelines.local.report import interval_text, models_of, plot_dag
 
 TEMPLATES = Path(__file__).with_name("console_templates")
 METRICS = ("precision", "recall", "auc", "lift", "precision_at_target_recall")
@@ -75,6 +79,22 @@ class StackView:
                  "duration": step["EndTime"] - step["StartTime"] if step.get("EndTime") and step.get("StartTime")
                  else None, "failure": step.get("FailureReason", ""), "metadata": _metadata_text(step["Metadata"])}
                 for step in reversed(self._steps(arn))]
+
+    def dag_png(self, arn: str) -> bytes:
+        """The run's DAG with each step's status so far, as Studio draws it: the definition the run started with
+        (DescribePipelineDefinitionForExecution) and its steps (ListPipelineExecutionSteps); Pending: not started."""
+        definition = json.loads(self.sagemaker.describe_pipeline_definition_for_execution(
+            PipelineExecutionArn=arn)["PipelineDefinition"])
+        started = {step["StepName"]: step for step in self._steps(arn)}
+        steps = {}
+        for name, plan in plan_steps(definition).items():
+            step = started.get(name, {})
+            steps[name] = {"StepType": plan.type, "Upstream": sorted(plan.upstream), "Branch": plan.branch,
+                           "StepStatus": step.get("StepStatus", StepStatus.PENDING),
+                           **{key: step[key].isoformat() for key in ("StartTime", "EndTime") if step.get(key)}}
+        image = io.BytesIO()
+        plot_dag(steps, image)
+        return image.getvalue()
 
     def run_evaluation(self, arn: str) -> dict | None:
         """The run's evaluation.json: the output named "evaluation" of one of its processing jobs."""
@@ -209,6 +229,10 @@ def build_app(view: StackView) -> web.Application:
         arn = await execution_arn(request)
         return page("steps.html", execution=await call(view.execution, arn), steps=await call(view.steps, arn))
 
+    async def dag(request: web.Request) -> web.Response:
+        arn = await execution_arn(request)
+        return web.Response(body=await call(view.dag_png, arn), content_type="image/png")
+
     async def decide(request: web.Request) -> web.Response:
         form = await request.post()
         if form.get("decision") not in DECISIONS or not form.get("arn"):
@@ -229,6 +253,7 @@ def build_app(view: StackView) -> web.Application:
     app.router.add_get("/parts/endpoint", endpoint_part)
     app.router.add_get("/executions/{id}", execution)
     app.router.add_get("/parts/executions/{id}/steps", steps_part)
+    app.router.add_get("/executions/{id}/dag.png", dag)
     app.router.add_post("/packages/decision", decide)
     return app
 

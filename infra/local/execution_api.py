@@ -106,6 +106,12 @@ class ExecutionApi:
             answer["FailureReason"] = record["FailureReason"]
         return {k: v for k, v in answer.items() if v is not None}
 
+    def definition(self, arn: str) -> dict:
+        """DescribePipelineDefinitionForExecution: the definition as it stood when the execution started."""
+        record = self._record(arn)
+        return {"PipelineDefinition": json.dumps(self.submissions.definition(record["PipelineExecutionId"])),
+                "CreationTime": _time(record.get("CreationTime") or record["StartTime"])}
+
     def list(self, pipeline_name: str, *, sort_by: str | None = None, sort_order: str | None = None,
              max_results: int | None = None, next_token: str | None = None) -> dict:
         """ListPipelineExecutions: newest first unless asked otherwise, in pages of MaxResults (default 50)."""

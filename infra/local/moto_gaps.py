@@ -163,6 +163,9 @@ def _serve_executions(state_dir: str) -> None:
     def describe(response: SageMakerResponse) -> ActionResult:
         return answer(lambda: api.describe(response._get_param("PipelineExecutionArn")))
 
+    def definition(response: SageMakerResponse) -> ActionResult:
+        return answer(lambda: api.definition(response._get_param("PipelineExecutionArn")))
+
     def paging(response: SageMakerResponse) -> dict:
         """A list call's SortOrder, MaxResults and NextToken."""
         return {"sort_order": response._get_param("SortOrder"), "max_results": response._get_param("MaxResults"),
@@ -185,6 +188,7 @@ def _serve_executions(state_dir: str) -> None:
 
     SageMakerResponse.start_pipeline_execution = start
     SageMakerResponse.describe_pipeline_execution = describe
+    SageMakerResponse.describe_pipeline_definition_for_execution = definition
     SageMakerResponse.list_pipeline_executions = list_executions
     SageMakerResponse.list_pipeline_execution_steps = list_steps
     SageMakerResponse.stop_pipeline_execution = stop

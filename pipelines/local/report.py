@@ -42,7 +42,7 @@ def _render(record: dict, out: Path, live_quality: dict | None, alarm_actions: t
     out.mkdir(parents=True, exist_ok=True)
     sections = [_summary(record)]
     if record["Steps"]:
-        _plot_dag(record["Steps"], out / "dag.png")
+        plot_dag(record["Steps"], out / "dag.png")
         sections.append(_figure("Steps", "dag.png", "Each step's status and duration; arrows are direct "
                                 "dependencies (implied ones omitted)."))
     tuning = _tuning_properties(record)
@@ -140,7 +140,9 @@ def _layers(steps: dict) -> dict[str, int]:
     return depth
 
 
-def _plot_dag(steps: dict, path: Path) -> None:
+def plot_dag(steps: dict, path) -> None:
+    """The DAG as a PNG at `path` (a path or a binary file): one box per step, coloured by its StepStatus, with
+    its type and duration; `steps` as in an execution record (StepType, StepStatus, Upstream, Branch, times)."""
     depth = _layers(steps)
     columns: dict[int, list[str]] = {}
     for name in steps:
