@@ -8,8 +8,8 @@ For one alarm state change (its id: the state-change time and the alarm's name),
 - retrain: ask the streamer for a batch now, an export request `s3://<bucket>/<prefix>/export-requests/<id>.json`.
   The streamer's exporter answers it with a batch of the trades closed since the last batch (streamer/exporter.py),
   and that batch's manifest starts the retraining run through the manifest rule, as every batch does (one run per
-  batch; the event's id is its ClientRequestToken). The batch does not exist when the alarm fires, so this Lambda
-  cannot name it in a StartPipelineExecution of its own.
+  batch; its client token is made from the manifest object). The batch does not exist when the alarm fires, so
+  this Lambda cannot name it in a StartPipelineExecution of its own.
 - roll back: when the monitor's latest per-version figures (live_quality.json under <prefix>/monitoring/) show that
   the previous approved package measured better than the one in service on the same windows (in every window
   where both were measured, a higher lift, and in at least one, a lift interval wholly above the other's), the

@@ -6,10 +6,11 @@ what the CloudFormation template provisions on AWS (the data bucket with EventBr
 rules with the template's own patterns and parameter mapping, the model package group, the IG secret, the
 pipeline); and dispatches rule matches to their real targets:
 
-- the manifest rule → StartPipelineExecution with the parameters EventBridge would pass (and the event's id as
-  the client token), the same call a user makes with boto3: moto (`moto_gaps.py`) queues the execution in the
-  state directory and the stack's runner executes the queue in the local engine (`pipelines/local`), in arrival
-  order, up to `max_concurrent_executions` at a time; none is dropped;
+- the manifest rule → StartPipelineExecution with the parameters EventBridge would pass (and a client token made
+  from the manifest object), the same call a user makes with boto3: moto (`moto_gaps.py`) queues the execution in
+  the state directory and the stack's runner executes the queue in the local engine (`pipelines/local`), in
+  arrival order, up to `max_concurrent_executions` at a time; none is dropped, and at start a scan of S3 starts
+  the batches that have no run (`start_missed_batches`);
 - the approval rule → the deploy Lambda's code, in-process, configured as the template configures it;
 - the live-lift alarm's rule → the act-on-alarm Lambda's code, in-process, likewise (ask the streamer for a
   batch now, roll back to the previous approved package when it measured better).
