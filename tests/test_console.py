@@ -6,16 +6,15 @@ import urllib.request
 
 import pytest
 
-from infra.local.console import StackView, build_app
+from infra.local.console import background_console
 from livetrain.config import Config
-from pipelines.local.app_server import BackgroundApp
 
 CONFIG = Config()
 
 
 @pytest.fixture
 def console(aws):
-    with BackgroundApp(lambda: build_app(StackView(CONFIG, aws.endpoint_url)), name="console") as served:
+    with background_console(CONFIG, aws.endpoint_url) as served:
         yield served
 
 

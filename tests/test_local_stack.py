@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 import pytest
 
 from infra.local.alarms import state_change_event
-from infra.local.console import StackView, build_app
+from infra.local.console import background_console
 from infra.local.services import wait_until
 from infra.local.stack import LocalStack
 from infra.rules import alarm_rule_pattern, approval_rule_pattern, live_lift_alarm, manifest_rule_pattern
 from livetrain.config import Config
-from pipelines.local.app_server import BackgroundApp
 from pipelines.local.submissions import Submissions
 from processing.batch_contract import upload_batch_dir
 
@@ -34,7 +33,7 @@ def stack(tmp_path):
 @pytest.fixture
 def console(stack):
     """The console over the stack's SageMaker API, as `local up` serves it."""
-    with BackgroundApp(lambda: build_app(StackView(CONFIG, stack.moto.url)), name="console") as served:
+    with background_console(CONFIG, stack.moto.url) as served:
         yield served
 
 

@@ -82,15 +82,18 @@ class StackView:
 
     def dag_png(self, arn: str) -> bytes:
         """The run's DAG with each step's status so far, as Studio draws it: the definition the run started with
-        (DescribePipelineDefinitionForExecution) and its steps (ListPipelineExecutionSteps); Pending: not started."""
+        (DescribePipelineDefinitionForExecution) and its steps (ListPipelineExecutionSteps). A step not started is
+        Pending while the run goes on, NotExecuted once it has ended."""
         definition = json.loads(self.sagemaker.describe_pipeline_definition_for_execution(
             PipelineExecutionArn=arn)["PipelineDefinition"])
+        live = self.execution(arn)["status"] in ("Executing", "Stopping")
+        not_started = StepStatus.PENDING if live else StepStatus.NOT_EXECUTED
         started = {step["StepName"]: step for step in self._steps(arn)}
         steps = {}
         for name, plan in plan_steps(definition).items():
             step = started.get(name, {})
             steps[name] = {"StepType": plan.type, "Upstream": sorted(plan.upstream), "Branch": plan.branch,
-                           "StepStatus": step.get("StepStatus", StepStatus.PENDING),
+                           "StepStatus": step.get("StepStatus", not_started),
                            **{key: step[key].isoformat() for key in ("StartTime", "EndTime") if step.get(key)}}
         image = io.BytesIO()
         plot_dag(steps, image)
@@ -258,9 +261,16 @@ def build_app(view: StackView) -> web.Application:
     return app
 
 
+def background_console(config: Config, endpoint_url: str, port: int = 0):
+    """The console over the stack at `endpoint_url`, served from a background thread (a context manager)."""
+    from pipelines.local.app_server import BackgroundApp
+
+    return BackgroundApp(lambda: build_app(StackView(config, endpoint_url)), port, name="console")
+
+
 def serve(config: Config, endpoint_url: str, port: int = 0) -> None:
     """`livetrain local console`: serve the console in the foreground until Ctrl-C or SIGTERM."""
-    from pipelines.local.app_server import BackgroundApp, serve_until_stopped
+    from pipelines.local.app_server import serve_until_stopped
 
-    serve_until_stopped(BackgroundApp(lambda: build_app(StackView(config, endpoint_url)), port, name="console"),
+    serve_until_stopped(background_console(config, endpoint_url, port),
                         lambda url: print(f"the console: {url} (Ctrl-C stops it)", flush=True))

@@ -179,16 +179,21 @@ def _predict(stack: LocalStack, record: dict, package: dict, rows: int = 5) -> l
 
 
 def _keep_running(stack: LocalStack) -> None:
-    print("\nThe local stack keeps running; use it from another shell with:", file=sys.stderr)
-    for name, value in stack.environment().items():
-        print(f"  export {name}={value}", file=sys.stderr)
-    print(f"  (SageMaker Runtime: --endpoint-url {stack.endpoint.url}). Ctrl-C stops it.", file=sys.stderr)
-    try:
-        while True:
-            stack.check()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+    """Serve the stack, and its console as `livetrain local up` does, until Ctrl-C."""
+    from infra.local.console import background_console
+
+    with background_console(stack.config, stack.moto.url) as console:
+        print(f"\nThe local stack keeps running; its console: {console.url}; use it from another shell with:",
+              file=sys.stderr)
+        for name, value in stack.environment().items():
+            print(f"  export {name}={value}", file=sys.stderr)
+        print(f"  (SageMaker Runtime: --endpoint-url {stack.endpoint.url}). Ctrl-C stops it.", file=sys.stderr)
+        try:
+            while True:
+                stack.check()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
 
 
 def _print_summary(phases: Phases, outcomes: list[dict]) -> None:

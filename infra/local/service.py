@@ -118,10 +118,9 @@ def _end_group(pid: int) -> None:
 
 def serve(state_dir: Path) -> None:
     """The service itself: start and provision the stack, announce it in service.json, run until SIGTERM."""
-    from infra.local.console import StackView, build_app
+    from infra.local.console import background_console
     from infra.local.stack import LocalStack
     from livetrain.config import Config
-    from pipelines.local.app_server import BackgroundApp
     from pipelines.local.records import write_json_atomically
 
     stopping = threading.Event()
@@ -131,7 +130,7 @@ def serve(state_dir: Path) -> None:
     with LocalStack(config, state_dir) as stack:
         stack.provision()
         stack.run_in_background()
-        with BackgroundApp(lambda: build_app(StackView(config, stack.moto.url)), name="console") as console:
+        with background_console(config, stack.moto.url) as console:
             write_json_atomically(path, {"pid": os.getpid(), "environment": stack.environment(),
                                          "console": console.url})
             try:
