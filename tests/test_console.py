@@ -46,3 +46,37 @@ def test_what_the_stack_refuses_is_one_line(aws, console):
         urllib.request.urlopen(f"{console.url}/executions/nope", timeout=30)
     assert answer.value.code == 502
     assert answer.value.read().decode().count("\n") == 0
+
+
+def test_stop_and_retry_buttons_call_the_execution_api(tmp_path):
+    """Over a moto whose executions are the engine's records (as in the local stack): the run page offers Stop
+    while a run executes and Retry once it failed, and each is the SageMaker call."""
+    from infra.local.services import local_client, start_moto
+    from pipelines.local.submissions import Submissions
+
+    moto = start_moto(tmp_path)
+    try:
+        sagemaker = local_client("sagemaker", moto.url, CONFIG.region)
+        sagemaker.create_pipeline(PipelineName=CONFIG.pipeline_name, RoleArn="arn:aws:iam::123456789012:role/r",
+                                  PipelineDefinition='{"Version": "2020-12-01", "Parameters": [], "Steps": []}')
+        queued, failing = (sagemaker.start_pipeline_execution(PipelineName=CONFIG.pipeline_name)[
+            "PipelineExecutionArn"] for _ in range(2))
+        submissions = Submissions(tmp_path)  # what the stack's runner would record: the second run failed
+        failing_id = failing.rsplit("/", 1)[1]
+        assert submissions.claim(failing_id)
+        submissions.fail(failing_id, "step Prep failed: no batch")
+        submissions.done(failing_id)
+
+        def status(arn: str) -> str:
+            return sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineExecutionStatus"]
+
+        with background_console(CONFIG, moto.url) as console:
+            for arn, button, after in ((queued, "stop", "Stopped"), (failing, "retry", "Executing")):
+                run_page = f"{console.url}/executions/{arn.rsplit('/', 1)[1]}"
+                assert f'action="/executions/{arn.rsplit("/", 1)[1]}/{button}"' in \
+                    urllib.request.urlopen(run_page, timeout=30).read().decode()
+                assert post(f"{run_page}/{button}") == 200  # the redirect back to the run's page
+                assert status(arn) == after
+            assert post(f"{console.url}/executions/{queued.rsplit('/', 1)[1]}/stop") == 502  # stopped already
+    finally:
+        moto.stop()

@@ -7,7 +7,8 @@ status, durations and metadata (ListPipelineExecutionSteps; the page refreshes t
 Executing) and its evaluation with 95 % intervals (evaluation.json, found through the evaluation step's
 DescribeProcessingJob), the model registry (ListModelPackages, DescribeModelPackage; each package's metrics
 from its ModelQuality statistics in S3) with Approve and Reject buttons that call UpdateModelPackage with the
-comment as ApprovalDescription, and the endpoint's serving version (DescribeEndpoint → its config's model →
+comment as ApprovalDescription, Stop and Retry buttons on a run (StopPipelineExecution, RetryPipelineExecution), and
+the endpoint's serving version (DescribeEndpoint → its config's model →
 the model package the deploy Lambda built it from).
 
 aiohttp serves it on 127.0.0.1; jinja2 renders the templates in console_templates/ beside this module. The
@@ -153,6 +154,14 @@ class StackView:
         self.sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=decision,
                                             ApprovalDescription=comment)
 
+    def stop(self, arn: str) -> None:
+        """StopPipelineExecution: a queued run never starts, a running one stops at its next step boundary."""
+        self.sagemaker.stop_pipeline_execution(PipelineExecutionArn=arn)
+
+    def retry(self, arn: str) -> None:
+        """RetryPipelineExecution: a Failed run again, from its failed step."""
+        self.sagemaker.retry_pipeline_execution(PipelineExecutionArn=arn)  # botocore fills in the client token
+
     def _json(self, uri: str) -> dict | None:
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         try:
@@ -243,6 +252,11 @@ def build_app(view: StackView) -> web.Application:
         await call(view.decide, form["arn"], form["decision"], form.get("comment", "").strip())
         raise web.HTTPSeeOther("/#registry")
 
+    async def control(request: web.Request) -> web.Response:
+        arn = await execution_arn(request)
+        await call(view.stop if request.match_info["action"] == "stop" else view.retry, arn)
+        raise web.HTTPSeeOther(f"/executions/{request.match_info['id']}")
+
     @web.middleware
     async def aws_errors(request: web.Request, handler):
         try:
@@ -258,6 +272,7 @@ def build_app(view: StackView) -> web.Application:
     app.router.add_get("/parts/executions/{id}/steps", steps_part)
     app.router.add_get("/executions/{id}/dag.png", dag)
     app.router.add_post("/packages/decision", decide)
+    app.router.add_post(r"/executions/{id}/{action:stop|retry}", control)
     return app
 
 
