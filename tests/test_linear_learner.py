@@ -204,6 +204,19 @@ def test_bad_training_data_fails_with_the_channel_named(tmp_path, content, messa
         train(BASE | {"feature_dim": "auto"}, {"train": tmp_path / "train"}, tmp_path / "model", log=lambda _: None)
 
 
+def test_a_channel_is_decoded_once_and_mapped_by_every_later_job(tmp_path):
+    (tmp_path / "train").mkdir()
+    csv = tmp_path / "train" / "part.csv"
+    csv.write_text("1,0.5,0.25\n0,-1.5,2.0\n")
+    x, y = read_channel("train", tmp_path / "train")
+    assert isinstance(x, np.memmap) and x.tolist() == [[0.5, 0.25], [-1.5, 2.0]] and y.tolist() == [1.0, 0.0]
+    decoded = list((tmp_path / ".train.decoded").iterdir())
+    read_channel("train", tmp_path / "train")  # a second job: nothing decoded again
+    assert list((tmp_path / ".train.decoded").iterdir()) == decoded
+    csv.write_text("0,7.0,8.0\n")  # other files (another run's download): decoded afresh
+    assert read_channel("train", tmp_path / "train")[0].tolist() == [[7.0, 8.0]]
+
+
 # --- request and response formats (the container's inference contract) ---
 
 def test_each_request_format_decodes_to_the_same_rows():

@@ -3,8 +3,11 @@ the container's metric lines logged, the artefact written. The algorithm's choic
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ HOST = "algo-1"
 LOSS_NAME = "binary_classification_cross_entropy_objective"
 NEARBY_LR_MULTIPLIERS = (1.0, 3.0, 1 / 3, 9.0, 1 / 9)
 NEARBY_WD_MULTIPLIERS = (1.0, 10.0, 0.1)
+CHUNK_ROWS = 8192  # rows decoded, standardised or scored at a time: bounds the memory beside the mapped data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -28,36 +32,65 @@ NEARBY_WD_MULTIPLIERS = (1.0, 10.0, 0.1)
 
 
 def read_channel(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(features, labels) from every CSV file under `path` (label first, no header)."""
-    import pandas as pd
+    """(features, labels) of the CSV files under `path` (label first, no header), memory-mapped.
 
+    The first reader decodes the files, CHUNK_ROWS rows at a time, into float64 binaries beside the channel
+    (`.<channel dir>.decoded/`); every later reader of the same files (the other jobs of a tuning job, which
+    share one download) maps those, so the jobs hold no copy of their data and parse nothing."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    parts = []
-    for file in files:
-        if file.stat().st_size == 0:
-            continue
-        try:
-            frame = pd.read_csv(file, header=None, dtype=np.float64, na_filter=False, engine="c")
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise LinearLearnerError(f"channel '{name}': {file.name} is not numeric text/csv with the label "
-                                     f"first and no header ({str(exc).splitlines()[0]})") from None
-        parts.append((file, frame.to_numpy()))
-    if not parts:
+    stamp = hashlib.sha256(repr([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]).encode())
+    decoded = path.with_name(f".{path.name}.decoded") / stamp.hexdigest()[:16]
+    decoded.parent.mkdir(parents=True, exist_ok=True)
+    with open(decoded.parent / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one decoder; the others wait for its files
+        if not (decoded / "shape.json").exists():
+            _decode(name, files, path, decoded)
+    rows, width = json.loads((decoded / "shape.json").read_text())
+    features = np.memmap(decoded / "features.f64", dtype=np.float64, mode="r", shape=(rows, width))
+    return features, np.fromfile(decoded / "labels.f64", dtype=np.float64)
+
+
+def _decode(name: str, files: list[Path], path: Path, decoded: Path) -> None:
+    """Check and decode a channel's CSV files into decoded/{features,labels}.f64 and shape.json."""
+    import pandas as pd
+
+    staging = decoded.with_name(decoded.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    rows, widths = 0, set()
+    with open(staging / "features.f64", "wb") as features, open(staging / "labels.f64", "wb") as labels:
+        for file in files:
+            if file.stat().st_size == 0:
+                continue
+            try:
+                for frame in pd.read_csv(file, header=None, dtype=np.float64, na_filter=False, engine="c",
+                                         chunksize=CHUNK_ROWS):
+                    data = frame.to_numpy()
+                    widths.add(data.shape[1])
+                    _check_chunk(name, data, widths)
+                    features.write(np.ascontiguousarray(data[:, 1:]).tobytes())
+                    labels.write(data[:, 0].tobytes())
+                    rows += len(data)
+            except (ValueError, pd.errors.ParserError) as exc:
+                raise LinearLearnerError(f"channel '{name}': {file.name} is not numeric text/csv with the label "
+                                         f"first and no header ({str(exc).splitlines()[0]})") from None
+    if not rows:
         raise LinearLearnerError(f"channel '{name}' has no data under {path}")
-    widths = {data.shape[1] for _, data in parts}
+    (staging / "shape.json").write_text(json.dumps([rows, widths.pop() - 1]))
+    staging.rename(decoded)
+
+
+def _check_chunk(name: str, data: np.ndarray, widths: set[int]) -> None:
     if len(widths) > 1:
         raise LinearLearnerError(f"channel '{name}': files have different column counts {sorted(widths)}")
-    data = np.concatenate([d for _, d in parts])
     if data.shape[1] < 2:
         raise LinearLearnerError(f"channel '{name}' needs a label column and at least one feature column")
     if not np.isfinite(data).all():
         raise LinearLearnerError(f"channel '{name}' holds NaN or infinite values")
-    labels = data[:, 0]
-    if not np.isin(labels, (0.0, 1.0)).all():
+    if not np.isin(data[:, 0], (0.0, 1.0)).all():
         raise LinearLearnerError(f"channel '{name}': binary_classifier labels must be 0 or 1 (first column)")
-    return np.ascontiguousarray(data[:, 1:]), labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,6 +188,29 @@ def _margins(scores: np.ndarray) -> np.ndarray:
 # Training
 
 
+class _Selection(NamedTuple):
+    """The raw rows that choose the model and threshold: validation, or train without a validation channel."""
+
+    channel: str
+    x: np.ndarray
+    y: np.ndarray
+
+
+class _Scaler(NamedTuple):
+    """The normalisation, applied to rows as they are used (the data stays raw and memory-mapped)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    def standardize(self, rows: np.ndarray) -> np.ndarray:
+        return (rows - self.mean) / self.scale
+
+    def margins(self, x: np.ndarray, weights: np.ndarray, biases) -> np.ndarray:
+        """standardize(x) @ weights + biases, CHUNK_ROWS rows at a time."""
+        return np.concatenate([self.standardize(x[start:start + CHUNK_ROWS]) @ weights + biases
+                               for start in range(0, len(x), CHUNK_ROWS)])
+
+
 @dataclass
 class _Models:
     """`m` linear models trained side by side: column j of `weights` is model j."""
@@ -220,8 +276,9 @@ def _container_metric_name(name: str, hp: dict) -> str:
     return {"objective_loss": LOSS_NAME, "binary_f_beta": f"binary_f_{hp['f_beta']:.3f}"}.get(name, name)
 
 
-def _fit(x, y, selection, hp, models: _Models, rng, log):
-    """Train all models; returns (weights (d, m), biases (m,), train loss per model at its best epoch)."""
+def _fit(x, y, scaler: _Scaler, selection: _Selection, hp, models: _Models, rng, log):
+    """Train all models on the raw rows `x`, standardised a mini-batch at a time; returns (weights (d, m),
+    biases (m,), train loss per model at its best epoch)."""
     n, d = x.shape
     if hp["init_method"] == "uniform":
         weights = rng.uniform(-hp["init_scale"], hp["init_scale"], (d, models.count))
@@ -251,7 +308,7 @@ def _fit(x, y, selection, hp, models: _Models, rng, log):
         epoch_loss = np.zeros(models.count)
         for start in range(0, n, batch):
             rows = order[start:start + batch]
-            xb, yb, wb = x[rows], y[rows], sample_weight[rows]
+            xb, yb, wb = scaler.standardize(x[rows]), y[rows], sample_weight[rows]
             margins = xb @ weights + biases
             epoch_loss += np.sum((np.logaddexp(0.0, margins) - yb[:, None] * margins) * wb, axis=0)
             residual = (expit(margins) - yb[:, None]) * wb / len(rows)
@@ -265,7 +322,7 @@ def _fit(x, y, selection, hp, models: _Models, rng, log):
             if hp["use_lr_scheduler"] and updates % schedule_step == 0:
                 learning_rate = np.maximum(learning_rate * schedule_factor, np.minimum(minimum_lr, learning_rate))
         epoch_loss /= n
-        values = _epoch_values(weights, biases, selection, hp, epoch_loss)
+        values = _epoch_values(weights, biases, scaler, selection, hp, epoch_loss)
         improved = np.array([_improved(v, b, hp["early_stopping_tolerance"])
                              for v, b in zip(values, best_value, strict=True)])
         best_weights[:, improved], best_biases[improved] = weights[:, improved], biases[improved]
@@ -275,7 +332,7 @@ def _fit(x, y, selection, hp, models: _Models, rng, log):
         best_model = int(np.argmax(best_value))
         _log_metric(log, "train", LOSS_NAME, float(epoch_loss[best_model]), epoch)
         if selection.channel == "validation":
-            margins = selection.x @ weights[:, best_model] + biases[best_model]
+            margins = scaler.margins(selection.x, weights[:, best_model], biases[best_model])
             weight = models.positive_weight[best_model]
             loss = logistic_loss(margins[:, None], selection.y, np.where(selection.y == 1, weight, 1.0)[:, None])
             _log_metric(log, "validation", LOSS_NAME, float(loss[0]), epoch)
@@ -291,20 +348,12 @@ def _fit(x, y, selection, hp, models: _Models, rng, log):
     return best_weights, best_biases, best_train_loss
 
 
-class _Selection(NamedTuple):
-    """The rows that choose the model and threshold: validation, or train without a validation channel."""
-
-    channel: str
-    x: np.ndarray
-    y: np.ndarray
-
-
-def _epoch_values(weights, biases, selection: _Selection, hp, train_loss) -> np.ndarray:
+def _epoch_values(weights, biases, scaler: _Scaler, selection: _Selection, hp, train_loss) -> np.ndarray:
     """Per model, the early-stopping value (larger is better)."""
     if selection.channel != "validation":
         values = -train_loss
     else:
-        scores = expit(selection.x @ weights + biases)
+        scores = expit(scaler.margins(selection.x, weights, biases))
         values = np.array([choose_threshold(scores[:, j], selection.y, hp)[1] for j in range(weights.shape[1])])
     return np.where(np.isnan(values), -np.inf, values)  # a diverged model never counts as an improvement
 
@@ -340,25 +389,21 @@ def train(hyperparameters: dict[str, str], channels: dict[str, Path], model_dir:
     scale = np.where(scale > 0, scale, 1.0)
     log(f"Scaling model computed on {len(sample)} points (normalize_data={normalize}, unbias_data={unbias})")
 
-    def standardize(features):
-        return (features - mean) / scale
-
+    scaler = _Scaler(mean, scale)
     if "validation" in data:
         xv, yv = data["validation"]
         calibration = len(yv) if hp["num_calibration_samples"] == "auto" else hp["num_calibration_samples"]
-        selection = _Selection("validation", standardize(xv[:calibration]), yv[:calibration])
+        selection = _Selection("validation", xv[:calibration], yv[:calibration])
     else:
-        selection = _Selection("train", None, y)
-    xs = standardize(x)
+        selection = _Selection("train", x, y)
     models = _model_settings(hp, y)
     log(f"Training {models.count} model(s) on {len(y)} records, {feature_dim} features, "
         f"criterion {hp['binary_classifier_model_selection_criteria']}")
     with threadpool_limits(1):  # small matrix products: BLAS threads only add contention
-        weights, biases, train_loss = _fit(xs, y, selection, hp, models, rng, log)
+        weights, biases, train_loss = _fit(x, y, scaler, selection, hp, models, rng, log)
 
-    chosen_x = selection.x if selection.x is not None else xs
-    candidates = [choose_threshold(expit(chosen_x @ weights[:, j] + biases[j]), selection.y, hp)
-                  for j in range(models.count)]
+    margins = scaler.margins(selection.x, weights, biases)
+    candidates = [choose_threshold(expit(margins[:, j]), selection.y, hp) for j in range(models.count)]
     best = int(np.argmax([value for _, value in candidates]))
     threshold = candidates[best][0]
     model = LinearLearnerModel(weights=weights[:, best], bias=float(biases[best]), mean=mean, scale=scale,
