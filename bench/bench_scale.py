@@ -4,9 +4,11 @@ Default bot and market (`livetrain synth-batch --trades N`, about 30 ticks per t
 cached under bench/results/ (git-ignored) so the set-up stays short after the first run. Each size gets a
 fresh moto server and state folder; the batch is uploaded and the pipeline upserted before the clock starts,
 then `livetrain pipeline run-local` is measured alone: its wall time (the process's start and exit
-included) and the peak of the summed RSS of it and every descendant (psutil, sampled every 50 ms). Sizes:
-LIVETRAIN_BENCH_SCALE_TRADES (default "10000,100000"). The baseline is main before the warm tuning workers
-(f40af10, measured with this benchmark on 2026-12-04); it is other code, so it is quoted, not rerun. On a
+included) and the peaks of the summed RSS and of the summed PSS of it and every descendant (psutil, sampled
+every 50 ms; the RSS sum counts pages that processes share, such as the training data the tuning jobs map,
+once per process, the PSS sum once). Sizes: LIVETRAIN_BENCH_SCALE_TRADES (default "10000,100000"). The
+baseline is main before the Linear Learner decoded its channels once (f660bb4, measured with this benchmark on
+2026-12-05); it is other code, so it is quoted, not rerun. On a
 shared 2-core machine the wall time moves 2-4x with the load; the CPU time of the tree is the steadier
 comparison.
 """
@@ -27,9 +29,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = [int(n) for n in os.environ.get("LIVETRAIN_BENCH_SCALE_TRADES", "10000,100000").split(",")]
 SEED = 0
 TUNING_STEP = "TuneLinearLearner"
-# Main before the warm workers (f40af10), this benchmark, 2026-12-04: trades → (CPU seconds of the tree, what
-# else was measured). Wall times were 24-85 s at 10k and 210 s at 100k, with load averages of 2-10.
-BEFORE = {10_000: (28.3, "28.0-28.6 CPU-s, 1.04-1.13 GB"), 100_000: (None, "210 s wall, 4.08 GB")}
+# Main before the decoded channels (f660bb4), this benchmark, 2026-12-05: trades → (CPU seconds of the tree, what
+# else was measured), load average about 2 (other engineers at work).
+BEFORE = {10_000: (13.5, "8.5 s, 13.5 CPU-s, 1.11 GB RSS"), 100_000: (96.2, "58.0 s, 96.2 CPU-s, 4.30 GB RSS")}
 
 
 def cached_batch(trades: int) -> Path:
@@ -85,7 +87,8 @@ def run_size(trades: int) -> dict:
             "landed → verdict (s)": f"{result.seconds:.1f}",
             "CPU, tree (s)": f"{result.cpu_seconds:.1f}",
             "peak RSS, tree (GB)": f"{result.peak_rss_mb / 1024:.2f}",
-            "main f40af10 (quoted)": before,
+            "peak PSS, tree (GB)": f"{result.peak_pss_mb / 1024:.2f}",
+            "main f660bb4 (quoted)": before,
             "CPU, main / now": f"{before_cpu / result.cpu_seconds:.2f}x" if before_cpu else "-"}
 
 

@@ -15,6 +15,7 @@ class Measurement:
     seconds: float
     peak_rss_mb: float
     cpu_seconds: float | None = None  # user + system, the whole process tree (measure_tree)
+    peak_pss_mb: float | None = None  # the tree's proportional set size: shared pages counted once (measure_tree)
 
 
 def measure(command: list[str], **popen_kwargs) -> Measurement:
@@ -30,8 +31,10 @@ def measure(command: list[str], **popen_kwargs) -> Measurement:
 
 
 def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> Measurement:
-    """Run `command` to completion; its wall time, the peak of the summed RSS of it and all its descendants, and
-    their CPU time (user + system; on a busy machine a steadier measure of work than the wall time).
+    """Run `command` to completion; its wall time, the peak of the summed RSS of it and all its descendants, the
+    peak of their summed PSS, and their CPU time (user + system; on a busy machine a steadier measure of work
+    than the wall time). The RSS sum counts a page shared by several processes (a fork's copy-on-write
+    memory, a memory-mapped file that several jobs read) once per process; the PSS sum counts it once.
 
     The tree is sampled every `interval` seconds (psutil), so a peak shorter than that can be missed. The CPU
     time is that of every descendant its parent waited for (multiprocessing and subprocess do).
@@ -42,24 +45,25 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
     start = time.perf_counter()
     process = subprocess.Popen(command, **popen_kwargs)
     root = psutil.Process(process.pid)
-    peak = 0
+    peak = peak_pss = 0
     while process.poll() is None:
-        total = 0
+        total = total_pss = 0
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             tree = []
         for member in tree:
             with contextlib.suppress(psutil.NoSuchProcess):  # ended between the listing and the reading
-                total += member.memory_info().rss
-        peak = max(peak, total)
+                memory = member.memory_full_info()
+                total, total_pss = total + memory.rss, total_pss + memory.pss
+        peak, peak_pss = max(peak, total), max(peak_pss, total_pss)
         time.sleep(interval)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return Measurement(seconds=seconds, peak_rss_mb=peak / 2**20, cpu_seconds=cpu)
+    return Measurement(seconds=seconds, peak_rss_mb=peak / 2**20, cpu_seconds=cpu, peak_pss_mb=peak_pss / 2**20)
 
 
 def table(rows: list[dict]) -> str:
