@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SCHEMA_VERSION = 1
+READ_BLOCK_BYTES = 32 << 20  # a CSV is parsed this much at a time, so reading holds little beyond its columns
 PRICES_FILE = "prices.csv"
 TRANSACTIONS_FILE = "transactions.csv"
 BATCH_JSON_FILE = "batch.json"
@@ -105,17 +106,18 @@ def format_ts(ms) -> np.ndarray:
     return np.datetime_as_string(np.asarray(ms, dtype="int64").astype("datetime64[ms]"), unit="ms", timezone="UTC")
 
 
-def parse_ts(values, where: str) -> np.ndarray:
+def parse_ts(values, where: str, first_row: int = 0) -> np.ndarray:
     """ISO-8601 `YYYY-MM-DDTHH:MM:SS.mmmZ` strings → int64 milliseconds; BatchError naming `where` if malformed.
 
-    `values`: strings or bytes, e.g. a numpy U or S array (checked as it is, without a copy per string).
+    `values`: strings or bytes, e.g. a numpy U or S array (checked as it is, without a copy per string);
+    `first_row`: how many rows of the file come before them (for the row number in the message).
     """
     ms, bad = parse_ts_rows(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         shown = np.asarray(values).reshape(-1)[row]
         shown = (shown.decode(errors="replace") if isinstance(shown, bytes) else str(shown))[: _TS_LENGTH + 1]
-        raise BatchError(f"{where}: row {row + 1}: timestamp {shown!r} is not UTC ISO-8601 "
+        raise BatchError(f"{where}: row {first_row + row + 1}: timestamp {shown!r} is not UTC ISO-8601 "
                          f"like 2026-01-05T09:30:00.123Z")
     return ms
 
@@ -254,10 +256,12 @@ def upload_batch_dir(s3, bucket: str, directory: str | os.PathLike) -> str:
 # ---------------------------------------------------------------- reading
 
 
-def read_batch(directory: str | os.PathLike) -> Batch:
+def read_batch(directory: str | os.PathLike, price_columns: tuple[str, ...] = PRICE_COLUMNS) -> Batch:
     """Read and validate the batch in `directory` (the files a ManifestFile input downloads).
 
-    Raises BatchError with one line naming the file and the problem.
+    Every column is checked; only `price_columns` of prices.csv are kept (a million trades have some 30
+    million ticks: Preprocess keeps the six it uses). Raises BatchError with one line naming the file and
+    the problem.
     """
     directory = Path(directory)
     for name in (BATCH_JSON_FILE, PRICES_FILE, TRANSACTIONS_FILE):
@@ -265,9 +269,10 @@ def read_batch(directory: str | os.PathLike) -> Batch:
             raise BatchError(f"{directory / name}: missing; a batch needs {PRICES_FILE}, "
                              f"{TRANSACTIONS_FILE} and {BATCH_JSON_FILE}")
     meta = _read_meta(directory / BATCH_JSON_FILE)
-    prices = _read_csv(directory / PRICES_FILE, PRICE_COLUMNS, meta)
-    trades = _read_csv(directory / TRANSACTIONS_FILE, TRADE_COLUMNS, meta)
-    _check_prices(prices, PRICES_FILE, meta["epic"])
+    prices = _read_csv(directory / PRICES_FILE, PRICE_COLUMNS, meta, price_columns, _price_checks(meta["epic"]))
+    trades = _read_csv(directory / TRANSACTIONS_FILE, TRADE_COLUMNS, meta, TRADE_COLUMNS)
+    if len(prices["ts"]) == 0:
+        raise BatchError(f"{PRICES_FILE}: no ticks; an empty batch cannot be processed")
     _check_trades(trades, TRANSACTIONS_FILE, meta["epic"])
     _check_coverage(prices, trades)
     return Batch(meta=meta, prices=prices, trades=trades)
@@ -287,49 +292,86 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _column_dtype(column: str) -> str:
+def _column_dtype(column: str, kept: bool = True) -> str:
     if column in _TS_COLUMNS:
         return f"S{_TS_LENGTH + 1}"  # as parse_ts reads them: one byte more than a timestamp
-    return "O" if column in _TEXT_COLUMNS else "f8"
+    if column in _TEXT_COLUMNS:
+        return "O" if kept or column == "epic" else "S1"  # a text column not kept is not held either
+    return "f8"
 
 
-def _read_csv(path: Path, columns: tuple[str, ...], meta: dict) -> dict[str, np.ndarray]:
-    data = path.read_bytes()
+def _read_csv(path: Path, columns: tuple[str, ...], meta: dict, keep: tuple[str, ...],
+              check_block=None) -> dict[str, np.ndarray]:
+    """The `keep` columns of a batch CSV, read READ_BLOCK_BYTES at a time after its sha256 is checked.
+
+    Numbers must be finite and timestamps well-formed; `check_block(block, first_row)` checks each block's
+    columns further (row numbers in its messages count from `first_row`)."""
     expected = meta["files"].get(path.name, {})
-    if expected.get("sha256") != sha256(data):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(READ_BLOCK_BYTES):
+            digest.update(chunk)
+    if expected.get("sha256") != digest.hexdigest():
         raise BatchError(f"{path}: sha256 does not match {BATCH_JSON_FILE}; the file is corrupt "
                          f"or incomplete, export the batch again")
-    header = data[: data.find(b"\n")].decode(errors="replace").strip()
-    if header != ",".join(columns):
-        raise BatchError(f"{path}: header is {header!r}, expected {','.join(columns)!r}")
+    dtype = [(c, _column_dtype(c, c in keep)) for c in columns]
+    parts: dict[str, list[np.ndarray]] = {column: [] for column in keep}
+    rows = 0
+    with open(path, "rb") as file:
+        header = file.readline().decode(errors="replace").strip()
+        if header != ",".join(columns):
+            raise BatchError(f"{path}: header is {header!r}, expected {','.join(columns)!r}")
+        for data in _line_blocks(file):
+            table = _parse_block(path, data, dtype, columns, rows)
+            block = {}
+            for column in columns:
+                values = table[column]
+                if column in _TS_COLUMNS:
+                    values = parse_ts(values, f"{path}: column {column}", rows)
+                elif column not in _TEXT_COLUMNS:
+                    _fail_if(~np.isfinite(values), f"{path}: column {column}", "not a finite number", rows)
+                block[column] = values
+            if check_block is not None:
+                check_block(block, rows)
+            for column in keep:
+                parts[column].append(block[column])
+            rows += len(table)
+    if rows != expected.get("rows"):
+        raise BatchError(f"{path}: {rows} rows but {BATCH_JSON_FILE} says {expected.get('rows')}")
+    return {column: np.concatenate(blocks) for column, blocks in parts.items()}
+
+
+def _line_blocks(file):
+    """The rest of `file` in pieces of about READ_BLOCK_BYTES, each ending at the end of a line (at least one
+    piece, maybe empty)."""
+    carry, empty = b"", True
+    while chunk := file.read(READ_BLOCK_BYTES):
+        data, _, carry = (carry + chunk).rpartition(b"\n")  # no line end yet: all of it is carried
+        if data.strip():
+            empty = False
+            yield data + b"\n"
+    if carry.strip() or empty:
+        yield carry
+
+
+def _parse_block(path: Path, data: bytes, dtype: list, columns: tuple[str, ...], first_row: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():  # a file with no rows is reported by the checks, not as a warning
             warnings.simplefilter("ignore", UserWarning)
-            table = np.loadtxt(io.BytesIO(data), dtype=[(c, _column_dtype(c)) for c in columns], delimiter=",",
-                               skiprows=1, quotechar='"', comments=None, ndmin=1, encoding="utf-8")
+            return np.loadtxt(io.BytesIO(data), dtype=dtype, delimiter=",", quotechar='"', comments=None,
+                              ndmin=1, encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise BatchError(f"{path}: not UTF-8 text ({exc.reason}); export the batch again") from None
     except ValueError:
-        raise BatchError(_first_unreadable_row(path, data.decode(errors="replace"), columns)) from None
-    if len(table) != expected.get("rows"):
-        raise BatchError(f"{path}: {len(table)} rows but {BATCH_JSON_FILE} says {expected.get('rows')}")
-    frame = {}
-    for column in columns:
-        values = table[column]
-        if column in _TS_COLUMNS:
-            values = parse_ts(values, f"{path}: column {column}")
-        elif column not in _TEXT_COLUMNS:
-            _fail_if(~np.isfinite(values), f"{path}: column {column}", "not a finite number")
-        frame[column] = values
-    return frame
+        raise BatchError(_first_unreadable_row(path, data.decode(errors="replace"), columns, first_row)) from None
 
 
-def _first_unreadable_row(path: Path, text: str, columns: tuple[str, ...]) -> str:
-    """The problem numpy's CSV reader stopped at, as one line naming the row (read again, row by row)."""
+def _first_unreadable_row(path: Path, text: str, columns: tuple[str, ...], first_row: int) -> str:
+    """The problem numpy's CSV reader stopped at in `text` (rows after `first_row`), as one line naming the row
+    (read again, row by row)."""
     numbers = [(i, column) for i, column in enumerate(columns) if _column_dtype(column) == "f8"]
     rows = csv.reader(io.StringIO(text))
-    next(rows)  # the header, already checked
-    for row_number, fields in enumerate((fields for fields in rows if fields), start=1):
+    for row_number, fields in enumerate((fields for fields in rows if fields), start=first_row + 1):
         if len(fields) != len(columns):
             return f"{path}: row {row_number}: {len(fields)} fields, expected {len(columns)}"
         for i, column in numbers:
@@ -345,20 +387,27 @@ def _first_bad_row(bad: np.ndarray) -> int | None:
     return int(rows[0]) + 1 if len(rows) else None
 
 
-def _fail_if(bad, where: str, problem: str) -> None:
+def _fail_if(bad, where: str, problem: str, first_row: int = 0) -> None:
     row = _first_bad_row(np.asarray(bad))
     if row is not None:
-        raise BatchError(f"{where}: row {row}: {problem}")
+        raise BatchError(f"{where}: row {first_row + row}: {problem}")
 
 
-def _check_prices(prices: dict[str, np.ndarray], name: str, epic: str) -> None:
-    if len(prices["ts"]) == 0:
-        raise BatchError(f"{name}: no ticks; an empty batch cannot be processed")
-    for bad, problem in price_row_problems(prices):
-        _fail_if(bad, name, problem)
-    _fail_if(prices["epic"] != epic, name, f"epic is not {epic!r} as in {BATCH_JSON_FILE}")
-    for bad, problem in ts_order_problems(prices["ts"]):
-        _fail_if(bad, name, problem)
+def _price_checks(epic: str):
+    """The check of each block of prices.csv: the row rules, the epic, and tick times increasing across blocks."""
+    last_ts = None
+
+    def check(block: dict[str, np.ndarray], first_row: int) -> None:
+        nonlocal last_ts
+        for bad, problem in price_row_problems(block):
+            _fail_if(bad, PRICES_FILE, problem, first_row)
+        _fail_if(block["epic"] != epic, PRICES_FILE, f"epic is not {epic!r} as in {BATCH_JSON_FILE}", first_row)
+        for bad, problem in ts_order_problems(block["ts"], after=last_ts):
+            _fail_if(bad, PRICES_FILE, problem, first_row)
+        if len(block["ts"]):
+            last_ts = int(block["ts"][-1])
+
+    return check
 
 
 def _check_trades(trades: dict[str, np.ndarray], name: str, epic: str) -> None:

@@ -471,7 +471,7 @@ def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     Raises BatchError (one line) for bad input, before anything is written.
     """
     started = time.monotonic()
-    batch = contract.read_batch(input_dir)
+    batch = contract.read_batch(input_dir, price_columns=("ts", *contract.PRICE_FIELDS))
     trades = batch.trades
     ts = batch.prices["ts"]
     ticks = Ticks(ts, np.column_stack([batch.prices[field] for field in contract.PRICE_FIELDS]))

@@ -1,6 +1,7 @@
 """processing/preprocess.py: feature rules, no look-ahead, purged and embargoed split, exact CSV text, bad input."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -454,6 +455,31 @@ def test_bad_input_fails_with_one_line_naming_the_file_and_writes_nothing(case, 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("preprocess: error: ") and message in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
+
+
+SMALL_BLOCKS = 150  # bytes: a row or two of prices.csv per block
+
+
+@pytest.mark.parametrize("case", [case for case in BAD_INPUTS if not case.startswith("too few")])
+def test_read_a_block_at_a_time_a_problem_names_the_row_of_the_file(case, tmp_path, monkeypatch):
+    monkeypatch.setattr(bc, "READ_BLOCK_BYTES", SMALL_BLOCKS)
+    batch = small_batch(tmp_path / "batch")
+    breaks, message = BAD_INPUTS[case]
+    breaks(batch)
+    with pytest.raises(bc.BatchError, match=re.escape(message)):
+        bc.read_batch(batch)
+
+
+def test_read_a_block_at_a_time_a_batch_is_what_one_read_gives_and_keeps_the_columns_asked_for(tmp_path,
+                                                                                                   monkeypatch):
+    batch = small_batch(tmp_path / "batch")
+    whole = bc.read_batch(batch)
+    monkeypatch.setattr(bc, "READ_BLOCK_BYTES", SMALL_BLOCKS)
+    blocks = bc.read_batch(batch)
+    for name in ("prices", "trades"):
+        one, other = getattr(whole, name), getattr(blocks, name)
+        assert one.keys() == other.keys() and all(np.array_equal(one[c], other[c]) for c in one)
+    assert list(bc.read_batch(batch, price_columns=("ts", "bid")).prices) == ["ts", "bid"]
 
 
 def test_an_unwritable_output_is_one_line_and_leaves_no_staging(tmp_path):
