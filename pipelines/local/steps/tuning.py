@@ -1,12 +1,13 @@
 """Tuning step (CreateHyperParameterTuningJob): the request read, the local tuner run over the local algorithm
 of the training image, and DescribeHyperParameterTuningJob's answer shaped.
 
-Up to MaxNumberOfTrainingJobs training jobs run, at most MaxParallelTrainingJobs at a time in separate
-processes (pipelines/local/tuner.py searches). Channels are downloaded once and shared by every training
-job (the Linear Learner decodes them once, and its jobs memory-map that); each job's artefact is uploaded to `<S3OutputPath>/<training-job-name>/output/model.tar.gz`, where
-SageMaker puts it. Properties are DescribeHyperParameterTuningJob's, with `TrainingJobSummaries` best first
-(what the SDK's TuningStep properties read); beyond the API's fields, each summary carries `LaunchOrder`
-(1 = first launched) and the job's `FinalMetricDataList`.
+Up to MaxNumberOfTrainingJobs training jobs run, at most MaxParallelTrainingJobs at a time in separate processes
+(pipelines/local/tuner.py searches). Channels are downloaded once and shared by every training job (the Linear
+Learner decodes them once, and its jobs memory-map that); each job's artefact is uploaded to
+`<S3OutputPath>/<training-job-name>/output/model.tar.gz`, where SageMaker puts it. Properties are
+DescribeHyperParameterTuningJob's, with `TrainingJobSummaries` best first (what the SDK's TuningStep properties
+read); beyond the API's fields, each summary carries `LaunchOrder` (1 = first launched) and the job's
+`FinalMetricDataList`.
 """
 
 from __future__ import annotations
