@@ -1,16 +1,15 @@
 """run-local at scale: landed → registered, per-step times and peak RSS of the process tree, 10k and 100k trades.
 
 Default bot and market (`livetrain synth-batch --trades N`, about 30 ticks per trade), one batch per size,
-cached under bench/results/ (git-ignored) so the set-up stays short after the first run. Each size gets a
-fresh moto server and state folder; the batch is uploaded and the pipeline upserted before the clock starts,
-then `livetrain pipeline run-local` is measured alone: its wall time (the process's start and exit
-included) and the peaks of the summed RSS and of the summed PSS of it and every descendant (psutil, sampled
-every 50 ms; the RSS sum counts pages that processes share, such as the training data the tuning jobs map,
-once per process, the PSS sum once). Sizes: LIVETRAIN_BENCH_SCALE_TRADES (default "10000,100000"). The
-baseline is main before the Linear Learner decoded its channels once (f660bb4, measured with this benchmark on
-2026-12-05); it is other code, so it is quoted, not rerun. On a
-shared 2-core machine the wall time moves 2-4x with the load; the CPU time of the tree is the steadier
-comparison.
+cached under bench/results/ (git-ignored) so the set-up stays short after the first run. Each size gets a fresh
+moto server and state folder; the batch is uploaded and the pipeline upserted before the clock starts, then
+`livetrain pipeline run-local` is measured alone: its wall time (the process's start and exit included) and the
+peaks of the summed RSS and of the summed PSS of it and every descendant (psutil, sampled every 50 ms; the RSS
+sum counts pages that processes share, such as the training data the tuning jobs map, once per process, the PSS
+sum once). Sizes: LIVETRAIN_BENCH_SCALE_TRADES (default "10000,100000"). The baseline is main before the Linear
+Learner decoded its channels once (f660bb4, measured with this benchmark on 2026-12-05); it is other code, so it
+is quoted, not rerun. On a shared 2-core machine the wall time moves 2-4x with the load; the CPU time of the
+tree is the steadier comparison.
 """
 
 from __future__ import annotations
