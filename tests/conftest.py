@@ -155,3 +155,12 @@ def batch_copy(make_batch, tmp_path):
         return Path(shutil.copytree(make_batch(**kwargs), tmp_path / "batch"))
 
     return copy
+
+
+def group_is_gone(pid: int) -> bool:
+    """Whether no process of the process group `pid` is left."""
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

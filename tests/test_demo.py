@@ -9,11 +9,15 @@ time waiting for their own subprocesses (streamer, MongoDB-wire server, training
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LIVETRAIN, ROOT
+from conftest import LIVETRAIN, ROOT, group_is_gone
 
+from infra.local.service import down, status
+from infra.local.services import local_client, wait_until
+from livetrain.config import Config
 from pipelines.local.records import ExecutionStore
 
 pytestmark = pytest.mark.slow
@@ -21,12 +25,13 @@ DEMOS = {
     "whole loop": ("--max-jobs", 4),
     # The gate itself on a random walk is test_local_pipeline_e2e's; this is the demo's handling of a stopped run.
     "too short": ("--market", "random-walk", "--batch-size", 1000, "--max-jobs", 2),
-    "continuous": ("--continuous", "--batches", 2, "--no-approve", "--batch-size", 1000, "--max-jobs", 2),
+    "continuous": ("--continuous", "--batches", 2, "--no-approve", "--batch-size", 1000, "--max-jobs", 2,
+                   "--keep-running"),
 }
 
 
 @pytest.fixture(scope="module")
-def demos(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+def demos(tmp_path_factory) -> Iterator[dict[str, tuple[subprocess.CompletedProcess, Path]]]:
     """Each demo's finished process (stdout, stderr as text) and its state directory."""
     started = {}
     for name, args in DEMOS.items():
@@ -46,7 +51,9 @@ def demos(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path
         for process, *_ in started.values():
             if process.poll() is None:
                 process.kill()
-    return finished
+    yield finished
+    for _, state in finished.values():
+        down(state)  # what --keep-running left up
 
 
 def test_demo_runs_the_whole_loop(demos):
@@ -87,3 +94,23 @@ def test_continuous_mode_retrains_on_every_batch(demos):
     assert len(keys) == 2 and keys == sorted(set(keys))  # one run per batch, in batch order (ids sort by time)
     assert len(re.findall(r"^  execution \w+: ", result.stdout, flags=re.M)) == 2
     assert "deployed to endpoint" not in result.stdout  # --no-approve: packages wait for a reviewer
+
+
+def test_the_demo_runs_on_the_local_up_service_and_keep_running_leaves_it_to_the_user(demos, run_cli):
+    """--keep-running: the service stays up with the demo's runs behind its SageMaker API, as `local up` leaves it;
+    `local down` ends it. Without it, the demo's own service is gone when the demo ends."""
+    result, state = demos["continuous"]
+    service = status(state)
+    assert service is not None, result.stderr[-3000:]
+    assert f"export AWS_ENDPOINT_URL={service['environment']['AWS_ENDPOINT_URL']}" in result.stdout
+    assert f"livetrain local down --state-dir {state}" in result.stdout
+    sagemaker = local_client("sagemaker", service["environment"]["AWS_ENDPOINT_URL"], Config().region)
+    executions = sagemaker.list_pipeline_executions(PipelineName=Config().pipeline_name)["PipelineExecutionSummaries"]
+    assert {e["PipelineExecutionArn"].rsplit("/", 1)[-1] for e in executions} == {
+        record["PipelineExecutionId"] for record in ExecutionStore(state).all()}
+    assert len(executions) == 2
+    assert run_cli("local", "down", "--state-dir", state).returncode == 0
+    assert status(state) is None
+    wait_until(lambda: group_is_gone(service["pid"]), 10, "the service's processes to end")  # all it started
+    for name in ("whole loop", "too short"):
+        assert status(demos[name][1]) is None and not (demos[name][1] / "service.json").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from conftest import group_is_gone
 
 from infra.local.services import wait_until
 from livetrain.config import Config
@@ -22,14 +23,6 @@ PIPELINE_ROLE = "arn:aws:iam::123456789012:role/livetrain-pipeline"
 def exported(stdout: str) -> dict[str, str]:
     return dict(line.removeprefix("export ").split("=", 1) for line in stdout.splitlines()
                 if line.startswith("export "))
-
-
-def group_is_gone(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def up(run_cli, state) -> tuple[int, dict[str, str], str]:

@@ -16,7 +16,8 @@ from livetrain.errors import UserError
 def add_commands(commands, config) -> None:
     demo = commands.add_parser(
         "demo", help="run the whole loop locally: market → batch → pipeline → registry → endpoint",
-        description="Start the local stack (moto, a MongoDB-wire server, the SageMaker Runtime endpoint), stream "
+        description="Start the local stack as `livetrain local up` does (moto, a MongoDB-wire server, the SageMaker "
+                    "Runtime endpoint; or use the one already running on --state-dir), stream "
                     "the simulated market until a batch lands, let EventBridge's rule run the pipeline, approve the "
                     "registered package, let the deploy Lambda bring the endpoint up, predict through boto3, and "
                     "write the execution report. Everything binds to 127.0.0.1; no AWS account is used.")
@@ -31,7 +32,8 @@ def add_commands(commands, config) -> None:
     demo.add_argument("--batches", type=positive_int, help="with --continuous: stop after this many batches")
     demo.add_argument("--no-approve", action="store_true", help="leave registered packages pending approval")
     demo.add_argument("--keep-running", action="store_true",
-                      help="keep the local stack up at the end (Ctrl-C stops it) to explore it with boto3 or the CLI")
+                      help="leave the local stack running at the end, as `livetrain local up` does, to explore it "
+                           "with boto3, the AWS CLI or its console; `livetrain local down --state-dir DIR` stops it")
     demo.add_argument("--max-jobs", type=positive_int, default=config.max_jobs,
                       help=f"training jobs per tuning (default {config.max_jobs})")
     demo.add_argument("--max-parallel-jobs", type=positive_int, default=config.max_parallel_jobs,
@@ -105,18 +107,10 @@ def _run_demo(args: argparse.Namespace) -> int:
         max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs, timeout=args.timeout))
 
 
-def _print_service(info: dict) -> None:
-    console = f"its console: {info['console']}; " if info.get("console") else ""  # a service started before consoles
-    # a shell comment: `eval "$(livetrain local up)"` sets the environment
-    print(f"# the local stack runs (pid {info['pid']}); {console}use it from a shell with:")
-    for name, value in info["environment"].items():
-        print(f"export {name}={value}")
-
-
 def _local_up(args: argparse.Namespace) -> int:
-    from infra.local.service import up
+    from infra.local.service import described, up
 
-    _print_service(up(args.state_dir))
+    print(described(up(args.state_dir)))
     return 0
 
 
@@ -128,13 +122,13 @@ def _local_down(args: argparse.Namespace) -> int:
 
 
 def _local_status(args: argparse.Namespace) -> int:
-    from infra.local.service import status
+    from infra.local.service import described, status
 
     info = status(args.state_dir)
     if info is None:
         print(f"no local stack runs on {args.state_dir}; start one with `livetrain local up`")
         return 1
-    _print_service(info)
+    print(described(info))
     return 0
 
 

@@ -2,12 +2,15 @@
 
 market (simulator) → streamer → MongoDB → batch in S3 → EventBridge rule → pipeline (local engine) →
 model registry → approval → deploy Lambda → endpoint → predictions through boto3, then the report.
+The stack is the `livetrain local up` service (infra/local/service.py); the demo drives it as a user's shell
+does after exporting its lines: a streamer subprocess, then boto3 calls to the SageMaker API.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,12 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.local.services import wait_until
-from infra.local.stack import LocalStack
+from infra.local.service import described, down, status, up
+from infra.local.services import local_client, wait_until
+from infra.local.stack import wait_for_endpoint
 from livetrain.config import Config
 from livetrain.errors import UserError
 from livetrain.processes import dies_with_parent
-from pipelines.local.records import ExecutionStatus, StepStatus
+from pipelines.local.records import ExecutionStatus, ExecutionStore, StepStatus
 from processing.evaluate import EVALUATION_FILE
 from processing.preprocess import TEST_FEATURES_CSV
 
@@ -44,61 +48,159 @@ class DemoSettings:
     timeout: float  # seconds to wait for a batch
 
 
-class Phases:
-    """Announces each phase, times it, and keeps the times for the summary."""
+class LogRelay:
+    """Shows the lines a log file gains from now on (the service's), prefixed, on stderr, until stop()."""
 
-    def __init__(self):
+    def __init__(self, path: Path, prefix: str):
+        self.path, self.prefix = path, prefix
+        self.offset = path.stat().st_size if path.exists() else 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name=f"{prefix}-log", daemon=True)
+        self._thread.start()
+
+    def drain(self) -> None:
+        """Show the complete lines written so far."""
+        with self._lock:
+            if not self.path.exists():
+                return
+            with self.path.open("rb") as log:
+                log.seek(self.offset)
+                for line in log:
+                    if not line.endswith(b"\n"):  # the rest of it is still being written
+                        break
+                    self.offset += len(line)
+                    print(f"    {self.prefix} | {line.decode(errors='replace').rstrip()}", file=sys.stderr,
+                          flush=True)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(0.2):
+            self.drain()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.drain()
+
+
+class Phases:
+    """Announces each phase, times it, and keeps the times for the summary; `relay`'s lines so far come first."""
+
+    def __init__(self, relay: LogRelay):
+        self.relay = relay
         self.times: list[tuple[str, float]] = []
 
     @contextmanager
     def __call__(self, name: str):
+        self.relay.drain()
         print(f"\n==> {name}", file=sys.stderr, flush=True)
         start = time.monotonic()
         yield
         self.times.append((name, time.monotonic() - start))
+        self.relay.drain()
         print(f"    {name}: {self.times[-1][1]:.1f} s", file=sys.stderr, flush=True)
 
 
 def run_demo(settings: DemoSettings) -> int:
-    phases = Phases()
-    stack = LocalStack(settings.config, settings.state_dir, max_jobs=settings.max_jobs,
-                       max_parallel_jobs=settings.max_parallel_jobs)
+    """The loop as a user drives it: the `local up` service, a streamer, and the SageMaker API."""
+
+    def interrupt(signum, frame):  # SIGTERM as Ctrl-C: the streamer and the service are stopped on the way out
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    relay = LogRelay(settings.state_dir / "logs" / "service.log", "stack")
+    phases, outcomes, started, streamer, completed = Phases(relay), [], None, None, False
     try:
-        with phases("start the local stack (moto, MongoDB-wire server, SageMaker Runtime endpoint)"):
-            stack.start()
-        with phases("provision it as the CloudFormation template does, and upsert the pipeline"):
-            stack.provision()
-            stack.run_in_background()
-        streamer = _start_streamer(stack, settings)
-        outcomes = []
+        with phases("start the local stack service (moto, MongoDB-wire server, SageMaker Runtime endpoint), "
+                    "provisioned as the CloudFormation template does"):
+            service, started = _service(settings)
+        user = LocalUser(service["environment"], settings.config)
+        seen = {summary["PipelineExecutionArn"] for summary in user.executions()}  # a reused service's earlier runs
+        streamer = _start_streamer(user, settings)
         batches = settings.batches if settings.continuous else 1
         for number in range(1, batches + 1 if batches else sys.maxsize):
             with phases(f"stream the {settings.market} market until batch {number} lands in S3"):
-                # a streamer that exits 0 has committed its last batch, whose S3 event may still be on its way
-                wait_until(lambda n=number: len(stack.executions) >= n or streamer.poll() not in (None, 0),
-                           settings.timeout, f"batch {number}", interval=0.2)
-                stack.check()
-                if len(stack.executions) < number:
-                    raise UserError(f"the streamer exited with code {streamer.returncode} before batch {number} "
-                                    f"landed; see its lines above")
-            outcomes.append(_train_and_deploy(stack, settings, phases, stack.executions[number - 1]))
+                arn = _wait_for_run(user, settings, streamer, seen, number)
+                seen.add(arn)
+            outcomes.append(_train_and_deploy(user, settings, phases, arn))
         streamer.wait(timeout=60)
-        if settings.keep_running:
-            _keep_running(stack)
+        completed = True
     finally:
-        stack.stop()
+        if streamer is not None and streamer.poll() is None:
+            streamer.terminate()
+            streamer.wait(timeout=30)
+        kept = started and settings.keep_running and completed
+        if started and not kept:
+            down(settings.state_dir)
+        relay.stop()
     _print_summary(phases, outcomes)
+    if kept:
+        print(f"\n{described(started)}\n# `livetrain local down --state-dir {settings.state_dir}` stops it")
     return 0 if outcomes and outcomes[-1]["status"] == ExecutionStatus.SUCCEEDED else 1
 
 
-def _start_streamer(stack: LocalStack, settings: DemoSettings) -> subprocess.Popen:
+def _service(settings: DemoSettings) -> tuple[dict, dict | None]:
+    """(the service's service.json, the same if this demo started it): a service already running on the state
+    directory is used as it is; otherwise one is started with the demo's tuning settings, to end with the demo
+    unless --keep-running."""
+    running = status(settings.state_dir)
+    if running:
+        print(f"    using the local stack already running on {settings.state_dir} (pid {running['pid']}), with the "
+              "settings it was started with", file=sys.stderr)
+        return running, None
+    service = up(settings.state_dir, environment={"LIVETRAIN_MAX_JOBS": str(settings.max_jobs),
+                                                  "LIVETRAIN_MAX_PARALLEL_JOBS": str(settings.max_parallel_jobs)},
+                 dies_with_caller=not settings.keep_running)
+    return service, service
+
+
+class LocalUser:
+    """boto3 clients as a user's shell has them after exporting `local up`'s lines, and what the demo asks them."""
+
+    def __init__(self, environment: dict[str, str], config: Config):
+        self.environment, self.config = environment, config
+
+    def client(self, service: str):
+        url = self.environment["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME" if service == "sagemaker-runtime"
+                               else "AWS_ENDPOINT_URL"]
+        return local_client(service, url, self.config.region)
+
+    def executions(self) -> list[dict]:
+        """ListPipelineExecutions of the pipeline, oldest first."""
+        pages = self.client("sagemaker").get_paginator("list_pipeline_executions").paginate(
+            PipelineName=self.config.pipeline_name, SortOrder="Ascending")
+        return [summary for page in pages for summary in page["PipelineExecutionSummaries"]]
+
+
+def _wait_for_run(user: LocalUser, settings: DemoSettings, streamer: subprocess.Popen, seen: set,
+                  number: int) -> str:
+    """The ARN of the run the next batch's event started (a streamer that exits 0 has committed its last batch,
+    whose event may still be on its way)."""
+    def landed() -> str | None:
+        if status(settings.state_dir) is None:
+            raise UserError(f"the local stack stopped; see {settings.state_dir / 'logs' / 'service.log'}")
+        return next((s["PipelineExecutionArn"] for s in user.executions() if s["PipelineExecutionArn"] not in seen),
+                    None)
+
+    wait_until(lambda: landed() or streamer.poll() not in (None, 0), settings.timeout, f"batch {number}",
+               interval=0.2)
+    arn = landed()
+    if arn is None:
+        raise UserError(f"the streamer exited with code {streamer.returncode} before batch {number} landed; see its "
+                        "lines above")
+    return arn
+
+
+def _start_streamer(user: LocalUser, settings: DemoSettings) -> subprocess.Popen:
     """`livetrain stream` against the local stack, as the ECS task runs it on AWS; its lines are shown."""
+    environment = user.environment
     command = [str(Path(sys.executable).with_name("livetrain")), "stream", "--source", "sim", "--speed", "max",
                "--market", settings.market, "--seed", str(settings.seed), "--batch-size", str(settings.batch_size),
-               "--bucket", stack.config.bucket, "--s3-endpoint-url", stack.moto.url, "--mongo-uri", stack.mongo.url]
+               "--bucket", settings.config.bucket, "--s3-endpoint-url", environment["AWS_ENDPOINT_URL"],
+               "--mongo-uri", environment["MONGODB_URI"]]
     if not (settings.continuous and settings.batches is None):
         command += ["--max-batches", str(settings.batches if settings.continuous else 1)]
-    process = subprocess.Popen(command, env={**os.environ, **stack.environment()}, stdout=subprocess.PIPE,
+    process = subprocess.Popen(command, env={**os.environ, **environment}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, preexec_fn=dies_with_parent())
 
     def relay():
@@ -109,39 +211,43 @@ def _start_streamer(stack: LocalStack, settings: DemoSettings) -> subprocess.Pop
     return process
 
 
-def _train_and_deploy(stack: LocalStack, settings: DemoSettings, phases: Phases, execution) -> dict:
+def _train_and_deploy(user: LocalUser, settings: DemoSettings, phases: Phases, arn: str) -> dict:
+    sagemaker = user.client("sagemaker")
     with phases("run the pipeline the batch triggered (local engine, the definition stored in moto)"):
-        record = execution.result()
+        wait_until(lambda: sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)[
+            "PipelineExecutionStatus"] not in (ExecutionStatus.EXECUTING, ExecutionStatus.STOPPING),
+            24 * 3600, f"execution {arn}", interval=0.2)
+        record = ExecutionStore(settings.state_dir).load(arn.rsplit("/", 1)[-1])  # the engine's record, for the report
     outcome = {"execution": record["PipelineExecutionId"], "status": record["PipelineExecutionStatus"],
-               "reason": record.get("FailureReason"), "evaluation": _evaluation(stack, record)}
+               "reason": record.get("FailureReason"), "evaluation": _evaluation(user, record)}
     with phases("write the execution report"):
         from lambdas.act_on_alarm import action_records, latest_figures
         from pipelines.local.report import render_report
 
-        s3, bucket, prefix = stack.client("s3"), stack.config.bucket, stack.config.pipeline_name
-        outcome["report"] = render_report(record, stack.state_dir / "reports" / outcome["execution"],
+        s3, bucket, prefix = user.client("s3"), settings.config.bucket, settings.config.pipeline_name
+        outcome["report"] = render_report(record, settings.state_dir / "reports" / outcome["execution"],
                                           latest_figures(s3, bucket, prefix), tuple(action_records(s3, bucket, prefix)))
     if outcome["status"] != ExecutionStatus.SUCCEEDED:
         print(f"    the pipeline stopped: {outcome['reason']}; nothing is deployed", file=sys.stderr)
         return outcome
-    package = _newest_package(stack)
-    outcome["package"] = package["ModelPackageArn"]
+    package = _registered_package(sagemaker, arn)
+    outcome["package"] = package
     if not settings.approve:
-        print(f"    package {package['ModelPackageArn']} waits for approval (--no-approve)", file=sys.stderr)
+        print(f"    package {package} waits for approval (--no-approve)", file=sys.stderr)
         return outcome
     with phases("approve the package (what a reviewer does in the model registry); the Lambda deploys it"):
-        stack.approve(package["ModelPackageArn"])
-        outcome["endpoint"] = stack.wait_for_endpoint(package["ModelPackageArn"])["EndpointConfigName"]
+        sagemaker.update_model_package(ModelPackageArn=package, ModelApprovalStatus="Approved")
+        outcome["endpoint"] = wait_for_endpoint(sagemaker, settings.config.endpoint_name, package)[
+            "EndpointConfigName"]
     with phases("predict through boto3.client('sagemaker-runtime').invoke_endpoint"):
-        outcome["predictions"] = _predict(stack, record, package)
+        outcome["predictions"] = _predict(user, record, package)
     return outcome
 
 
-def _newest_package(stack: LocalStack) -> dict:
-    packages = stack.client("sagemaker").list_model_packages(
-        ModelPackageGroupName=stack.config.model_package_group, SortBy="CreationTime",
-        SortOrder="Descending")["ModelPackageSummaryList"]
-    return packages[0]
+def _registered_package(sagemaker, arn: str) -> str:
+    """The package the run's RegisterModel step registered (ListPipelineExecutionSteps' metadata)."""
+    steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]
+    return next(step["Metadata"]["RegisterModel"]["Arn"] for step in steps if "RegisterModel" in step["Metadata"])
 
 
 def _step_output(record: dict, step: str, output: str) -> str:
@@ -149,51 +255,33 @@ def _step_output(record: dict, step: str, output: str) -> str:
     return next(o["S3Output"]["S3Uri"] for o in outputs if o["OutputName"] == output)
 
 
-def _read_s3(stack: LocalStack, uri: str) -> bytes:
+def _read_s3(user: LocalUser, uri: str) -> bytes:
     bucket, key = uri.removeprefix("s3://").split("/", 1)
-    return stack.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    return user.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def _evaluation(stack: LocalStack, record: dict) -> dict | None:
+def _evaluation(user: LocalUser, record: dict) -> dict | None:
     if record["Steps"].get("EvaluateBestModel", {}).get("StepStatus") != StepStatus.SUCCEEDED:
         return None
     uri = _step_output(record, "EvaluateBestModel", "evaluation").rstrip("/") + "/" + EVALUATION_FILE
-    return json.loads(_read_s3(stack, uri))
+    return json.loads(_read_s3(user, uri))
 
 
-def _predict(stack: LocalStack, record: dict, package: dict, rows: int = 5) -> list[dict]:
+def _predict(user: LocalUser, record: dict, package: str, rows: int = 5) -> list[dict]:
     from pipelines.local.endpoint import load_model_data
 
     test = _step_output(record, "Preprocess", "test").rstrip("/") + "/" + Path(TEST_FEATURES_CSV).name
-    body = b"\n".join(_read_s3(stack, test).splitlines()[:rows]) + b"\n"
-    response = stack.client("sagemaker-runtime").invoke_endpoint(
-        EndpointName=stack.config.endpoint_name, ContentType="text/csv", Accept="application/json", Body=body)
+    body = b"\n".join(_read_s3(user, test).splitlines()[:rows]) + b"\n"
+    response = user.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=user.config.endpoint_name, ContentType="text/csv", Accept="application/json", Body=body)
     predictions = json.loads(response["Body"].read())["predictions"]
-    described = stack.client("sagemaker").describe_model_package(ModelPackageName=package["ModelPackageArn"])
+    described = user.client("sagemaker").describe_model_package(ModelPackageName=package)
     model_data = described["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
-    threshold = load_model_data(model_data, stack.client("s3")).threshold  # chosen on validation for TargetRecall
+    threshold = load_model_data(model_data, user.client("s3")).threshold  # chosen on validation for TargetRecall
     for prediction in predictions:
         print(f"    score {prediction['score']:.3f} (the model's threshold {threshold:.3f}) → predicted_label "
               f"{prediction['predicted_label']}", file=sys.stderr)
     return predictions
-
-
-def _keep_running(stack: LocalStack) -> None:
-    """Serve the stack, and its console as `livetrain local up` does, until Ctrl-C."""
-    from infra.local.console import background_console
-
-    with background_console(stack.config, stack.moto.url) as console:
-        print(f"\nThe local stack keeps running; its console: {console.url}; use it from another shell with:",
-              file=sys.stderr)
-        for name, value in stack.environment().items():
-            print(f"  export {name}={value}", file=sys.stderr)
-        print(f"  (SageMaker Runtime: --endpoint-url {stack.endpoint.url}). Ctrl-C stops it.", file=sys.stderr)
-        try:
-            while True:
-                stack.check()
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
 
 
 def _print_summary(phases: Phases, outcomes: list[dict]) -> None:

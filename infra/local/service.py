@@ -28,8 +28,10 @@ from pathlib import Path
 
 from infra.local.services import wait_until
 from livetrain.errors import UserError
+from livetrain.processes import dies_with_parent
 
 SERVICE_FILE = "service.json"
+USER_ERROR = 2  # the service's exit code for a user's mistake; its last line says what to do
 
 
 def _alive(pid: int, *, group: bool = False) -> bool:
@@ -71,8 +73,11 @@ def _end_leftovers(state_dir: Path) -> bool:
     return True
 
 
-def up(state_dir: Path, timeout: float = 120) -> dict:
-    """Start the service in the background and wait until its stack is provisioned; its service.json."""
+def up(state_dir: Path, timeout: float = 120, *, environment: dict[str, str] | None = None,
+       dies_with_caller: bool = False) -> dict:
+    """Start the service in the background and wait until its stack is provisioned; its service.json.
+    `environment`: LIVETRAIN_* settings for it (livetrain.config.Config); `dies_with_caller`: it ends with the
+    calling process (the demo's own service) instead of outliving it."""
     state_dir = Path(state_dir).resolve()
     running = status(state_dir)
     if running:
@@ -84,17 +89,28 @@ def up(state_dir: Path, timeout: float = 120) -> dict:
     with log_path.open("ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "infra.local.service", "--state-dir", str(state_dir)],
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+                                   env={**os.environ, **(environment or {})}, start_new_session=True,
+                                   preexec_fn=dies_with_parent() if dies_with_caller else None)
     try:
         wait_until(lambda: process.poll() is not None or status(state_dir) is not None, timeout,
                    "the local stack to start", interval=0.2)
     except RuntimeError:
         _end_group(process.pid)
         raise UserError(f"the local stack did not start within {timeout:.0f} s; see {log_path}") from None
+    threading.Thread(target=process.wait, name="service-reaper", daemon=True).start()  # no zombie for down()
     if process.poll() is not None:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        if process.returncode == USER_ERROR:  # one line naming the problem and the fix
+            raise UserError(tail[0])
         raise UserError(f"the local stack exited with code {process.returncode}: {tail[0]} (log: {log_path})")
     return status(state_dir)
+
+
+def described(info: dict) -> str:
+    """How a shell uses the service: comment lines and export lines (`eval "$(livetrain local up)"` sets them)."""
+    console = f"its console: {info['console']}; " if info.get("console") else ""  # a service started before consoles
+    return "\n".join([f"# the local stack runs (pid {info['pid']}); {console}use it from a shell with:",
+                      *(f"export {name}={value}" for name, value in info["environment"].items())])
 
 
 def down(state_dir: Path, timeout: float = 30) -> bool:
@@ -143,7 +159,11 @@ def serve(state_dir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m infra.local.service")
     parser.add_argument("--state-dir", type=Path, required=True)
-    serve(parser.parse_args().state_dir)
+    try:
+        serve(parser.parse_args().state_dir)
+    except UserError as error:  # `up` shows this line as it is
+        print(error, file=sys.stderr)
+        sys.exit(USER_ERROR)
 
 
 if __name__ == "__main__":

@@ -318,18 +318,23 @@ class LocalStack:
         self.client("sagemaker").update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus="Approved")
 
     def wait_for_endpoint(self, package_arn: str, timeout: float = 120) -> dict:
-        """Wait until the endpoint serves the package (the deploy Lambda names configs after its version)."""
-        version = package_arn.rsplit("/", 1)[-1]
-        sagemaker = self.client("sagemaker")
+        """wait_for_endpoint on this stack, raising what stops it meanwhile."""
+        return wait_for_endpoint(self.client("sagemaker"), self.config.endpoint_name, package_arn, timeout,
+                                 check=self.check)
 
-        def serving() -> bool:
-            self.check()
-            try:
-                endpoint = sagemaker.describe_endpoint(EndpointName=self.config.endpoint_name)
-            except sagemaker.exceptions.ClientError:
-                return False
-            return endpoint["EndpointStatus"] == "InService" and endpoint["EndpointConfigName"].endswith(f"-v{version}")
 
-        wait_until(serving, timeout, f"endpoint {self.config.endpoint_name} serving package version {version}",
-                   interval=0.2)
-        return sagemaker.describe_endpoint(EndpointName=self.config.endpoint_name)
+def wait_for_endpoint(sagemaker, endpoint_name: str, package_arn: str, timeout: float = 120,
+                      check=lambda: None) -> dict:
+    """DescribeEndpoint once the endpoint serves the package (the deploy Lambda names configs after its version)."""
+    version = package_arn.rsplit("/", 1)[-1]
+
+    def serving() -> bool:
+        check()
+        try:
+            endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+        except sagemaker.exceptions.ClientError:
+            return False
+        return endpoint["EndpointStatus"] == "InService" and endpoint["EndpointConfigName"].endswith(f"-v{version}")
+
+    wait_until(serving, timeout, f"endpoint {endpoint_name} serving package version {version}", interval=0.2)
+    return sagemaker.describe_endpoint(EndpointName=endpoint_name)
