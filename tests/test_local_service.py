@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 from conftest import group_is_gone
@@ -154,3 +155,58 @@ def test_down_ends_what_a_killed_service_left_in_its_process_group(tmp_path):
     assert not group_is_gone(leader.pid)
     assert down(tmp_path)
     assert group_is_gone(leader.pid) and not (tmp_path / "service.json").exists()
+
+
+def test_a_run_killed_during_tuning_resumes_and_registers_what_an_uninterrupted_run_registers(tmp_path, make_batch):
+    """The product's pipeline on a 10,000-trade planted batch: kill -9 of the service while the Tuning step runs,
+    `up` again: the run resumes after its completed steps (Preprocess does not run again) and registers the package
+    an uninterrupted run of the same batch registers: the same hyperparameters, weights, threshold and verdict."""
+    from infra.local.service import down
+    from infra.local.service import up as start
+    from pipelines.local.endpoint import load_model_data
+    from pipelines.local.records import ExecutionStore
+    from processing.batch_contract import upload_batch_dir
+
+    state, config = tmp_path / "state", Config()
+    settings = {"LIVETRAIN_MAX_JOBS": "2", "LIVETRAIN_MAX_PARALLEL_JOBS": "2"}
+    store = ExecutionStore(state)
+    service = start(state, environment=settings)
+    try:
+        batch = make_batch(trades=10_000, seed=0)  # the planted batch of test_local_pipeline_e2e
+        manifest = upload_batch_dir(local(service["environment"], "s3"), config.bucket, batch)
+        wait_until(lambda: [r["Steps"].get("TuneLinearLearner", {}).get("StepStatus") for r in store.all()]
+                   == ["Executing"], 120, "the batch's run to reach its Tuning step", interval=0.1)
+        (before,) = store.all()
+        os.kill(service["pid"], signal.SIGKILL)
+        wait_until(lambda: group_is_gone(service["pid"]), 30, "the killed service's processes to end", interval=0.1)
+
+        service = start(state, environment=settings)
+        sagemaker, s3 = local(service["environment"], "sagemaker"), local(service["environment"], "s3")
+
+        def finished(arn: str) -> dict:
+            wait_until(lambda: sagemaker.describe_pipeline_execution(PipelineExecutionArn=arn)[
+                "PipelineExecutionStatus"] != "Executing", 300, f"{arn} to finish", interval=0.2)
+            return store.load(arn.rsplit("/", 1)[-1])
+
+        resumed = finished(before["PipelineExecutionArn"])
+        uninterrupted = finished(sagemaker.start_pipeline_execution(
+            PipelineName=config.pipeline_name, ClientRequestToken="uninterrupted-run-of-the-same-batch",
+            PipelineParameters=[{"Name": "InputBucket", "Value": config.bucket},
+                                {"Name": "InputManifestKey", "Value": manifest}])["PipelineExecutionArn"])
+        models = []
+        for record in (resumed, uninterrupted):
+            assert record["PipelineExecutionStatus"] == "Succeeded", record["FailureReason"]
+            package = record["Steps"]["RegisterBestModel"]["Properties"]["ModelPackageArn"]
+            container = sagemaker.describe_model_package(ModelPackageName=package)["InferenceSpecification"][
+                "Containers"][0]
+            models.append(load_model_data(container["ModelDataUrl"], s3))
+    finally:
+        down(state)
+    assert resumed["Steps"]["Preprocess"] == before["Steps"]["Preprocess"]  # kept, not run again
+    assert resumed["Steps"]["TuneLinearLearner"]["StartTime"] > before["Steps"]["TuneLinearLearner"]["StartTime"]
+    first, second = models
+    assert first.hyperparameters == second.hyperparameters and first.threshold == second.threshold
+    assert np.array_equal(first.weights, second.weights) and first.bias == second.bias
+    verdicts = [record["Steps"]["EvaluateBestModel"]["Properties"]["PropertyFiles"]["EvaluationReport"]["summary"]
+                for record in (resumed, uninterrupted)]
+    assert verdicts[0] == verdicts[1]
