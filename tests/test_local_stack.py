@@ -1,6 +1,8 @@
 """The local stack: the template's rules in moto, one run per event, a new model served only after approval."""
 
 import json
+import urllib.error
+import urllib.request
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -33,7 +35,7 @@ def stack(tmp_path):
 @pytest.fixture
 def console(stack):
     """The console over the stack's SageMaker API, as `local up` serves it."""
-    with background_console(CONFIG, stack.moto.url) as served:
+    with background_console(CONFIG, stack.moto.url, stack.state_dir) as served:
         yield served
 
 
@@ -163,7 +165,23 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     expect(page.locator("table.metrics")).to_contain_text("precision_at_target_recall")
     page.wait_for_function("document.getElementById('dag').complete")  # the run's DAG, drawn from the API
     assert page.evaluate("document.getElementById('dag').naturalWidth") > 500
+    for plot in ("tuning", "verdict", "confusion"):  # the report's plots, drawn from the same API answers
+        page.wait_for_function(f"document.getElementById('plot-{plot}').complete")
+        assert page.evaluate(f"document.getElementById('plot-{plot}').naturalWidth") > 300, plot
+    run_page = page.url
+    page.locator("tr", has_text="Preprocess").locator("a.logs").click()  # what the step's script printed
+    expect(page.locator("pre.log")).to_contain_text("trades: train")
+    page.goto(run_page)
+    page.locator("tr", has=page.locator("td", has_text="TuneLinearLearner")).locator("a.logs").click()
     (first,) = finished_runs(stack, 1)
+    training_jobs = first["Steps"]["TuneLinearLearner"]["Properties"]["TrainingJobSummaries"]
+    for job in training_jobs:  # the tuning step's log, then each training job's
+        expect(page.locator("h3", has_text=job["TrainingJobName"])).to_have_count(1)
+    assert page.locator("pre.log").count() == len(training_jobs) + 1
+    not_run = urllib.request.urlopen(f"{run_page}/steps/PrecisionTooLow/logs", timeout=30).read().decode()
+    assert "This step has not run: no logs." in not_run
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        urllib.request.urlopen(f"{run_page}/steps/NoSuchStep/logs", timeout=30)
     assert first["PipelineExecutionStatus"] == "Succeeded", first["FailureReason"]
     (v1,) = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group)["ModelPackageSummaryList"]
     stack.approve(v1["ModelPackageArn"])

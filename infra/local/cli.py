@@ -139,7 +139,7 @@ def _local_console(args: argparse.Namespace) -> int:
     info = status(args.state_dir)
     if info is None:
         raise UserError(f"no local stack runs on {args.state_dir}; start one with `livetrain local up`")
-    serve(args.config, info["environment"]["AWS_ENDPOINT_URL"], args.port)
+    serve(args.config, info["environment"]["AWS_ENDPOINT_URL"], args.state_dir, args.port)
     return 0
 
 

@@ -9,7 +9,13 @@ DescribeProcessingJob), the model registry (ListModelPackages, DescribeModelPack
 from its ModelQuality statistics in S3) with Approve and Reject buttons that call UpdateModelPackage with the
 comment as ApprovalDescription, Stop and Retry buttons on a run (StopPipelineExecution, RetryPipelineExecution), and
 the endpoint's serving version (DescribeEndpoint → its config's model →
-the model package the deploy Lambda built it from).
+the model package the deploy Lambda built it from). A run's page also shows the report's plots (tuning, verdict,
+confusion matrix; pipelines/local/report.py draws them from the same API answers), and each step's logs.
+
+Logs: on AWS, Studio shows a step's logs from CloudWatch Logs (/aws/sagemaker/ProcessingJobs,
+/aws/sagemaker/TrainingJobs, one stream per job). The local engine writes them as files beside its records
+(<state dir>/executions/<id>/logs/<step>.log, and each training job's training.log under jobs/<step>/); the console
+reads those, the last LOG_TAIL_BYTES of each, when it is given the state directory.
 
 aiohttp serves it on 127.0.0.1; jinja2 renders the templates in console_templates/ beside this module. The
 live parts (executions, endpoint, a run's steps) are fragments a little JS on the page fetches every second.
@@ -30,23 +36,27 @@ from botocore.exceptions import BotoCoreError, ClientError
 from infra.local.services import local_client
 from livetrain.aws_errors import describe, is_not_found
 from livetrain.config import Config
+from livetrain.errors import UserError
 from pipelines.local.engine import plan_steps
-from pipelines.local.records import StepStatus
-from pipelines.local.report import interval_text, models_of, plot_dag
+from pipelines.local.records import ExecutionStore, StepStatus
+from pipelines.local.report import interval_text, models_of, plot_confusion, plot_dag, plot_tuning, plot_verdict
 
 TEMPLATES = Path(__file__).with_name("console_templates")
 METRICS = ("precision", "recall", "auc", "lift", "precision_at_target_recall")
 DECISIONS = ("Approved", "Rejected")
 MAX_EXECUTIONS = 20
+LOG_TAIL_BYTES = 64 * 1024  # of each log file shown
+PLOTS = ("tuning", "verdict", "confusion")
 
 
 class StackView:
     """What the console shows, read through the SageMaker (and S3) API of the stack at `endpoint_url`."""
 
-    def __init__(self, config: Config, endpoint_url: str):
+    def __init__(self, config: Config, endpoint_url: str, state_dir: Path | None = None):
         self.config = config
         self.sagemaker = local_client("sagemaker", endpoint_url, config.region)
         self.s3 = local_client("s3", endpoint_url, config.region)
+        self.records = ExecutionStore(state_dir) if state_dir else None  # the engine's, for the step logs
 
     def executions(self) -> list[dict]:
         """The newest executions first, each with its status, start and (once finished) duration; none before the
@@ -118,6 +128,42 @@ class StackView:
                     return self._json(output["S3Output"]["S3Uri"].rstrip("/") + "/evaluation.json")
         return None
 
+    def tuning(self, arn: str) -> dict | None:
+        """The run's tuning job as DescribeHyperParameterTuningJob answers, with its training jobs
+        (ListTrainingJobsForHyperParameterTuningJob); None if no tuning job ran."""
+        job = next((step["Metadata"]["TuningJob"]["Arn"] for step in self._steps(arn)
+                    if step["Metadata"].get("TuningJob", {}).get("Arn")), None)
+        if job is None:
+            return None
+        name = job.rsplit("/", 1)[-1]
+        described = self.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        pages = self.sagemaker.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job").paginate(
+            HyperParameterTuningJobName=name)
+        return {**described, "TrainingJobSummaries": [job for page in pages for job in page["TrainingJobSummaries"]]}
+
+    def plot_png(self, arn: str, name: str) -> bytes | None:
+        """One of the report's PLOTS for the run; None when the run has nothing to draw it from (yet)."""
+        source = self.tuning(arn) if name == "tuning" else self.run_evaluation(arn)
+        if source is None:
+            return None
+        image = io.BytesIO()
+        {"tuning": plot_tuning, "verdict": plot_verdict, "confusion": plot_confusion}[name](source, image)
+        return image.getvalue()
+
+    def step_logs(self, execution_id: str, step_name: str) -> dict | None:
+        """{"status", "cached_from", "logs": [(title, text)]} for one step of a run, from the engine's log files;
+        None when the run or the step is unknown. A step that has not run has no logs."""
+        try:
+            step = self.records.load(execution_id)["Steps"][step_name]
+        except (UserError, KeyError):
+            return None
+        directory = self.records.execution_dir(execution_id)
+        files = [Path(step["LogFile"])] if step.get("LogFile") else []
+        files += sorted((directory / "jobs" / step_name).rglob("training.log"))  # a tuning step's training jobs
+        return {"status": step["StepStatus"], "logs": [(_log_title(path), _tail(path)) for path in files
+                                                       if path.exists()],
+                "cached_from": step.get("CacheHitResult", {}).get("SourcePipelineExecutionArn", "")}
+
     def packages(self) -> list[dict]:
         """The group's packages, newest first, with approval status, comment and metrics."""
         summaries = self.sagemaker.list_model_packages(
@@ -185,6 +231,20 @@ def _metadata_text(metadata: dict) -> str:
     return "; ".join(parts)
 
 
+def _log_title(path: Path) -> str:
+    """A training job's log by its job's name, the step's own log as "step"."""
+    return path.parent.name if path.name == "training.log" else "step"
+
+
+def _tail(path: Path) -> str:
+    """The last LOG_TAIL_BYTES of a log, saying how much was left out."""
+    size = path.stat().st_size
+    with path.open("rb") as log:
+        log.seek(max(0, size - LOG_TAIL_BYTES))
+        text = log.read().decode(errors="replace")
+    return text if size <= LOG_TAIL_BYTES else f"… (the first {size - LOG_TAIL_BYTES:,} bytes left out)\n{text}"
+
+
 def metric_rows(evaluation: dict) -> list[tuple[str, ...]]:
     """(metric, value [lower, upper] for each scored model); the base rate last."""
     models = models_of(evaluation)
@@ -234,8 +294,11 @@ def build_app(view: StackView) -> web.Application:
 
     async def execution(request: web.Request) -> web.Response:
         arn = await execution_arn(request)
+        evaluation = await call(view.run_evaluation, arn)
+        plots = [*(["tuning"] if await call(view.tuning, arn) else []), *(["verdict", "confusion"] if evaluation
+                                                                           else [])]
         return page("execution.html", execution=await call(view.execution, arn), steps=await call(view.steps, arn),
-                    evaluation=await call(view.run_evaluation, arn))
+                    evaluation=evaluation, plots=plots)
 
     async def steps_part(request: web.Request) -> web.Response:
         arn = await execution_arn(request)
@@ -244,6 +307,21 @@ def build_app(view: StackView) -> web.Application:
     async def dag(request: web.Request) -> web.Response:
         arn = await execution_arn(request)
         return web.Response(body=await call(view.dag_png, arn), content_type="image/png")
+
+    async def plot(request: web.Request) -> web.Response:
+        image = await call(view.plot_png, await execution_arn(request), request.match_info["name"])
+        if image is None:
+            raise web.HTTPNotFound(text="this run has nothing to draw that plot from (yet)")
+        return web.Response(body=image, content_type="image/png")
+
+    async def logs(request: web.Request) -> web.Response:
+        if view.records is None:
+            raise web.HTTPNotFound(text="this console was started without the stack's state directory: no logs")
+        execution_id, step = request.match_info["id"], request.match_info["step"]
+        found = await call(view.step_logs, execution_id, step)
+        if found is None:
+            raise web.HTTPNotFound(text=f"execution {execution_id} has no step {step}")
+        return page("logs.html", execution_id=execution_id, step=step, **found)
 
     async def decide(request: web.Request) -> web.Response:
         form = await request.post()
@@ -271,21 +349,24 @@ def build_app(view: StackView) -> web.Application:
     app.router.add_get("/executions/{id}", execution)
     app.router.add_get("/parts/executions/{id}/steps", steps_part)
     app.router.add_get("/executions/{id}/dag.png", dag)
+    app.router.add_get("/executions/{id}/plots/{name:" + "|".join(PLOTS) + "}.png", plot)
+    app.router.add_get("/executions/{id}/steps/{step}/logs", logs)
     app.router.add_post("/packages/decision", decide)
     app.router.add_post(r"/executions/{id}/{action:stop|retry}", control)
     return app
 
 
-def background_console(config: Config, endpoint_url: str, port: int = 0):
-    """The console over the stack at `endpoint_url`, served from a background thread (a context manager)."""
+def background_console(config: Config, endpoint_url: str, state_dir: Path | None = None, port: int = 0):
+    """The console over the stack at `endpoint_url` (its step logs from `state_dir`), served from a background
+    thread (a context manager)."""
     from pipelines.local.app_server import BackgroundApp
 
-    return BackgroundApp(lambda: build_app(StackView(config, endpoint_url)), port, name="console")
+    return BackgroundApp(lambda: build_app(StackView(config, endpoint_url, state_dir)), port, name="console")
 
 
-def serve(config: Config, endpoint_url: str, port: int = 0) -> None:
+def serve(config: Config, endpoint_url: str, state_dir: Path, port: int = 0) -> None:
     """`livetrain local console`: serve the console in the foreground until Ctrl-C or SIGTERM."""
     from pipelines.local.app_server import serve_until_stopped
 
-    serve_until_stopped(background_console(config, endpoint_url, port),
+    serve_until_stopped(background_console(config, endpoint_url, state_dir, port),
                         lambda url: print(f"the console: {url} (Ctrl-C stops it)", flush=True))

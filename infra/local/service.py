@@ -146,7 +146,7 @@ def serve(state_dir: Path) -> None:
     with LocalStack(config, state_dir) as stack:
         stack.provision()
         stack.run_in_background()
-        with background_console(config, stack.moto.url) as console:
+        with background_console(config, stack.moto.url, stack.state_dir) as console:
             write_json_atomically(path, {"pid": os.getpid(), "environment": stack.environment(),
                                          "console": console.url})
             try:

@@ -47,15 +47,15 @@ def _render(record: dict, out: Path, live_quality: dict | None, alarm_actions: t
                                 "dependencies (implied ones omitted)."))
     tuning = _tuning_properties(record)
     if tuning:
-        _plot_tuning(tuning, out / "tuning.png")
+        plot_tuning(tuning, out / "tuning.png")
         sections.append(_figure("Tuning", "tuning.png", "The objective of each training job, in launch order."))
     evaluation = _evaluation(record)
     if evaluation:
-        _plot_verdict(evaluation, out / "verdict.png")
+        plot_verdict(evaluation, out / "verdict.png")
         sections.append(_figure("The challenger beside the base rate, the baseline and the champion", "verdict.png",
                                 f"On the held-out test slice; bars are 95 % intervals ({evaluation['summary']})."))
         sections.append(_metrics_table(evaluation))
-        _plot_confusion(evaluation, out / "confusion.png")
+        plot_confusion(evaluation, out / "confusion.png")
         sections.append(_figure("Confusion matrix on the test slice", "confusion.png",
                                 "At the model's own threshold (its predicted_label)."))
     if live_quality and live_quality.get("windows"):
@@ -190,7 +190,9 @@ def _tuning_properties(record: dict) -> dict | None:
                  if s["StepType"] == "Tuning" and s["StepStatus"] == StepStatus.SUCCEEDED), None)
 
 
-def _plot_tuning(tuning: dict, path: Path) -> None:
+def plot_tuning(tuning: dict, path) -> None:
+    """Each training job's objective in launch order, and the best so far, as a PNG at `path` (or a binary file);
+    `tuning` as DescribeHyperParameterTuningJob answers, with the TrainingJobSummaries."""
     jobs = sorted(tuning.get("TrainingJobSummaries", []),  # LaunchOrder: the local tuner's; else creation time
                   key=lambda j: (j.get("LaunchOrder", 0), str(j.get("CreationTime", "")), j["TrainingJobName"]))
     objective = tuning.get("HyperParameterTuningJobConfig", {}).get("HyperParameterTuningJobObjective", {})
@@ -246,7 +248,8 @@ def models_of(evaluation: dict) -> dict[str, dict]:
                                          if name in evaluation}}
 
 
-def _plot_verdict(evaluation: dict, path: Path) -> None:
+def plot_verdict(evaluation: dict, path) -> None:
+    """The challenger's metrics beside the base rate, the baseline and the champion, with 95 % intervals."""
     models = models_of(evaluation)
     figure, axes_row = plt.subplots(1, len(COMPARED_METRICS), figsize=(3.3 * len(COMPARED_METRICS), 3.2))
     for axes, (metric, title) in zip(axes_row, COMPARED_METRICS.items(), strict=True):
@@ -271,7 +274,8 @@ def _plot_verdict(evaluation: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def _plot_confusion(evaluation: dict, path: Path) -> None:
+def plot_confusion(evaluation: dict, path) -> None:
+    """The challenger's confusion matrix on the test slice, at its own threshold."""
     matrix = evaluation["binary_classification_metrics"]["confusion_matrix"]
     counts = [[int(matrix[a][p]) for p in ("0", "1")] for a in ("0", "1")]
     total, largest = sum(map(sum, counts)) or 1, max(max(row) for row in counts) or 1
