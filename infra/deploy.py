@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import secrets
 import sys
 import time
 import zipfile
@@ -20,8 +21,9 @@ from livetrain.aws_errors import describe, is_not_found
 from livetrain.errors import UserError
 
 LAMBDA_SOURCES = tuple(Path(__file__).resolve().parents[1] / "lambdas" / name  # one handler module each
-                       for name in ("act_on_alarm.py", "deploy_on_approval.py", "find_champion.py"))
-MAX_TEMPLATE_BODY = 51_200  # bytes CloudFormation accepts inline
+                       for name in ("act_on_alarm.py", "deploy_on_approval.py", "find_champion.py",
+                                    "publish_live_quality.py"))
+MAX_TEMPLATE_BYTES = 1_000_000  # what CloudFormation accepts from S3 (TemplateURL)
 POLL_SECONDS = 5
 SET_BY_DEPLOY = {
     "DataBucketName": "pass --bucket instead (the pipeline upsert uses it too)",
@@ -148,11 +150,12 @@ def stack_parameters(declared: dict, values: dict[str, str], creating: bool, sta
     return parameters
 
 
-def create_change_set(cloudformation, stack: str, template: str, parameters: list[dict], creating: bool,
+def create_change_set(cloudformation, stack: str, template_url: str, parameters: list[dict], creating: bool,
                       role_arn: str | None = None) -> str | None:
-    """Create the change set and wait until it is ready; its name, or None when there is nothing to change."""
-    name = f"livetrain-{time.strftime('%Y%m%d-%H%M%S')}"
-    request = {"StackName": stack, "ChangeSetName": name, "TemplateBody": template,
+    """Create the change set of the template at `template_url` (S3) and wait until it is ready; its name, or None
+    when there is nothing to change."""
+    name = f"livetrain-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"  # two deploys in one second differ
+    request = {"StackName": stack, "ChangeSetName": name, "TemplateURL": template_url,
                "Parameters": parameters, "Capabilities": ["CAPABILITY_IAM"],
                "ChangeSetType": "CREATE" if creating else "UPDATE", "Description": "livetrain infra deploy"}
     if role_arn:
@@ -277,9 +280,9 @@ def deploy(settings: DeploySettings) -> dict[str, str]:
 
     with stage("read the template"):
         template = settings.template.read_text()
-    if len(template.encode()) > MAX_TEMPLATE_BODY:
+    if len(template.encode()) > MAX_TEMPLATE_BYTES:
         raise UserError(f"{settings.template} is {len(template.encode())} bytes; CloudFormation takes at most "
-                        f"{MAX_TEMPLATE_BODY} inline: split it into nested stacks")
+                        f"{MAX_TEMPLATE_BYTES}: split it into nested stacks")
     declared = load_template(template).get("Parameters", {})
     overrides = parse_parameters(settings.parameters, declared)
     for name, instead in SET_BY_DEPLOY.items():
@@ -306,14 +309,19 @@ def deploy(settings: DeploySettings) -> dict[str, str]:
     parameters = stack_parameters(declared, {k: v for k, v in values.items() if k in declared}, creating,
                                   settings.stack_name)
 
-    with stage("upload the Lambdas", left="nothing deployed"):
+    # The template goes by S3 too, as `aws cloudformation deploy --s3-bucket` sends it: inline, CloudFormation
+    # takes 51,200 bytes at most.
+    template_key = f"templates/template-{hashlib.sha256(template.encode()).hexdigest()[:16]}.yaml"
+    with stage("upload the Lambdas and the template", left="nothing deployed"):
         s3 = client("s3")
         ensure_artifact_bucket(s3, artifact_bucket, settings.region)
         progress(f"uploading the Lambdas ({len(code)} bytes) to s3://{artifact_bucket}/{code_key}")
         s3.put_object(Bucket=artifact_bucket, Key=code_key, Body=code)
+        s3.put_object(Bucket=artifact_bucket, Key=template_key, Body=template.encode())
+    template_url = f"https://{artifact_bucket}.s3.{settings.region}.amazonaws.com/{template_key}"
 
     progress(f"{'creating' if creating else 'updating'} stack {settings.stack_name} in {settings.region}")
-    change_set = create_change_set(cloudformation, settings.stack_name, template, parameters, creating,
+    change_set = create_change_set(cloudformation, settings.stack_name, template_url, parameters, creating,
                                    settings.role_arn)
     if change_set is None:
         progress(f"stack {settings.stack_name}: no changes")

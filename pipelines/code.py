@@ -97,4 +97,5 @@ def code_bundles(bucket: str, prefix: str, code_dir: Path = PROCESSING_DIR) -> d
     """The code each processing step ships, by step name."""
     return {"Preprocess": code_bundle(code_dir / "preprocess.py", bucket, prefix),
             "FitBaseline": code_bundle(code_dir / "baseline.py", bucket, prefix),
-            "EvaluateBestModel": code_bundle(code_dir / "evaluate.py", bucket, prefix, arch_bootstrap_files())}
+            "EvaluateBestModel": code_bundle(code_dir / "evaluate.py", bucket, prefix, arch_bootstrap_files()),
+            "MeasureLiveQuality": code_bundle(code_dir / "monitor.py", bucket, prefix, arch_bootstrap_files())}

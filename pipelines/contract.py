@@ -30,9 +30,20 @@ MIN_LIFT = 0.05  # lower bound of precision minus the base rate: flagged trades 
 MAX_SHORTFALL_VS_BASELINE = 0.0  # lower bound of (baseline − challenger) in precision at the target recall
 MAX_SHORTFALL_VS_CHAMPION = 0.0  # … and of (champion − challenger): not significantly worse than the model in service
 CHAMPION_FUNCTION_SUFFIX = "-find-champion"  # the FindChampion Lambda is named <pipeline name><this>
+# The live-quality monitor: a second pipeline, <pipeline name><MONITOR_PIPELINE_SUFFIX>, that the template starts on a
+# schedule (and the local stack on a timer); its Lambda step publishes the figures as CloudWatch metrics.
+MONITOR_PIPELINE_SUFFIX = "-monitor"
+PUBLISH_FUNCTION_SUFFIX = "-publish-live-quality"
+MONITOR_PARAMETER_NAMES = ("EndpointName", "WindowHours", "DependenceSeconds", "MinWindows", "ProcessingInstanceType")
+
+
+def function_arn(region: str, role_arn: str, pipeline_name: str, suffix: str) -> str:
+    """The ARN of one of the pipelines' Lambda functions, `<pipeline name><suffix>`, in the pipeline role's account
+    and region (the template creates them)."""
+    account = role_arn.split(":")[4]
+    return f"arn:aws:lambda:{region}:{account}:function:{pipeline_name}{suffix}"
 
 
 def champion_function_arn(region: str, role_arn: str, pipeline_name: str) -> str:
-    """The FindChampion Lambda's ARN: in the pipeline role's account and region (the template creates it)."""
-    account = role_arn.split(":")[4]
-    return f"arn:aws:lambda:{region}:{account}:function:{pipeline_name}{CHAMPION_FUNCTION_SUFFIX}"
+    """The FindChampion Lambda's ARN."""
+    return function_arn(region, role_arn, pipeline_name, CHAMPION_FUNCTION_SUFFIX)

@@ -38,12 +38,16 @@ from pipelines.contract import (
     MAX_SHORTFALL_VS_CHAMPION,
     MIN_LIFT,
     MIN_PRECISION,
+    MONITOR_PIPELINE_SUFFIX,
+    PUBLISH_FUNCTION_SUFFIX,
     TARGET_RECALL,
     champion_function_arn,
+    function_arn,
 )
 from processing.baseline import PREDICTIONS_FILE as BASELINE_PREDICTIONS_FILE
 from processing.batch_contract import feature_names
 from processing.evaluate import EVALUATION_FILE, FEATURES_FILE, TEST_TRADES_FILE
+from processing.monitor import DEPENDENCE_SECONDS, METRICS_FILE, MIN_WINDOWS, WINDOW_HOURS
 from processing.preprocess import MIN_TEST_WINDOWS, TEST_FEATURES_CSV
 
 
@@ -163,14 +167,8 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
     linear_learner_image = image_uris.retrieve("linear-learner", region)
 
     def run_script(step_name: str, inputs: list, outputs: list, arguments: list):
-        """A processing job that runs the step's script from its code bundle in the scikit-learn image."""
-        bundle = code[step_name]
-        processor = Processor(role=role_arn, image_uri=sklearn_image, instance_count=1,
-                              instance_type=processing_instance_type,
-                              entrypoint=["python3", f"{CODE_DIR}/{bundle.script}"],
-                              base_job_name=f"{pipeline_name}-{Path(bundle.script).stem}", sagemaker_session=session)
-        return processor.run(inputs=[s3_input("code", bundle.s3_prefix, CODE_DIR), *inputs], outputs=outputs,
-                             arguments=arguments)
+        return script_job(code[step_name], role_arn, sklearn_image, processing_instance_type, pipeline_name, session,
+                          inputs, outputs, arguments)
 
     # 1. Preprocess: the batch named by the manifest → features, split by market time with purge and embargo.
     preprocess = ProcessingStep(
@@ -384,6 +382,65 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
                next_step])
 
 
+def script_job(bundle, role_arn: str, image: str, instance_type, pipeline_name: str, session, inputs: list,
+               outputs: list, arguments: list):
+    """A processing job that runs a code bundle's script in the scikit-learn image."""
+    processor = Processor(role=role_arn, image_uri=image, instance_count=1, instance_type=instance_type,
+                          entrypoint=["python3", f"{CODE_DIR}/{bundle.script}"],
+                          base_job_name=f"{pipeline_name}-{Path(bundle.script).stem}", sagemaker_session=session)
+    return processor.run(inputs=[s3_input("code", bundle.s3_prefix, CODE_DIR), *inputs], outputs=outputs,
+                         arguments=arguments)
+
+
+def get_monitor_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, prefix: str,
+                         code_dir: Path = PROCESSING_DIR, **_tuning) -> Pipeline:
+    """The live-quality monitoring pipeline, `<pipeline name>-monitor`, which the template starts on a schedule:
+
+        MeasureLiveQuality (processing/monitor.py over the endpoint's data capture and the trades' ground truth)
+        → PublishLiveQuality (Lambda: its cloudwatch_metrics.json → PutMetricData, where the live-lift alarm
+          watches)
+
+    Each run writes s3://<bucket>/<prefix>/monitoring/<start time>-<execution id>/ (newest last by name)."""
+    session = PipelineSession(boto_session=boto3.Session(region_name=region), default_bucket=bucket,
+                              sagemaker_config=SDK_CONFIG)
+    endpoint_name = ParameterString("EndpointName", default_value=Config.endpoint_name)
+    window_hours = ParameterFloat("WindowHours", default_value=WINDOW_HOURS)
+    dependence_seconds = ParameterFloat("DependenceSeconds", default_value=DEPENDENCE_SECONDS)
+    min_windows = ParameterFloat("MinWindows", default_value=MIN_WINDOWS)
+    instance_type = ParameterString("ProcessingInstanceType", default_value=INSTANCE_TYPE)
+    output_uri = Join(on="/", values=["s3:/", bucket, prefix, "monitoring", Join(on="-", values=[
+        ExecutionVariables.START_DATETIME, ExecutionVariables.PIPELINE_EXECUTION_ID])])
+    measure = ProcessingStep(
+        name="MeasureLiveQuality", display_name="Measure live quality",
+        description="Captured predictions joined with the trades' outcomes: live precision, recall, base rate and "
+                    "lift per window and model version with 95 % block-bootstrap intervals (processing/monitor.py).",
+        step_args=script_job(
+            code_bundles(bucket, prefix, code_dir)["MeasureLiveQuality"], role_arn,
+            image_uris.retrieve("sklearn", region, version=SKLEARN_VERSION), instance_type, pipeline_name, session,
+            inputs=[s3_input("capture", Join(on="/", values=["s3:/", bucket, prefix, "datacapture", endpoint_name, ""]),
+                             "/opt/ml/processing/input/capture"),
+                    s3_input("groundtruth", f"s3://{bucket}/{prefix}/groundtruth/",
+                             "/opt/ml/processing/input/groundtruth")],
+            outputs=[s3_output("monitoring", "/opt/ml/processing/output", output_uri)],
+            arguments=["--capture-dir", "/opt/ml/processing/input/capture",
+                       "--ground-truth-dir", "/opt/ml/processing/input/groundtruth",
+                       "--output-dir", "/opt/ml/processing/output", "--window-hours", window_hours.to_string(),
+                       "--dependence-seconds", dependence_seconds.to_string(),
+                       "--min-windows", min_windows.to_string(), "--endpoint", endpoint_name]),
+        retry_policies=[SERVICE_RETRY, JOB_RETRY])
+    publish = LambdaStep(
+        name="PublishLiveQuality", display_name="Publish live quality",
+        description="The monitor's cloudwatch_metrics.json → PutMetricData (lambdas/publish_live_quality.py).",
+        lambda_func=Lambda(function_arn=function_arn(region, role_arn, pipeline_name, PUBLISH_FUNCTION_SUFFIX),
+                           session=session),
+        inputs={"MetricsUri": Join(on="/", values=[
+            measure.properties.ProcessingOutputConfig.Outputs["monitoring"].S3Output.S3Uri, METRICS_FILE])},
+        outputs=[LambdaOutput(output_name="DataPoints")])
+    return Pipeline(name=f"{pipeline_name}{MONITOR_PIPELINE_SUFFIX}", sagemaker_session=session,
+                    parameters=[endpoint_name, window_hours, dependence_seconds, min_windows, instance_type],
+                    steps=[measure, publish])
+
+
 @contextmanager
 def _sdk_workarounds():
     """What the build needs of the SDK's process-wide state, for the build's time only.
@@ -419,10 +476,10 @@ def _quiet_build():
             logging.disable(logging.NOTSET)
 
 
-def build_definition(**pipeline_args) -> str:
-    """The definition JSON of `get_pipeline(**pipeline_args)`."""
+def build_definition(monitor: bool = False, **pipeline_args) -> str:
+    """The definition JSON of `get_pipeline(**pipeline_args)`, or with `monitor` of get_monitor_pipeline's."""
     with _quiet_build():
-        return get_pipeline(**pipeline_args).definition()
+        return (get_monitor_pipeline if monitor else get_pipeline)(**pipeline_args).definition()
 
 
 def build_pipeline(**pipeline_args) -> Pipeline:

@@ -21,12 +21,14 @@ from livetrain.config import Config
 from livetrain.errors import UserError
 from livetrain.files import write_text_atomically
 from pipelines.code import PROCESSING_DIR, code_bundles
-from pipelines.contract import PLACEHOLDER_ROLE_ARN
+from pipelines.contract import MONITOR_PIPELINE_SUFFIX, PLACEHOLDER_ROLE_ARN
 from pipelines.parameters import resolve_parameters
 
 FINISHED = ("Succeeded", "Failed", "Stopped")
 PIPELINE_DESCRIPTION = ("livetrain: one batch of paper trades -> features -> tuned Linear Learner -> "
                         "quality gate on the held-out test slice -> model registry")
+MONITOR_DESCRIPTION = ("livetrain: the endpoint's captured predictions joined with the trades' outcomes -> live "
+                       "precision and lift with intervals -> CloudWatch metrics (started on a schedule)")
 IF_MISSING = "create the pipeline with `livetrain pipeline upsert`, or pass --pipeline-name/--region"
 # What a built definition depends on besides its arguments: the sources that build it and the SDK's version.
 _ROOT = Path(__file__).resolve().parents[1]
@@ -74,11 +76,11 @@ def checked_role_arn(role_arn: str | None) -> str:
 # ---------------------------------------------------------------- the definition
 
 
-def definition_key(settings: PipelineSettings, code_dir: Path = PROCESSING_DIR) -> str:
-    """The content address of the definition `settings` build: sha256 over the arguments, the sources that
-    build it (the processing scripts included: the definition names them by their own hash) and the SDK's
-    versions."""
-    digest = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
+def definition_key(settings: PipelineSettings, code_dir: Path = PROCESSING_DIR, monitor: bool = False) -> str:
+    """The content address of the definition `settings` build (the monitoring pipeline's with `monitor`): sha256
+    over the arguments, the sources that build it (the processing scripts included: the definition names them by
+    their own hash) and the SDK's versions."""
+    digest = hashlib.sha256(json.dumps({**asdict(settings), "monitor": monitor}, sort_keys=True).encode())
     digest.update(f"{sys.version_info[:2]}\n".encode())
     for name in SDK_DISTRIBUTIONS:
         digest.update(f"{name}=={metadata.version(name)}\n".encode())
@@ -87,15 +89,17 @@ def definition_key(settings: PipelineSettings, code_dir: Path = PROCESSING_DIR) 
     return digest.hexdigest()
 
 
-def build_definition(settings: PipelineSettings, cache_dir: str | Path | None = None) -> str:
-    """The definition JSON; from `cache_dir`/definitions when an identical build is there (the build is
-    byte-identical for identical inputs), else built with the SDK and kept there. No cache_dir: always built."""
-    cached = Path(cache_dir).expanduser() / "definitions" / f"{definition_key(settings)}.json" if cache_dir else None
+def build_definition(settings: PipelineSettings, cache_dir: str | Path | None = None, monitor: bool = False) -> str:
+    """The definition JSON (the monitoring pipeline's with `monitor`); from `cache_dir`/definitions when an identical
+    build is there (the build is byte-identical for identical inputs), else built with the SDK and kept there. No
+    cache_dir: always built."""
+    key = definition_key(settings, monitor=monitor)
+    cached = Path(cache_dir).expanduser() / "definitions" / f"{key}.json" if cache_dir else None
     if cached and cached.is_file():
         return cached.read_text()
     from pipelines.definition import build_definition as build
 
-    text = build(**asdict(settings))
+    text = build(monitor=monitor, **asdict(settings))
     if cached:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -110,9 +114,10 @@ def build_definition(settings: PipelineSettings, cache_dir: str | Path | None = 
 
 def upsert_pipeline(s3, sagemaker, settings: PipelineSettings, cache_dir: str | Path | None = None,
                     progress: Callable[[str], None] = _stderr) -> tuple[str, bool]:
-    """Upload the processing code to its content address, then create or update the pipeline.
+    """Upload the processing code to its content address, then create or update the pipeline and its monitoring
+    pipeline (`<name>-monitor`).
 
-    Returns (pipeline ARN, whether it was created).
+    Returns (the pipeline's ARN, whether it was created).
     """
     if settings.role_arn == PLACEHOLDER_ROLE_ARN:
         raise UserError("--role-arn: the placeholder role exists in no account; pass the pipeline's real role")
@@ -121,15 +126,24 @@ def upsert_pipeline(s3, sagemaker, settings: PipelineSettings, cache_dir: str | 
             with aws_call(f"S3 PutObject s3://{code_bucket}/{key}"):
                 s3.put_object(Bucket=code_bucket, Key=key, Body=content)
         progress(f"uploaded {step_name} code ({len(bundle.files)} files) to {bundle.s3_prefix}")
-    progress(f"building the definition of pipeline {settings.pipeline_name}…")
-    definition = build_definition(settings, cache_dir)
-    request = {"PipelineName": settings.pipeline_name, "PipelineDefinition": definition,
-               "RoleArn": settings.role_arn, "PipelineDescription": PIPELINE_DESCRIPTION}
-    if _pipeline_exists(sagemaker, settings.pipeline_name):
-        with aws_call("UpdatePipeline"):
-            return sagemaker.update_pipeline(**request)["PipelineArn"], False
-    with aws_call("CreatePipeline"):
-        return sagemaker.create_pipeline(**request)["PipelineArn"], True
+    arns = []
+    for name, monitor, description in ((settings.pipeline_name, False, PIPELINE_DESCRIPTION),
+                                       (monitor_pipeline_name(settings.pipeline_name), True, MONITOR_DESCRIPTION)):
+        progress(f"building the definition of pipeline {name}…")
+        request = {"PipelineName": name, "PipelineDefinition": build_definition(settings, cache_dir, monitor),
+                   "RoleArn": settings.role_arn, "PipelineDescription": description}
+        if _pipeline_exists(sagemaker, name):
+            with aws_call("UpdatePipeline"):
+                arns.append((sagemaker.update_pipeline(**request)["PipelineArn"], False))
+        else:
+            with aws_call("CreatePipeline"):
+                arns.append((sagemaker.create_pipeline(**request)["PipelineArn"], True))
+    return arns[0]
+
+
+def monitor_pipeline_name(pipeline_name: str) -> str:
+    """The live-quality monitoring pipeline that goes with a training pipeline."""
+    return f"{pipeline_name}{MONITOR_PIPELINE_SUFFIX}"
 
 
 def _pipeline_exists(sagemaker, name: str) -> bool:

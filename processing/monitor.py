@@ -52,6 +52,10 @@ NAMESPACE = "livetrain/LiveQuality"
 NOT_ENOUGH = "not enough data"
 SHADOW_SUFFIX = "-shadow"  # model version "<v>-shadow": version v scored on requests another version answered
 METRICS = ("precision", "recall", "base_rate", "lift")
+QUALITY_FILE = "live_quality.json"
+VIOLATIONS_FILE = "constraint_violations.json"
+METRICS_FILE = "cloudwatch_metrics.json"
+WINDOW_HOURS, DEPENDENCE_SECONDS, MIN_WINDOWS = 24.0, 1500.0, 20.0  # the defaults (also the pipeline's parameters')
 
 
 def records(directory: Path):
@@ -160,20 +164,20 @@ def monitor(captured: dict, truth: dict, window_hours: float, dependence_seconds
     metrics += [_metric("LiftLowerBound", w["lift"]["lower"], w, endpoint) for w in in_service(judged)]
     return {"windows": windows, "merged": len(merged), "captured": len(captured), "ground_truth": len(truth),
             "window_hours": window_hours, "dependence_seconds": dependence_seconds, "min_windows": min_windows,
-            "constraint_violations.json": {"violations": violations},
-            "cloudwatch_metrics.json": {"Namespace": NAMESPACE, "MetricData": metrics}}
+            VIOLATIONS_FILE: {"violations": violations},
+            METRICS_FILE: {"Namespace": NAMESPACE, "MetricData": metrics}}
 
 
 def run(capture_dir, ground_truth_dir, output_dir, window_hours=24.0, dependence_seconds=1500.0, min_windows=20.0,
         endpoint="livetrain") -> dict:
     report = monitor(read_captures(Path(capture_dir)), read_ground_truth(Path(ground_truth_dir)), window_hours,
                      dependence_seconds, min_windows, endpoint)
-    for name in ("constraint_violations.json", "cloudwatch_metrics.json"):
+    for name in (VIOLATIONS_FILE, METRICS_FILE):
         content = report.pop(name)
         write_atomically(output_dir, name, lambda out, c=content: out.write(json.dumps(c, indent=1) + "\n"))
         report[name] = content
     quality = {k: v for k, v in report.items() if not k.endswith(".json")}
-    write_atomically(output_dir, "live_quality.json", lambda out: out.write(json.dumps(quality, indent=1) + "\n"))
+    write_atomically(output_dir, QUALITY_FILE, lambda out: out.write(json.dumps(quality, indent=1) + "\n"))
     return report
 
 
@@ -189,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capture-dir", default=DEFAULT_CAPTURE_DIR)
     parser.add_argument("--ground-truth-dir", default=DEFAULT_GROUND_TRUTH_DIR)
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR)
-    parser.add_argument("--window-hours", type=_positive, default=24.0)
-    parser.add_argument("--dependence-seconds", type=_positive, default=1500.0)
-    parser.add_argument("--min-windows", type=_positive, default=20.0)
+    parser.add_argument("--window-hours", type=_positive, default=WINDOW_HOURS)
+    parser.add_argument("--dependence-seconds", type=_positive, default=DEPENDENCE_SECONDS)
+    parser.add_argument("--min-windows", type=_positive, default=MIN_WINDOWS)
     parser.add_argument("--endpoint", default="livetrain", help="the Endpoint dimension of the metrics")
     args = parser.parse_args(argv)
     try:
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     judged = [w for w in report["windows"] if w["status"] != NOT_ENOUGH]
     print(f"monitor: {report['merged']:,} scored trades with ground truth in {len(report['windows'])} windows "
-          f"({len(judged)} judged); {len(report['constraint_violations.json']['violations'])} violations")
+          f"({len(judged)} judged); {len(report[VIOLATIONS_FILE]['violations'])} violations")
     return 0
 
 

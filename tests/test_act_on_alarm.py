@@ -198,12 +198,15 @@ def test_the_previous_version_must_measure_better_in_every_common_window_and_cle
 
 
 def test_the_local_monitoring_run_shadow_scores_the_previous_approved_package(world, tmp_path):
+    """Before each monitoring run the local stack puts the previous approved package's answers to the requests the
+    version in service answered beside the capture and the ground truth, as version "1-shadow"."""
     from test_monitor import write_traffic
 
-    from infra.local.monitoring import MonitorSettings, run_monitor
+    from infra.local.monitoring import MonitorSettings, upload_shadow_scores
     from pipelines.local.algorithms.linear_learner.model import LinearLearnerModel, save_model
+    from processing.monitor import monitor, read_captures, read_ground_truth
 
-    s3, sagemaker, cloudwatch, _ = world
+    s3, sagemaker, _, _ = world
     save_model(LinearLearnerModel(weights=np.ones(3), bias=-6.0, mean=np.zeros(3), scale=np.ones(3), threshold=0.5,
                                   hyperparameters={}), tmp_path / "model.tar.gz")
     s3.upload_file(str(tmp_path / "model.tar.gz"), BUCKET, "model.tar.gz")  # both packages' ModelDataUrl
@@ -212,8 +215,18 @@ def test_the_local_monitoring_run_shadow_scores_the_previous_approved_package(wo
         key = path.relative_to(tmp_path / "traffic").as_posix()
         key = key.replace("capture/livetrain/", f"datacapture/{ENDPOINT}/")
         s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=path.read_bytes())
+    settings = MonitorSettings(BUCKET, PREFIX, ENDPOINT, GROUP, min_windows=10)
 
-    quality = run_monitor(s3, cloudwatch, MonitorSettings(BUCKET, PREFIX, ENDPOINT, GROUP, min_windows=10), sagemaker)
+    assert upload_shadow_scores(s3, sagemaker, settings) == 1500
+    for uri, local in ((settings.capture_uri(), "capture"), (settings.ground_truth_uri(), "groundtruth")):
+        bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+        for entry in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:  # what the monitor's job reads
+            path = tmp_path / "inputs" / local / entry["Key"][len(prefix):]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read())
+    quality = monitor(read_captures(tmp_path / "inputs" / "capture"),
+                      read_ground_truth(tmp_path / "inputs" / "groundtruth"), window_hours=24,
+                      dependence_seconds=1500, min_windows=10)
 
     by_version = {w["model_version"]: w for w in quality["windows"]}
     assert set(by_version) == {"2", "1-shadow"} and by_version["1-shadow"]["start"] == by_version["2"]["start"]

@@ -188,7 +188,8 @@ def test_a_change_set_without_changes_is_deleted_and_reported_as_none():
             "StatusReason": "The submitted information didn't contain changes. Submit different information."})
         stubber.add_response("delete_change_set", {})
 
-        assert create_change_set(cloudformation, "lt", "{}", [], creating=False) is None
+        assert create_change_set(cloudformation, "lt", "https://b.s3.us-east-1.amazonaws.com/t.yaml", [],
+                                 creating=False) is None
         stubber.assert_no_pending_responses()
 
 
@@ -198,7 +199,8 @@ def test_the_lambda_zip_is_the_handlers_alone_and_reproducible():
 
     archive = zipfile.ZipFile(io.BytesIO(package_lambda()))
 
-    assert archive.namelist() == ["act_on_alarm.py", "deploy_on_approval.py", "find_champion.py"]
+    assert archive.namelist() == ["act_on_alarm.py", "deploy_on_approval.py", "find_champion.py",
+                                  "publish_live_quality.py"]
     assert package_lambda() == package_lambda()
 
 

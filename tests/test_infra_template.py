@@ -136,6 +136,28 @@ def test_the_find_champion_function_has_the_name_the_pipeline_invokes():
     assert function["Handler"] == "find_champion.handler"
     assert champion_function_arn("eu-west-2", "arn:aws:iam::111122223333:role/r", "lt") == (
         "arn:aws:lambda:eu-west-2:111122223333:function:lt-find-champion")
+def test_the_schedule_starts_the_monitoring_pipeline_whose_lambda_publishes_into_one_namespace():
+    from pipelines.contract import MONITOR_PIPELINE_SUFFIX, PUBLISH_FUNCTION_SUFFIX
+    from processing.monitor import NAMESPACE
+
+    resources = load_template()["Resources"]
+    rule = resources["MonitorScheduleRule"]["Properties"]
+    assert rule["ScheduleExpression"] == {"Ref": "MonitorSchedule"}
+    (target,) = rule["Targets"]
+    assert target["Arn"]["Fn::Sub"].endswith(f":pipeline/${{PipelineName}}{MONITOR_PIPELINE_SUFFIX}")
+    assert target["SageMakerPipelineParameters"]["PipelineParameterList"] == [
+        {"Name": "EndpointName", "Value": {"Ref": "EndpointName"}}]
+    (start,) = resources["MonitorScheduleRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert start["Action"] == "sagemaker:StartPipelineExecution" and start["Resource"] == target["Arn"]
+    function = resources["PublishLiveQualityFunction"]["Properties"]
+    assert function["FunctionName"] == {"Fn::Sub": f"${{PipelineName}}{PUBLISH_FUNCTION_SUFFIX}"}
+    assert function["Handler"] == "publish_live_quality.handler"
+    statements = resources["PublishLiveQualityFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"]
+    (put,) = [s for s in statements if s["Action"] == "cloudwatch:PutMetricData"]
+    assert put["Condition"] == {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}
+
+
 # The template's parameters whose defaults are livetrain's (DataBucketName has none: bucket names are global).
 CONFIG_PARAMETERS = {"DataBucketName": "bucket", "PipelineName": "pipeline_name",
                      "ModelPackageGroupName": "model_package_group", "EndpointName": "endpoint_name", "Epic": "epic"}

@@ -112,7 +112,8 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
         finally:
             for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
                 os.environ.pop(name)
-        assert sorted(p["PipelineName"] for p in pipelines) == ["crashable", Config().pipeline_name]
+        assert sorted(p["PipelineName"] for p in pipelines) == ["crashable", Config().pipeline_name,
+                                                                f"{Config().pipeline_name}-monitor"]
         sagemaker = local(environment, "sagemaker")  # what moto had before the kill -9 is there again
         assert local(environment, "s3").get_object(Bucket=config.bucket, Key="capture/kept.jsonl")[
             "Body"].read() == b"kept"

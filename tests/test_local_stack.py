@@ -224,11 +224,15 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     wait_until(lambda: scores() != served_by_v1, 10, "the endpoint server to load the new model")
 
 
-def test_the_live_quality_monitor_runs_on_its_timer(tmp_path):
+def test_the_monitoring_pipeline_runs_on_the_stacks_timer_and_publishes_to_cloudwatch(tmp_path):
+    """The timer starts `<pipeline>-monitor` through the SageMaker API, as the template's schedule rule does on AWS:
+    its processing step measures the captured traffic, its Lambda step publishes the figures."""
     from test_monitor import write_traffic
 
+    from pipelines.driver import monitor_pipeline_name
+
     with LocalStack(CONFIG, tmp_path / "state", log=lambda line: None, monitor_every_s=0.5) as stack:
-        stack.client("s3").create_bucket(Bucket=CONFIG.bucket)  # (provision() does more; the monitor needs this)
+        stack.provision()
         write_traffic(tmp_path / "traffic", "1", skill=-0.2, trades=2000, seed=5)
         s3 = stack.client("s3")
         for path in (tmp_path / "traffic").rglob("*.jsonl"):
@@ -236,8 +240,14 @@ def test_the_live_quality_monitor_runs_on_its_timer(tmp_path):
             s3.put_object(Bucket=CONFIG.bucket, Key=f"{CONFIG.pipeline_name}/{relative}", Body=path.read_bytes())
         wait_until(lambda: stack.live_quality and stack.live_quality[-1]["windows"], 60, "a monitoring run")
         metrics = stack.client("cloudwatch").list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
+        sagemaker = stack.client("sagemaker")
+        run = sagemaker.list_pipeline_executions(PipelineName=monitor_pipeline_name(CONFIG.pipeline_name))[
+            "PipelineExecutionSummaries"][-1]["PipelineExecutionArn"]
+        steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=run)["PipelineExecutionSteps"]
     assert stack.live_quality[-1]["windows"][0]["status"] == "declining"
     assert "LiftLowerBound" in {metric["MetricName"] for metric in metrics}
+    assert [(step["StepName"], step["StepStatus"]) for step in steps] == [
+        ("PublishLiveQuality", "Succeeded"), ("MeasureLiveQuality", "Succeeded")]  # newest first
 
 
 PIPELINE_ARN = f"arn:aws:sagemaker:{CONFIG.region}:123456789012:pipeline/{CONFIG.pipeline_name}"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipelines.local.capture import capture_record
 from processing.monitor import NOT_ENOUGH, in_service, monitor, read_captures, read_ground_truth
@@ -93,27 +94,25 @@ def test_the_monitor_runs_as_a_processing_script_and_writes_its_three_files(tmp_
     assert not (tmp_path / "out2").exists()
 
 
-def test_the_local_stacks_monitoring_run_reads_s3_writes_its_files_and_publishes_metrics(aws, tmp_path):
-    from infra.local.monitoring import MonitorSettings, run_monitor
+def test_the_publishing_step_sends_the_monitors_metrics_to_cloudwatch(aws, tmp_path):
+    """The monitoring pipeline's Lambda step (lambdas/publish_live_quality.py) over moto's S3 and CloudWatch."""
+    from lambdas.publish_live_quality import publish
 
-    s3, cloudwatch = aws.client("s3"), aws.client("cloudwatch")
-    s3.create_bucket(Bucket="data")
-    settings = MonitorSettings("data", "livetrain", "livetrain")
-    assert run_monitor(s3, cloudwatch, settings)["windows"] == []  # nothing captured yet: nothing judged
     write_traffic(tmp_path, "4", skill=-0.2, trades=2000, seed=4)
-    for path in tmp_path.rglob("*.jsonl"):
-        relative = path.relative_to(tmp_path).as_posix().replace("capture/", "datacapture/", 1)
-        s3.put_object(Bucket="data", Key=f"livetrain/{relative}", Body=path.read_bytes())
+    document = monitor(read_captures(tmp_path / "capture"), read_ground_truth(tmp_path / "groundtruth"),
+                       window_hours=24, dependence_seconds=1500, min_windows=20)["cloudwatch_metrics.json"]
+    s3, cloudwatch = aws.client("s3"), aws.client("cloudwatch")
+    s3.create_bucket(Bucket="publish")
+    s3.put_object(Bucket="publish", Key="m/cloudwatch_metrics.json", Body=json.dumps(document).encode())
+    sent = document["MetricData"]
 
-    quality = run_monitor(s3, cloudwatch, settings)
-
-    assert [w["status"] for w in quality["windows"]] == ["declining"]
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="data", Prefix="livetrain/monitoring/")["Contents"]]
-    assert sorted(k.rsplit("/", 1)[-1] for k in keys if k.split("/")[2] == keys[-1].split("/")[2]) == [
-        "cloudwatch_metrics.json", "constraint_violations.json", "live_quality.json"]
+    assert publish({"MetricsUri": "s3://publish/m/cloudwatch_metrics.json"}, s3, cloudwatch) == {
+        "DataPoints": str(len(sent))}
     metrics = cloudwatch.list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
     assert {m["MetricName"] for m in metrics} == {"LiftLowerBound", "Lift", "Precision"}
-    assert {"Name": "ModelVersion", "Value": "4"} in metrics[0]["Dimensions"]
+    assert {"Name": "ModelVersion", "Value": "4"} in [d for m in metrics for d in m["Dimensions"]]
+    with pytest.raises(ValueError, match="not an s3://bucket/key URI"):
+        publish({"MetricsUri": "publish/m"}, s3, cloudwatch)
 
 
 def test_the_previous_version_shadow_scores_the_requests_the_one_in_service_answered(tmp_path):

@@ -45,8 +45,9 @@ def test_upsert_uploads_the_code_then_creates_the_pipeline(upserted, aws, run_cl
 
     # Every code prefix the definition names holds exactly the files shipped for that step, byte for byte.
     s3 = aws.client("s3")
-    definition = json.loads(pipeline["PipelineDefinition"])
-    steps = {step["Name"]: step for step in definition["Steps"]}
+    steps = {step["Name"]: step for name in ("livetrain", "livetrain-monitor")  # and its monitoring pipeline's
+             for step in json.loads(aws.client("sagemaker").describe_pipeline(PipelineName=name)[
+                 "PipelineDefinition"])["Steps"]}
     for name, bundle in code_bundles(BUCKET, "livetrain").items():
         [code_uri] = [i["S3Input"]["S3Uri"] for i in steps[name]["Arguments"]["ProcessingInputs"]
                       if i["InputName"] == "code"]

@@ -359,6 +359,8 @@ def test_code_is_referenced_at_its_content_address(steps, tmp_path):
 
     bundles = code_bundles("data-bucket", "runs/lt")
     for name, bundle in bundles.items():
+        if name not in steps:  # MeasureLiveQuality: the monitoring pipeline's (test_the_monitoring_pipeline_…)
+            continue
         inputs = {i["InputName"]: i["S3Input"] for i in steps[name]["Arguments"]["ProcessingInputs"]}
         assert inputs["code"]["S3Uri"] == bundle.s3_prefix
         assert re.fullmatch(r"s3://data-bucket/runs/lt/code/[0-9a-f]{64}/", bundle.s3_prefix)
@@ -596,3 +598,24 @@ def test_placeholder_role_is_a_valid_arn_in_no_account(service_model):
 
     assert shape_violations(PLACEHOLDER_ROLE_ARN, service_model.shape_for("RoleArn"), "RoleArn") == []
     assert ":000000000000:" in PLACEHOLDER_ROLE_ARN
+
+
+def test_the_monitoring_pipeline_measures_the_capture_and_publishes_through_its_lambda():
+    from pipelines.code import code_bundles
+    from pipelines.contract import MONITOR_PARAMETER_NAMES
+
+    monitor = json.loads(build(monitor=True))
+    assert [p["Name"] for p in monitor["Parameters"]] == list(MONITOR_PARAMETER_NAMES)
+    measure, publish = monitor["Steps"]
+    assert (measure["Name"], measure["Type"], publish["Name"], publish["Type"]) == (
+        "MeasureLiveQuality", "Processing", "PublishLiveQuality", "Lambda")
+    arguments = measure["Arguments"]
+    inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in arguments["ProcessingInputs"]}
+    bundle = code_bundles(ARGS["bucket"], ARGS["prefix"])["MeasureLiveQuality"]
+    assert inputs["code"] == bundle.s3_prefix and {"monitor.py", "evaluate.py", "script_io.py"} <= set(bundle.files)
+    assert inputs["capture"]["Std:Join"]["Values"] == [
+        "s3:/", ARGS["bucket"], ARGS["prefix"], "datacapture", {"Get": "Parameters.EndpointName"}, ""]
+    assert inputs["groundtruth"] == f"s3://{ARGS['bucket']}/{ARGS['prefix']}/groundtruth/"
+    assert arguments["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/monitor.py")
+    assert publish["FunctionArn"].endswith(f":function:{ARGS['pipeline_name']}-publish-live-quality")
+    assert publish["Arguments"]["MetricsUri"]["Std:Join"]["Values"][-1] == "cloudwatch_metrics.json"

@@ -1,13 +1,17 @@
-"""The live-quality monitor as the local stack runs it on a timer: processing/monitor.py over S3, metrics published.
+"""The live-quality monitor as the local stack runs it: the monitoring pipeline, started on a timer.
 
-One run downloads the endpoint's data capture (s3://<bucket>/<prefix>/datacapture/<endpoint>/) and the ground
-truth (s3://<bucket>/<prefix>/groundtruth/), runs the monitor script in a subprocess as a Processing job would,
-uploads its three files to s3://<bucket>/<prefix>/monitoring/<UTC time>/ and publishes its metric data with
-PutMetricData (namespace livetrain/LiveQuality), where a CloudWatch alarm on LiftLowerBound can watch them.
+On AWS the template's schedule rule starts the monitoring pipeline `<pipeline>-monitor` (pipelines/definition.py,
+`get_monitor_pipeline`): MeasureLiveQuality runs processing/monitor.py over the endpoint's data capture
+(s3://<bucket>/<prefix>/datacapture/<endpoint>/) and the ground truth (s3://<bucket>/<prefix>/groundtruth/), writes
+its three files to s3://<bucket>/<prefix>/monitoring/<start time>-<execution id>/, and PublishLiveQuality sends the
+metric data with PutMetricData (namespace livetrain/LiveQuality), where the live-lift alarm watches LiftLowerBound.
+The local stack starts the same pipeline with StartPipelineExecution on its timer (infra/local/stack.py); its
+engine runs the same script and the same Lambda code.
 
-Shadow scoring (given a SageMaker client): the previous approved package (the newest one older than the version
-in service) scores the captured requests of the version in service, and its answers join the same ground truth
-as model version "<previous>-shadow": its figures on the very windows of the model in service, which the
+Shadow scoring, local only (given a SageMaker client, before each run): the previous approved package (the newest
+one older than the version in service) scores the captured requests of the version in service, and its answers
+join the same ground truth as model version "<previous>-shadow", written beside them in S3 (`shadow/` below the
+capture and ground-truth prefixes): its figures on the very windows of the model in service, which the
 act-on-alarm Lambda compares when the previous version has none of its own there. On AWS nothing does this yet
 (it would be a Batch Transform of the capture with the previous model).
 """
@@ -16,20 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.code import PROCESSING_DIR
 from pipelines.local import s3io
 from pipelines.local.algorithms.linear_learner.serving import decode_request
 from pipelines.local.errors import StepFailure
-from processing.monitor import SHADOW_SUFFIX, read_ground_truth, records
+from processing.monitor import DEPENDENCE_SECONDS, MIN_WINDOWS, SHADOW_SUFFIX, WINDOW_HOURS, read_ground_truth, records
 from streamer.scoring import ground_truth_record
 
 
@@ -39,17 +39,21 @@ class MonitorSettings:
     prefix: str
     endpoint: str
     model_package_group: str = ""  # for shadow scoring: the previous approved package of this group
-    window_hours: float = 24.0
-    dependence_seconds: float = 1500.0  # wall-clock seconds: divide by the simulator's speed
-    min_windows: float = 20.0
+    window_hours: float = WINDOW_HOURS
+    dependence_seconds: float = DEPENDENCE_SECONDS  # wall-clock seconds: divide by the simulator's speed
+    min_windows: float = MIN_WINDOWS
 
+    def capture_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/datacapture/{self.endpoint}/"
 
-def publish_metrics(cloudwatch, document: dict) -> int:
-    """PutMetricData for the monitor's cloudwatch_metrics.json; returns how many data points were sent."""
-    data = [{**entry, "Timestamp": datetime.fromisoformat(entry["Timestamp"])} for entry in document["MetricData"]]
-    for start in range(0, len(data), 500):
-        cloudwatch.put_metric_data(Namespace=document["Namespace"], MetricData=data[start:start + 500])
-    return len(data)
+    def ground_truth_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/groundtruth/"
+
+    def pipeline_parameters(self) -> list[dict]:
+        """The monitoring pipeline's parameters (pipelines.contract.MONITOR_PARAMETER_NAMES) for a run."""
+        return [{"Name": name, "Value": str(value)} for name, value in (
+            ("EndpointName", self.endpoint), ("WindowHours", self.window_hours),
+            ("DependenceSeconds", self.dependence_seconds), ("MinWindows", self.min_windows))]
 
 
 def _download(s3, uri: str, destination: Path) -> None:
@@ -85,8 +89,10 @@ def shadow_lines(capture_dir: Path, truth_dir: Path, model, current: str, previo
     return capture, ground_truth
 
 
-def _shadow_score(s3, sagemaker, settings: MonitorSettings, work: Path) -> None:
-    """Write the previous approved package's shadow answers next to the downloaded capture and ground truth."""
+def upload_shadow_scores(s3, sagemaker, settings: MonitorSettings) -> int:
+    """Shadow-score the captured requests of the version in service with the previous approved package and put its
+    capture and ground-truth lines under the `shadow/` prefixes; how many requests it scored (0: no endpoint, no
+    previous package, or nothing captured yet)."""
     from botocore.exceptions import ClientError
 
     from lambdas.act_on_alarm import in_service_version, previous_approved
@@ -95,38 +101,20 @@ def _shadow_score(s3, sagemaker, settings: MonitorSettings, work: Path) -> None:
     try:
         current = in_service_version(sagemaker.describe_endpoint(EndpointName=settings.endpoint))
     except ClientError:
-        return  # no endpoint yet
+        return 0  # no endpoint yet
     found = previous_approved(sagemaker, settings.model_package_group, current)
     if found is None:
-        return
+        return 0
     previous, arn = found
     container = sagemaker.describe_model_package(ModelPackageName=arn)["InferenceSpecification"]["Containers"][0]
-    capture, truth = shadow_lines(work / "capture", work / "groundtruth",
-                                  load_model_data(container["ModelDataUrl"], s3), current, previous)
-    for directory, lines in ((work / "capture", capture), (work / "groundtruth", truth)):
-        if lines:
-            (directory / "shadow").mkdir(parents=True, exist_ok=True)
-            (directory / "shadow" / f"v{previous}.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
-
-
-def run_monitor(s3, cloudwatch, settings: MonitorSettings, sagemaker=None) -> dict:
-    """One monitoring run (see the module's docstring); returns live_quality.json's content. With `sagemaker`,
-    the previous approved package is shadow-scored first."""
-    root = f"s3://{settings.bucket}/{settings.prefix}"
-    with tempfile.TemporaryDirectory(prefix="livetrain-monitor-") as work:
+    with tempfile.TemporaryDirectory(prefix="livetrain-shadow-") as work:
         work = Path(work)
-        _download(s3, f"{root}/datacapture/{settings.endpoint}/", work / "capture")
-        _download(s3, f"{root}/groundtruth/", work / "groundtruth")
-        if sagemaker is not None and settings.model_package_group:
-            _shadow_score(s3, sagemaker, settings, work)
-        done = subprocess.run([sys.executable, str(PROCESSING_DIR / "monitor.py"), "--capture-dir", work / "capture",
-                               "--ground-truth-dir", work / "groundtruth", "--output-dir", work / "out",
-                               "--window-hours", str(settings.window_hours), "--dependence-seconds",
-                               str(settings.dependence_seconds), "--min-windows", str(settings.min_windows),
-                               "--endpoint", settings.endpoint], capture_output=True, text=True, cwd=work)
-        if done.returncode != 0:
-            raise RuntimeError(f"the live-quality monitor failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
-        s3io.upload_directory(s3, work / "out", f"{root}/monitoring/{stamp}/")
-        publish_metrics(cloudwatch, json.loads((work / "out" / "cloudwatch_metrics.json").read_text()))
-        return json.loads((work / "out" / "live_quality.json").read_text())
+        _download(s3, settings.capture_uri(), work / "capture")
+        _download(s3, settings.ground_truth_uri(), work / "groundtruth")
+        capture, truth = shadow_lines(work / "capture", work / "groundtruth",
+                                      load_model_data(container["ModelDataUrl"], s3), current, previous)
+    for uri, lines in ((settings.capture_uri(), capture), (settings.ground_truth_uri(), truth)):
+        if lines:
+            bucket, key = s3io.split_s3_uri(f"{uri}shadow/v{previous}.jsonl")
+            s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(map(json.dumps, lines)) + "\n").encode())
+    return len(capture)

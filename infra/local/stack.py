@@ -18,9 +18,10 @@ pipeline); and dispatches rule matches to their real targets:
 A stack starting on a state directory a killed stack left behind resumes its unfinished executions (see
 `Submissions.recover`): none stays Executing forever, none queued behind it is skipped.
 
-With `monitor_every_s`, the live-quality monitor (infra/local/monitoring.py) runs on that timer over the
-endpoint's data capture and the streamer's ground truth, publishing its metrics to moto's CloudWatch; after each
-run the alarms are evaluated (infra/local/alarms.py: moto does not), the template's live-lift alarm among them.
+With `monitor_every_s`, the monitoring pipeline (infra/local/monitoring.py) is started on that timer, as the
+template's schedule rule starts it on AWS, over the endpoint's data capture and the streamer's ground truth,
+publishing its metrics to moto's CloudWatch; after each run the alarms are evaluated (infra/local/alarms.py: moto
+does not), the template's live-lift alarm among them.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from infra.rules import (
 )
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from pipelines.local.submissions import Submissions
+from processing.monitor import QUALITY_FILE
 
 LOCAL_ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/livetrain-local"
 IG_SECRET_ID = "livetrain/ig-credentials"
@@ -215,18 +217,44 @@ class LocalStack:
         return started
 
     def _monitor_loop(self) -> None:
-        """The live-quality monitor every `monitor_every_s` seconds; a failed run is logged and retried."""
-        from infra.local.monitoring import MonitorSettings, run_monitor
-
-        settings = MonitorSettings(self.config.bucket, self.config.pipeline_name, self.config.endpoint_name,
-                                   self.config.model_package_group)
+        """monitor_once every `monitor_every_s` seconds; a failed run is logged, and the next one tries again."""
         while not self._stop.wait(self.monitor_every_s):
             try:
-                self.live_quality.append(run_monitor(self.client("s3"), self.client("cloudwatch"), settings,
-                                                     self.client("sagemaker")))
-                self.evaluate_alarms()
-            except Exception as exc:  # the next run tries again
+                quality = self.monitor_once()
+                if quality is not None:
+                    self.live_quality.append(quality)
+                    self.evaluate_alarms()
+            except Exception as exc:
                 self.log(f"live-quality monitor: {exc}")
+
+    def monitor_settings(self):
+        from infra.local.monitoring import MonitorSettings
+
+        return MonitorSettings(self.config.bucket, self.config.pipeline_name, self.config.endpoint_name,
+                               self.config.model_package_group)
+
+    def monitor_once(self) -> dict | None:
+        """One run of the monitoring pipeline, started as the template's schedule rule starts it on AWS (after the
+        local-only shadow scoring); its live_quality.json, or None while nothing is captured or known yet."""
+        from infra.local.monitoring import upload_shadow_scores
+        from pipelines.driver import monitor_pipeline_name
+
+        s3, sagemaker, settings = self.client("s3"), self.client("sagemaker"), self.monitor_settings()
+        for uri in (settings.capture_uri(), settings.ground_truth_uri()):
+            bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+            if not s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"):
+                return None  # the job's input would be empty: SageMaker would fail it
+        upload_shadow_scores(s3, sagemaker, settings)
+        arn = sagemaker.start_pipeline_execution(PipelineName=monitor_pipeline_name(self.config.pipeline_name),
+                                                 PipelineParameters=settings.pipeline_parameters())[
+            "PipelineExecutionArn"]
+        record = self.run_queued()[arn.rsplit("/", 1)[-1]].result()
+        if record["PipelineExecutionStatus"] != "Succeeded":
+            raise RuntimeError(record.get("FailureReason") or record["PipelineExecutionStatus"])
+        (output,) = record["Steps"]["MeasureLiveQuality"]["Properties"]["ProcessingOutputConfig"]["Outputs"]
+        uri = output["S3Output"]["S3Uri"].rstrip("/") + "/" + QUALITY_FILE
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
     def evaluate_alarms(self) -> list[dict]:
         """What CloudWatch does on AWS and moto does not: evaluate the alarms, announce their state changes
@@ -281,7 +309,8 @@ class LocalStack:
             execution = LocalExecution(definition, resolve_parameters(definition, record["Parameters"]),
                                        s3=self.client("s3"), sagemaker=self.client("sagemaker"),
                                        state_dir=self.state_dir, progress=self.log, execution_id=execution_id,
-                                       pipeline_name=record["PipelineName"], pipeline_arn=record["PipelineArn"])
+                                       pipeline_name=record["PipelineName"], pipeline_arn=record["PipelineArn"],
+                                       cloudwatch=self.client("cloudwatch"))
             record = execution.run()
         except Exception as exc:  # the engine records a step's failure itself; this is anything around it
             record = self.submissions.fail(execution_id, f"the local engine could not run it: {exc}")

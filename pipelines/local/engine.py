@@ -171,12 +171,12 @@ class LocalExecution:
 
     def __init__(self, definition: dict, parameters: dict, *, s3, sagemaker, state_dir: str | Path,
                  pipeline_name: str, pipeline_arn: str, progress: Callable[[str], None] | None = None,
-                 max_parallel_steps: int = 4, execution_id: str | None = None):
+                 max_parallel_steps: int = 4, execution_id: str | None = None, cloudwatch=None):
         """`execution_id`: run an execution already recorded (started through the SageMaker API,
         `submissions.py`), keeping its record's other fields (display name, client token, creation time) and
         the steps that had succeeded (a retried run starts from the step that failed)."""
         self.definition = definition
-        self.s3, self.sagemaker = s3, sagemaker
+        self.s3, self.sagemaker, self.cloudwatch = s3, sagemaker, cloudwatch
         self.store = ExecutionStore(state_dir)
         self.cache = StepCache(state_dir)
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -363,7 +363,7 @@ class LocalExecution:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         work_dir = self.directory / "jobs" / name
         job = Job(step_name=name, job_name=name_of_job, arn_prefix=self.arn_prefix, work_dir=work_dir,
-                  log_path=log_path, s3=self.s3, sagemaker=self.sagemaker)
+                  log_path=log_path, s3=self.s3, sagemaker=self.sagemaker, cloudwatch=self.cloudwatch)
         self._jobs[name] = job
         self._set(name, LogFile=str(log_path), JobName=name_of_job)
         first_attempt, failures = time.monotonic(), 0

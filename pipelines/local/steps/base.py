@@ -26,6 +26,7 @@ class Job:
     log_path: Path
     s3: Any
     sagemaker: Any
+    cloudwatch: Any = None  # only the monitoring pipeline's Lambda step uses it
     last_line: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -9,12 +9,14 @@ read as `Steps.<name>.OutputParameters['<key>']`.
 from __future__ import annotations
 
 from lambdas.find_champion import find_champion
-from pipelines.contract import CHAMPION_FUNCTION_SUFFIX
+from lambdas.publish_live_quality import publish
+from pipelines.contract import CHAMPION_FUNCTION_SUFFIX, PUBLISH_FUNCTION_SUFFIX
 from pipelines.local.errors import StepFailure
 from pipelines.local.steps.base import Job
 
 IN_PROCESS = {  # function-name suffix → (event, job) → the handler's result
     CHAMPION_FUNCTION_SUFFIX: lambda event, job: find_champion(event, job.sagemaker),
+    PUBLISH_FUNCTION_SUFFIX: lambda event, job: publish(event, job.s3, job.cloudwatch),
 }
 
 
