@@ -114,3 +114,19 @@ def test_the_demo_runs_on_the_local_up_service_and_keep_running_leaves_it_to_the
     wait_until(lambda: group_is_gone(service["pid"]), 10, "the service's processes to end")  # all it started
     for name in ("whole loop", "too short"):
         assert status(demos[name][1]) is None and not (demos[name][1] / "service.json").exists()
+
+
+def test_a_demo_uses_the_service_already_running_on_its_state_directory_and_leaves_it_running(tmp_path, run_cli):
+    started = run_cli("local", "up", "--state-dir", tmp_path, timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        pid = status(tmp_path)["pid"]
+        result = run_cli("demo", "--state-dir", tmp_path, "--market", "random-walk", "--batch-size", 1000,
+                         "--max-jobs", 2)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]  # too short
+        assert f"using the local stack already running on {tmp_path} (pid {pid})" in result.stderr
+        assert status(tmp_path)["pid"] == pid  # not the demo's to stop
+        (record,) = ExecutionStore(tmp_path).all()
+        assert record["PipelineExecutionId"] in result.stdout
+    finally:
+        down(tmp_path)
