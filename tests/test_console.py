@@ -86,8 +86,9 @@ def test_stop_and_retry_buttons_call_the_execution_api(tmp_path):
 
 
 def test_a_steps_logs_and_the_reports_plots(tmp_path):
-    """Over a moto whose executions are the engine's records: a step's logs are what its script printed, a step
-    that never ran says so, an unknown step is 404; the run's verdict plot is a PNG drawn from its evaluation."""
+    """Over a moto whose executions are the engine's records: a step's logs are what its script printed or its
+    Fail message, a step that never ran says so, an unknown step is 404; the run's verdict plot is a PNG drawn
+    from its evaluation."""
     from infra.local.services import local_client, start_moto
     from pipelines.local.engine import LocalExecution
 
@@ -101,13 +102,13 @@ open(os.path.join(sys.argv[1], "evaluation.json"), "w").write({json.dumps(evalua
     try:
         s3, sagemaker = (local_client(service, moto.url, CONFIG.region) for service in ("s3", "sagemaker"))
         s3.create_bucket(Bucket="console-test")
-        for name, source in (("evaluate", evaluate), ("boom", "import sys; sys.exit('no model to register')")):
-            s3.put_object(Bucket="console-test", Key=f"code/{name}.py", Body=source.encode())
+        s3.put_object(Bucket="console-test", Key="code/evaluate.py", Body=evaluate.encode())
         steps = [processing_step("Evaluate", "s3://console-test/code/evaluate.py", arguments=[
                      "/opt/ml/processing/evaluation"], outputs=[output(
                      "evaluation", "s3://console-test/evaluation", "/opt/ml/processing/evaluation")]),
-                 processing_step("Register", "s3://console-test/code/boom.py", DependsOn=["Evaluate"]),
-                 processing_step("Deploy", "s3://console-test/code/boom.py", DependsOn=["Register"])]
+                 {"Name": "Register", "Type": "Fail", "DependsOn": ["Evaluate"],
+                  "Arguments": {"ErrorMessage": "no model to register"}},
+                 processing_step("Deploy", "s3://console-test/code/evaluate.py", DependsOn=["Register"])]
         definition = {"Version": "2020-12-01", "Parameters": [], "Steps": steps}
         arn = sagemaker.create_pipeline(PipelineName=CONFIG.pipeline_name, RoleArn="arn:aws:iam::123456789012:role/r",
                                         PipelineDefinition=json.dumps(definition))["PipelineArn"]
@@ -127,7 +128,7 @@ open(os.path.join(sys.argv[1], "evaluation.json"), "w").write({json.dumps(evalua
             assert f"/executions/{execution.id}/steps/Evaluate/logs" in get("")[1].decode()  # linked from its row
             status, page = get("/steps/Evaluate/logs")
             assert status == 200 and "scored the test slice" in page.decode()
-            assert "no model to register" in get("/steps/Register/logs")[1].decode()  # the script's stderr
+            assert "failed: no model to register" in get("/steps/Register/logs")[1].decode()  # the Fail message
             status, page = get("/steps/Deploy/logs")
             assert status == 200 and 'id="no-logs"' in page.decode() and "has not run" in page.decode()
             assert get("/steps/Nope/logs")[0] == 404

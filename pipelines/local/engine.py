@@ -376,9 +376,8 @@ class LocalExecution:
                 properties = RUNNERS[plan.type](resolved, job)
                 properties = self._with_property_files(plan, properties)
                 break
-            except Exception as exc:
-                if not isinstance(exc, StepFailure | ExpressionError):
-                    job.log(traceback.format_exc())
+            except Exception as exc:  # its log ends with why (a Fail step's message, a script's last error)
+                job.log(f"failed: {exc}" if isinstance(exc, StepFailure | ExpressionError) else traceback.format_exc())
                 failures += 1
                 kind = exception_type(exc)
                 delay = retry_delay(plan.spec.get("RetryPolicies", []), kind, failures,
