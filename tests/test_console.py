@@ -1,10 +1,13 @@
 """The console's routes over moto's SageMaker API, without a browser (the browser test is in test_local_stack)."""
 
+import json
 import urllib.error
 import urllib.parse
 import urllib.request
 
 import pytest
+from test_local_engine import output, processing_step
+from test_local_report import evaluation_with_all_three_models
 
 from infra.local.console import background_console
 from livetrain.config import Config
@@ -78,5 +81,59 @@ def test_stop_and_retry_buttons_call_the_execution_api(tmp_path):
                 assert post(f"{run_page}/{button}") == 200  # the redirect back to the run's page
                 assert status(arn) == after
             assert post(f"{console.url}/executions/{queued.rsplit('/', 1)[1]}/stop") == 502  # stopped already
+    finally:
+        moto.stop()
+
+
+def test_a_steps_logs_and_the_reports_plots(tmp_path):
+    """Over a moto whose executions are the engine's records: a step's logs are what its script printed or its
+    Fail message, a step that never ran says so, an unknown step is 404; the run's verdict plot is a PNG drawn
+    from its evaluation."""
+    from infra.local.services import local_client, start_moto
+    from pipelines.local.engine import LocalExecution
+
+    evaluate = f"""
+import os, sys
+print("scored the test slice")
+os.makedirs(sys.argv[1], exist_ok=True)
+open(os.path.join(sys.argv[1], "evaluation.json"), "w").write({json.dumps(evaluation_with_all_three_models())!r})
+"""
+    moto = start_moto(tmp_path)
+    try:
+        s3, sagemaker = (local_client(service, moto.url, CONFIG.region) for service in ("s3", "sagemaker"))
+        s3.create_bucket(Bucket="console-test")
+        s3.put_object(Bucket="console-test", Key="code/evaluate.py", Body=evaluate.encode())
+        steps = [processing_step("Evaluate", "s3://console-test/code/evaluate.py", arguments=[
+                     "/opt/ml/processing/evaluation"], outputs=[output(
+                     "evaluation", "s3://console-test/evaluation", "/opt/ml/processing/evaluation")]),
+                 {"Name": "Register", "Type": "Fail", "DependsOn": ["Evaluate"],
+                  "Arguments": {"ErrorMessage": "no model to register"}},
+                 processing_step("Deploy", "s3://console-test/code/evaluate.py", DependsOn=["Register"])]
+        definition = {"Version": "2020-12-01", "Parameters": [], "Steps": steps}
+        arn = sagemaker.create_pipeline(PipelineName=CONFIG.pipeline_name, RoleArn="arn:aws:iam::123456789012:role/r",
+                                        PipelineDefinition=json.dumps(definition))["PipelineArn"]
+        execution = LocalExecution(definition, {}, s3=s3, sagemaker=sagemaker, state_dir=tmp_path,
+                                   pipeline_name=CONFIG.pipeline_name, pipeline_arn=arn, progress=lambda line: None)
+        record = execution.run()
+        assert [step["StepStatus"] for step in record["Steps"].values()] == ["Succeeded", "Failed", "NotExecuted"]
+
+        def get(path: str) -> tuple[int, bytes]:
+            try:
+                with urllib.request.urlopen(f"{console.url}/executions/{execution.id}{path}", timeout=30) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read()
+
+        with background_console(CONFIG, moto.url, tmp_path) as console:
+            assert f"/executions/{execution.id}/steps/Evaluate/logs" in get("")[1].decode()  # linked from its row
+            status, page = get("/steps/Evaluate/logs")
+            assert status == 200 and "scored the test slice" in page.decode()
+            assert "failed: no model to register" in get("/steps/Register/logs")[1].decode()  # the Fail message
+            status, page = get("/steps/Deploy/logs")
+            assert status == 200 and 'id="no-logs"' in page.decode() and "has not run" in page.decode()
+            assert get("/steps/Nope/logs")[0] == 404
+            status, image = get("/plots/verdict.png")
+            assert status == 200 and image.startswith(b"\x89PNG")
+            assert get("/plots/tuning.png")[0] == 404  # no tuning job in this run
     finally:
         moto.stop()

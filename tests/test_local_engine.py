@@ -323,6 +323,19 @@ def test_manifest_input_and_script_failure_reason(aws, tmp_path):
     assert "found ['a.csv', 'sub/b.csv']" in log and "about to fail" in log
 
 
+
+def test_a_jobs_log_keeps_its_last_bytes_once_it_ends(aws, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "LOG_KEEP_BYTES", 2000)
+    script = upload_script(aws, "chatty", """
+        for i in range(1000):
+            print(f"line {i}")
+    """)
+    record = run_definition(aws, tmp_path, {"Steps": [processing_step("Chat", script)]})
+    log = Path(record["Steps"]["Chat"]["LogFile"]).read_bytes()
+    assert log.startswith(b"... (earlier lines left out)\n") and log.endswith(b"line 999\n")
+    assert b"line 0\n" not in log and len(log) < 2100
+
+
 PARALLEL_SCRIPT = """
     import os, pathlib, sys, time
     me, other = sys.argv[1], sys.argv[2]

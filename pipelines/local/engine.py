@@ -12,6 +12,7 @@ execution's record is kept on disk (`records.ExecutionStore`) as steps change st
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -36,6 +37,7 @@ from pipelines.local.workers import stop_all
 
 HEARTBEAT_SECONDS = 10.0
 BRANCHES = {"IfSteps": True, "ElseSteps": False}
+LOG_KEEP_BYTES = 1024 * 1024  # of each job's log once the job has ended (CloudWatch Logs' role on AWS)
 JOB_NAME_LIMITS = {"Tuning": 32}  # HyperParameterTuningJobName is at most 32 characters; the others 63
 
 
@@ -128,6 +130,16 @@ def job_name(step_name: str, execution_id: str, step_type: str) -> str:
     limit = JOB_NAME_LIMITS.get(step_type, 63)
     safe = re.sub(r"[^A-Za-z0-9-]", "-", step_name).strip("-") or "step"
     return f"{safe[: limit - len(execution_id) - 1]}-{execution_id}"
+
+
+def _keep_tails(log_path: Path, work_dir: Path) -> None:
+    """Cut the step's log and its training jobs' logs to their last LOG_KEEP_BYTES once the job has ended."""
+    for path in (log_path, *work_dir.rglob("training.log")):
+        if path.exists() and path.stat().st_size > LOG_KEEP_BYTES:
+            with path.open("rb") as log:
+                log.seek(-LOG_KEEP_BYTES, os.SEEK_END)
+                tail = log.read()
+            path.write_bytes(b"... (earlier lines left out)\n" + tail)
 
 
 # ---------------------------------------------------------------- retries
@@ -376,9 +388,8 @@ class LocalExecution:
                 properties = RUNNERS[plan.type](resolved, job)
                 properties = self._with_property_files(plan, properties)
                 break
-            except Exception as exc:
-                if not isinstance(exc, StepFailure | ExpressionError):
-                    job.log(traceback.format_exc())
+            except Exception as exc:  # its log ends with why (a Fail step's message, a script's last error)
+                job.log(f"failed: {exc}" if isinstance(exc, StepFailure | ExpressionError) else traceback.format_exc())
                 failures += 1
                 kind = exception_type(exc)
                 delay = retry_delay(plan.spec.get("RetryPolicies", []), kind, failures,
@@ -387,6 +398,8 @@ class LocalExecution:
                     raise
                 self.progress(f"{name}: attempt {failures} failed ({kind}: {exc}); retrying in {delay:g} s")
                 time.sleep(delay)
+            finally:  # each attempt's end
+                _keep_tails(log_path, work_dir)
         if key:
             self.cache.store(key, self.id, name, properties)
         return properties
