@@ -45,6 +45,10 @@ class Config:
     limit_distance: float = 100.0  # price points
     max_lifetime_s: float = 900.0
     open_every_s: float = 30.0  # 0 opens on every tick
+    # the local stack's live-quality monitor: how often it runs (0: never), and how many market seconds pass per
+    # wall-clock second of the traffic the endpoint sees (a simulator's --speed): its windows are wall-clock
+    monitor_every_s: float = 0.0
+    market_speed: float = 1.0
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Config:

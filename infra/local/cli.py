@@ -28,7 +28,8 @@ def add_commands(commands, config) -> None:
     demo.add_argument("--seed", type=int, default=0, help="the simulated market's seed")
     demo.add_argument("--continuous", action="store_true",
                       help="keep streaming: every batch retrains; a new package replaces the endpoint's model "
-                           "only once approved")
+                           "only once approved; once a model serves, the market streams at 3,600x real time, every "
+                           "trade scored live, and its live precision and lift are shown")
     demo.add_argument("--batches", type=positive_int, help="with --continuous: stop after this many batches")
     demo.add_argument("--no-approve", action="store_true", help="leave registered packages pending approval")
     demo.add_argument("--keep-running", action="store_true",

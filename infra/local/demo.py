@@ -27,7 +27,16 @@ from livetrain.errors import UserError
 from livetrain.processes import dies_with_parent
 from pipelines.local.records import ExecutionStatus, ExecutionStore, StepStatus
 from processing.evaluate import EVALUATION_FILE
+from processing.monitor import MIN_WINDOWS
 from processing.preprocess import TEST_FEATURES_CSV
+
+# With --continuous, once a model serves, the market streams at LIVE_SPEED times real time and the endpoint scores
+# every trade; the service's monitor runs every MONITOR_EVERY_S with its windows shrunk as much: a 24 h window is
+# 24 s, the 1,500 s dependence span 0.42 s. The capture's timestamps are whole seconds (SageMaker's layout), so
+# the bootstrap's blocks are whole seconds, an hour of market each: longer than the dependence, never shorter.
+# At --speed max (~28,000x) a block would hold ~8 market hours and a window a few blocks: no honest interval.
+LIVE_SPEED = 3600.0
+MONITOR_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -116,19 +125,28 @@ def run_demo(settings: DemoSettings) -> int:
             service, started = _service(settings)
         user = LocalUser(service["environment"], settings.config)
         seen = {summary["PipelineExecutionArn"] for summary in user.executions()}  # a reused service's earlier runs
-        streamer = _start_streamer(user, settings)
+        # Until a model serves, one batch per streamer run at full speed (so that it does not run ahead while the
+        # pipeline trains); once one serves, the rest paced at LIVE_SPEED, every trade scored by the endpoint.
+        streamer, live = _start_streamer(user, settings, max_batches=1), LiveQuality(user)
         batches = settings.batches if settings.continuous else 1
         for number in range(1, batches + 1 if batches else sys.maxsize):
             with phases(f"stream the {settings.market} market until batch {number} lands in S3"):
-                arn = _wait_for_run(user, settings, streamer, seen, number)
+                arn = _wait_for_run(user, settings, streamer, seen, number, live)
                 seen.add(arn)
             outcomes.append(_train_and_deploy(user, settings, phases, arn))
-        streamer.wait(timeout=60)
+            if outcomes[-1].get("endpoint"):
+                outcomes[-1]["live"] = live.serving(outcomes[-1]["package"].rsplit("/", 1)[-1])
+            if number != batches and live.speed is None:
+                _stop(streamer)  # it resumes where it stopped (MongoDB)
+                live.speed = LIVE_SPEED if live.version else None
+                streamer = _start_streamer(user, settings, batches if live.speed else number + 1, live.speed)
+        if outcomes and live.line:
+            outcomes[-1].setdefault("live", live.line)
+        streamer.wait(timeout=600)
         completed = True
     finally:
-        if streamer is not None and streamer.poll() is None:
-            streamer.terminate()
-            streamer.wait(timeout=30)
+        if streamer is not None:
+            _stop(streamer)
         kept = started and settings.keep_running and completed
         if started and not kept:
             down(settings.state_dir)
@@ -148,9 +166,11 @@ def _service(settings: DemoSettings) -> tuple[dict, dict | None]:
         print(f"    using the local stack already running on {settings.state_dir} (pid {running['pid']}), with the "
               "settings it was started with", file=sys.stderr)
         return running, None
-    service = up(settings.state_dir, environment={"LIVETRAIN_MAX_JOBS": str(settings.max_jobs),
-                                                  "LIVETRAIN_MAX_PARALLEL_JOBS": str(settings.max_parallel_jobs)},
-                 dies_with_caller=not settings.keep_running)
+    environment = {"LIVETRAIN_MAX_JOBS": str(settings.max_jobs),
+                   "LIVETRAIN_MAX_PARALLEL_JOBS": str(settings.max_parallel_jobs)}
+    if settings.continuous:  # the live-quality monitor, on the market's clock once it streams at LIVE_SPEED
+        environment |= {"LIVETRAIN_MONITOR_EVERY_S": str(MONITOR_EVERY_S), "LIVETRAIN_MARKET_SPEED": str(LIVE_SPEED)}
+    service = up(settings.state_dir, environment=environment, dies_with_caller=not settings.keep_running)
     return service, service
 
 
@@ -173,7 +193,7 @@ class LocalUser:
 
 
 def _wait_for_run(user: LocalUser, settings: DemoSettings, streamer: subprocess.Popen, seen: set,
-                  number: int) -> str:
+                  number: int, live: LiveQuality) -> str:
     """The ARN of the run the next batch's event started (a streamer that exits 0 has committed its last batch,
     whose event may still be on its way)."""
     def landed() -> str | None:
@@ -182,8 +202,8 @@ def _wait_for_run(user: LocalUser, settings: DemoSettings, streamer: subprocess.
         return next((s["PipelineExecutionArn"] for s in user.executions() if s["PipelineExecutionArn"] not in seen),
                     None)
 
-    wait_until(lambda: landed() or streamer.poll() not in (None, 0), settings.timeout, f"batch {number}",
-               interval=0.2)
+    wait_until(lambda: live.show() or landed() or streamer.poll() not in (None, 0), settings.timeout,
+               f"batch {number}", interval=0.2)
     arn = landed()
     if arn is None:
         raise UserError(f"the streamer exited with code {streamer.returncode} before batch {number} landed; see its "
@@ -191,15 +211,19 @@ def _wait_for_run(user: LocalUser, settings: DemoSettings, streamer: subprocess.
     return arn
 
 
-def _start_streamer(user: LocalUser, settings: DemoSettings) -> subprocess.Popen:
-    """`livetrain stream` against the local stack, as the ECS task runs it on AWS; its lines are shown."""
+def _start_streamer(user: LocalUser, settings: DemoSettings, max_batches: int | None,
+                    speed: float | None = None) -> subprocess.Popen:
+    """`livetrain stream` against the local stack, as the ECS task runs it on AWS, until `max_batches` batches
+    in all (None: until stopped); its lines are shown. With a `speed`, the market is paced and every trade is
+    scored by the endpoint (live scoring)."""
     environment = user.environment
-    command = [str(Path(sys.executable).with_name("livetrain")), "stream", "--source", "sim", "--speed", "max",
+    paced = ["--speed", f"{speed:g}", "--endpoint-name", settings.config.endpoint_name] if speed else ["--speed", "max"]
+    command = [str(Path(sys.executable).with_name("livetrain")), "stream", "--source", "sim", *paced,
                "--market", settings.market, "--seed", str(settings.seed), "--batch-size", str(settings.batch_size),
                "--bucket", settings.config.bucket, "--s3-endpoint-url", environment["AWS_ENDPOINT_URL"],
                "--mongo-uri", environment["MONGODB_URI"]]
-    if not (settings.continuous and settings.batches is None):
-        command += ["--max-batches", str(settings.batches if settings.continuous else 1)]
+    if max_batches:
+        command += ["--max-batches", str(max_batches)]
     process = subprocess.Popen(command, env={**os.environ, **environment}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, preexec_fn=dies_with_parent())
 
@@ -209,6 +233,55 @@ def _start_streamer(user: LocalUser, settings: DemoSettings) -> subprocess.Popen
 
     threading.Thread(target=relay, daemon=True).start()
     return process
+
+
+def _stop(streamer: subprocess.Popen) -> None:
+    """SIGTERM, which the streamer honours within seconds, committing what it has."""
+    if streamer.poll() is None:
+        streamer.terminate()
+        streamer.wait(timeout=30)
+
+
+class LiveQuality:
+    """The live-quality monitor's newest figures (lambdas.act_on_alarm.latest_figures), shown when they change."""
+
+    def __init__(self, user: LocalUser):
+        self.user, self.version, self.speed = user, None, None
+        self.line, self._shown = None, None
+
+    def serving(self, version: str) -> str | None:
+        """From now on, show the figures of this model version (the one the endpoint serves)."""
+        self.version = version
+        self.show()
+        return self.line
+
+    def show(self) -> bool:
+        """Print the serving version's newest window if it is new; never true (a wait's predicate goes on)."""
+        from lambdas.act_on_alarm import latest_figures
+
+        if self.version is None:
+            return False
+        config = self.user.config
+        figures = latest_figures(self.user.client("s3"), config.bucket, config.pipeline_name) or {}
+        windows = [w for w in figures.get("windows", []) if w["model_version"] == self.version]
+        if windows and windows[-1] != self._shown:
+            self._shown, self.line = windows[-1], live_line(self.version, windows[-1])
+            print(f"    live | {self.line}", file=sys.stderr, flush=True)
+        return False
+
+
+def live_line(version: str, window: dict) -> str:
+    """One monitoring window of a model version, as the demo shows it."""
+
+    def interval(entry: dict) -> str:
+        return f"{entry['value']:.2f} [{entry['lower']:.2f}, {entry['upper']:.2f}]"
+
+    head = f"v{version} in service, live on {window['trades']:,} scored trades since {window['start']}"
+    if "lift" not in window:
+        return (f"{head}: {window['status']} ({window['independent_windows']:.0f} independent windows; "
+                f"{MIN_WINDOWS:.0f} needed)")
+    return (f"{head}: precision {interval(window['precision'])}, base rate {interval(window['base_rate'])}, "
+            f"lift {interval(window['lift'])} ({window['status']}; 95% intervals)")
 
 
 def _train_and_deploy(user: LocalUser, settings: DemoSettings, phases: Phases, arn: str) -> dict:
@@ -296,4 +369,6 @@ def _print_summary(phases: Phases, outcomes: list[dict]) -> None:
         if outcome.get("endpoint"):
             print(f"    deployed to endpoint config {outcome['endpoint']}; "
                   f"{len(outcome['predictions'])} predictions served")
+        if outcome.get("live"):
+            print(f"    live quality: {outcome['live']}")
         print(f"    report: {outcome['report']}")

@@ -143,7 +143,7 @@ def serve(state_dir: Path) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     path = Path(state_dir) / SERVICE_FILE
     config = Config.from_env()
-    with LocalStack(config, state_dir) as stack:
+    with LocalStack(config, state_dir, monitor_every_s=config.monitor_every_s or None) as stack:
         stack.provision()
         stack.run_in_background()
         with background_console(config, stack.moto.url, stack.state_dir) as console:

@@ -43,7 +43,7 @@ from infra.rules import (
 )
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from pipelines.local.submissions import Submissions
-from processing.monitor import QUALITY_FILE
+from processing.monitor import DEPENDENCE_SECONDS, QUALITY_FILE, WINDOW_HOURS
 
 LOCAL_ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/livetrain-local"
 IG_SECRET_ID = "livetrain/ig-credentials"
@@ -230,8 +230,10 @@ class LocalStack:
     def monitor_settings(self):
         from infra.local.monitoring import MonitorSettings
 
-        return MonitorSettings(self.config.bucket, self.config.pipeline_name, self.config.endpoint_name,
-                               self.config.model_package_group)
+        config = self.config  # its windows are wall-clock: a market simulated S times faster shrinks them S times
+        return MonitorSettings(config.bucket, config.pipeline_name, config.endpoint_name, config.model_package_group,
+                               window_hours=WINDOW_HOURS / config.market_speed,
+                               dependence_seconds=DEPENDENCE_SECONDS / config.market_speed)
 
     def monitor_once(self) -> dict | None:
         """One run of the monitoring pipeline, started as the template's schedule rule starts it on AWS (after the
