@@ -37,6 +37,11 @@ PUBLISH_FUNCTION_SUFFIX = "-publish-live-quality"
 MONITOR_PARAMETER_NAMES = ("EndpointName", "WindowHours", "DependenceSeconds", "MinWindows", "ProcessingInstanceType")
 
 
+def monitor_pipeline_name(pipeline_name: str) -> str:
+    """The live-quality monitoring pipeline that goes with a training pipeline."""
+    return f"{pipeline_name}{MONITOR_PIPELINE_SUFFIX}"
+
+
 def function_arn(region: str, role_arn: str, pipeline_name: str, suffix: str) -> str:
     """The ARN of one of the pipelines' Lambda functions, `<pipeline name><suffix>`, in the pipeline role's account
     and region (the template creates them)."""

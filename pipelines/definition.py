@@ -38,11 +38,11 @@ from pipelines.contract import (
     MAX_SHORTFALL_VS_CHAMPION,
     MIN_LIFT,
     MIN_PRECISION,
-    MONITOR_PIPELINE_SUFFIX,
     PUBLISH_FUNCTION_SUFFIX,
     TARGET_RECALL,
     champion_function_arn,
     function_arn,
+    monitor_pipeline_name,
 )
 from processing.baseline import PREDICTIONS_FILE as BASELINE_PREDICTIONS_FILE
 from processing.batch_contract import feature_names
@@ -436,7 +436,7 @@ def get_monitor_pipeline(region: str, role_arn: str, bucket: str, pipeline_name:
         inputs={"MetricsUri": Join(on="/", values=[
             measure.properties.ProcessingOutputConfig.Outputs["monitoring"].S3Output.S3Uri, METRICS_FILE])},
         outputs=[LambdaOutput(output_name="DataPoints")])
-    return Pipeline(name=f"{pipeline_name}{MONITOR_PIPELINE_SUFFIX}", sagemaker_session=session,
+    return Pipeline(name=monitor_pipeline_name(pipeline_name), sagemaker_session=session,
                     parameters=[endpoint_name, window_hours, dependence_seconds, min_windows, instance_type],
                     steps=[measure, publish])
 

@@ -21,7 +21,7 @@ from livetrain.config import Config
 from livetrain.errors import UserError
 from livetrain.files import write_text_atomically
 from pipelines.code import PROCESSING_DIR, code_bundles
-from pipelines.contract import MONITOR_PIPELINE_SUFFIX, PLACEHOLDER_ROLE_ARN
+from pipelines.contract import PLACEHOLDER_ROLE_ARN, monitor_pipeline_name
 from pipelines.parameters import resolve_parameters
 
 FINISHED = ("Succeeded", "Failed", "Stopped")
@@ -139,11 +139,6 @@ def upsert_pipeline(s3, sagemaker, settings: PipelineSettings, cache_dir: str | 
             with aws_call("CreatePipeline"):
                 arns.append((sagemaker.create_pipeline(**request)["PipelineArn"], True))
     return arns[0]
-
-
-def monitor_pipeline_name(pipeline_name: str) -> str:
-    """The live-quality monitoring pipeline that goes with a training pipeline."""
-    return f"{pipeline_name}{MONITOR_PIPELINE_SUFFIX}"
 
 
 def _pipeline_exists(sagemaker, name: str) -> bool:

@@ -229,7 +229,7 @@ def test_the_monitoring_pipeline_runs_on_the_stacks_timer_and_publishes_to_cloud
     its processing step measures the captured traffic, its Lambda step publishes the figures."""
     from test_monitor import write_traffic
 
-    from pipelines.driver import monitor_pipeline_name
+    from pipelines.contract import monitor_pipeline_name
 
     with LocalStack(CONFIG, tmp_path / "state", log=lambda line: None, monitor_every_s=0.5) as stack:
         stack.provision()

@@ -25,6 +25,7 @@ from infra.local.stack import wait_for_endpoint
 from livetrain.config import Config
 from livetrain.errors import UserError
 from livetrain.processes import dies_with_parent
+from pipelines.local import s3io
 from pipelines.local.records import ExecutionStatus, ExecutionStore, StepStatus
 from processing.evaluate import EVALUATION_FILE
 from processing.monitor import MIN_WINDOWS
@@ -328,23 +329,18 @@ def _step_output(record: dict, step: str, output: str) -> str:
     return next(o["S3Output"]["S3Uri"] for o in outputs if o["OutputName"] == output)
 
 
-def _read_s3(user: LocalUser, uri: str) -> bytes:
-    bucket, key = uri.removeprefix("s3://").split("/", 1)
-    return user.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
 def _evaluation(user: LocalUser, record: dict) -> dict | None:
     if record["Steps"].get("EvaluateBestModel", {}).get("StepStatus") != StepStatus.SUCCEEDED:
         return None
     uri = _step_output(record, "EvaluateBestModel", "evaluation").rstrip("/") + "/" + EVALUATION_FILE
-    return json.loads(_read_s3(user, uri))
+    return s3io.read_json(user.client("s3"), uri)
 
 
 def _predict(user: LocalUser, record: dict, package: str, rows: int = 5) -> list[dict]:
     from pipelines.local.endpoint import load_model_data
 
     test = _step_output(record, "Preprocess", "test").rstrip("/") + "/" + Path(TEST_FEATURES_CSV).name
-    body = b"\n".join(_read_s3(user, test).splitlines()[:rows]) + b"\n"
+    body = b"\n".join(s3io.read_bytes(user.client("s3"), test).splitlines()[:rows]) + b"\n"
     response = user.client("sagemaker-runtime").invoke_endpoint(
         EndpointName=user.config.endpoint_name, ContentType="text/csv", Accept="application/json", Body=body)
     predictions = json.loads(response["Body"].read())["predictions"]

@@ -239,11 +239,12 @@ class LocalStack:
         """One run of the monitoring pipeline, started as the template's schedule rule starts it on AWS (after the
         local-only shadow scoring); its live_quality.json, or None while nothing is captured or known yet."""
         from infra.local.monitoring import upload_shadow_scores
-        from pipelines.driver import monitor_pipeline_name
+        from pipelines.contract import monitor_pipeline_name
+        from pipelines.local import s3io
 
         s3, sagemaker, settings = self.client("s3"), self.client("sagemaker"), self.monitor_settings()
         for uri in (settings.capture_uri(), settings.ground_truth_uri()):
-            bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+            bucket, prefix = s3io.split_s3_uri(uri)
             if not s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"):
                 return None  # the job's input would be empty: SageMaker would fail it
         upload_shadow_scores(s3, sagemaker, settings)
@@ -254,9 +255,7 @@ class LocalStack:
         if record["PipelineExecutionStatus"] != "Succeeded":
             raise RuntimeError(record.get("FailureReason") or record["PipelineExecutionStatus"])
         (output,) = record["Steps"]["MeasureLiveQuality"]["Properties"]["ProcessingOutputConfig"]["Outputs"]
-        uri = output["S3Output"]["S3Uri"].rstrip("/") + "/" + QUALITY_FILE
-        bucket, key = uri.removeprefix("s3://").split("/", 1)
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return s3io.read_json(s3, output["S3Output"]["S3Uri"].rstrip("/") + "/" + QUALITY_FILE)
 
     def evaluate_alarms(self) -> list[dict]:
         """What CloudWatch does on AWS and moto does not: evaluate the alarms, announce their state changes
