@@ -72,13 +72,13 @@ CELLS = (
 
 def batch(cell: Cell, seed: int, trades: int = TRADES) -> Path:
     """A cached synthetic batch directory for this cell and seed."""
-    from processing.batch_contract import render_batch, write_batch_dir
+    from processing.batch_contract import SCHEMA_VERSION, render_batch, write_batch_dir
     from streamer.market import MarketSettings
     from streamer.synth import synthesize
     from streamer.trading import BotSettings
 
     tag = "-".join(map(str, [cell.market, *(v for _, v in cell.bot), *(v for c in cell.signal_changes for v in c),
-                             seed, trades]))
+                             seed, trades, f"v{SCHEMA_VERSION}"]))
     directory = BATCHES / tag
     if not (directory / "batch.manifest").exists():
         bot = BotSettings(**dict(cell.bot))

@@ -24,6 +24,7 @@ import pandas as pd
 
 from bench.measure import measure, table
 from processing import preprocess
+from processing.batch_contract import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -35,7 +36,7 @@ TARGET_RATIO, TARGET_SECONDS, TARGET_RSS_MB = 100, 30, 3072
 
 def synthetic_batch(trades: int) -> Path:
     """The cached batch of `trades` trades, generated (and timed) on first use."""
-    path = RESULTS / f"batch-{trades}-seed{SEED}-every-tick"
+    path = RESULTS / f"batch-{trades}-seed{SEED}-every-tick-v{SCHEMA_VERSION}"
     if not path.exists():
         started = time.perf_counter()
         subprocess.run([str(LIVETRAIN), "synth-batch", "--out", str(path), "--trades", str(trades), "--seed",
@@ -58,8 +59,12 @@ def median_run(batch: Path, output: Path):
     return sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
 
 
-def same_numbers(a: Path, b: Path) -> bool:
-    return all(np.allclose(pd.read_csv(a / name, header=None), pd.read_csv(b / name, header=None), rtol=0, atol=1e-9)
+def same_numbers(naive: Path, ours: Path) -> bool:
+    """The naive script's one file per slice holds the numbers of preprocess.py's files of that slice."""
+    def read(files: list[Path]) -> pd.DataFrame:
+        return pd.concat([pd.read_csv(file, header=None) for file in files], ignore_index=True)
+
+    return all(np.allclose(read([naive / name]), read(preprocess.slice_files(ours, name)), rtol=0, atol=1e-9)
                for name in (preprocess.TRAIN_CSV, preprocess.VALIDATION_CSV, preprocess.TEST_FEATURES_CSV))
 
 

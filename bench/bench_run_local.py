@@ -21,7 +21,7 @@ import boto3
 
 from bench.measure import measure, table
 from pipelines.local.records import ExecutionStore, step_duration
-from processing.batch_contract import BATCH_JSON_FILE, MANIFEST_FILE, PRICES_FILE, TRANSACTIONS_FILE, batch_key_prefix
+from processing.batch_contract import BATCH_JSON_FILE, MANIFEST_FILE, batch_key_prefix, upload_batch_dir
 
 TRADES = 10_000
 SEED = 0  # any seed: this measures time to the verdict (the last step is 0 s); bench_gate measures verdicts
@@ -68,8 +68,7 @@ def stage(batch: Path, endpoint: str, state: Path) -> list[str]:
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     bucket = json.loads((batch / MANIFEST_FILE).read_text())[0]["prefix"].removeprefix("s3://").split("/")[0]
     s3.create_bucket(Bucket=bucket)
-    for name in (PRICES_FILE, TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE):
-        s3.upload_file(str(batch / name), bucket, prefix + name)
+    upload_batch_dir(s3, bucket, batch)
     subprocess.run([LIVETRAIN, "pipeline", "upsert", "--endpoint-url", endpoint, "--role-arn", ROLE,
                     "--bucket", bucket], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env=cli_environment())

@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.bench_run_local import LIVETRAIN, cli_environment, moto_endpoint, stage, step_rows
 from bench.measure import measure_tree, table
 from pipelines.local.records import ExecutionStore, step_duration
+from processing.batch_contract import SCHEMA_VERSION
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = [int(n) for n in os.environ.get("LIVETRAIN_BENCH_SCALE_TRADES", "10000,100000").split(",")]
@@ -35,7 +36,7 @@ BEFORE = {10_000: (13.5, "8.5 s, 13.5 CPU-s, 1.11 GB RSS"), 100_000: (96.2, "58.
 
 def cached_batch(trades: int) -> Path:
     """The default-bot batch of `trades` trades, generated (and timed) on first use."""
-    path = RESULTS / f"scale-batch-{trades}-seed{SEED}"
+    path = RESULTS / f"scale-batch-{trades}-seed{SEED}-v{SCHEMA_VERSION}"
     if not path.exists():
         started = time.perf_counter()
         partial = path.with_name(path.name + ".partial")

@@ -36,11 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--lookback-seconds", type=int, default=contract.LOOKBACK_SECONDS)
     args = parser.parse_args(argv)
-    prices = pd.read_csv(Path(args.input_dir) / contract.PRICES_FILE)
-    trades = pd.read_csv(Path(args.input_dir) / contract.TRANSACTIONS_FILE)
-    for frame, columns in ((prices, ["ts"]), (trades, ["open_ts", "close_ts"])):
-        for column in columns:
-            frame[column] = contract.parse_ts(frame[column], column)
+    batch = contract.read_batch(args.input_dir)
+    prices, trades = pd.DataFrame(batch.prices), pd.DataFrame(batch.trades)
     rows = [trade_features(prices, t, args.lookback_seconds) for t in trades["open_ts"]]
     features = pd.DataFrame(rows, columns=contract.feature_names(args.lookback_seconds))
     labels = trades["label"].astype(int)

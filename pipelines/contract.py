@@ -7,7 +7,8 @@ Standard library only: the CLI imports this without the SageMaker SDK.
 
 from __future__ import annotations
 
-PARAMETER_NAMES = ("InputBucket", "InputManifestKey", "ProcessingInstanceType", "TrainingInstanceType",
+PARAMETER_NAMES = ("InputBucket", "InputManifestKey", "ProcessingInstanceType", "ProcessingInstanceCount",
+                   "TrainingInstanceType", "TrainingInstanceCount",
                    "TargetRecall", "MinTestWindows", "MinPrecision", "MinLift", "MaxShortfallVsBaseline",
                    "MaxShortfallVsChampion", "ModelApprovalStatus")
 GATE_STEPS = {  # each check of the quality gate, in the order the pipeline makes them, and its Fail step

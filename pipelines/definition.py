@@ -45,10 +45,10 @@ from pipelines.contract import (
     monitor_pipeline_name,
 )
 from processing.baseline import PREDICTIONS_FILE as BASELINE_PREDICTIONS_FILE
-from processing.batch_contract import feature_names
+from processing.batch_contract import PRICES_MANIFEST_SUFFIX, feature_names
 from processing.evaluate import EVALUATION_FILE, FEATURES_FILE, TEST_TRADES_FILE
 from processing.monitor import DEPENDENCE_SECONDS, METRICS_FILE, MIN_WINDOWS, WINDOW_HOURS
-from processing.preprocess import MIN_TEST_WINDOWS, TEST_FEATURES_CSV
+from processing.preprocess import MIN_TEST_WINDOWS, TEST_FEATURES_DIR
 
 
 @contextmanager
@@ -84,6 +84,8 @@ with _sdk_environment():
     from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
     from sagemaker.core.processing import Processor
     from sagemaker.core.shapes import (
+        Channel,
+        DataSource,
         MetricsSource,
         ModelMetrics,
         ModelQuality,
@@ -91,8 +93,9 @@ with _sdk_environment():
         ProcessingOutput,
         ProcessingS3Input,
         ProcessingS3Output,
+        S3DataSource,
     )
-    from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig
+    from sagemaker.core.training.configs import Compute, OutputDataConfig
     from sagemaker.core.transformer import Transformer
     from sagemaker.core.workflow.conditions import (
         ConditionEquals,
@@ -155,7 +158,9 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
     input_bucket = ParameterString("InputBucket", default_value=bucket)
     input_manifest_key = ParameterString("InputManifestKey")  # no default: each run names its batch
     processing_instance_type = ParameterString("ProcessingInstanceType", default_value=INSTANCE_TYPE)
+    processing_instance_count = ParameterInteger("ProcessingInstanceCount", default_value=1)  # Preprocess's
     training_instance_type = ParameterString("TrainingInstanceType", default_value=INSTANCE_TYPE)
+    training_instance_count = ParameterInteger("TrainingInstanceCount", default_value=1)
     target_recall = ParameterFloat("TargetRecall", default_value=TARGET_RECALL)
     min_test_windows = ParameterInteger("MinTestWindows", default_value=MIN_TEST_WINDOWS)
     min_precision = ParameterFloat("MinPrecision", default_value=MIN_PRECISION)
@@ -166,11 +171,15 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
     sklearn_image = image_uris.retrieve("sklearn", region, version=SKLEARN_VERSION)
     linear_learner_image = image_uris.retrieve("linear-learner", region)
 
-    def run_script(step_name: str, inputs: list, outputs: list, arguments: list):
+    def run_script(step_name: str, inputs: list, outputs: list, arguments: list, instance_count=1):
         return script_job(code[step_name], role_arn, sklearn_image, processing_instance_type, pipeline_name, session,
-                          inputs, outputs, arguments)
+                          inputs, outputs, arguments, instance_count)
 
-    # 1. Preprocess: the batch named by the manifest → features, split by market time with purge and embargo.
+    # 1. Preprocess: the batch named by the manifest → features, split by market time with purge and embargo;
+    # the price shards (listed in the manifest's `.prices` sibling) spread over the instances, each instance
+    # reading all trades (processing/batch_contract.py).
+    manifest_uri = Join(on="", values=["s3://", input_bucket, "/", input_manifest_key])
+    prices_manifest_uri = Join(on="", values=["s3://", input_bucket, "/", input_manifest_key, PRICES_MANIFEST_SUFFIX])
     preprocess = ProcessingStep(
         name="Preprocess", display_name="Preprocess batch",
         description="Features from the batch's ticks for each closed trade, split by market time into train, "
@@ -178,12 +187,15 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
                     "than MinTestWindows independent windows (processing/preprocess.py).",
         step_args=run_script(
             "Preprocess",
-            inputs=[s3_input("batch", Join(on="", values=["s3://", input_bucket, "/", input_manifest_key]),
-                             "/opt/ml/processing/input/batch", data_type="ManifestFile")],
+            inputs=[s3_input("batch", manifest_uri, "/opt/ml/processing/input/batch", data_type="ManifestFile"),
+                    s3_input("prices", prices_manifest_uri, "/opt/ml/processing/input/prices",
+                             data_type="ManifestFile", distribution="ShardedByS3Key")],
             outputs=[s3_output(name, f"/opt/ml/processing/output/{name}", run_uri("preprocess", name))
                      for name in PREPROCESS_OUTPUTS],
-            arguments=["--input-dir", "/opt/ml/processing/input/batch", "--output-dir", "/opt/ml/processing/output",
-                       "--min-test-windows", min_test_windows.to_string()]),
+            arguments=["--input-dir", "/opt/ml/processing/input/batch",
+                       "--prices-dir", "/opt/ml/processing/input/prices", "--output-dir", "/opt/ml/processing/output",
+                       "--min-test-windows", min_test_windows.to_string()],
+            instance_count=processing_instance_count),
         cache_config=CacheConfig(enable_caching=True, expire_after="P30D"),
         retry_policies=[SERVICE_RETRY, JOB_RETRY])
     preprocessed = preprocess.properties.ProcessingOutputConfig.Outputs
@@ -191,11 +203,13 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
     def preprocessed_file(output: str, file_name: str) -> Join:
         return Join(on="/", values=[preprocessed[output].S3Output.S3Uri, file_name])
 
+    test_features_uri = preprocessed_file("test", Path(TEST_FEATURES_DIR).name)  # every shard's file
+
     # 2. TuneLinearLearner: Bayesian search over the built-in Linear Learner, scored on validation precision.
     models_uri = run_uri("models")
     trainer = ModelTrainer(
         training_image=linear_learner_image, role=role_arn, base_job_name=f"{pipeline_name}-linear-learner",
-        compute=Compute(instance_type=training_instance_type, instance_count=1),
+        compute=Compute(instance_type=training_instance_type, instance_count=training_instance_count),
         output_data_config=OutputDataConfig(s3_output_path=models_uri), sagemaker_session=session,
         hyperparameters={"feature_dim": len(feature_names()), "epochs": 15, "normalize_data": "true",
                          "predictor_type": "binary_classifier",
@@ -219,10 +233,11 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
         name="TuneLinearLearner", display_name="Tune Linear Learner",
         description=f"Bayesian search, {max_jobs} training jobs ({max_parallel_jobs} at a time), maximising "
                     "validation precision at the target recall.",
-        step_args=tuner.tune(inputs=[
-            InputData(channel_name=channel, content_type="text/csv",
-                      data_source=preprocessed[channel].S3Output.S3Uri)
-            for channel in ("train", "validation")]),
+        step_args=tuner.tune(inputs=[  # several instances: each trains on its share of the train files
+            Channel(channel_name=channel, content_type="text/csv", data_source=DataSource(s3_data_source=S3DataSource(
+                s3_data_type="S3Prefix", s3_uri=preprocessed[channel].S3Output.S3Uri,
+                s3_data_distribution_type=distribution)))
+            for channel, distribution in (("train", "ShardedByS3Key"), ("validation", "FullyReplicated"))]),
         retry_policies=[SERVICE_RETRY, JOB_RETRY])
 
     # 3. FitBaseline: a simple model on the same slices, scored on the same test slice (beside the tuning).
@@ -235,8 +250,7 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
             "FitBaseline",
             inputs=[s3_input(channel, preprocessed[channel].S3Output.S3Uri, f"/opt/ml/processing/input/{channel}")
                     for channel in ("train", "validation")]
-                   + [s3_input("test", preprocessed_file("test", Path(TEST_FEATURES_CSV).name),
-                               "/opt/ml/processing/input/test")],
+                   + [s3_input("test", test_features_uri, "/opt/ml/processing/input/test")],
             outputs=[s3_output("predictions", "/opt/ml/processing/output", baseline_uri)],
             arguments=[*(argument for channel in ("train", "validation", "test")
                          for argument in (f"--{channel}-dir", f"/opt/ml/processing/input/{channel}")),
@@ -255,14 +269,14 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
         step_args=best_model.build(), retry_policies=[SERVICE_RETRY])
 
     def score_test_slice(name: str, display_name: str, description: str, model_name, output: str):
-        """Batch Transform of test_features.csv (features only), JSON Lines out as test_features.csv.out."""
+        """Batch Transform of the test feature files, JSON Lines out as <file>.out each."""
         transformer = Transformer(
             model_name=model_name, instance_count=1, instance_type=processing_instance_type,
             accept="application/jsonlines", assemble_with="Line", output_path=run_uri(output),
             base_transform_job_name=f"{pipeline_name}-{output}", sagemaker_session=session)
         return TransformStep(
             name=name, display_name=display_name, description=description,
-            step_args=transformer.transform(data=preprocessed_file("test", Path(TEST_FEATURES_CSV).name),
+            step_args=transformer.transform(data=test_features_uri,
                                             content_type="text/csv", split_type="Line"),
             retry_policies=[SERVICE_RETRY, JOB_RETRY])
 
@@ -375,17 +389,17 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
 
     return Pipeline(
         name=pipeline_name, sagemaker_session=session,
-        parameters=[input_bucket, input_manifest_key, processing_instance_type, training_instance_type,
-                    target_recall, min_test_windows, min_precision, min_lift, max_shortfall_vs_baseline,
-                    max_shortfall_vs_champion, model_approval_status],
+        parameters=[input_bucket, input_manifest_key, processing_instance_type, processing_instance_count,
+                    training_instance_type, training_instance_count, target_recall, min_test_windows, min_precision,
+                    min_lift, max_shortfall_vs_baseline, max_shortfall_vs_champion, model_approval_status],
         steps=[preprocess, tune, fit_baseline, create_model, transform, find_champion, transform_champion, evaluate,
                next_step])
 
 
 def script_job(bundle, role_arn: str, image: str, instance_type, pipeline_name: str, session, inputs: list,
-               outputs: list, arguments: list):
+               outputs: list, arguments: list, instance_count=1):
     """A processing job that runs a code bundle's script in the scikit-learn image."""
-    processor = Processor(role=role_arn, image_uri=image, instance_count=1, instance_type=instance_type,
+    processor = Processor(role=role_arn, image_uri=image, instance_count=instance_count, instance_type=instance_type,
                           entrypoint=["python3", f"{CODE_DIR}/{bundle.script}"],
                           base_job_name=f"{pipeline_name}-{Path(bundle.script).stem}", sagemaker_session=session)
     return processor.run(inputs=[s3_input("code", bundle.s3_prefix, CODE_DIR), *inputs], outputs=outputs,
@@ -489,11 +503,13 @@ def build_pipeline(**pipeline_args) -> Pipeline:
         return get_pipeline(**pipeline_args)
 
 
-def s3_input(name: str, s3_uri, local_path: str, data_type: str = "S3Prefix") -> ProcessingInput:
-    """A processing input downloaded in full before the script starts."""
+def s3_input(name: str, s3_uri, local_path: str, data_type: str = "S3Prefix",
+             distribution: str = "FullyReplicated") -> ProcessingInput:
+    """A processing input downloaded before the script starts: all of it, or with "ShardedByS3Key" an instance's
+    share of its objects."""
     return ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
         s3_uri=s3_uri, local_path=local_path, s3_data_type=data_type, s3_input_mode="File",
-        s3_data_distribution_type="FullyReplicated"))
+        s3_data_distribution_type=distribution))
 
 
 def s3_output(name: str, local_path: str, s3_uri) -> ProcessingOutput:

@@ -2,10 +2,22 @@
 
 A batch is what the streamer writes to S3 and the Preprocess step reads:
 
-    batches/<epic>/<batch_id>/prices.csv        one row per tick, ordered by ts
-    batches/<epic>/<batch_id>/transactions.csv  one row per closed paper trade, ordered by open_ts
-    batches/<epic>/<batch_id>/batch.json        schema version, row counts, sha256 of each CSV, times, bot settings
-    batches/<epic>/<batch_id>/batch.manifest    written LAST, SageMaker's ManifestFile format
+    batches/<epic>/<batch_id>/transactions.csv        one row per closed paper trade, ordered by open_ts
+    batches/<epic>/<batch_id>/prices/part-00000.csv   the ticks, ordered by ts, in time-ordered shards
+    batches/<epic>/<batch_id>/prices/part-00001.csv   …
+    batches/<epic>/<batch_id>/batch.json              schema version, row counts and sha256 of each CSV, the
+                                                      shards, times, bot settings
+    batches/<epic>/<batch_id>/batch.manifest.prices   SageMaker's ManifestFile format: the price shards
+    batches/<epic>/<batch_id>/batch.manifest          written LAST, ManifestFile: transactions.csv, batch.json
+
+Shard k holds the ticks its trades' features need and no more: trades k·SHARD_TRADES … (k+1)·SHARD_TRADES − 1
+(open order), ticks from the last one at or before its first trade's open minus the look-back, up to and
+including the next shard's first open (the last shard: up to the last tick). Its own ticks (for rebuilding the
+whole series) start at its first trade's open (shard 0: at the first tick) and end before the next shard's.
+So a Processing job can spread the shards over its instances (`ShardedByS3Key` on the prices manifest) while
+every instance reads the whole, small, trade table, and each instance holds one shard's ticks at a time.
+The prices manifest's key is the batch manifest's plus `.prices`, so a pipeline started with the one can name
+the other, and the `batches/*.manifest` event rule sees only the batch manifest.
 
 Timestamps are UTC ISO-8601 with milliseconds and `Z`; in memory they are
 int64 milliseconds since the epoch. Tick times are strictly increasing.
@@ -36,12 +48,14 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: prices in shards
 READ_BLOCK_BYTES = 32 << 20  # a CSV is parsed this much at a time, so reading holds little beyond its columns
-PRICES_FILE = "prices.csv"
+PRICES_DIR = "prices"  # the price shards, part-00000.csv …
+SHARD_TRADES = 100_000  # trades per price shard: about 3 million ticks with the default bot
 TRANSACTIONS_FILE = "transactions.csv"
 BATCH_JSON_FILE = "batch.json"
 MANIFEST_FILE = "batch.manifest"
+PRICES_MANIFEST_SUFFIX = ".prices"  # the price shards' manifest is <batch manifest key><this>
 BATCHES_PREFIX = "batches"
 LOOKBACK_SECONDS = 600  # a batch's prices cover this long before its first trade opens
 
@@ -96,9 +110,42 @@ def batch_key_prefix(epic: str, batch_id: str) -> str:
 
 
 def manifest(bucket: str, epic: str, batch_id: str) -> list:
-    """The batch's ManifestFile content: the prefix, then the files it lists."""
-    return [{"prefix": f"s3://{bucket}/{batch_key_prefix(epic, batch_id)}"}, PRICES_FILE,
-            TRANSACTIONS_FILE, BATCH_JSON_FILE]
+    """The batch manifest's content (ManifestFile format): the prefix, then the files it lists."""
+    return [{"prefix": f"s3://{bucket}/{batch_key_prefix(epic, batch_id)}"}, TRANSACTIONS_FILE, BATCH_JSON_FILE]
+
+
+def prices_manifest(bucket: str, epic: str, batch_id: str, shard_files: list[str]) -> list:
+    """The prices manifest's content: the shards' prefix, then their file names."""
+    return [{"prefix": f"s3://{bucket}/{batch_key_prefix(epic, batch_id)}{PRICES_DIR}/"}, *shard_files]
+
+
+def shard_file(number: int) -> str:
+    return f"part-{number:05d}.csv"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One price shard, as row ranges of the whole tick series and of the trades (both end-exclusive)."""
+
+    file: str  # under PRICES_DIR/
+    trades: tuple[int, int]
+    ticks: tuple[int, int]  # the rows in its file
+    own_from: int  # its own ticks start here (the previous shard's end there)
+
+
+def plan_shards(ts: np.ndarray, open_ts: np.ndarray, shard_trades: int = SHARD_TRADES,
+                lookback_seconds: int = LOOKBACK_SECONDS) -> list[Shard]:
+    """The shards of a batch (see the module's docstring) from its tick times and trade opens, both sorted."""
+    firsts = list(range(0, len(open_ts), shard_trades)) or [0]
+    own_from = [0, *(int(np.searchsorted(ts, open_ts[first], "left")) for first in firsts[1:]), len(ts)]
+    shards = []
+    for k, first in enumerate(firsts):
+        end = min(first + shard_trades, len(open_ts))
+        file_from = 0 if k == 0 else max(int(np.searchsorted(ts, open_ts[first] - 1000 * lookback_seconds,
+                                                             "right")) - 1, 0)
+        file_to = max(own_from[k + 1], int(np.searchsorted(ts, open_ts[end - 1], "right")) if end else 0)
+        shards.append(Shard(f"{PRICES_DIR}/{shard_file(k)}", (first, end), (file_from, file_to), own_from[k]))
+    return shards
 
 
 def format_ts(ms) -> np.ndarray:
@@ -186,8 +233,8 @@ def sha256(data: bytes) -> str:
 
 
 def render_batch(*, bucket: str, epic: str, batch_id: str, prices: pd.DataFrame, trades: pd.DataFrame,
-                 bot_settings: dict) -> dict[str, bytes]:
-    """Every file of a batch as bytes, in write order (the manifest last).
+                 bot_settings: dict, shard_trades: int = SHARD_TRADES) -> dict[str, bytes]:
+    """Every file of a batch as bytes, keyed by path in the batch, in write order (the batch manifest last).
 
     `prices` has PRICE_COLUMNS and `trades` has TRADE_COLUMNS, timestamps as
     int64 milliseconds. The same inputs always give the same bytes, so a batch
@@ -195,25 +242,31 @@ def render_batch(*, bucket: str, epic: str, batch_id: str, prices: pd.DataFrame,
     """
     prices = prices.sort_values("ts", kind="stable")
     trades = trades.sort_values(["open_ts", "trade_id"], kind="stable")
-    prices_csv = _csv_bytes(prices, PRICE_COLUMNS)
-    trades_csv = _csv_bytes(trades, TRADE_COLUMNS)
+    shards = plan_shards(prices["ts"].to_numpy(), trades["open_ts"].to_numpy(), shard_trades)
+    files = {shard.file: _csv_bytes(prices.iloc[slice(*shard.ticks)], PRICE_COLUMNS) for shard in shards}
+    files[TRANSACTIONS_FILE] = _csv_bytes(trades, TRADE_COLUMNS)
     meta = {
         "schema_version": SCHEMA_VERSION,
         "batch_id": batch_id,
         "epic": epic,
-        "files": {
-            PRICES_FILE: {"rows": len(prices), "sha256": sha256(prices_csv)},
-            TRANSACTIONS_FILE: {"rows": len(trades), "sha256": sha256(trades_csv)},
-        },
+        "files": {name: {"rows": data.count(b"\n") - 1, "sha256": sha256(data)} for name, data in files.items()},
+        "price_shards": [{"file": shard.file, "trades": list(shard.trades),
+                          "own_ticks_from": str(format_ts([prices["ts"].iloc[shard.own_from]])[0])
+                          if shard.own_from < len(prices) else None} for shard in shards],
         "ticks": _time_range(prices["ts"]),
         "trades_open": _time_range(trades["open_ts"]),
         "trades_close": _time_range(trades["close_ts"]),
         "bot": bot_settings,
     }
-    batch_json = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
-    manifest_json = (json.dumps(manifest(bucket, epic, batch_id)) + "\n").encode()
-    return {PRICES_FILE: prices_csv, TRANSACTIONS_FILE: trades_csv, BATCH_JSON_FILE: batch_json,
-            MANIFEST_FILE: manifest_json}
+    files[BATCH_JSON_FILE] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    shard_names = [Path(shard.file).name for shard in shards]
+    files[MANIFEST_FILE + PRICES_MANIFEST_SUFFIX] = _json_line(prices_manifest(bucket, epic, batch_id, shard_names))
+    files[MANIFEST_FILE] = _json_line(manifest(bucket, epic, batch_id))
+    return files
+
+
+def _json_line(value) -> bytes:
+    return (json.dumps(value) + "\n").encode()
 
 
 def _time_range(ms: pd.Series) -> dict:
@@ -232,6 +285,7 @@ def write_batch_dir(files: dict[str, bytes], directory: str | os.PathLike) -> Pa
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         for name, data in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(data)
         os.rename(staging, target)
     except BaseException:
@@ -248,8 +302,9 @@ def upload_batch_dir(s3, bucket: str, directory: str | os.PathLike) -> str:
     directory = Path(directory)
     meta = json.loads((directory / BATCH_JSON_FILE).read_text())
     prefix = batch_key_prefix(meta["epic"], meta["batch_id"])
-    for name in (PRICES_FILE, TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE):
-        s3.put_object(Bucket=bucket, Key=prefix + name, Body=(directory / name).read_bytes())
+    for name in (*meta["files"], BATCH_JSON_FILE, MANIFEST_FILE + PRICES_MANIFEST_SUFFIX, MANIFEST_FILE):
+        with open(directory / name, "rb") as body:  # one PUT each (shards stay far below S3's 5 GB)
+            s3.put_object(Bucket=bucket, Key=prefix + name, Body=body)
     return prefix + MANIFEST_FILE
 
 
@@ -257,28 +312,36 @@ def upload_batch_dir(s3, bucket: str, directory: str | os.PathLike) -> str:
 
 
 def read_batch(directory: str | os.PathLike, price_columns: tuple[str, ...] = PRICE_COLUMNS) -> Batch:
-    """Read and validate the batch in `directory` (the files a ManifestFile input downloads).
+    """Read and validate the whole batch in `directory` (batch.json, transactions.csv and prices/ as the
+    manifests download them), the shards' own ticks joined into one series.
 
-    Every column is checked; only `price_columns` of prices.csv are kept (a million trades have some 30
-    million ticks: Preprocess keeps the six it uses). Raises BatchError with one line naming the file and
-    the problem.
+    Every column is checked; only `price_columns` of the shards are kept (a million trades have some 30
+    million ticks). Raises BatchError with one line naming the file and the problem.
     """
     directory = Path(directory)
-    for name in (BATCH_JSON_FILE, PRICES_FILE, TRANSACTIONS_FILE):
-        if not (directory / name).is_file():
-            raise BatchError(f"{directory / name}: missing; a batch needs {PRICES_FILE}, "
-                             f"{TRANSACTIONS_FILE} and {BATCH_JSON_FILE}")
-    meta = _read_meta(directory / BATCH_JSON_FILE)
-    prices = _read_csv(directory / PRICES_FILE, PRICE_COLUMNS, meta, price_columns, _price_checks(meta["epic"]))
-    trades = _read_csv(directory / TRANSACTIONS_FILE, TRADE_COLUMNS, meta, TRADE_COLUMNS)
-    if len(prices["ts"]) == 0:
-        raise BatchError(f"{PRICES_FILE}: no ticks; an empty batch cannot be processed")
-    _check_trades(trades, TRANSACTIONS_FILE, meta["epic"])
-    _check_coverage(prices, trades)
+    meta = read_meta(directory)
+    trades = read_trades(directory, meta)
+    shards = meta["price_shards"]
+    starts = [np.iinfo("int64").min, *parse_ts([shard["own_ticks_from"] for shard in shards[1:]], BATCH_JSON_FILE),
+              np.iinfo("int64").max]
+    parts = []
+    for shard, own_from, own_to in zip(shards, starts, starts[1:], strict=False):
+        prices = read_shard(directory, meta, shard, price_columns)
+        own = (prices["ts"] >= own_from) & (prices["ts"] < own_to)
+        parts.append({column: values[own] for column, values in prices.items()})
+    prices = {column: np.concatenate([part[column] for part in parts]) for column in price_columns}
+    _fail_if(np.r_[False, prices["ts"][1:] <= prices["ts"][:-1]], f"{directory / PRICES_DIR}",
+             "the shards' own ticks overlap or are out of order; export the batch again")
+    _check_coverage(prices["ts"][[0, -1]], trades)
     return Batch(meta=meta, prices=prices, trades=trades)
 
 
-def _read_meta(path: Path) -> dict:
+def read_meta(directory: str | os.PathLike) -> dict:
+    """batch.json of the batch in `directory`, checked for the keys and schema version this reader needs."""
+    path = Path(directory) / BATCH_JSON_FILE
+    if not path.is_file():
+        raise BatchError(f"{path}: missing; a batch needs {BATCH_JSON_FILE}, {TRANSACTIONS_FILE} and "
+                         f"{PRICES_DIR}/")
     try:
         meta = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -286,10 +349,44 @@ def _read_meta(path: Path) -> dict:
     if not isinstance(meta, dict) or meta.get("schema_version") != SCHEMA_VERSION:
         raise BatchError(f"{path}: schema_version must be {SCHEMA_VERSION}; re-export the batch "
                          f"with this version of livetrain")
-    for key in ("batch_id", "epic", "files"):
+    for key in ("batch_id", "epic", "files", "price_shards", "ticks"):
         if key not in meta:
             raise BatchError(f"{path}: missing key {key!r}")
     return meta
+
+
+def read_trades(directory: str | os.PathLike, meta: dict) -> dict[str, np.ndarray]:
+    """transactions.csv of the batch in `directory`, validated, within the tick span batch.json names."""
+    path = Path(directory) / TRANSACTIONS_FILE
+    if not path.is_file():
+        raise BatchError(f"{path}: missing; a batch needs {BATCH_JSON_FILE}, {TRANSACTIONS_FILE} and "
+                         f"{PRICES_DIR}/")
+    trades = _read_csv(path, TRANSACTIONS_FILE, TRADE_COLUMNS, meta, TRADE_COLUMNS)
+    _check_trades(trades, TRANSACTIONS_FILE, meta["epic"])
+    _check_coverage(parse_ts([meta["ticks"]["first"] or "", meta["ticks"]["last"] or ""], BATCH_JSON_FILE), trades)
+    return trades
+
+
+def shard_path(prices_dir: str | os.PathLike, shard: dict) -> Path:
+    """Where a shard is: in `prices_dir` (as a prices manifest downloads it), or under its prices/ folder (a
+    whole batch's directory); BatchError if in neither."""
+    for path in (Path(prices_dir) / Path(shard["file"]).name, Path(prices_dir) / shard["file"]):
+        if path.is_file():
+            return path
+    raise BatchError(f"{shard['file']}: missing from {prices_dir}; a batch needs every shard its {BATCH_JSON_FILE} "
+                     f"lists")
+
+
+def read_shard(prices_dir: str | os.PathLike, meta: dict, shard: dict,
+               price_columns: tuple[str, ...] = PRICE_COLUMNS) -> dict[str, np.ndarray]:
+    """One price shard (an entry of batch.json's price_shards), validated, from `prices_dir` or its
+    prices/ folder: its file's `price_columns`."""
+    name = shard["file"]
+    prices = _read_csv(shard_path(prices_dir, shard), name, PRICE_COLUMNS, meta, price_columns,
+                       _price_checks(name, meta["epic"]))
+    if len(prices["ts"]) == 0:
+        raise BatchError(f"{name}: no ticks; an empty batch cannot be processed")
+    return prices
 
 
 def _column_dtype(column: str, kept: bool = True) -> str:
@@ -300,13 +397,14 @@ def _column_dtype(column: str, kept: bool = True) -> str:
     return "f8"
 
 
-def _read_csv(path: Path, columns: tuple[str, ...], meta: dict, keep: tuple[str, ...],
+def _read_csv(path: Path, name: str, columns: tuple[str, ...], meta: dict, keep: tuple[str, ...],
               check_block=None) -> dict[str, np.ndarray]:
-    """The `keep` columns of a batch CSV, read READ_BLOCK_BYTES at a time after its sha256 is checked.
+    """The `keep` columns of the batch's CSV `name` at `path`, read READ_BLOCK_BYTES at a time after its sha256
+    is checked.
 
     Numbers must be finite and timestamps well-formed; `check_block(block, first_row)` checks each block's
     columns further (row numbers in its messages count from `first_row`)."""
-    expected = meta["files"].get(path.name, {})
+    expected = meta["files"].get(name, {})
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(READ_BLOCK_BYTES):
@@ -393,17 +491,18 @@ def _fail_if(bad, where: str, problem: str, first_row: int = 0) -> None:
         raise BatchError(f"{where}: row {first_row + row}: {problem}")
 
 
-def _price_checks(epic: str):
-    """The check of each block of prices.csv: the row rules, the epic, and tick times increasing across blocks."""
+def _price_checks(name: str, epic: str):
+    """The check of each block of a price shard: the row rules, the epic, and tick times increasing across
+    blocks."""
     last_ts = None
 
     def check(block: dict[str, np.ndarray], first_row: int) -> None:
         nonlocal last_ts
         for bad, problem in price_row_problems(block):
-            _fail_if(bad, PRICES_FILE, problem, first_row)
-        _fail_if(block["epic"] != epic, PRICES_FILE, f"epic is not {epic!r} as in {BATCH_JSON_FILE}", first_row)
+            _fail_if(bad, name, problem, first_row)
+        _fail_if(block["epic"] != epic, name, f"epic is not {epic!r} as in {BATCH_JSON_FILE}", first_row)
         for bad, problem in ts_order_problems(block["ts"], after=last_ts):
-            _fail_if(bad, PRICES_FILE, problem, first_row)
+            _fail_if(bad, name, problem, first_row)
         if len(block["ts"]):
             last_ts = int(block["ts"][-1])
 
@@ -434,9 +533,10 @@ def _repeated(values: np.ndarray) -> np.ndarray:
     return repeated
 
 
-def _check_coverage(prices: dict[str, np.ndarray], trades: dict[str, np.ndarray]) -> None:
-    first, last = prices["ts"][0], prices["ts"][-1]
+def _check_coverage(tick_span: np.ndarray, trades: dict[str, np.ndarray]) -> None:
+    """BatchError for a trade opened before the first tick or closed after the last."""
+    first, last = tick_span
     outside = (trades["open_ts"] < first) | (trades["close_ts"] > last)
     if outside.any():  # (the message's times are formatted only when needed)
-        _fail_if(outside, TRANSACTIONS_FILE, f"trade lies outside the price coverage of {PRICES_FILE} "
+        _fail_if(outside, TRANSACTIONS_FILE, f"trade lies outside the price coverage of {PRICES_DIR}/ "
                  f"({format_ts([first])[0]} … {format_ts([last])[0]})")

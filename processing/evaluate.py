@@ -3,9 +3,9 @@
     python evaluate.py --predictions-dir P --test-dir T --metadata-dir M --output-dir E
                        [--baseline-dir B] [--champion-dir C --champion-package-arn ARN] [--target-recall 0.25]
 
-Reads, for each model, `<dir>/test_features.csv.out` (JSON Lines, one
+Reads, for each model, the `*.out` files in its folder in name order (JSON Lines, one
 `{"score": …, "predicted_label": …}` per test row, as Linear Learner's Batch
-Transform writes it): P is the challenger, B the baseline (baseline.py), C the
+Transform writes them, one per test feature file): P is the challenger, B the baseline (baseline.py), C the
 champion (the latest Approved package of the group, scored by its own Batch
 Transform). T/test_trades.csv gives each test row's label and open and close
 times; M/features.json gives the dependence span (look-back plus longest trade)
@@ -49,9 +49,9 @@ from pathlib import Path
 import numpy as np
 
 try:  # in the Processing container a sibling file; in tests and the CLI, a package module
-    from script_io import PREDICTIONS_FILE, InputError, recall_fraction, write_atomically
+    from script_io import InputError, recall_fraction, write_atomically
 except ImportError:
-    from processing.script_io import PREDICTIONS_FILE, InputError, recall_fraction, write_atomically
+    from processing.script_io import InputError, recall_fraction, write_atomically
 
 DEFAULT_PREDICTIONS_DIR = "/opt/ml/processing/input/predictions"
 DEFAULT_TEST_DIR = "/opt/ml/processing/input/test"
@@ -74,10 +74,14 @@ NO_CHAMPION = "none"
 # ---------------------------------------------------------------- reading
 
 
-def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and predicted labels from Batch Transform's JSON Lines output."""
+def read_predictions(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and predicted labels from Batch Transform's JSON Lines outputs in `directory`, in name order."""
+    files = sorted(Path(directory).glob("*.out"))
+    if not files:
+        raise InputError(f"{directory}: no predictions (*.out); check the step's input location")
     scores, predicted = [], []
-    for number, line in enumerate(_lines(path), start=1):
+    for path, number, line in ((file, number, line) for file in files
+                               for number, line in enumerate(_lines(file), start=1)):
         try:
             record = json.loads(line)
             score, label = float(record["score"]), float(record["predicted_label"])
@@ -350,10 +354,9 @@ def run(predictions_dir, test_dir, metadata_dir, output_dir, baseline_dir=None, 
     for name, directory in (("challenger", predictions_dir), ("baseline", baseline_dir), ("champion", champion_dir)):
         if directory is None:
             continue
-        path = Path(directory) / PREDICTIONS_FILE
-        models[name] = read_predictions(path)
+        models[name] = read_predictions(Path(directory))
         if len(models[name][0]) != len(trades["label"]):
-            raise InputError(f"{path}: {len(models[name][0])} predictions but the test slice has "
+            raise InputError(f"{directory}: {len(models[name][0])} predictions but the test slice has "
                              f"{len(trades['label'])} trades; the transform must return one line per test row")
     report = evaluate(trades, models, dependence_seconds, target_recall, champion_package_arn)
     write_atomically(output_dir, EVALUATION_FILE, lambda out: out.write(json.dumps(report, indent=2) + "\n"))

@@ -1,6 +1,6 @@
 """The Preprocess step: one batch → leak-free features, split by time into train, validation and test.
 
-    python preprocess.py --input-dir D --output-dir O [--lookback-seconds 600]
+    python preprocess.py --input-dir D [--prices-dir P] --output-dir O [--lookback-seconds 600]
                          [--train-fraction 0.7 --validation-fraction 0.15] [--min-test-windows 20]
                          [--workers N]
 
@@ -29,15 +29,20 @@ would be.
 The features do not say which side a trade is on, nor its stop or limit
 distance: a batch in which any of those varies is refused with one line.
 
-Writes, under O (CSV without header, floats written exactly):
-    train/train.csv              label, then the features
-    validation/validation.csv    label, then the features
-    test/test_features.csv       the features only (Batch Transform input)
+D holds batch.json and transactions.csv, P (default D/prices) the price shards this instance is to do: all of
+them, or, in a Processing job of several instances, the share `ShardedByS3Key` gave it. Every instance reads all
+trades and makes the same split; each writes the features of its shards' trades, one file per shard and slice
+(CSV without header, floats written exactly; `NNNNN` is the shard's number, so the files of all instances sort
+into time order), and the same metadata:
+    train/train-NNNNN.csv                       label, then the features
+    validation/validation-NNNNN.csv             label, then the features
+    test/features/test_features-NNNNN.csv       the features only (Batch Transform input)
     test/test_trades.csv         trade_id, open_ms, close_ms, label, pnl of each test row (header row)
     metadata/features.json       feature names, counts, drops by reason, split boundaries, positive rates,
                                  market time (dependence span, hours and independent windows per slice)
-    metadata/rows.csv            slice,row,trade_id (header row)
-Everything is written to a staging folder first: bad input or a failure leaves no output.
+    metadata/rows.csv            slice,row,trade_id (header row; row: position in the slice's files in order)
+One shard's ticks are held at a time. Everything is written to a staging folder first: bad input or a failure
+leaves no output.
 
 Runs in SageMaker's scikit-learn Processing container from a copy of the
 `processing/` folder: it imports only numpy, the standard library and the batch
@@ -71,10 +76,12 @@ except ImportError:
     from processing import batch_contract as contract
 
 DEFAULT_INPUT_DIR = "/opt/ml/processing/input/batch"
+DEFAULT_PRICES_DIR = "/opt/ml/processing/input/prices"
 DEFAULT_OUTPUT_DIR = "/opt/ml/processing/output"
-TRAIN_CSV = "train/train.csv"
+TRAIN_CSV = "train/train.csv"  # … written as train/train-NNNNN.csv, one per shard (see shard_output)
 VALIDATION_CSV = "validation/validation.csv"
-TEST_FEATURES_CSV = "test/test_features.csv"
+TEST_FEATURES_DIR = "test/features"  # the Batch Transform input: only feature files under it
+TEST_FEATURES_CSV = f"{TEST_FEATURES_DIR}/test_features.csv"
 TEST_TRADES_CSV = "test/test_trades.csv"
 FEATURES_JSON = "metadata/features.json"
 ROWS_CSV = "metadata/rows.csv"
@@ -425,9 +432,9 @@ def _start_writer(source: FeatureSource, parts: list[Part], staging: Path, write
         os._exit(status)  # never returns into the parent's code
 
 
-def write_feature_files(source: FeatureSource, files: list[Part], staging: Path, writers: int,
-                        while_writing=lambda: None) -> None:
-    """Write the feature files with `writers` processes (this one and forked ones), then join the parts."""
+def write_feature_files(source: FeatureSource, files: list[Part], staging: Path, writers: int) -> int:
+    """Write the feature files with `writers` processes (this one and forked ones), then join the parts;
+    returns the number of rows."""
     total = sum(len(f.rows) for f in files)
     writers = max(1, min(writers, -(-total // MIN_ROWS_PER_WORKER)))
     plans = plan_parts(files, writers)
@@ -435,7 +442,6 @@ def write_feature_files(source: FeatureSource, files: list[Part], staging: Path,
         (staging / f.file).parent.mkdir(parents=True, exist_ok=True)
     children = [_start_writer(source, plans[w], staging, w, writers) for w in range(1, writers)]
     try:
-        while_writing()
         _run_writer(source, plans[0], staging, 0, writers)
     finally:
         failed = sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0 for pid in children)
@@ -443,6 +449,7 @@ def write_feature_files(source: FeatureSource, files: list[Part], staging: Path,
         raise ChildProcessError(f"{failed} of {writers - 1} forked feature writers failed")
     for f in files:
         _join_parts(staging / f.file, [staging / f"{f.file}.part{w}" for w in range(writers)])
+    return total
 
 
 def _join_parts(path: Path, parts: list[Path]) -> None:
@@ -461,67 +468,132 @@ def _join_parts(path: Path, parts: list[Path]) -> None:
 # ---------------------------------------------------------------- the step
 
 
-def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
+def shard_output(name: str, shard: dict) -> str:
+    """The output file of slice file `name` for a price shard: train/train.csv, prices/part-00003.csv →
+    train/train-00003.csv."""
+    path, number = Path(name), Path(shard["file"]).stem.rpartition("-")[2]
+    return str(path.with_name(f"{path.stem}-{number}{path.suffix}"))
+
+
+def slice_files(output_dir: str | os.PathLike, name: str) -> list[Path]:
+    """The files of slice file `name` (TRAIN_CSV, VALIDATION_CSV, TEST_FEATURES_CSV) under a Preprocess output,
+    in shard order, which is time order."""
+    path = Path(output_dir) / name
+    return sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"))
+
+
+def held_shards(meta: dict, prices_dir: Path, every_one: bool) -> list[dict]:
+    """The entries of batch.json's price_shards whose files are in `prices_dir`; BatchError for any other CSV,
+    and, if `every_one`, for a missing shard."""
+    listed = {Path(shard["file"]).name: shard for shard in meta["price_shards"]}
+    if every_one:
+        return [shard for shard in meta["price_shards"] if contract.shard_path(prices_dir, shard)]
+    present = sorted(p.name for p in prices_dir.glob("*.csv")) if prices_dir.is_dir() else []
+    unknown = [name for name in present if name not in listed]
+    if unknown:
+        raise contract.BatchError(f"{prices_dir / unknown[0]}: not a shard of batch {meta['batch_id']} "
+                                  f"({contract.BATCH_JSON_FILE} lists {len(listed)}); give the job this batch's "
+                                  f"prices manifest")
+    return [listed[name] for name in present]
+
+
+def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, prices_dir: str | os.PathLike | None = None,
                lookback_seconds: int = contract.LOOKBACK_SECONDS,
                train_fraction: float = 0.7, validation_fraction: float = 0.15,
                min_test_windows: float = MIN_TEST_WINDOWS, workers: int | None = None,
                log=lambda message: print(f"preprocess: {message}", file=sys.stderr, flush=True)) -> dict:
-    """Validate the batch in `input_dir` and write the slices to `output_dir`; returns features.json's content.
+    """Validate the batch in `input_dir` and `prices_dir`, write the slices to `output_dir`; returns
+    features.json's content.
 
-    Raises BatchError (one line) for bad input, before anything is written.
+    Raises BatchError (one line) for bad input; nothing is written then.
     """
-    started = time.monotonic()
-    batch = contract.read_batch(input_dir, price_columns=("ts", *contract.PRICE_FIELDS))
-    trades = batch.trades
-    ts = batch.prices["ts"]
-    ticks = Ticks(ts, np.column_stack([batch.prices[field] for field in contract.PRICE_FIELDS]))
-    if int(np.abs(ticks.prices).max()) >= 10 ** (MAX_INTEGER_DIGITS + ticks.decimals):
-        raise contract.BatchError(f"{contract.PRICES_FILE}: prices of {10**MAX_INTEGER_DIGITS:,} or more "
-                                  f"are not supported")
+    input_dir = Path(input_dir)
+    every_shard = prices_dir is None  # a whole batch; else an instance's share, maybe none
+    meta = contract.read_meta(input_dir)
+    trades = contract.read_trades(input_dir, meta)
     check_uniform_trades(trades)
+    first_tick = int(contract.parse_ts([meta["ticks"]["first"]], contract.BATCH_JSON_FILE)[0])
     open_ts, labels = trades["open_ts"], trades["label"].astype(np.int64)
-    split = split_trades(open_ts, trades["close_ts"], labels, open_ts - 1000 * lookback_seconds >= ts[0],
+    split = split_trades(open_ts, trades["close_ts"], labels, open_ts - 1000 * lookback_seconds >= first_tick,
                          lookback_seconds, train_fraction, validation_fraction, min_test_windows)
-    summary = _summary(batch.meta, split, labels, lookback_seconds, train_fraction, validation_fraction,
-                       min_test_windows, ticks.decimals)
+    summary = _summary(meta, split, labels, lookback_seconds, train_fraction, validation_fraction,
+                       min_test_windows)
     test_rows = split.rows["test"]
     test_trades = {"trade_id": trades["trade_id"][test_rows], "open_ms": open_ts[test_rows],
                    "close_ms": trades["close_ts"][test_rows], "label": labels[test_rows],
                    "pnl": trades["pnl"][test_rows]}
     trade_ids = trades["trade_id"]
-    log(f"read and split {len(ts):,} ticks and {len(open_ts):,} trades in "
-        f"{time.monotonic() - started:.1f} s")
-    del batch, trades  # the writers are forked: keep them small
+    prices_dir = input_dir / contract.PRICES_DIR if every_shard else Path(prices_dir)
+    shards = held_shards(meta, prices_dir, every_shard)
+    del trades  # the writers are forked: keep them small
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=output_dir))
+    output_dir = Path(output_dir).absolute()
+    output_dir.parent.mkdir(parents=True, exist_ok=True)  # staged beside it: a bad shard leaves no output folder
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.preprocess-", dir=output_dir.parent))
     try:
-        source = FeatureSource(ticks, open_ts, labels, lookback_seconds)
-        files = [Part(TRAIN_CSV, split.rows["train"], True), Part(VALIDATION_CSV, split.rows["validation"], True),
-                 Part(TEST_FEATURES_CSV, split.rows["test"], False)]
-
-        def write_metadata() -> None:  # while the writers work
-            _write_metadata(staging, summary, split, trade_ids, test_trades)
-
-        write_feature_files(source, files, staging, workers or os.cpu_count() or 1, write_metadata)
-        for name in (TRAIN_CSV, VALIDATION_CSV, TEST_FEATURES_CSV, TEST_TRADES_CSV, FEATURES_JSON, ROWS_CSV):
-            (output_dir / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / name, output_dir / name)
+        _write_metadata(staging, summary, split, trade_ids, test_trades)
+        done = []
+        for shard in shards:
+            shard_started = time.monotonic()
+            ticks = _shard_ticks(prices_dir, meta, shard, open_ts, lookback_seconds, first_tick)
+            first, end = shard["trades"]
+            source = FeatureSource(ticks, open_ts, labels, lookback_seconds)
+            files = [Part(shard_output(name, shard), rows[np.searchsorted(rows, first):np.searchsorted(rows, end)],
+                          with_label)
+                     for name, rows, with_label in ((TRAIN_CSV, split.rows["train"], True),
+                                                    (VALIDATION_CSV, split.rows["validation"], True),
+                                                    (TEST_FEATURES_CSV, split.rows["test"], False))]
+            written = write_feature_files(source, [f for f in files if len(f.rows)], staging,
+                                          workers or os.cpu_count() or 1)
+            log(f"{shard['file']} ({len(done) + 1} of {len(shards)} here, {len(meta['price_shards'])} in the "
+                f"batch): {len(ticks.mid):,} ticks, {written:,} feature rows in "
+                f"{time.monotonic() - shard_started:.1f} s")
+            done.append(shard)
+        _publish(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary
 
 
+def _publish(staging: Path, output_dir: Path) -> None:
+    """Move the staged files into `output_dir`, once sure that every folder they go to can be made."""
+    files = sorted(p.relative_to(staging) for p in staging.rglob("*") if p.is_file())
+    for folder in {output_dir / f.parent for f in files}:
+        for path in (folder, *folder.parents):
+            if path.exists() and not path.is_dir():
+                raise NotADirectoryError(f"{path}: exists and is not a folder; choose another --output-dir")
+    for relative in files:
+        (output_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / relative, output_dir / relative)
+
+
+def _shard_ticks(prices_dir: Path, meta: dict, shard: dict, open_ts: np.ndarray, lookback_seconds: int,
+                 first_tick: int) -> Ticks:
+    """The shard's ticks, checked to reach back a look-back before its first trade (or to the batch's start)."""
+    prices = contract.read_shard(prices_dir, meta, shard, ("ts", *contract.PRICE_FIELDS))
+    ts = prices["ts"]
+    first, end = shard["trades"]
+    if first < end and ts[0] > max(open_ts[first] - 1000 * lookback_seconds, first_tick):
+        raise contract.BatchError(f"{shard['file']}: starts at {contract.format_ts(ts[:1])[0]}, after the "
+                                  f"{lookback_seconds} s look-back of its first trade; export the batch with a "
+                                  f"look-back of at least --lookback-seconds")
+    if first < end and ts[-1] < open_ts[end - 1]:
+        raise contract.BatchError(f"{shard['file']}: ends at {contract.format_ts(ts[-1:])[0]}, before its last "
+                                  f"trade opens; export the batch again")
+    ticks = Ticks(ts, np.column_stack([prices[field] for field in contract.PRICE_FIELDS]))
+    if int(np.abs(ticks.prices).max()) >= 10 ** (MAX_INTEGER_DIGITS + ticks.decimals):
+        raise contract.BatchError(f"{shard['file']}: prices of {10**MAX_INTEGER_DIGITS:,} or more are not supported")
+    return ticks
+
+
 def _summary(meta: dict, split: Split, labels: np.ndarray, lookback_seconds: int, train_fraction: float,
-             validation_fraction: float, min_test_windows: float, decimals: int) -> dict:
+             validation_fraction: float, min_test_windows: float) -> dict:
     validation_starts, test_starts = contract.format_ts(split.boundaries)
     return {
         "batch_id": meta["batch_id"],
         "epic": meta["epic"],
         "lookback_seconds": lookback_seconds,
         "feature_names": contract.feature_names(lookback_seconds),
-        "decimals": decimals,
         "counts": {"trades": len(labels), **{name: len(rows) for name, rows in split.rows.items()}},
         "dropped": split.dropped,
         "split": {"train_fraction": train_fraction, "validation_fraction": validation_fraction,
@@ -570,7 +642,9 @@ def _positive_int(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input-dir", default=DEFAULT_INPUT_DIR, help="the batch (default: %(default)s)")
+    parser.add_argument("--input-dir", default=DEFAULT_INPUT_DIR,
+                        help="the batch's batch.json and transactions.csv (default: %(default)s)")
+    parser.add_argument("--prices-dir", help="the price shards to do (default: the input dir's prices/)")
     parser.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, help="default: %(default)s")
     parser.add_argument("--lookback-seconds", type=_positive_int, default=contract.LOOKBACK_SECONDS)
     parser.add_argument("--train-fraction", type=_fraction, default=0.7)
@@ -583,8 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--train-fraction plus --validation-fraction must leave a test slice (sum below 1)")
     started = time.monotonic()
     try:
-        summary = preprocess(args.input_dir, args.output_dir, args.lookback_seconds, args.train_fraction,
-                             args.validation_fraction, args.min_test_windows, args.workers)
+        summary = preprocess(args.input_dir, args.output_dir, args.prices_dir, args.lookback_seconds,
+                             args.train_fraction, args.validation_fraction, args.min_test_windows, args.workers)
     except (contract.BatchError, OSError) as exc:
         print(f"preprocess: error: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@
 A batch moves through states recorded in its MongoDB document:
 - `claimed`: the document exists and names its trades (the next `batch_size` stored closed trades, a
   `close_seq` range right after the previous batch's, so no trade is in two batches or in none);
-- `files_written`: prices.csv, transactions.csv and batch.json are in S3;
+- `files_written`: the price shards, transactions.csv, batch.json and the prices manifest are in S3;
 - `committed`: batch.manifest is in S3 (its arrival is the event that starts the pipeline).
 The files are rendered from MongoDB with `render_batch`, which is deterministic, so a restart after a crash at
 any point renders the same bytes under the same keys and finishes the batch. A put is skipped when the object
@@ -18,9 +18,9 @@ across restarts too. Why S3 and not a new channel: the streamer already reads an
 already may, and the request survives a streamer that is down when the alarm fires.
 
 Test hook: with LIVETRAIN_TEST_CRASH_AT=<stage> in the environment the process kills itself (SIGKILL, as
-`kill -9`) when the first export reaches that stage: `claimed` (before any file), `prices.csv`,
-`transactions.csv`, `batch.json` (after that file's put), `batch.manifest` (after the manifest's put,
-before the batch is marked committed).
+`kill -9`) when the first export reaches that stage: `claimed` (before any file), a file's path in the batch
+such as `prices/part-00000.csv` or `transactions.csv` (after that file's put), `batch.manifest` (after the
+manifest's put, before the batch is marked committed).
 """
 
 from __future__ import annotations

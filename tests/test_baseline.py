@@ -25,9 +25,9 @@ def write_slices(directory: Path, seed: int = 0, rows: int = 600, features: int 
         table = x if name == "test" else np.column_stack([y, x])
         dirs[name] = directory / name
         dirs[name].mkdir(parents=True)
-        file = {"train": baseline.TRAIN_FILE, "validation": baseline.VALIDATION_FILE}.get(name,
-                                                                                         baseline.TEST_FEATURES_FILE)
-        np.savetxt(dirs[name] / file, table, delimiter=",", fmt="%.6g")
+        half = count // 2  # two files per slice, as two shards write them
+        np.savetxt(dirs[name] / f"{name}-00000.csv", table[:half], delimiter=",", fmt="%.6g")
+        np.savetxt(dirs[name] / f"{name}-00001.csv", table[half:], delimiter=",", fmt="%.6g")
         if name == "test":
             dirs["test_labels"] = y
     return dirs
@@ -62,12 +62,19 @@ def test_the_threshold_is_the_most_precise_one_reaching_the_target_recall():
     assert baseline.threshold_at_target_recall(labels, scores, 0.5) == 0.6
 
 
+def remove_files(directory: Path) -> None:
+    for path in directory.iterdir():
+        path.unlink()
+
+
 @pytest.mark.parametrize("breaks, message", [
-    (lambda d: (d["train"] / baseline.TRAIN_FILE).unlink(), "train.csv: missing"),
-    (lambda d: (d["validation"] / baseline.VALIDATION_FILE).write_text("1,2,x\n"), "validation.csv: not a numeric"),
-    (lambda d: (d["train"] / baseline.TRAIN_FILE).write_text("2,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5\n"),
-     "train.csv: the first column must be a 0/1 label"),
-    (lambda d: (d["test"] / baseline.TEST_FEATURES_FILE).write_text("1,2\n"), "different numbers of features"),
+    (lambda d: remove_files(d["train"]), "train: no CSV files"),
+    (lambda d: (d["validation"] / "validation-00001.csv").write_text("1,2,x\n"), "validation-00001.csv: not a numeric"),
+    (lambda d: (d["train"] / "train-00001.csv").write_text("2,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5\n"),
+     "train-00001.csv: the first column must be a 0/1 label"),
+    (lambda d: (d["train"] / "train-00001.csv").write_text("1,0.5,0.5\n"), "train-00001.csv: 3 columns, other files"),
+    (lambda d: [remove_files(d["test"]), (d["test"] / "test-00000.csv").write_text("1,2\n")],
+     "different numbers of features"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, breaks, message):
     dirs = write_slices(tmp_path)

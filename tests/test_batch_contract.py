@@ -16,18 +16,21 @@ def frames():
     return synthesize(300, 3, MarketSettings(), BotSettings(), "EPIC", progress=None)
 
 
-def render(frames, batch_id="b1"):
+def render(frames, batch_id="b1", shard_trades=bc.SHARD_TRADES):
     prices, trades = frames
     return bc.render_batch(bucket="bkt", epic="EPIC", batch_id=batch_id, prices=prices, trades=trades,
-                           bot_settings=BotSettings().as_dict())
+                           bot_settings=BotSettings().as_dict(), shard_trades=shard_trades)
 
 
 def test_files_in_write_order_with_the_manifest_last(frames):
     files = render(frames)
-    assert list(files) == ["prices.csv", "transactions.csv", "batch.json", "batch.manifest"]
+    assert list(files) == ["prices/part-00000.csv", "transactions.csv", "batch.json", "batch.manifest.prices",
+                           "batch.manifest"]
     assert json.loads(files["batch.manifest"]) == [
-        {"prefix": "s3://bkt/batches/EPIC/b1/"}, "prices.csv", "transactions.csv", "batch.json"]
-    assert files["prices.csv"].startswith((",".join(bc.PRICE_COLUMNS) + "\n").encode())
+        {"prefix": "s3://bkt/batches/EPIC/b1/"}, "transactions.csv", "batch.json"]
+    assert json.loads(files["batch.manifest.prices"]) == [
+        {"prefix": "s3://bkt/batches/EPIC/b1/prices/"}, "part-00000.csv"]
+    assert files["prices/part-00000.csv"].startswith((",".join(bc.PRICE_COLUMNS) + "\n").encode())
     assert files["transactions.csv"].startswith((",".join(bc.TRADE_COLUMNS) + "\n").encode())
 
 
@@ -35,19 +38,34 @@ def test_rendering_is_deterministic_and_records_checksums(frames):
     first, second = render(frames), render(frames)
     assert first == second
     meta = json.loads(first["batch.json"])
-    assert meta["files"]["prices.csv"] == {"rows": len(frames[0]), "sha256": bc.sha256(first["prices.csv"])}
+    assert meta["files"]["prices/part-00000.csv"] == {"rows": len(frames[0]),
+                                                      "sha256": bc.sha256(first["prices/part-00000.csv"])}
     assert meta["schema_version"] == bc.SCHEMA_VERSION and meta["bot"]["stop_distance"] == 100.0
 
 
-def test_round_trip(frames, tmp_path):
-    directory = bc.write_batch_dir(render(frames), tmp_path / "b1")
+@pytest.mark.parametrize("shard_trades", [bc.SHARD_TRADES, 100, 7])
+def test_round_trip(frames, tmp_path, shard_trades):
+    directory = bc.write_batch_dir(render(frames, shard_trades=shard_trades), tmp_path / "b1")
     batch = bc.read_batch(directory)
     prices, trades = frames
-    assert batch.prices["ts"].tolist() == prices["ts"].tolist()
+    assert batch.prices["ts"].tolist() == prices["ts"].tolist()  # the shards' own ticks are the series
     assert np.allclose(batch.prices["bid"], prices["bid"])
     assert batch.trades["trade_id"].tolist() == trades.sort_values("open_ts")["trade_id"].tolist()
     assert batch.trades["label"].sum() == trades["label"].sum()
     assert batch.meta["batch_id"] == "b1"
+    assert len(batch.meta["price_shards"]) == -(-len(trades) // shard_trades)
+
+
+def test_each_shard_holds_the_look_back_of_its_first_trade_and_the_open_of_its_last(frames, tmp_path):
+    directory = bc.write_batch_dir(render(frames, shard_trades=100), tmp_path / "b1")
+    meta = bc.read_meta(directory)
+    opens = bc.read_trades(directory, meta)["open_ts"]
+    first_tick = int(frames[0]["ts"].min())
+    for shard in meta["price_shards"]:
+        ts = bc.read_shard(directory, meta, shard, ("ts",))["ts"]
+        first, end = shard["trades"]
+        assert ts[0] <= max(opens[first] - 1000 * bc.LOOKBACK_SECONDS, first_tick) and ts[-1] >= opens[end - 1]
+        assert len(ts) < len(frames[0]) / 2  # a shard, not the whole series
 
 
 def test_write_refuses_an_existing_directory_and_leaves_nothing_behind_on_failure(frames, tmp_path):

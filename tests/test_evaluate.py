@@ -22,10 +22,17 @@ SCORES = [0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.2, 0.1, 0.05, 0.76]
 PREDICTED = [1, 1, 1, 0, 1, 1, 0, 0, 0, 1]
 
 
+FIRST, SECOND = "test_features-00000.csv.out", "test_features-00001.csv.out"  # two shards' transform outputs
+
+
 def write_predictions(directory: Path, scores, predicted) -> Path:
+    """Batch Transform's output for a test slice in two files: the first rows, then the rest."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / ev.PREDICTIONS_FILE).write_text("".join(
-        json.dumps({"score": s, "predicted_label": float(p)}) + "\n" for s, p in zip(scores, predicted, strict=True)))
+    lines = [json.dumps({"score": s, "predicted_label": float(p)}) + "\n"
+             for s, p in zip(scores, predicted, strict=True)]
+    half = (len(lines) + 1) // 2
+    (directory / SECOND).write_text("".join(lines[half:]))
+    (directory / FIRST).write_text("".join(lines[:half]))  # written last: the order is the names', not the times'
     return directory
 
 
@@ -178,22 +185,23 @@ def test_numbers_are_rounded_to_what_their_interval_supports(value, lower, upper
 
 
 BAD_INPUTS = {  # case: (how to break the inputs, what the one line must say)
-    "missing predictions": (lambda p, t, m: (p / ev.PREDICTIONS_FILE).unlink(), "test_features.csv.out: missing"),
+    "missing predictions": (lambda p, t, m: [(p / FIRST).unlink(), (p / SECOND).unlink()],
+                            "predictions: no predictions (*.out)"),
     "missing test trades": (lambda p, t, m: (t / ev.TEST_TRADES_FILE).unlink(), "test_trades.csv: missing"),
     "missing metadata": (lambda p, t, m: (m / ev.FEATURES_FILE).unlink(), "features.json: missing"),
     "metadata without the dependence span": (lambda p, t, m: (m / ev.FEATURES_FILE).write_text("{}"),
                                              "features.json: no market_time.dependence_seconds"),
     "row count mismatch": (lambda p, t, m: (t / ev.TEST_TRADES_FILE).write_text(
-        "trade_id,open_ms,close_ms,label,pnl\nT0,0,1,1,1.0\n"), "test_features.csv.out: 10 predictions but"),
-    "malformed JSON line": (lambda p, t, m: (p / ev.PREDICTIONS_FILE).write_text(
-        '{"score": 0.4, "predicted_label": 0}\n{"score": 0.7\n'), "test_features.csv.out: line 2: expected a JSON"),
-    "no score": (lambda p, t, m: (p / ev.PREDICTIONS_FILE).write_text('{"predicted_label": 1}\n'),
-                 "test_features.csv.out: line 1: expected a JSON object"),
+        "trade_id,open_ms,close_ms,label,pnl\nT0,0,1,1,1.0\n"), "predictions: 10 predictions but"),
+    "malformed JSON line": (lambda p, t, m: (p / SECOND).write_text(
+        '{"score": 0.4, "predicted_label": 0}\n{"score": 0.7\n'), f"{SECOND}: line 2: expected a JSON"),
+    "no score": (lambda p, t, m: (p / FIRST).write_text('{"predicted_label": 1}\n'),
+                 f"{FIRST}: line 1: expected a JSON object"),
     "label not 0 or 1": (lambda p, t, m: (t / ev.TEST_TRADES_FILE).write_text(
         "trade_id,open_ms,close_ms,label,pnl\nT0,0,1,2,1.0\n"), "test_trades.csv: line 2: label must be 0 or 1"),
     "trades out of order": (lambda p, t, m: (t / ev.TEST_TRADES_FILE).write_text(
         "trade_id,open_ms,close_ms,label,pnl\nT0,5,6,1,1.0\nT1,4,6,0,-1.0\n"), "test_trades.csv: trades are not in"),
-    "empty predictions": (lambda p, t, m: (p / ev.PREDICTIONS_FILE).write_text(""), "test_features.csv.out: empty"),
+    "empty predictions": (lambda p, t, m: (p / FIRST).write_text(""), f"{FIRST}: empty"),
 }
 
 

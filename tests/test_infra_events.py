@@ -18,7 +18,7 @@ from botocore.stub import Stubber
 from infra.local.dispatcher import json_path
 from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
 from lambdas.deploy_on_approval import DeployConfig, deploy, deployment_config, handler
-from processing.batch_contract import MANIFEST_FILE, batch_key_prefix
+from processing.batch_contract import MANIFEST_FILE, PRICES_MANIFEST_SUFFIX, batch_key_prefix
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 GROUP, ENDPOINT = "livetrain-models", "livetrain"
@@ -60,7 +60,7 @@ def test_the_manifest_rule_matches_a_batch_manifest_only(aws):
                                                                               {"suffix": ".manifest"}]}}})
     batch = batch_key_prefix("CS.D.BITCOIN.CFD.IP", "b1")
     manifest = batch + MANIFEST_FILE
-    for bucket, key in (("livetrain-data", batch + "prices.csv"),
+    for bucket, key in (("livetrain-data", batch + MANIFEST_FILE + PRICES_MANIFEST_SUFFIX),  # the shards' manifest
                         ("livetrain-data", "exports/b1/batch.manifest"), ("elsewhere", manifest),
                         ("livetrain-data", manifest)):
         s3.put_object(Bucket=bucket, Key=key, Body=b"[]")

@@ -324,6 +324,46 @@ def test_manifest_input_and_script_failure_reason(aws, tmp_path):
 
 
 
+def test_a_job_of_several_instances_runs_each_on_its_share_of_a_sharded_input(aws, tmp_path):
+    s3 = aws.client("s3")
+    script = upload_script(aws, "share", """
+        import os, pathlib, sys
+        shards = sorted(p.name for p in pathlib.Path(sys.argv[1]).iterdir())
+        common = sorted(p.name for p in pathlib.Path(sys.argv[2]).iterdir())
+        out = pathlib.Path(sys.argv[3])
+        for name in shards:  # one output per shard: the instances' outputs land side by side
+            (out / f"{name}.seen").write_text(f"pid {os.getpid()} with {common}\\n")
+        (out / "same.txt").write_text("every instance writes this\\n")
+        print(f"shards {shards}", file=sys.stderr)
+    """)
+    for number in range(5):
+        s3.put_object(Bucket=BUCKET, Key=f"shards/part-{number}.csv", Body=b"1\n")
+    s3.put_object(Bucket=BUCKET, Key="common/all.json", Body=b"{}")
+    s3.put_object(Bucket=BUCKET, Key="shards.manifest", Body=json.dumps(
+        [{"prefix": f"s3://{BUCKET}/shards/"}, *(f"part-{number}.csv" for number in range(5))]).encode())
+    sharded = s3_input("shards", f"s3://{BUCKET}/shards.manifest", "/opt/ml/processing/input/shards", "ManifestFile")
+    sharded["S3Input"]["S3DataDistributionType"] = "ShardedByS3Key"
+    step = processing_step(
+        "Share", script, arguments=["/opt/ml/processing/input/shards", "/opt/ml/processing/input/common",
+                                    "/opt/ml/processing/output"],
+        inputs=[sharded, s3_input("common", f"s3://{BUCKET}/common/", "/opt/ml/processing/input/common")],
+        outputs=[output("seen", per_execution("seen"), "/opt/ml/processing/output")])
+    step["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = {"Get": "Parameters.Instances"}
+    definition = {"Parameters": [{"Name": "Instances", "Type": "Integer", "DefaultValue": 2}], "Steps": [step]}
+    record = run_definition(aws, tmp_path, definition, {"Instances": "3"})
+    assert record["PipelineExecutionStatus"] == "Succeeded", record.get("FailureReason")
+    prefix = f"runs/{record['PipelineExecutionId']}/seen/"
+    objects = {item["Key"].removeprefix(prefix): s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read().decode()
+               for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]}
+    assert sorted(objects) == [*(f"part-{number}.csv.seen" for number in range(5)), "same.txt"]  # each shard once
+    pids = {text.split()[1] for name, text in objects.items() if name.endswith(".seen")}
+    assert len(pids) == 3 and all("with ['all.json']" in text for text in objects.values() if "pid" in text)
+    log = Path(record["Steps"]["Share"]["LogFile"]).read_text()
+    for host, shards in (("algo-1", "['part-0.csv', 'part-3.csv']"), ("algo-2", "['part-1.csv', 'part-4.csv']"),
+                         ("algo-3", "['part-2.csv']")):
+        assert f"{host}: shards {shards}" in log
+
+
 def test_a_jobs_log_keeps_its_last_bytes_once_it_ends(aws, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "LOG_KEEP_BYTES", 2000)
     script = upload_script(aws, "chatty", """

@@ -98,7 +98,7 @@ def test_planted_signal_batch_registers_one_model_package_and_reports(aws, run_c
     assert model["PrimaryContainer"]["ModelDataUrl"] == model_data
 
     predictions = read_s3(s3, record["Steps"]["TransformTest"]["Properties"]["TransformOutput"]["S3OutputPath"]
-                          + "/test_features.csv.out").decode().splitlines()
+                          + "/test_features-00000.csv.out").decode().splitlines()  # one shard
     assert len(predictions) == report["test_slice"]["trades"]
     assert {"score", "predicted_label"} <= set(json.loads(predictions[0]))
 

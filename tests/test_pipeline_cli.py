@@ -258,20 +258,22 @@ def test_the_shipped_processing_code_runs_in_a_clean_environment(upserted, aws, 
         return shipped_out, repo_out
 
     shipped, repo = both("Preprocess", "preprocess.py", "--input-dir", batch, "--min-test-windows", 0)
-    expected = ["metadata/features.json", "metadata/rows.csv", "test/test_features.csv", "test/test_trades.csv",
-                "train/train.csv", "validation/validation.csv"]
+    expected = ["metadata/features.json", "metadata/rows.csv", "test/features/test_features-00000.csv",
+                "test/test_trades.csv", "train/train-00000.csv", "validation/validation-00000.csv"]  # one shard
     assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == expected
     for name in expected:
         assert (shipped / name).read_bytes() == (repo / name).read_bytes(), name
     from processing.batch_contract import feature_names
 
-    train = (shipped / "train/train.csv").read_text().splitlines()
+    train = (shipped / "train/train-00000.csv").read_text().splitlines()
     assert train and all(len(row.split(",")) == 1 + len(feature_names()) for row in train)
     assert {row.split(",")[0] for row in train} <= {"0", "1"}
-    assert len((shipped / "test/test_features.csv").read_text().splitlines()) + 1 == len(
+    assert len((shipped / "test/features/test_features-00000.csv").read_text().splitlines()) + 1 == len(
         (shipped / "test/test_trades.csv").read_text().splitlines()) > 1
 
-    slices = [f"--{name}-dir" if i == 0 else shipped / name for name in ("train", "validation", "test") for i in (0, 1)]
+    slices = [f"--{name}-dir" if i == 0 else shipped / folder
+              for name, folder in (("train", "train"), ("validation", "validation"), ("test", "test/features"))
+              for i in (0, 1)]
     baseline_shipped, baseline_repo = both("FitBaseline", "baseline.py", *slices)
     predictions = (baseline_shipped / "test_features.csv.out").read_bytes()
     assert predictions == (baseline_repo / "test_features.csv.out").read_bytes()

@@ -293,7 +293,8 @@ def test_parameters_are_the_contract_and_all_used(definition, text):
     assert set(declared) <= used
     defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
     assert defaults == {"InputBucket": "data-bucket", "InputManifestKey": None,
-                        "ProcessingInstanceType": "ml.m5.xlarge", "TrainingInstanceType": "ml.m5.xlarge",
+                        "ProcessingInstanceType": "ml.m5.xlarge", "ProcessingInstanceCount": 1,
+                        "TrainingInstanceType": "ml.m5.xlarge", "TrainingInstanceCount": 1,
                         "TargetRecall": 0.25, "MinTestWindows": 20, "MinPrecision": 0.4, "MinLift": 0.05,
                         "MaxShortfallVsBaseline": 0.0, "MaxShortfallVsChampion": 0.0,
                         "ModelApprovalStatus": "PendingManualApproval"}
@@ -334,8 +335,20 @@ def test_preprocess_reads_the_manifest_and_keeps_each_run(steps):
     inputs = {i["InputName"]: i["S3Input"] for i in arguments["ProcessingInputs"]}
     assert inputs["batch"]["S3DataType"] == "ManifestFile"
     assert inputs["batch"]["LocalPath"] == "/opt/ml/processing/input/batch"
+    assert inputs["batch"]["S3DataDistributionType"] == "FullyReplicated"
     assert inputs["batch"]["S3Uri"] == {"Std:Join": {"On": "", "Values": [
         "s3://", {"Get": "Parameters.InputBucket"}, "/", {"Get": "Parameters.InputManifestKey"}]}}
+    # the price shards: the manifest beside the batch's, shared out among the instances
+    assert inputs["prices"]["S3DataType"] == "ManifestFile"
+    assert inputs["prices"]["S3DataDistributionType"] == "ShardedByS3Key"
+    assert inputs["prices"]["S3Uri"] == {"Std:Join": {"On": "", "Values": [
+        "s3://", {"Get": "Parameters.InputBucket"}, "/", {"Get": "Parameters.InputManifestKey"}, ".prices"]}}
+    assert arguments["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == {
+        "Get": "Parameters.ProcessingInstanceCount"}
+    tuning = steps["TuneLinearLearner"]["Arguments"]["TrainingJobDefinition"]
+    assert tuning["ResourceConfig"]["InstanceCount"] == {"Get": "Parameters.TrainingInstanceCount"}
+    assert {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3DataDistributionType"]
+            for c in tuning["InputDataConfig"]} == {"train": "ShardedByS3Key", "validation": "FullyReplicated"}
     assert inputs["code"]["LocalPath"] == "/opt/ml/processing/input/code"
     assert arguments["AppSpecification"]["ContainerEntrypoint"] == [
         "python3", "/opt/ml/processing/input/code/preprocess.py"]
@@ -350,6 +363,7 @@ def test_preprocess_reads_the_manifest_and_keeps_each_run(steps):
     assert [o["OutputName"] for o in arguments["ProcessingOutputConfig"]["Outputs"]] == [
         "train", "validation", "test", "metadata"]
     container = arguments["AppSpecification"]["ContainerArguments"]
+    assert container[container.index("--prices-dir") + 1] == inputs["prices"]["LocalPath"]
     assert container[container.index("--min-test-windows") + 1] == {
         "Std:Join": {"On": "", "Values": [{"Get": "Parameters.MinTestWindows"}]}}
 
@@ -438,7 +452,7 @@ def test_best_model_transform_and_evaluation(steps):
     assert transform["TransformInput"]["ContentType"] == "text/csv"
     assert transform["TransformInput"]["SplitType"] == "Line"
     assert transform["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]["Std:Join"]["Values"][-1] == (
-        "test_features.csv")
+        "features")  # every shard's test features file, and nothing else of the test output
     assert transform["TransformOutput"]["Accept"] == "application/jsonlines"
 
     champion = steps["TransformChampion"]["Arguments"]

@@ -1,5 +1,6 @@
 """processing/preprocess.py: feature rules, no look-ahead, purged and embargoed split, exact CSV text, bad input."""
 
+import io
 import json
 import re
 import shutil
@@ -75,6 +76,11 @@ def run_script(*args) -> subprocess.CompletedProcess:
 SMALL = ("--lookback-seconds", 10, "--min-test-windows", 0)  # a small batch is too short for a verdict
 
 
+def slice_text(output: Path, name: str) -> str:
+    """A slice's feature file: its shards' files joined in order."""
+    return "".join(path.read_text() for path in pp.slice_files(output, name))
+
+
 def read_slices(output: Path, lookback: int) -> dict[str, pd.DataFrame]:
     """Each slice's rows as a frame indexed by trade_id: `label` (None for test) and the feature columns."""
     names = bc.feature_names(lookback)
@@ -83,10 +89,11 @@ def read_slices(output: Path, lookback: int) -> dict[str, pd.DataFrame]:
     slices = {}
     for name in pp.SLICES:
         if name in labelled:
-            frame = pd.read_csv(output / labelled[name], header=None, names=["label", *names])
+            frame = pd.read_csv(io.StringIO(slice_text(output, labelled[name])), header=None, names=["label", *names])
         else:
             frame = pd.concat([pd.read_csv(output / pp.TEST_TRADES_CSV)[["label"]],
-                               pd.read_csv(output / pp.TEST_FEATURES_CSV, header=None, names=names)], axis=1)
+                               pd.read_csv(io.StringIO(slice_text(output, pp.TEST_FEATURES_CSV)), header=None,
+                                           names=names)], axis=1)
         ids = rows[rows["slice"] == name].sort_values("row")["trade_id"].to_numpy()
         slices[name] = frame.set_axis(ids)
     return slices
@@ -177,12 +184,13 @@ def test_outputs_of_a_small_batch(tmp_path):
                                     "test slice 1.1 independent windows")
     out = tmp_path / "out"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == sorted(
-        ["train", "validation", "test", "metadata", pp.TRAIN_CSV, pp.VALIDATION_CSV, pp.TEST_FEATURES_CSV,
-         pp.TEST_TRADES_CSV, pp.FEATURES_JSON, pp.ROWS_CSV])  # nothing else: no staging left behind
-    train_lines = (out / pp.TRAIN_CSV).read_text().splitlines()
+        ["train", "validation", "test", "test/features", "metadata", "train/train-00000.csv",
+         "validation/validation-00000.csv", "test/features/test_features-00000.csv", pp.TEST_TRADES_CSV,
+         pp.FEATURES_JSON, pp.ROWS_CSV])  # one shard; nothing else: no staging left behind
+    train_lines = slice_text(out, pp.TRAIN_CSV).splitlines()
     assert len(train_lines) == 28 and all(len(line.split(",")) == 16 for line in train_lines)
     assert [line.split(",")[0] for line in train_lines] == ["0", "1"] * 14
-    assert all(len(line.split(",")) == 15 for line in (out / pp.TEST_FEATURES_CSV).read_text().splitlines())
+    assert all(len(line.split(",")) == 15 for line in slice_text(out, pp.TEST_FEATURES_CSV).splitlines())
     # test: trades 36-39 (opened at 164.5 s …); 34 and 35 opened within 11 s of the boundary at 153.1 s
     assert (out / pp.TEST_TRADES_CSV).read_text().splitlines() == [
         "trade_id,open_ms,close_ms,label,pnl",
@@ -315,7 +323,9 @@ def test_parallel_writers_write_the_same_files(synthetic_output, tmp_path, monke
     monkeypatch.setattr(pp, "MIN_ROWS_PER_WORKER", 100)
     pp.preprocess(make_batch_dir(batch, tmp_path), tmp_path / "out", min_test_windows=0, workers=3,
                       log=lambda m: None)
-    for name in (pp.TRAIN_CSV, pp.VALIDATION_CSV, pp.TEST_FEATURES_CSV, pp.TEST_TRADES_CSV, pp.ROWS_CSV):
+    for name in (pp.TRAIN_CSV, pp.VALIDATION_CSV, pp.TEST_FEATURES_CSV):
+        assert slice_text(tmp_path / "out", name) == slice_text(out, name), name
+    for name in (pp.TEST_TRADES_CSV, pp.ROWS_CSV):
         assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
 
 
@@ -334,14 +344,47 @@ def test_a_failing_forked_writer_fails_the_step_and_leaves_no_output(synthetic_o
         pp.preprocess(make_batch_dir(batch, tmp_path), tmp_path / "out", min_test_windows=0, workers=3,
                       log=lambda m: None)
     assert "preprocess: writer 2: RuntimeError: disk full" in capfd.readouterr().err
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == [tmp_path / "batch"]  # nor staging
 
 
-def make_batch_dir(batch: BatchFrames, tmp_path: Path, prices: pd.DataFrame | None = None) -> Path:
+def make_batch_dir(batch: BatchFrames, tmp_path: Path, prices: pd.DataFrame | None = None,
+                   shard_trades: int = bc.SHARD_TRADES) -> Path:
     files = bc.render_batch(bucket="bkt", epic=batch.meta["epic"], batch_id=batch.meta["batch_id"],
                             prices=batch.prices if prices is None else prices, trades=batch.trades,
-                            bot_settings=batch.meta["bot"])
+                            bot_settings=batch.meta["bot"], shard_trades=shard_trades)
     return bc.write_batch_dir(files, tmp_path / "batch")
+
+
+def test_shards_shared_out_among_instances_give_the_files_of_one_whole_run(synthetic_output, tmp_path):
+    """Seven shards over three 'instances' (each with every third shard, as ShardedByS3Key may share them out)
+    writing into one output, as their uploads land side by side: the slices are those of the unsharded run."""
+    batch, out = synthetic_output
+    sharded = make_batch_dir(batch, tmp_path, shard_trades=300)
+    shards = sorted((sharded / bc.PRICES_DIR).iterdir())
+    assert len(shards) == 7
+    for instance in range(3):
+        share = tmp_path / f"instance-{instance}"
+        share.mkdir()
+        for shard in shards[instance::3]:
+            shutil.copy(shard, share / shard.name)
+        pp.preprocess(sharded, tmp_path / "out", prices_dir=share, min_test_windows=0, workers=1,
+                      log=lambda m: None)
+    for name in (pp.TRAIN_CSV, pp.VALIDATION_CSV, pp.TEST_FEATURES_CSV):
+        assert len(pp.slice_files(tmp_path / "out", name)) > 1
+        assert slice_text(tmp_path / "out", name) == slice_text(out, name), name
+    for name in (pp.TEST_TRADES_CSV, pp.ROWS_CSV, pp.FEATURES_JSON):
+        assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_a_shard_that_is_not_the_batchs_is_refused(synthetic_output, tmp_path):
+    batch, _ = synthetic_output
+    sharded = make_batch_dir(batch, tmp_path, shard_trades=300)
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "part-00099.csv").write_text("ts\n")
+    with pytest.raises(bc.BatchError, match=r"part-00099.csv: not a shard of batch .*; give the job this batch's "
+                                            r"prices manifest"):
+        pp.preprocess(sharded, tmp_path / "out", prices_dir=share, min_test_windows=0, log=lambda m: None)
 
 
 def test_no_lookahead_prices_after_t_do_not_change_features_of_trades_opened_by_t(synthetic_output, tmp_path):
@@ -372,7 +415,7 @@ def test_the_script_runs_from_a_copy_of_the_processing_folder(make_batch, tmp_pa
                              "--output-dir", tmp_path / "out", "--min-test-windows", "0"], capture_output=True,
                             text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "out" / pp.TRAIN_CSV).stat().st_size > 0
+    assert slice_text(tmp_path / "out", pp.TRAIN_CSV)
 
 
 # ---------------------------------------------------------------- bad input
@@ -395,7 +438,7 @@ def replace_file(batch: Path, name: str, data: bytes, rows: int) -> None:
 
 def set_field(batch: Path, name: str, row: int, column: str, value: str) -> None:
     """Set one field of data row `row` (1-based, as error messages count)."""
-    columns = bc.PRICE_COLUMNS if name == bc.PRICES_FILE else bc.TRADE_COLUMNS
+    columns = bc.PRICE_COLUMNS if name == PRICES else bc.TRADE_COLUMNS
 
     def edit(header, rows):
         fields = rows[row - 1].rstrip("\n").split(",")
@@ -405,7 +448,7 @@ def set_field(batch: Path, name: str, row: int, column: str, value: str) -> None
     edit_rows(batch, name, edit)
 
 
-PRICES, TRADES = bc.PRICES_FILE, bc.TRANSACTIONS_FILE
+PRICES, TRADES = f"{bc.PRICES_DIR}/{bc.shard_file(0)}", bc.TRANSACTIONS_FILE  # the small batch has one shard
 
 
 def not_utf8(batch: Path) -> None:
@@ -414,25 +457,25 @@ def not_utf8(batch: Path) -> None:
 
 
 BAD_INPUTS = {  # case: (how to break the small batch, what the one line must say)
-    "missing file": (lambda b: (b / PRICES).unlink(), "prices.csv: missing"),
-    "checksum mismatch": (lambda b: (b / PRICES).open("a").write("x\n"), "prices.csv: sha256 does not match"),
+    "missing file": (lambda b: (b / PRICES).unlink(), "prices/part-00000.csv: missing"),
+    "checksum mismatch": (lambda b: (b / PRICES).open("a").write("x\n"), f"{PRICES}: sha256 does not match"),
     "wrong header": (lambda b: edit_rows(b, PRICES, lambda h, r: (h.replace("bid,offer", "offer,bid"), r)),
-                     "prices.csv: header is"),
+                     "prices/part-00000.csv: header is"),
     "non-numeric price": (lambda b: set_field(b, PRICES, 5, "bid", "1O0.5"),
-                          "prices.csv: column bid: row 5: '1O0.5' is not a number"),
+                          "prices/part-00000.csv: column bid: row 5: '1O0.5' is not a number"),
     "infinite price": (lambda b: set_field(b, PRICES, 6, "high", "inf"),
-                       "prices.csv: column high: row 6: not a finite number"),
+                       "prices/part-00000.csv: column high: row 6: not a finite number"),
     "missing field": (lambda b: edit_rows(b, PRICES, lambda h, r: (h, [*r[:3], r[3].rsplit(",", 1)[0] + "\n", *r[4:]])),
-                      "prices.csv: row 4: 10 fields, expected 11"),
+                      "prices/part-00000.csv: row 4: 10 fields, expected 11"),
     "malformed timestamp": (lambda b: set_field(b, TRADES, 9, "open_ts", "2026-01-05T00:10:00.000Z0"),
                             "transactions.csv: column open_ts: row 9: timestamp '2026-01-05T00:10:00.000Z0' is not"),
     "not UTF-8": (not_utf8, "transactions.csv: not UTF-8 text"),
-    "non-positive price": (lambda b: set_field(b, PRICES, 3, "low", "0"), "prices.csv: row 3: low is not a positive"),
-    "bid above offer": (lambda b: set_field(b, PRICES, 7, "bid", "999"), "prices.csv: row 7: bid is above offer"),
+    "non-positive price": (lambda b: set_field(b, PRICES, 3, "low", "0"), f"{PRICES}: row 3: low is not a positive"),
+    "bid above offer": (lambda b: set_field(b, PRICES, 7, "bid", "999"), f"{PRICES}: row 7: bid is above offer"),
     "unsorted rows": (lambda b: edit_rows(b, PRICES, lambda h, r: (h, [*r[:3], r[4], r[3], *r[5:]])),
-                      "prices.csv: row 5: ticks are not ordered by ts"),
+                      "prices/part-00000.csv: row 5: ticks are not ordered by ts"),
     "duplicated rows": (lambda b: edit_rows(b, PRICES, lambda h, r: (h, [*r[:8], r[7], *r[8:]])),
-                        "prices.csv: row 9: duplicated tick timestamp"),
+                        "prices/part-00000.csv: row 9: duplicated tick timestamp"),
     "trade outside the price coverage": (lambda b: set_field(b, TRADES, 40, "close_ts", "2026-01-05T00:03:20.001Z"),
                                          "transactions.csv: row 40: trade lies outside the price coverage"),
     "empty batch": (lambda b: edit_rows(b, TRADES, lambda h, r: (h, [])), "transactions.csv: no trades"),

@@ -16,19 +16,22 @@ from processing.batch_contract import (
     BATCH_JSON_FILE,
     MANIFEST_FILE,
     PRICE_COLUMNS,
-    PRICES_FILE,
+    PRICES_DIR,
+    PRICES_MANIFEST_SUFFIX,
     TRANSACTIONS_FILE,
     format_ts,
     manifest,
     read_batch,
     render_batch,
+    write_batch_dir,
 )
 from streamer.exporter import CRASH_HOOK_VARIABLE
 from streamer.store import Store
 
 EPIC = "CS.D.BITCOIN.CFD.IP"
 BUCKET = "livetrain-data"
-FILES = (PRICES_FILE, TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE)
+FILES = (f"{PRICES_DIR}/part-00000.csv", TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE + PRICES_MANIFEST_SUFFIX,
+         MANIFEST_FILE)  # in write order; a streamed batch is one shard
 FAST = ("--warmup-seconds", "60", "--max-lifetime", "120", "--stop-distance", "20", "--limit-distance", "20",
         "--directions", "BOTH", "--open-every", "2")
 
@@ -72,9 +75,7 @@ def check_exported(s3, mongo_db, batch_size: int) -> list[dict]:
         files = {name: versions[0] for name, versions in objects.items()}
         assert json.loads(files[MANIFEST_FILE]) == manifest(BUCKET, EPIC, batch["_id"])
         with tempfile.TemporaryDirectory() as directory:
-            for name, data in files.items():
-                Path(directory, name).write_bytes(data)
-            content = read_batch(directory)  # checks every file's sha256 against batch.json
+            content = read_batch(write_batch_dir(files, Path(directory, "batch")))  # checks each file's sha256
         rerendered = render_batch(bucket=BUCKET, epic=EPIC, batch_id=batch["_id"], prices=store.batch_prices(batch),
                                   trades=store.batch_trades(batch), bot_settings=batch["bot"])
         assert rerendered == files
@@ -92,7 +93,7 @@ def test_kill_9_at_every_export_stage_then_restart_finishes_the_same_batch(run_c
                                                                             bucket):
     args = stream_args(mongo_uri, mongo_db, aws.endpoint_url)
     written = []
-    for stage in ("claimed", PRICES_FILE, TRANSACTIONS_FILE, BATCH_JSON_FILE, MANIFEST_FILE):
+    for stage in ("claimed", *FILES):
         result = run_cli(*args, env={CRASH_HOOK_VARIABLE: stage}, timeout=120)
         assert result.returncode == -signal.SIGKILL, result.stderr
         first = mongo_db.batches.find_one({"seq": 1})

@@ -245,7 +245,7 @@ def test_secrets_appear_in_no_log_line_exported_file_or_document(ig_server, mong
     s3 = aws.client("s3")
     objects = [s3.get_object(Bucket="livetrain-data", Key=o["Key"])["Body"].read().decode()
                for o in s3.list_objects_v2(Bucket="livetrain-data")["Contents"]]
-    assert len(objects) == 4
+    assert len(objects) == 5  # one batch: its price shard, trades, batch.json and two manifests
     documents = [json.dumps(doc, default=str) for name in mongo_db.list_collection_names()
                  for doc in mongo_db[name].find()]
     secrets = [PASSWORD, API_KEY, *ig_server.issued_tokens]

@@ -29,7 +29,7 @@ from pipelines.local import s3io
 from pipelines.local.records import ExecutionStatus, ExecutionStore, StepStatus
 from processing.evaluate import EVALUATION_FILE
 from processing.monitor import MIN_WINDOWS
-from processing.preprocess import TEST_FEATURES_CSV
+from processing.preprocess import TEST_FEATURES_DIR
 
 # With --continuous, once a model serves, the market streams at LIVE_SPEED times real time and the endpoint scores
 # every trade; the service's monitor runs every MONITOR_EVERY_S with its windows shrunk as much: a 24 h window is
@@ -339,7 +339,8 @@ def _evaluation(user: LocalUser, record: dict) -> dict | None:
 def _predict(user: LocalUser, record: dict, package: str, rows: int = 5) -> list[dict]:
     from pipelines.local.endpoint import load_model_data
 
-    test = _step_output(record, "Preprocess", "test").rstrip("/") + "/" + Path(TEST_FEATURES_CSV).name
+    features = _step_output(record, "Preprocess", "test").rstrip("/") + "/" + Path(TEST_FEATURES_DIR).name + "/"
+    test, _ = s3io.prefix_objects(user.client("s3"), features)[0]  # the first of the test slice's files
     body = b"\n".join(s3io.read_bytes(user.client("s3"), test).splitlines()[:rows]) + b"\n"
     response = user.client("sagemaker-runtime").invoke_endpoint(
         EndpointName=user.config.endpoint_name, ContentType="text/csv", Accept="application/json", Body=body)

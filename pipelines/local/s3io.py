@@ -6,9 +6,13 @@ Failures a user can fix (a missing object, a malformed manifest) raise `StepFail
 from __future__ import annotations
 
 import json
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.local.errors import StepFailure
+
+COPY_BYTES = 8 << 20
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -26,17 +30,19 @@ def _keys_under(s3, bucket: str, prefix: str) -> list[str]:
     return keys
 
 
-def download_prefix(s3, uri: str, destination: Path) -> list[Path]:
-    """Every object under an S3Prefix, at its path relative to the prefix (an exact key lands as its file name)."""
+def prefix_objects(s3, uri: str) -> list[tuple[str, str]]:
+    """(URI, path relative to the prefix) of every object under an S3Prefix (an exact key: its file name)."""
     bucket, prefix = split_s3_uri(uri)
     keys = _keys_under(s3, bucket, prefix)
     if not keys:
         raise StepFailure(f"no S3 objects found under {uri}")
-    files = []
-    for key in keys:
-        relative = key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[-1]
-        files.append(download_file(s3, f"s3://{bucket}/{key}", local_path(destination, relative)))
-    return files
+    return [(f"s3://{bucket}/{key}", key[len(prefix):].lstrip("/") or key.rsplit("/", 1)[-1]) for key in keys]
+
+
+def download_prefix(s3, uri: str, destination: Path) -> list[Path]:
+    """Every object under an S3Prefix, at its path relative to the prefix."""
+    return [download_file(s3, source, local_path(destination, relative))
+            for source, relative in prefix_objects(s3, uri)]
 
 
 def read_manifest(s3, uri: str) -> tuple[str, list[str]]:
@@ -54,16 +60,18 @@ def read_manifest(s3, uri: str) -> tuple[str, list[str]]:
     return prefix, relatives
 
 
-def download_manifest(s3, uri: str, destination: Path) -> list[Path]:
-    """The files a ManifestFile lists, each at its key relative to the manifest's prefix."""
-    prefix, relatives = read_manifest(s3, uri)
-    return [download_file(s3, prefix + relative, local_path(destination, relative)) for relative in relatives]
-
-
-def download_input(s3, uri: str, data_type: str | None, destination: Path) -> list[Path]:
-    """A job input of S3DataType `ManifestFile` or `S3Prefix` (the default) into `destination`."""
-    download = download_manifest if data_type == "ManifestFile" else download_prefix
-    return download(s3, uri, destination)
+def download_input(s3, uri: str, data_type: str | None, destination: Path, instance: int = 0,
+                   instances: int = 1) -> list[Path]:
+    """A job input of S3DataType `ManifestFile` or `S3Prefix` (the default) into `destination`: all its objects,
+    or, for `ShardedByS3Key` over several instances, this instance's share (every `instances`-th object from its
+    own number, in listing order: about 1/n of the objects each, as SageMaker promises)."""
+    if data_type == "ManifestFile":
+        prefix, relatives = read_manifest(s3, uri)
+        objects = [(prefix + relative, relative) for relative in relatives]
+    else:
+        objects = prefix_objects(s3, uri)
+    return [download_file(s3, source, local_path(destination, relative))
+            for source, relative in objects[instance::instances]]
 
 
 def local_path(destination: Path, relative: str) -> Path:
@@ -75,20 +83,31 @@ def local_path(destination: Path, relative: str) -> Path:
 
 
 def download_file(s3, uri: str, path: Path) -> Path:
-    """One object to `path` (parents created); StepFailure naming the URI if it does not exist."""
+    """One object to `path` (parents created), streamed; StepFailure naming the URI if it does not exist."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(read_bytes(s3, uri))
+    with _object_body(s3, uri) as body, open(path, "wb") as out:
+        shutil.copyfileobj(body, out, COPY_BYTES)
     return path
 
 
 def read_bytes(s3, uri: str) -> bytes:
+    with _object_body(s3, uri) as body:
+        return body.read()
+
+
+@contextmanager
+def _object_body(s3, uri: str):
     bucket, key = split_s3_uri(uri)
     try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     except s3.exceptions.NoSuchKey:
         raise StepFailure(f"{uri} does not exist") from None
     except s3.exceptions.NoSuchBucket:
         raise StepFailure(f"{uri}: bucket {bucket} does not exist") from None
+    try:
+        yield body
+    finally:
+        body.close()
 
 
 def read_json(s3, uri: str):
@@ -100,7 +119,8 @@ def read_json(s3, uri: str):
 
 def upload_file(s3, path: Path, uri: str) -> None:
     bucket, key = split_s3_uri(uri)
-    s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+    with open(path, "rb") as body:  # one PUT, streamed from the file (the local stack's journal replays PUTs)
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
 
 
 def upload_directory(s3, directory: Path, uri: str) -> list[str]:

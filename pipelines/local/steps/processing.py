@@ -5,6 +5,11 @@ is mapped to the same path under the job's directory; inputs are downloaded ther
 and outputs uploaded from there after a zero exit. The job's stdout and stderr go to its
 log; on a non-zero exit the script's last stderr line is the failure reason, with sandbox
 paths written back as the container paths they stand for.
+
+A job of InstanceCount n runs as n processes at once, each in its own sandbox (`algo-<i>/` under the job's
+directory) with its own copy of the inputs, as SageMaker's instances would: a `ShardedByS3Key` input gives each
+only its share of the objects. Once every instance has succeeded, each one's outputs are uploaded to the same S3
+locations; the job fails if any instance fails.
 """
 
 from __future__ import annotations
@@ -29,7 +34,44 @@ PYTHON_NAMES = {"python", "python3"}
 
 
 def run(arguments: dict, job: Job) -> dict:
-    sandbox = job.work_dir / CONTAINER_ROOT.lstrip("/")
+    app = arguments["AppSpecification"]
+    if not app.get("ContainerEntrypoint"):
+        raise StepFailure(f"AppSpecification of image {app.get('ImageUri')!r} has no ContainerEntrypoint; "
+                          "local mode runs the entrypoint with this machine's Python, not the image")
+    instances = int(arguments.get("ProcessingResources", {}).get("ClusterConfig", {}).get("InstanceCount", 1))
+    if instances == 1:
+        outputs = [_run_instance(arguments, job, job.work_dir, 0, 1)]
+    else:
+        outputs, failures = [None] * instances, []
+
+        def instance(number: int) -> None:
+            try:
+                outputs[number] = _run_instance(arguments, job, job.work_dir / f"algo-{number + 1}", number, instances)
+            except BaseException as exc:  # raised below, once every instance has ended
+                failures.append(exc)
+
+        threads = [threading.Thread(target=instance, args=(number,), name=f"{job.job_name}-algo-{number + 1}")
+                   for number in range(instances)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+    for number, instance_outputs in enumerate(outputs):
+        host = f"algo-{number + 1}: " if instances > 1 else ""
+        for name, path, uri in instance_outputs:
+            written = s3io.upload_directory(job.s3, path, uri)
+            job.log(f"{host}output {name}: {len(written)} file(s) to {uri}")
+    return {**arguments, "ProcessingJobName": job.job_name, "ProcessingJobArn": job.arn("processing-job"),
+            "ProcessingJobStatus": "Completed", "ExitMessage": ""}
+
+
+def _run_instance(arguments: dict, job: Job, work_dir: Path, number: int, instances: int) -> list[tuple]:
+    """One instance of the job: download its inputs and run the command in its sandbox; returns its outputs,
+    (name, local folder, S3 URI) each."""
+    sandbox = work_dir / CONTAINER_ROOT.lstrip("/")
+    host = f"algo-{number + 1}: " if instances > 1 else ""
 
     def local(path: str) -> Path:
         if not _CONTAINER_PATH.match(path):
@@ -37,48 +79,40 @@ def run(arguments: dict, job: Job) -> dict:
         return Path(_CONTAINER_PATH.sub(str(sandbox), path, count=1))
 
     for item in arguments.get("ProcessingInputs", []):
-        _download_input(item, local, job)
+        source = item.get("S3Input")
+        if source is None:
+            raise StepFailure(f"input {item.get('InputName')!r}: only S3Input is supported in local mode")
+        sharded = source.get("S3DataDistributionType") == "ShardedByS3Key"
+        destination = local(source["LocalPath"])
+        destination.mkdir(parents=True, exist_ok=True)
+        files = s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), destination,
+                                    number if sharded else 0, instances if sharded else 1)
+        job.log(f"{host}input {item.get('InputName')}: {len(files)} file(s) from {source['S3Uri']}")
     outputs = [(o["OutputName"], local(o["S3Output"]["LocalPath"]), o["S3Output"]["S3Uri"])
                for o in arguments.get("ProcessingOutputConfig", {}).get("Outputs", [])]
     for _, path, _ in outputs:
         path.mkdir(parents=True, exist_ok=True)
 
     app = arguments["AppSpecification"]
-    if not app.get("ContainerEntrypoint"):
-        raise StepFailure(f"AppSpecification of image {app.get('ImageUri')!r} has no ContainerEntrypoint; "
-                          "local mode runs the entrypoint with this machine's Python, not the image")
     command = [sys.executable if part in PYTHON_NAMES else _CONTAINER_PATH.sub(str(sandbox), as_text(part))
                for part in [*app["ContainerEntrypoint"], *app.get("ContainerArguments", [])]]
     max_runtime = arguments.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
     try:
-        _run_command(command, job, cwd=job.work_dir, environment=arguments.get("Environment", {}),
-                     max_runtime=max_runtime)
+        _run_command(command, job, cwd=work_dir, environment=arguments.get("Environment", {}),
+                     max_runtime=max_runtime, host=host)
     except StepFailure as failure:  # name paths as the script saw them in the container
-        raise StepFailure(str(failure).replace(str(sandbox), CONTAINER_ROOT), failure.exception_type) from None
-
-    for name, path, uri in outputs:
-        written = s3io.upload_directory(job.s3, path, uri)
-        job.log(f"output {name}: {len(written)} file(s) to {uri}")
-    return {**arguments, "ProcessingJobName": job.job_name, "ProcessingJobArn": job.arn("processing-job"),
-            "ProcessingJobStatus": "Completed", "ExitMessage": ""}
+        raise StepFailure(host + str(failure).replace(str(sandbox), CONTAINER_ROOT), failure.exception_type) from None
+    return outputs
 
 
-def _download_input(item: dict, local, job: Job) -> None:
-    source = item.get("S3Input")
-    if source is None:
-        raise StepFailure(f"input {item.get('InputName')!r}: only S3Input is supported in local mode")
-    destination = local(source["LocalPath"])
-    destination.mkdir(parents=True, exist_ok=True)
-    files = s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), destination)
-    job.log(f"input {item.get('InputName')}: {len(files)} file(s) from {source['S3Uri']}")
-
-
-def _run_command(command: list[str], job: Job, cwd: Path, environment: dict, max_runtime: int | None) -> None:
-    """Run the job's command; StepFailure with the last stderr line on a non-zero exit."""
+def _run_command(command: list[str], job: Job, cwd: Path, environment: dict, max_runtime: int | None,
+                 host: str = "") -> None:
+    """Run the job's command; StepFailure with the last stderr line on a non-zero exit. Log lines from its
+    stderr start with `host`."""
     (cwd / "tmp").mkdir(parents=True, exist_ok=True)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "TMPDIR": str(cwd / "tmp"),
            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in environment.items()}}
-    job.log(f"$ {' '.join(command)}")
+    job.log(f"{host}$ {' '.join(command)}")
     with job.log_path.open("a") as log:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.PIPE, text=True,
                                    errors="replace", preexec_fn=dies_with_parent())  # a killed stack ends its jobs
@@ -93,7 +127,7 @@ def _run_command(command: list[str], job: Job, cwd: Path, environment: dict, max
         timer.start()
     last_error = ""
     for line in process.stderr:
-        job.log(line)
+        job.log(host + line)
         last_error = line.strip() or last_error
     code = process.wait()
     if timer:

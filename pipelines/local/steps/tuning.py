@@ -46,6 +46,10 @@ def run(arguments: dict, job: Job) -> dict:
         job.log(f"channel {name}: {len(files)} file(s) from {source['S3Uri']}")
         channels[name] = destination
 
+    instances = definition.get("ResourceConfig", {}).get("InstanceCount", 1)
+    if instances != 1:
+        job.log(f"InstanceCount {instances}: each training job runs as one process over its whole channels here "
+                "(on SageMaker the algorithm trains on that many instances, each on its share of ShardedByS3Key data)")
     request = {**arguments, "HyperParameterTuningJobName": job.job_name}
     result = plain(run_tuning_job(request, channels, job.work_dir / "jobs", log=job.log))
 

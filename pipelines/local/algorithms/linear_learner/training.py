@@ -34,7 +34,8 @@ CHUNK_ROWS = 8192  # rows decoded, standardised or scored at a time: bounds the 
 def read_channel(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(features, labels) of the CSV files under `path` (label first, no header), memory-mapped.
 
-    The first reader decodes the files, CHUNK_ROWS rows at a time, into float64 binaries beside the channel
+    The first reader decodes the files, CHUNK_ROWS rows at a time, into binaries beside the channel (features
+    as float32, as the algorithm's container computes: half the memory of float64)
     (`.<channel dir>.decoded/`); every later reader of the same files (the other jobs of a tuning job, which
     share one download) maps those, so the jobs hold no copy of their data and parse nothing."""
     path = Path(path)
@@ -48,19 +49,19 @@ def read_channel(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
         if not (decoded / "shape.json").exists():
             _decode(name, files, path, decoded)
     rows, width = json.loads((decoded / "shape.json").read_text())
-    features = np.memmap(decoded / "features.f64", dtype=np.float64, mode="r", shape=(rows, width))
+    features = np.memmap(decoded / "features.f32", dtype=np.float32, mode="r", shape=(rows, width))
     return features, np.fromfile(decoded / "labels.f64", dtype=np.float64)
 
 
 def _decode(name: str, files: list[Path], path: Path, decoded: Path) -> None:
-    """Check and decode a channel's CSV files into decoded/{features,labels}.f64 and shape.json."""
+    """Check and decode a channel's CSV files into decoded/features.f32, labels.f64 and shape.json."""
     import pandas as pd
 
     staging = decoded.with_name(decoded.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     rows, widths = 0, set()
-    with open(staging / "features.f64", "wb") as features, open(staging / "labels.f64", "wb") as labels:
+    with open(staging / "features.f32", "wb") as features, open(staging / "labels.f64", "wb") as labels:
         for file in files:
             if file.stat().st_size == 0:
                 continue
@@ -70,7 +71,7 @@ def _decode(name: str, files: list[Path], path: Path, decoded: Path) -> None:
                     data = frame.to_numpy()
                     widths.add(data.shape[1])
                     _check_chunk(name, data, widths)
-                    features.write(np.ascontiguousarray(data[:, 1:]).tobytes())
+                    features.write(data[:, 1:].astype(np.float32).tobytes())
                     labels.write(data[:, 0].tobytes())
                     rows += len(data)
             except (ValueError, pd.errors.ParserError) as exc:
@@ -384,8 +385,8 @@ def train(hyperparameters: dict[str, str], channels: dict[str, Path], model_dir:
                                                                            replace=False)]
     unbias = hp["use_bias"] if hp["unbias_data"] == "auto" else hp["unbias_data"]
     normalize = hp["normalize_data"] is not False
-    mean = sample.mean(axis=0) if (normalize or unbias) else np.zeros(feature_dim)
-    scale = sample.std(axis=0) if normalize else np.ones(feature_dim)
+    mean = sample.mean(axis=0, dtype=np.float64) if (normalize or unbias) else np.zeros(feature_dim)
+    scale = sample.std(axis=0, dtype=np.float64) if normalize else np.ones(feature_dim)
     scale = np.where(scale > 0, scale, 1.0)
     log(f"Scaling model computed on {len(sample)} points (normalize_data={normalize}, unbias_data={unbias})")
 
@@ -420,7 +421,9 @@ def train(hyperparameters: dict[str, str], channels: dict[str, Path], model_dir:
     for channel, channel_data in evaluated.items():
         if channel_data is None:
             continue
-        scores, _ = model.predict(channel_data[0])
+        features = channel_data[0]
+        scores = np.concatenate([model.predict(features[start:start + CHUNK_ROWS])[0]
+                                 for start in range(0, len(features), CHUNK_ROWS)])
         values = binary_metrics(scores, channel_data[1], threshold, hp["f_beta"], models.positive_weight[best])
         for name, value in values.items():
             if channel == "train" and name == "objective_loss":
