@@ -136,16 +136,33 @@ class Shard:
 def plan_shards(ts: np.ndarray, open_ts: np.ndarray, shard_trades: int = SHARD_TRADES,
                 lookback_seconds: int = LOOKBACK_SECONDS) -> list[Shard]:
     """The shards of a batch (see the module's docstring) from its tick times and trade opens, both sorted."""
-    firsts = list(range(0, len(open_ts), shard_trades)) or [0]
-    own_from = [0, *(int(np.searchsorted(ts, open_ts[first], "left")) for first in firsts[1:]), len(ts)]
     shards = []
-    for k, first in enumerate(firsts):
+    for k, first in enumerate(range(0, len(open_ts), shard_trades) if len(open_ts) else [0]):
         end = min(first + shard_trades, len(open_ts))
-        file_from = 0 if k == 0 else max(int(np.searchsorted(ts, open_ts[first] - 1000 * lookback_seconds,
-                                                             "right")) - 1, 0)
-        file_to = max(own_from[k + 1], int(np.searchsorted(ts, open_ts[end - 1], "right")) if end else 0)
-        shards.append(Shard(f"{PRICES_DIR}/{shard_file(k)}", (first, end), (file_from, file_to), own_from[k]))
+        file_from, file_to, own_from = shard_rows(ts, open_ts, first, end, lookback_seconds)
+        shards.append(Shard(f"{PRICES_DIR}/{shard_file(k)}", (first, end), (file_from, file_to), own_from))
     return shards
+
+
+def look_back_row(ts: np.ndarray, open_ms: int, lookback_seconds: int = LOOKBACK_SECONDS) -> int:
+    """The row of the last tick at or before a look-back before `open_ms` (0 if there is none): where the file
+    of a shard whose first trade opens then starts."""
+    return max(int(np.searchsorted(ts, open_ms - 1000 * lookback_seconds, "right")) - 1, 0)
+
+
+def shard_rows(ts: np.ndarray, open_ts: np.ndarray, first: int, end: int,
+               lookback_seconds: int = LOOKBACK_SECONDS) -> tuple[int, int, int]:
+    """(first and end row of its file, first row of its own ticks) in `ts` of the shard of trades first … end − 1.
+
+    `ts` (tick times) and `open_ts` (trade opens) are sorted; `ts` starts at the batch's first tick or at least a
+    look-back before the shard's first trade. A shard with `end == len(open_ts)` is the last: its file runs to the
+    last tick of `ts`; any other needs `open_ts[end]` (the next shard's first open) and the ticks up to it.
+    """
+    own_from = 0 if first == 0 else int(np.searchsorted(ts, open_ts[first], "left"))
+    file_from = 0 if first == 0 else look_back_row(ts, open_ts[first], lookback_seconds)
+    own_to = len(ts) if end >= len(open_ts) else int(np.searchsorted(ts, open_ts[end], "left"))
+    file_to = max(own_to, int(np.searchsorted(ts, open_ts[end - 1], "right")) if end > first else 0)
+    return file_from, file_to, own_from
 
 
 def format_ts(ms) -> np.ndarray:
@@ -242,38 +259,95 @@ def render_batch(*, bucket: str, epic: str, batch_id: str, prices: pd.DataFrame,
     """
     prices = prices.sort_values("ts", kind="stable")
     trades = trades.sort_values(["open_ts", "trade_id"], kind="stable")
-    shards = plan_shards(prices["ts"].to_numpy(), trades["open_ts"].to_numpy(), shard_trades)
-    files = {shard.file: _csv_bytes(prices.iloc[slice(*shard.ticks)], PRICE_COLUMNS) for shard in shards}
+    ts = prices["ts"].to_numpy()
+    files, entries = {}, []
+    for shard in plan_shards(ts, trades["open_ts"].to_numpy(), shard_trades):
+        files[shard.file] = _csv_bytes(prices.iloc[slice(*shard.ticks)], PRICE_COLUMNS)
+        entries.append(shard_entry(shard.file, shard.trades, ts[shard.own_from] if shard.own_from < len(ts) else None))
     files[TRANSACTIONS_FILE] = _csv_bytes(trades, TRADE_COLUMNS)
+    digests = {name: _digest(data) for name, data in files.items()}
+    return {**files, **_closing_files(bucket=bucket, epic=epic, batch_id=batch_id, digests=digests, shards=entries,
+                                      ticks=ts[[0, -1]] if len(ts) else (), trades=trades, bot_settings=bot_settings)}
+
+
+def shard_entry(file: str, trades: tuple[int, int], own_ticks_from_ms) -> dict:
+    """A shard as batch.json lists it."""
+    return {"file": file, "trades": list(trades),
+            "own_ticks_from": None if own_ticks_from_ms is None else str(format_ts([own_ticks_from_ms])[0])}
+
+
+def _digest(data: bytes) -> dict:
+    """What batch.json records of a CSV file."""
+    return {"rows": data.count(b"\n") - 1, "sha256": sha256(data)}
+
+
+def _closing_files(*, bucket: str, epic: str, batch_id: str, digests: dict[str, dict], shards: list[dict], ticks,
+                   trades: pd.DataFrame, bot_settings: dict) -> dict[str, bytes]:
+    """batch.json (the CSV files' digests, the shards, the trades) and the two manifests, in write order."""
     meta = {
         "schema_version": SCHEMA_VERSION,
         "batch_id": batch_id,
         "epic": epic,
-        "files": {name: {"rows": data.count(b"\n") - 1, "sha256": sha256(data)} for name, data in files.items()},
-        "price_shards": [{"file": shard.file, "trades": list(shard.trades),
-                          "own_ticks_from": str(format_ts([prices["ts"].iloc[shard.own_from]])[0])
-                          if shard.own_from < len(prices) else None} for shard in shards],
-        "ticks": _time_range(prices["ts"]),
+        "files": digests,
+        "price_shards": shards,
+        "ticks": _time_range(ticks),
         "trades_open": _time_range(trades["open_ts"]),
         "trades_close": _time_range(trades["close_ts"]),
         "bot": bot_settings,
     }
-    files[BATCH_JSON_FILE] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
-    shard_names = [Path(shard.file).name for shard in shards]
-    files[MANIFEST_FILE + PRICES_MANIFEST_SUFFIX] = _json_line(prices_manifest(bucket, epic, batch_id, shard_names))
-    files[MANIFEST_FILE] = _json_line(manifest(bucket, epic, batch_id))
-    return files
+    shard_names = [Path(shard["file"]).name for shard in shards]
+    return {BATCH_JSON_FILE: (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(),
+            MANIFEST_FILE + PRICES_MANIFEST_SUFFIX: _json_line(prices_manifest(bucket, epic, batch_id, shard_names)),
+            MANIFEST_FILE: _json_line(manifest(bucket, epic, batch_id))}
 
 
 def _json_line(value) -> bytes:
     return (json.dumps(value) + "\n").encode()
 
 
-def _time_range(ms: pd.Series) -> dict:
+def _time_range(ms) -> dict:
     if len(ms) == 0:
         return {"first": None, "last": None}
-    first, last = format_ts([ms.min(), ms.max()])
+    first, last = format_ts([np.min(ms), np.max(ms)])
     return {"first": str(first), "last": str(last)}
+
+
+class BatchWriter:
+    """A batch written into a new directory shard by shard, for batches too big to render in memory at once: the
+    files `render_batch` makes of the same data, all appearing at once when `finish` renames the staging folder."""
+
+    def __init__(self, directory: str | os.PathLike, *, bucket: str, epic: str, batch_id: str):
+        self.target = Path(directory)
+        if self.target.exists():
+            raise BatchError(f"{self.target}: already exists; choose a new --out directory or remove it")
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
+        (self.staging / PRICES_DIR).mkdir()
+        self.names = {"bucket": bucket, "epic": epic, "batch_id": batch_id}
+        self.digests: dict[str, dict] = {}
+        self.shards: list[dict] = []
+
+    def add_shard(self, prices: pd.DataFrame, trades: tuple[int, int], own_ticks_from_ms) -> None:
+        """The next shard: its file's rows (PRICE_COLUMNS), its trades' rows, where its own ticks start."""
+        name = f"{PRICES_DIR}/{shard_file(len(self.shards))}"
+        self._write(name, _csv_bytes(prices, PRICE_COLUMNS))
+        self.shards.append(shard_entry(name, trades, own_ticks_from_ms))
+
+    def finish(self, trades: pd.DataFrame, bot_settings: dict, ticks: tuple[int, int]) -> Path:
+        """Write the trades (TRADE_COLUMNS, sorted by open), batch.json and the manifests; the batch's directory."""
+        self._write(TRANSACTIONS_FILE, _csv_bytes(trades, TRADE_COLUMNS))
+        for name, data in _closing_files(**self.names, digests=self.digests, shards=self.shards, ticks=ticks,
+                                         trades=trades, bot_settings=bot_settings).items():
+            (self.staging / name).write_bytes(data)
+        os.rename(self.staging, self.target)
+        return self.target
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _write(self, name: str, data: bytes) -> None:
+        (self.staging / name).write_bytes(data)
+        self.digests[name] = _digest(data)
 
 
 def write_batch_dir(files: dict[str, bytes], directory: str | os.PathLike) -> Path:

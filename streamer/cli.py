@@ -134,17 +134,17 @@ def run_stream(args: argparse.Namespace) -> int:
 
 
 def run_synth_batch(args: argparse.Namespace) -> int:
-    from processing.batch_contract import render_batch, write_batch_dir
+    from processing.batch_contract import read_meta, read_trades
     from streamer.market import MarketSettings
-    from streamer.synth import synthesize
+    from streamer.synth import write_synthetic_batch
 
     bot = bot_settings(args)
     market = MarketSettings(market=args.market)
     batch_id = args.batch_id or f"synth-{args.market}-{args.seed}-{args.trades}"
-    prices, trades = synthesize(args.trades, args.seed, market, bot, args.epic)
-    files = render_batch(bucket=args.bucket, epic=args.epic, batch_id=batch_id, prices=prices,
-                         trades=trades, bot_settings=bot.as_dict())
-    out = write_batch_dir(files, args.out)
-    print(f"wrote batch {batch_id} to {out}: {len(prices):,} ticks, {len(trades):,} trades, "
-          f"positive rate {trades['label'].mean():.3f}")
+    out = write_synthetic_batch(args.out, args.trades, args.seed, market, bot, args.epic, bucket=args.bucket,
+                                batch_id=batch_id)
+    meta = read_meta(out)
+    labels = read_trades(out, meta)["label"]
+    print(f"wrote batch {batch_id} to {out}: {len(labels):,} trades, positive rate {labels.mean():.3f}, ticks "
+          f"{meta['ticks']['first']} … {meta['ticks']['last']} in {len(meta['price_shards'])} price shard(s)")
     return 0

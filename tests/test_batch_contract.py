@@ -68,6 +68,23 @@ def test_each_shard_holds_the_look_back_of_its_first_trade_and_the_open_of_its_l
         assert len(ts) < len(frames[0]) / 2  # a shard, not the whole series
 
 
+def test_a_batch_written_shard_by_shard_as_it_is_simulated_is_the_rendered_batch(tmp_path):
+    from streamer.synth import write_synthetic_batch
+
+    settings = (700, 5, MarketSettings(), BotSettings(), "EPIC")
+    prices, trades = synthesize(*settings, chunk_ticks=1000, progress=None)  # (the chunk size moves the RNG)
+    rendered = bc.write_batch_dir(bc.render_batch(bucket="bkt", epic="EPIC", batch_id="b1", prices=prices,
+                                                  trades=trades, bot_settings=BotSettings().as_dict(),
+                                                  shard_trades=200), tmp_path / "rendered")
+    streamed = write_synthetic_batch(tmp_path / "streamed", *settings, bucket="bkt", batch_id="b1", shard_trades=200,
+                                     chunk_ticks=1000, progress=None)
+    files = sorted(p.relative_to(rendered) for p in rendered.rglob("*") if p.is_file())
+    assert len([f for f in files if f.parts[0] == bc.PRICES_DIR]) == 4
+    assert files == sorted(p.relative_to(streamed) for p in streamed.rglob("*") if p.is_file())
+    for name in files:
+        assert (streamed / name).read_bytes() == (rendered / name).read_bytes(), name
+
+
 def test_write_refuses_an_existing_directory_and_leaves_nothing_behind_on_failure(frames, tmp_path):
     files = render(frames)
     bc.write_batch_dir(files, tmp_path / "b1")
