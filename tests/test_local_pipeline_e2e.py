@@ -138,6 +138,38 @@ def registered(aws) -> list[str]:
             sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]]
 
 
+def test_preprocess_on_two_instances_shares_the_shards_and_writes_the_slices_of_one(aws, run_cli, tmp_path,
+                                                                                  make_batch):
+    """The planted batch in four shards, ProcessingInstanceCount=2: two processes, each with two shards
+    (ShardedByS3Key), whose files together are the slices preprocess.py writes of the whole batch alone; the run
+    goes on to its verdict as usual."""
+    import pandas as pd
+
+    from processing import batch_contract as bc
+    from processing import preprocess as pp
+
+    whole = bc.read_batch(make_batch(**PLANTED))
+    sharded = bc.write_batch_dir(bc.render_batch(
+        bucket=BUCKET, epic=whole.meta["epic"], batch_id="planted-in-four-shards", prices=pd.DataFrame(whole.prices),
+        trades=pd.DataFrame(whole.trades), bot_settings=whole.meta["bot"], shard_trades=2500), tmp_path / "batch")
+    result, record = run_pipeline(aws, run_cli, tmp_path, sharded, "--param", "ProcessingInstanceCount=2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert statuses(record)["RegisterBestModel"] == "Succeeded"
+    log = Path(record["Steps"]["Preprocess"]["LogFile"]).read_text()
+    assert "algo-1: input prices: 2 file(s)" in log and "algo-2: input prices: 2 file(s)" in log
+
+    alone = tmp_path / "alone"
+    pp.preprocess(sharded, alone, min_test_windows=20.0, log=lambda m: None)  # as the pipeline passes it
+    s3 = aws.client("s3")
+    for output in record["Steps"]["Preprocess"]["Properties"]["ProcessingOutputConfig"]["Outputs"]:
+        bucket, _, prefix = output["S3Output"]["S3Uri"].removeprefix("s3://").partition("/")
+        uploaded = {item["Key"].removeprefix(prefix + "/"): read_s3(s3, f"s3://{bucket}/{item['Key']}")
+                    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]}
+        folder = alone / output["OutputName"]
+        assert uploaded == {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
+    assert len(pp.slice_files(alone, pp.TRAIN_CSV)) == 3  # the train slice spans three of the four shards
+
+
 def test_a_random_walk_does_not_register(aws, run_cli, tmp_path, make_batch):
     result, record = run_pipeline(aws, run_cli, tmp_path, make_batch(trades=10_000, seed=0, market="random-walk"))
     report = evaluation(record)
