@@ -205,7 +205,7 @@ def batch_latency(uri: str, endpoint: str, s3) -> list[dict]:
     finally:
         exporter.stop()
     batch = store.last_batch()
-    s3.head_object(Bucket="livetrain-data", Key=batch_key_prefix(EPIC, batch["_id"]) + MANIFEST_FILE)
+    s3.head_object(Bucket="livetrain-data", Key=batch_key_prefix(EPIC, batch["batch_id"]) + MANIFEST_FILE)
     latency = (batch["committed_at"] - batch["claimed_at"]).total_seconds()
     return [{"measure": f"a {BATCH_SIZE:,}-trade batch claimed → manifest in S3", "seconds": f"{latency:.2f}",
              "includes": "read from MongoDB, render, 4 puts (+ HEAD each); not the flush (≤ 0.25 s) before it",

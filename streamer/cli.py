@@ -77,7 +77,9 @@ def add_stream_command(commands, config) -> None:
                     "s3://BUCKET/batches/EPIC/BATCH_ID/ (batch.manifest last). Runs until stopped (SIGTERM, "
                     "Ctrl-C), --max-batches, or the end of a replay; a restart resumes where it stopped.")
     stream.add_argument("--source", choices=("ig", "sim", "replay"), required=True)
-    stream.add_argument("--epic", default=config.epic, help=f"market (default {config.epic})")
+    stream.add_argument("--epic", action="append", metavar="EPIC[,EPIC…]",
+                        help=f"market, or several, comma-separated or repeated: one process follows them all, "
+                             f"with batches, checkpoints and --max-batches per epic (default {config.epic})")
     stream.add_argument("--mongo-uri", default=os.environ.get("MONGODB_URI"),
                         help="MongoDB URI, database from its path (default livetrain); default $MONGODB_URI")
     stream.add_argument("--bucket", default=config.bucket, help=f"S3 bucket for batches (default {config.bucket})")
@@ -107,7 +109,21 @@ def add_stream_command(commands, config) -> None:
                         help="SageMaker Runtime endpoint, e.g. the local endpoint server (default: AWS, or "
                              "$AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME)")
     add_bot_arguments(stream, config)
-    stream.set_defaults(handler=run_stream, region=config.region, monitor_prefix=config.pipeline_name)
+    stream.set_defaults(handler=run_stream, region=config.region, monitor_prefix=config.pipeline_name,
+                        default_epic=config.epic)
+
+
+def parse_epics(values: list[str]) -> tuple[str, ...]:
+    """The --epic values (each one epic or a comma-separated list) as distinct epics; UserError for an empty or
+    repeated one."""
+    epics = [epic.strip() for value in values for epic in value.split(",")]
+    if "" in epics:
+        raise UserError(f"--epic {','.join(values)}: an empty epic; give names separated by commas, e.g. "
+                        f"--epic CS.D.BITCOIN.CFD.IP,CS.D.ETHUSD.CFD.IP")
+    repeated = sorted({epic for epic in epics if epics.count(epic) > 1})
+    if repeated:
+        raise UserError(f"--epic: {', '.join(repeated)} given more than once; name each epic once")
+    return tuple(epics)
 
 
 def run_stream(args: argparse.Namespace) -> int:
@@ -115,12 +131,18 @@ def run_stream(args: argparse.Namespace) -> int:
         raise UserError("no MongoDB: pass --mongo-uri URI or set MONGODB_URI")
     if args.source == "replay" and not args.replay_file:
         raise UserError("--source replay needs --replay-file FILE (a ticks CSV with the prices.csv columns)")
+    epics = parse_epics(args.epic or [args.default_epic])
+    if len(epics) > 1 and args.source == "replay":
+        raise UserError(f"--source replay follows one epic, not {len(epics)}: run one streamer per replayed epic")
+    if len(epics) > 1 and args.endpoint_name:
+        raise UserError(f"--endpoint-name scores one epic's trades (an endpoint serves one epic's model), not "
+                        f"{len(epics)}: run a streamer with --endpoint-name per scored epic")
     import pymongo.errors
 
     from streamer.run import StreamSettings, run_stream
 
     settings = StreamSettings(
-        source=args.source, epic=args.epic, mongo_uri=args.mongo_uri, bucket=args.bucket, region=args.region,
+        source=args.source, epics=epics, mongo_uri=args.mongo_uri, bucket=args.bucket, region=args.region,
         s3_endpoint_url=args.s3_endpoint_url, batch_size=args.batch_size, max_batches=args.max_batches,
         warmup_seconds=args.warmup_seconds, speed=args.speed, replay_file=args.replay_file, market=args.market,
         seed=args.seed, ig_secret_id=args.ig_secret_id, ig_api_url=args.ig_api_url, bot=bot_settings(args),

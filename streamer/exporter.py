@@ -109,14 +109,14 @@ class Exporter(threading.Thread):
             request = self._pending_request()
             claimed = self.store.claim_batch(self.batch_size, self.bot_settings, request=request)
         if claimed:
-            log.info("batch %s claimed: %d closed trades opened %s..%s%s", claimed["_id"], claimed["trades"],
+            log.info("batch %s claimed: %d closed trades opened %s..%s%s", claimed["batch_id"], claimed["trades"],
                      *format_ts([claimed["first_open_ts"], claimed["last_open_ts"]]),
                      f", answering export request {claimed['request']}" if "request" in claimed else "")
         pending = self.store.unfinished_batches()
         for batch in pending:
             if self._stop_event.is_set() or self.done:
                 break
-            if time.monotonic() < self._retry_at.get(batch["_id"], 0.0):
+            if time.monotonic() < self._retry_at.get(batch["batch_id"], 0.0):
                 continue
             try:
                 self._export(batch)
@@ -147,7 +147,7 @@ class Exporter(threading.Thread):
 
     def _export(self, batch: dict) -> None:
         started = time.monotonic()
-        batch_id = batch["_id"]
+        batch_id = batch["batch_id"]
         prices = self.store.batch_prices(batch)
         files = render_batch(bucket=self.bucket, epic=self.store.epic, batch_id=batch_id, prices=prices,
                              trades=self.store.batch_trades(batch), bot_settings=batch["bot"])
@@ -158,10 +158,10 @@ class Exporter(threading.Thread):
                 if name != MANIFEST_FILE:
                     self._put(prefix + name, data)
                     self._crash_point(name)
-            self.store.set_batch(batch_id, state="files_written")
+            self.store.set_batch(batch, state="files_written")
         self._put(prefix + MANIFEST_FILE, files[MANIFEST_FILE])
         self._crash_point(MANIFEST_FILE)
-        self.store.set_batch(batch_id, state=COMMITTED, committed_at=datetime.now(UTC))
+        self.store.set_batch(batch, state=COMMITTED, committed_at=datetime.now(UTC))
         self.committed += 1
         self.last_batch = batch_id
         log.info("batch %s committed to s3://%s/%s: %d trades, %d ticks (%.2f s)", batch_id, self.bucket, prefix,
@@ -179,13 +179,13 @@ class Exporter(threading.Thread):
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata={"sha256": digest})
 
     def _retry_later(self, batch: dict, exc: Exception) -> None:
-        batch_id = batch["_id"]
+        batch_id = batch["batch_id"]
         attempts = self._attempts[batch_id] = self._attempts.get(batch_id, 0) + 1
         delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (attempts - 1))
         self._retry_at[batch_id] = time.monotonic() + delay
         error = " ".join(str(exc).split())
         log.warning("batch %s: S3 error, attempt %d failed (%s); retrying in %.0f s", batch_id, attempts, error, delay)
-        self.store.set_batch(batch_id, failed_attempts=attempts, last_error=error)
+        self.store.set_batch(batch, failed_attempts=attempts, last_error=error)
 
     def _crash_point(self, stage: str) -> None:
         if self._crash_at == stage:

@@ -1,4 +1,5 @@
-"""The IG source: REST login (v2) and the `MARKET:<epic>` subscription through lightstreamer-client-lib.
+"""The IG source: REST login (v2) and one `MARKET:<epic>` subscription of one or several items (an item per
+epic) through lightstreamer-client-lib.
 
 Credentials come from a Secrets Manager secret (JSON keys ig_identifier, ig_password, ig_api_key) or the
 environment (IG_IDENTIFIER, IG_PASSWORD, IG_API_KEY). Password, API key and session tokens are held as
@@ -193,13 +194,13 @@ class _Listener:
 
     def onItemUpdate(self, update):
         values = {name: update.getValue(name) for name in MARKET_FIELDS}
-        self._events.put(("update", values, time.time_ns() // 1_000_000))
+        self._events.put(("update", update.getItemName(), values, time.time_ns() // 1_000_000))
 
     def onSubscriptionError(self, code, message):
         self._events.put(("subscription_error", code, message))
 
     def onItemLostUpdates(self, item_name, item_pos, lost):
-        self._events.put(("lost", lost))
+        self._events.put(("lost", item_name, lost))
 
     def __getattr__(self, name):  # the listener interfaces' other callbacks: nothing to do
         if name.startswith("on"):
@@ -215,17 +216,20 @@ def _login_into(outcome: queue.SimpleQueue, api_url: str, credentials: IgCredent
 
 
 class IgSource:
-    """IG's live prices for one epic. Setting `stop` abandons a login in progress and the waits between logins."""
+    """IG's live prices for one or several epics, one subscription with an item per epic. Setting `stop` abandons
+    a login in progress and the waits between logins."""
 
     live = True
     bad_rows = ""
 
-    def __init__(self, epic: str, credentials: IgCredentials, api_url: str, stop: threading.Event | None = None):
-        self.epic, self.api_url, self._credentials = epic, api_url, credentials
+    def __init__(self, epics: list[str], credentials: IgCredentials, api_url: str,
+                 stop: threading.Event | None = None):
+        self.items = {f"MARKET:{epic}": epic for epic in epics}
+        self.api_url, self._credentials = api_url, credentials
         self._stop = stop or threading.Event()
         self.status = "DISCONNECTED"
         self._events: queue.SimpleQueue = queue.SimpleQueue()
-        self._updates = MarketUpdates()
+        self._updates = {item: MarketUpdates() for item in self.items}  # MERGE mode keeps fields per item
         self._client = self._subscription = None
         self._down_since: float | None = None
         self._last_update = time.monotonic()
@@ -250,13 +254,13 @@ class IgSource:
             getattr(self._client.connectionOptions, option)(millis)
         listener = _Listener(self._events)
         self._client.addListener(listener)
-        self._subscription = Subscription("MERGE", [f"MARKET:{self.epic}"], list(MARKET_FIELDS))
+        self._subscription = Subscription("MERGE", list(self.items), list(MARKET_FIELDS))
         self._subscription.setRequestedSnapshot("yes")
         self._subscription.addListener(listener)
         self._client.subscribe(self._subscription)
         self._connect(session)
 
-    def events(self) -> Iterator[Tick | None]:
+    def events(self) -> Iterator[tuple[str, Tick] | None]:
         while True:
             if self._reconnect_at is not None and time.monotonic() >= self._reconnect_at:
                 self._reconnect()
@@ -267,17 +271,19 @@ class IgSource:
                 continue
             if kind == "update":
                 self._last_update = time.monotonic()
-                yield self._updates.tick(*payload)
+                item, values, received_ms = payload
+                tick = self._updates[item].tick(values, received_ms)
+                yield None if tick is None else (self.items[item], tick)
             elif kind == "status":
                 self._on_status(*payload)
             elif kind == "server_error":
                 self._on_server_error(*payload)
             elif kind == "subscription_error":
                 code, message = payload
-                raise UserError(f"IG refused the subscription to MARKET:{self.epic} (code {code}: {message}); "
+                raise UserError(f"IG refused the subscription to {', '.join(self.items)} (code {code}: {message}); "
                                 f"check --epic")
             elif kind == "lost":
-                log.warning("IG dropped %s updates of MARKET:%s (client too slow)", payload[0], self.epic)
+                log.warning("IG dropped %s updates of %s (client too slow)", payload[1], payload[0])
 
     def close(self) -> None:
         """Stop subscribing and disconnect."""

@@ -1,10 +1,11 @@
-"""`livetrain stream`: source → store → bot → exporter, until stopped.
+"""`livetrain stream`: source → store → bot → exporter, until stopped, for one epic or several.
 
 The main thread reads the source, records each tick and the trades it opens and closes (buffered, flushed
-several times a second), and logs a status line every few seconds; the exporter thread turns stored closed
-trades into batches in S3. SIGTERM or Ctrl-C: stop subscribing, flush, let the exporter finish the write in
-progress, close; before streaming begins (connecting, logging in), stop at once. A second signal interrupts at
-once in any state. A restart resumes from MongoDB.
+several times a second), and logs a status line every few seconds; an exporter thread per epic turns its stored
+closed trades into batches in S3. Each epic is a lane of its own (sequencing, bot, store view, checkpoint,
+batches); one source, one MongoDB connection and one S3 client serve them all. SIGTERM or Ctrl-C: stop
+subscribing, flush, let the exporters finish the write in progress, close; before streaming begins (connecting,
+logging in), stop at once. A second signal interrupts at once in any state. A restart resumes from MongoDB.
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from livetrain.errors import UserError
 from streamer.sources import Source, Stopped, Tick, usable
+
+if TYPE_CHECKING:  # imported where the streamer starts: the CLI's other commands do not load MongoDB's driver
+    from streamer.bot import Bot
+    from streamer.exporter import Exporter
+    from streamer.store import Store
 from streamer.trading import BotSettings
 
 log = logging.getLogger("livetrain.stream")
@@ -30,7 +37,7 @@ class StreamSettings:
     """What `livetrain stream` runs with (streamer/cli.py builds it from the command line)."""
 
     source: str  # ig, sim or replay
-    epic: str
+    epics: tuple[str, ...]
     mongo_uri: str
     bucket: str
     region: str
@@ -77,21 +84,22 @@ class Sequencer:
         return tick
 
 
-def open_source(settings: StreamSettings, last_tick: Tick | None, stop: threading.Event) -> Source:
+def open_source(settings: StreamSettings, last_ticks: dict[str, Tick | None], stop: threading.Event) -> Source:
     """The source the settings name, ready to yield events (IG: logged in and connecting; Stopped if `stop` is
     set first)."""
     if settings.source == "sim":
         from streamer.sources import SimulatedSource
 
-        return SimulatedSource(settings.epic, settings.market, settings.seed, settings.speed, after=last_tick)
+        return SimulatedSource(settings.epics, settings.market, settings.seed, settings.speed, after=last_ticks)
     if settings.source == "replay":
         from streamer.sources import ReplaySource
 
-        return ReplaySource(settings.replay_file, settings.epic, settings.speed)
+        (epic,) = settings.epics  # (the command line allows one)
+        return ReplaySource(settings.replay_file, epic, settings.speed)
     from streamer.ig import IgSource, load_credentials
 
-    source = IgSource(settings.epic, load_credentials(settings.ig_secret_id, settings.region), settings.ig_api_url,
-                      stop)
+    source = IgSource(list(settings.epics), load_credentials(settings.ig_secret_id, settings.region),
+                      settings.ig_api_url, stop)
     source.start()
     return source
 
@@ -169,6 +177,16 @@ class StopSignals:
         log.info("%s received: stopping after the write in progress", name)
 
 
+@dataclass
+class Lane:
+    """One epic's share of the streamer: its view of the store, bot, exporter and sequencer."""
+
+    store: Store
+    bot: Bot
+    exporter: Exporter
+    sequencer: Sequencer
+
+
 def run_stream(settings: StreamSettings) -> int:
     """The streamer's main loop; returns the exit code."""
     from streamer.bot import Bot
@@ -178,59 +196,73 @@ def run_stream(settings: StreamSettings) -> int:
     configure_logging()
     stop = StopSignals()
     try:
-        store = Store(connect(settings.mongo_uri), settings.epic)
-        if max_batches_reached(store, settings.max_batches):
+        db = connect(settings.mongo_uri)
+        stores = {epic: Store(db, epic) for epic in settings.epics}
+        if all(max_batches_reached(store, settings.max_batches) for store in stores.values()):
             return 0
-        if discarded := store.discard_uncommitted():
-            log.info("deleted %d documents a flush cut short by a crash wrote after the checkpoint; resuming "
-                     "from the checkpoint", discarded)
+        for store in stores.values():
+            if discarded := store.discard_uncommitted():
+                log.info("%s: deleted %d documents a flush cut short by a crash wrote after the checkpoint; "
+                         "resuming from the checkpoint", store.epic, discarded)
         s3 = s3_client(settings.s3_endpoint_url, settings.region)
         check_bucket(s3, settings.bucket)
-        last_tick = store.last_tick()
+        last_ticks = {epic: store.last_tick() for epic, store in stores.items()}
         stop.at_once = False  # from here on, the source itself gives up its waits when asked to stop
-        source = open_source(settings, last_tick, stop.requested)
+        source = open_source(settings, last_ticks, stop.requested)
     except Stopped:
         log.info("stopped before streaming began")
         return 0
     scorer = live_scorer(settings, s3) if settings.endpoint_name else None
-    bot = Bot(store, settings.bot, settings.warmup_seconds, scorer)
-    log.info("streaming %s from %s into MongoDB; %d open trades resumed; batches of %d to s3://%s", settings.epic,
-             settings.source, bot.open_trades, settings.batch_size, settings.bucket)
-    exporter = Exporter(store, s3, settings.bucket, settings.batch_size, settings.bot.as_dict(),
-                        settings.max_batches, requests_prefix=f"{settings.monitor_prefix}/export-requests/")
-    exporter.start()
-    sequencer = Sequencer(source.live, None if last_tick is None else last_tick.ts)
-    status = _Status(store, bot, exporter, source, sequencer)
+    lanes = {}
+    for epic, store in stores.items():
+        exporter = Exporter(store, s3, settings.bucket, settings.batch_size, settings.bot.as_dict(),
+                            settings.max_batches, requests_prefix=f"{settings.monitor_prefix}/export-requests/")
+        last = last_ticks[epic]
+        lanes[epic] = Lane(store, Bot(store, settings.bot, settings.warmup_seconds, scorer), exporter,
+                           Sequencer(source.live, None if last is None else last.ts))
+        exporter.start()
+    log.info("streaming %s from %s into MongoDB; %d open trades resumed; batches of %d to s3://%s",
+             ", ".join(settings.epics), settings.source, sum(lane.bot.open_trades for lane in lanes.values()),
+             settings.batch_size, settings.bucket)
+    status = _Status(lanes, source, scorer)
     exhausted = False
     try:
         for event in source.events():
-            if event is not None and (tick := sequencer(event)) is not None:
-                bot.on_tick(tick)
-            if store.flush_due():
-                store.flush()
-                exporter.wake()
+            if event is not None:
+                epic, tick = event
+                lane = lanes[epic]
+                if (tick := lane.sequencer(tick)) is not None:
+                    lane.bot.on_tick(tick)
+            for lane in lanes.values():
+                if lane.store.flush_due():
+                    lane.store.flush()
+                    lane.exporter.wake()
+                if lane.exporter.failure is not None:
+                    raise lane.exporter.failure
             status.maybe_log()
-            if exporter.failure is not None:
-                raise exporter.failure
-            if stop.requested.is_set() or exporter.done:
+            if stop.requested.is_set() or all(lane.exporter.done for lane in lanes.values()):
                 break
         else:
             exhausted = True
         source.close()
-        store.flush()
-        exporter.wake()
+        for lane in lanes.values():
+            lane.store.flush()
+            lane.exporter.wake()
         if exhausted:  # a replay's end
             log.info("source exhausted: exporting the complete batches")
-            exporter.finish(give_up=stop.requested)
+            for lane in lanes.values():
+                lane.exporter.finish(give_up=stop.requested)
     finally:
-        exporter.stop(timeout=0 if stop.forced else STOP_WAIT_S if stop.requested.is_set() else 30)
+        for lane in lanes.values():
+            lane.exporter.stop(timeout=0 if stop.forced else STOP_WAIT_S if stop.requested.is_set() else 30)
         if scorer is not None:
             scorer.close()
-        if exporter.is_alive():
+        if any(lane.exporter.is_alive() for lane in lanes.values()):
             log.warning("stopping without waiting for the export in progress; the next run finishes the batch")
         status.log()
-    if exporter.failure is not None:
-        raise exporter.failure
+    for lane in lanes.values():
+        if lane.exporter.failure is not None:
+            raise lane.exporter.failure
     return 0
 
 
@@ -244,10 +276,10 @@ def max_batches_reached(store, max_batches: int | None) -> bool:
 
 
 class _Status:
-    """The status line: ticks/s, open and closed trades, batches."""
+    """The status line: ticks/s, open and closed trades, batches; per epic when there are several."""
 
-    def __init__(self, store, bot, exporter, source, sequencer):
-        self.store, self.bot, self.exporter, self.source, self.sequencer = store, bot, exporter, source, sequencer
+    def __init__(self, lanes: dict[str, Lane], source, scorer):
+        self.lanes, self.source, self.scorer = lanes, source, scorer
         self._at, self._ticks = time.monotonic(), 0
 
     def maybe_log(self) -> None:
@@ -255,13 +287,20 @@ class _Status:
             self.log()
 
     def log(self) -> None:
-        now, ticks = time.monotonic(), self.store.stored_ticks
+        lanes = self.lanes.values()
+        now, ticks = time.monotonic(), sum(lane.store.stored_ticks for lane in lanes)
         rate = (ticks - self._ticks) / max(now - self._at, 1e-9)
         self._at, self._ticks = now, ticks
         bad_rows = f", {self.source.bad_rows}" if self.source.bad_rows else ""
+        last = [lane.exporter.last_batch for lane in lanes if lane.exporter.last_batch]
         log.info("%s: %s ticks stored (%.0f/s), %s dropped%s; trades %s open, %s closed; batches %d committed "
-                 "(last %s)", self.source.status, f"{ticks:,}", rate, f"{self.sequencer.dropped:,}", bad_rows,
-                 f"{self.bot.open_trades:,}", f"{self.bot.closed:,}", self.exporter.committed,
-                 self.exporter.last_batch or "none")
-        if self.bot.scorer is not None:
-            log.info("live scoring: %s", self.bot.scorer.status())
+                 "(last %s)", self.source.status, f"{ticks:,}", rate,
+                 f"{sum(lane.sequencer.dropped for lane in lanes):,}", bad_rows,
+                 f"{sum(lane.bot.open_trades for lane in lanes):,}", f"{sum(lane.bot.closed for lane in lanes):,}",
+                 sum(lane.exporter.committed for lane in lanes), last[-1] if last else "none")
+        if len(self.lanes) > 1:
+            log.info("per epic: %s", "; ".join(
+                f"{epic} {lane.store.stored_ticks:,} ticks, {lane.bot.closed:,} closed, "
+                f"{lane.exporter.committed} batches" for epic, lane in self.lanes.items()))
+        if self.scorer is not None:
+            log.info("live scoring: %s", self.scorer.status())

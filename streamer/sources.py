@@ -1,17 +1,19 @@
 """Market sources behind one interface: IG's live feed (`streamer.ig`), the simulator, and a replayed ticks file.
 
-A source's `events()` yields `Tick`s, and `None` whenever nothing new arrived for a moment (at least every
-IDLE_S seconds), so the caller can flush, report and stop between ticks. A `live` source stamps each tick with
-its receive time in UTC; a recorded source (simulator, replay) carries the ticks' own times.
+A source follows one epic or several. Its `events()` yields `(epic, Tick)` pairs, and `None` whenever nothing new
+arrived for a moment (at least every IDLE_S seconds), so the caller can flush, report and stop between ticks. A
+`live` source stamps each tick with its receive time in UTC; a recorded source (simulator, replay) carries the
+ticks' own times.
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
 import logging
 import time
 from collections import namedtuple
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -27,7 +29,7 @@ from processing.batch_contract import (
 )
 
 TICK_FIELDS = tuple(column for column in PRICE_COLUMNS if column != "epic")
-Tick = namedtuple("Tick", TICK_FIELDS)  # the batch contract's price columns (one streamer serves one epic)
+Tick = namedtuple("Tick", TICK_FIELDS)  # the batch contract's price columns but the epic (the event's other half)
 NUMERIC_FIELDS = tuple(field for field in TICK_FIELDS if field not in ("ts", "market_state", "update_time"))
 TRADEABLE = "TRADEABLE"
 IDLE_S = 0.5
@@ -46,7 +48,7 @@ class Source(Protocol):
     status: str  # shown in the status line
     bad_rows: str  # rows the source skipped as the batch contract's reader would reject them: "" or a summary
 
-    def events(self) -> Iterator[Tick | None]: ...
+    def events(self) -> Iterator[tuple[str, Tick] | None]: ...
 
     def close(self) -> None: ...
 
@@ -61,14 +63,16 @@ def frame_ticks(frame: pd.DataFrame) -> Iterator[Tick]:
     return map(Tick._make, zip(*(frame[field].tolist() for field in TICK_FIELDS), strict=True))
 
 
-def paced(ticks: Iterable[Tick], speed: float | None, clock=time.monotonic, sleep=time.sleep
-          ) -> Iterator[Tick | None]:
-    """Yield ticks spaced as their timestamps say, `speed` times faster (None: as fast as possible).
+def paced(events: Iterable[tuple[str, Tick]], speed: float | None, clock=time.monotonic, sleep=time.sleep
+          ) -> Iterator[tuple[str, Tick] | None]:
+    """Yield (epic, tick) events spaced as their ticks' timestamps say, `speed` times faster (None: as fast as
+    possible).
 
     While waiting for the next tick, yields None every IDLE_S seconds.
     """
     start_clock = start_ts = None
-    for tick in ticks:
+    for event in events:
+        tick = event[1]
         if speed is not None:
             if start_ts is None:
                 start_clock, start_ts = clock(), tick.ts
@@ -77,33 +81,39 @@ def paced(ticks: Iterable[Tick], speed: float | None, clock=time.monotonic, slee
                 sleep(min(wait, IDLE_S))
                 if wait > IDLE_S:
                     yield None
-        yield tick
+        yield event
 
 
 class SimulatedSource:
-    """The seeded market simulator; on a restart it continues after the last stored tick, from its mid."""
+    """The seeded market simulator, one market per epic (the n-th epic's seed is `seed` + n), their ticks merged in
+    time order; on a restart each continues after its last stored tick, from its mid."""
 
     live = False
     status = "simulating"
     bad_rows = ""
 
-    def __init__(self, epic: str, market: str, seed: int, speed: float | None, after: Tick | None = None):
+    def __init__(self, epics: Sequence[str], market: str, seed: int, speed: float | None,
+                 after: Mapping[str, Tick | None] | None = None):
         from streamer.market import MarketSettings, MarketSimulator
 
-        settings = MarketSettings(market=market)
-        if after is not None:
-            settings = MarketSettings(market=market, start=str(format_ts([after.ts])[0]),
-                                      start_mid=(after.bid + after.offer) / 2)
-        self._simulator = MarketSimulator(settings, seed, epic)
+        self._simulators = {}
+        for position, epic in enumerate(epics):
+            last = (after or {}).get(epic)
+            settings = MarketSettings(market=market) if last is None else MarketSettings(
+                market=market, start=str(format_ts([last.ts])[0]), start_mid=(last.bid + last.offer) / 2)
+            self._simulators[epic] = MarketSimulator(settings, seed + position, epic)
         self._speed = speed
 
-    def _ticks(self) -> Iterator[Tick]:
+    @staticmethod
+    def _ticks(epic: str, simulator) -> Iterator[tuple[str, Tick]]:
         while True:  # a random walk could in principle reach prices the contract rejects: those ticks are left out
-            chunk = self._simulator.ticks(_CHUNK_TICKS)
-            yield from frame_ticks(chunk[~np.logical_or.reduce([bad for bad, _ in price_row_problems(chunk)])])
+            chunk = simulator.ticks(_CHUNK_TICKS)
+            for tick in frame_ticks(chunk[~np.logical_or.reduce([bad for bad, _ in price_row_problems(chunk)])]):
+                yield epic, tick
 
-    def events(self) -> Iterator[Tick | None]:
-        return paced(self._ticks(), self._speed)
+    def events(self) -> Iterator[tuple[str, Tick] | None]:
+        markets = [self._ticks(epic, simulator) for epic, simulator in self._simulators.items()]
+        return paced(heapq.merge(*markets, key=lambda event: event[1].ts), self._speed)
 
     def close(self) -> None:
         pass
@@ -210,8 +220,8 @@ class ReplaySource:
         if len(self._problems) < BAD_ROWS_SHOWN:
             self._problems.append(f"line {line}: {problem}")
 
-    def events(self) -> Iterator[Tick | None]:
-        return paced(self._ticks(), self._speed)
+    def events(self) -> Iterator[tuple[str, Tick] | None]:
+        return paced(((self._epic, tick) for tick in self._ticks()), self._speed)
 
     def close(self) -> None:
         pass

@@ -14,7 +14,8 @@ Collections (one database may hold several epics):
   epic's close order; `_id` = `<epic>/<close_seq>`. Batches are ranges of open order (see claim_batch).
 - `checkpoints`: per epic, `ts` = the last tick whose trade openings and closings are all stored, with
   `first_ts` (the first tick), `last_open_ts` (the bot's last opening) and `next_close_seq`.
-- `batches`: one document per batch: its range in open order and export state (see `streamer.exporter`).
+- `batches`: one document per batch: its range in open order and export state (see `streamer.exporter`);
+  `_id` = `<epic>/<seq>`, `batch_id` = `<first open time>-<seq>` (its S3 folder, unique within the epic).
 
 The hot path only inserts: writes are buffered and flushed in bulk, in the order ticks → opened trades →
 closed trades → checkpoint; a flush is committed when its checkpoint lands. A crash loses at most the flush in
@@ -264,7 +265,8 @@ class Store:
         seq = 1 if last is None else last["seq"] + 1
         first_open = datetime.fromtimestamp(rows[0]["open_ts"] / 1000, UTC)
         batch = {
-            "_id": f"{first_open:%Y%m%dT%H%M%SZ}-{seq:05d}", "epic": self.epic, "seq": seq,
+            "_id": key(self.epic, seq), "batch_id": f"{first_open:%Y%m%dT%H%M%SZ}-{seq:05d}", "epic": self.epic,
+            "seq": seq,
             "after_open_ts": after[0], "after_trade_id": after[1],
             "first_open_ts": rows[0]["open_ts"], "last_open_ts": rows[-1]["open_ts"],
             "last_trade_id": rows[-1]["trade_id"], "trades": len(rows), "trades_before": batched,
@@ -309,5 +311,5 @@ class Store:
             span *= 10
         return None
 
-    def set_batch(self, batch_id: str, **values) -> None:
-        self.batches.update_one({"_id": batch_id}, {"$set": values})
+    def set_batch(self, batch: dict, **values) -> None:
+        self.batches.update_one({"_id": batch["_id"]}, {"$set": values})

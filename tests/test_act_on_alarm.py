@@ -140,7 +140,7 @@ def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path
     [batch] = mongo_db.batches.find()
     assert batch["request"] == report["id"] and batch["state"] == "committed"
     assert 0 < batch["trades"] == mongo_db.trades.count_documents({"open_ts": {"$lte": batch["last_open_ts"]}})
-    assert {"Name": "InputManifestKey", "Value": f"batches/{EPIC}/{batch['_id']}/{MANIFEST_FILE}"} in \
+    assert {"Name": "InputManifestKey", "Value": f"batches/{EPIC}/{batch['batch_id']}/{MANIFEST_FILE}"} in \
         parameters["PipelineParameters"]
 
     # visible in the report: the live-quality panel and what the alarm did

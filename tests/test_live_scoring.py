@@ -134,7 +134,7 @@ def test_stream_with_live_scoring_stores_each_answer_with_its_trade(run_cli, mon
     scored = [t for t in trades if t["scored"]]
     assert len(trades) >= 20 and len(scored) >= len(trades) // 2, result.stderr
     assert all(0 <= t["score"] <= 1 and t["predicted_label"] in (0, 1) for t in scored)
-    batch = s3.get_object(Bucket=BUCKET, Key=f"batches/CS.D.BITCOIN.CFD.IP/{mongo_db.batches.find_one()['_id']}/"
+    batch = s3.get_object(Bucket=BUCKET, Key=f"batches/CS.D.BITCOIN.CFD.IP/{mongo_db.batches.find_one()['batch_id']}/"
                                              "transactions.csv")["Body"].read().decode()
     assert "score" not in batch.splitlines()[0], "the batch contract is unchanged"
     assert {r["eventMetadata"]["eventId"] for r in ground_truth(s3)} == {t["trade_id"] for t in scored}

@@ -50,9 +50,9 @@ def stream_args(mongo_uri, mongo_db, endpoint_url, *extra, source="sim", batch_s
             "--s3-endpoint-url", endpoint_url, *FAST, *extra)
 
 
-def batch_objects(s3, batch_id: str) -> dict[str, list[bytes]]:
+def batch_objects(s3, batch_id: str, epic: str = EPIC) -> dict[str, list[bytes]]:
     """Every version of every object of a batch, oldest first."""
-    prefix = f"batches/{EPIC}/{batch_id}/"
+    prefix = f"batches/{epic}/{batch_id}/"
     versions = s3.list_object_versions(Bucket=BUCKET, Prefix=prefix).get("Versions", [])
     objects: dict[str, list[bytes]] = {}
     for version in sorted(versions, key=lambda v: v["LastModified"]):
@@ -61,29 +61,31 @@ def batch_objects(s3, batch_id: str) -> dict[str, list[bytes]]:
     return objects
 
 
-def check_exported(s3, mongo_db, batch_size: int) -> list[dict]:
-    """Every batch committed, valid, written once, equal to a re-render; every closed trade in exactly one."""
-    store = Store(mongo_db, EPIC)
-    batches = list(mongo_db.batches.find().sort("seq", 1))
+def check_exported(s3, mongo_db, batch_size: int, epic: str = EPIC) -> list[dict]:
+    """Every batch of the epic committed, valid, written once, equal to a re-render; every closed trade of the
+    epic in exactly one."""
+    store = Store(mongo_db, epic)
+    batches = list(mongo_db.batches.find({"epic": epic}).sort("seq", 1))
     assert batches and {b["state"] for b in batches} == {"committed"}
     exported: list[str] = []
     for batch in batches:
-        objects = batch_objects(s3, batch["_id"])
+        objects = batch_objects(s3, batch["batch_id"], epic)
         assert sorted(objects) == sorted(FILES)
         assert len(objects[MANIFEST_FILE]) == 1, "the manifest (the pipeline's trigger) lands once"
         assert all(len(set(versions)) == 1 for versions in objects.values()), "a re-export wrote other bytes"
         files = {name: versions[0] for name, versions in objects.items()}
-        assert json.loads(files[MANIFEST_FILE]) == manifest(BUCKET, EPIC, batch["_id"])
+        assert json.loads(files[MANIFEST_FILE]) == manifest(BUCKET, epic, batch["batch_id"])
         with tempfile.TemporaryDirectory() as directory:
             content = read_batch(write_batch_dir(files, Path(directory, "batch")))  # checks each file's sha256
-        rerendered = render_batch(bucket=BUCKET, epic=EPIC, batch_id=batch["_id"], prices=store.batch_prices(batch),
-                                  trades=store.batch_trades(batch), bot_settings=batch["bot"])
+        rerendered = render_batch(bucket=BUCKET, epic=epic, batch_id=batch["batch_id"],
+                                  prices=store.batch_prices(batch), trades=store.batch_trades(batch),
+                                  bot_settings=batch["bot"])
         assert rerendered == files
         assert len(content.trades["trade_id"]) == batch_size
         exported += content.trades["trade_id"].tolist()
     assert len(exported) == len(set(exported)), "a trade is in two batches"
     last = (batches[-1]["last_open_ts"], batches[-1]["last_trade_id"])
-    claimed = [d["trade_id"] for d in mongo_db.trades.find() if (d["open_ts"], d["trade_id"]) <= last]
+    claimed = [d["trade_id"] for d in mongo_db.trades.find({"epic": epic}) if (d["open_ts"], d["trade_id"]) <= last]
     assert sorted(exported) == sorted(claimed), "a closed trade is in no batch"
     return batches
 
@@ -99,12 +101,38 @@ def test_kill_9_at_every_export_stage_then_restart_finishes_the_same_batch(run_c
         first = mongo_db.batches.find_one({"seq": 1})
         assert first["state"] != "committed"
         written += [stage] if stage != "claimed" else []
-        assert sorted(batch_objects(bucket, first["_id"])) == sorted(written), f"after a crash at {stage}"
+        assert sorted(batch_objects(bucket, first["batch_id"])) == sorted(written), f"after a crash at {stage}"
     unfinished = mongo_db.batches.count_documents({"state": {"$ne": "committed"}})
     result = run_cli(*args, "--max-batches", unfinished + 1, timeout=120)
     assert result.returncode == 0, result.stderr
     batches = check_exported(bucket, mongo_db, batch_size=40)
     assert len(batches) == unfinished + 1
+
+
+@pytest.mark.slow
+def test_one_process_streams_several_epics_each_with_its_own_batches_and_a_kill_9_loses_none(
+        run_cli, mongo_uri, mongo_db, aws, bucket):
+    ether = "CS.D.ETHUSD.CFD.IP"
+    args = stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--epic", f"{EPIC},{ether}",
+                       "--epic", "IX.D.FTSE.DAILY.IP")  # a list and a repeat
+    crashed = run_cli(*args, env={CRASH_HOOK_VARIABLE: TRANSACTIONS_FILE}, timeout=120)  # the first export to get there
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert mongo_db.batches.count_documents({"state": {"$ne": "committed"}}) >= 1
+    result = run_cli(*args, "--max-batches", "2", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "streaming CS.D.BITCOIN.CFD.IP, CS.D.ETHUSD.CFD.IP, IX.D.FTSE.DAILY.IP from sim" in result.stderr
+    bids = {}
+    for epic in (EPIC, ether, "IX.D.FTSE.DAILY.IP"):
+        first, _ = check_exported(bucket, mongo_db, batch_size=40, epic=epic)
+        assert mongo_db.checkpoints.find_one({"_id": epic})["ts"] > 0
+        bids[epic] = tuple(Store(mongo_db, epic).batch_prices(first)["bid"].head(20))
+    assert len(set(bids.values())) == 3  # markets of their own
+
+
+@pytest.mark.parametrize("epics, message", [("A,,B", "an empty epic"), ("A,B,A", "A given more than once")])
+def test_bad_epic_lists_are_one_line(run_cli, mongo_uri, mongo_db, aws, epics, message):
+    result = run_cli(*stream_args(mongo_uri, mongo_db, aws.endpoint_url, "--epic", epics), timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and message in result.stderr
 
 
 def test_batches_are_valid_and_cover_their_look_back(run_cli, mongo_uri, mongo_db, aws, bucket):

@@ -40,7 +40,7 @@ class Consumer:
     """Runs a source's events() on a thread (as the streamer's main loop does), collecting its ticks."""
 
     def __init__(self, source: IgSource):
-        self.source, self.ticks, self.error = source, [], None
+        self.source, self.ticks, self.epics, self.error = source, [], [], None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -49,7 +49,8 @@ class Consumer:
         try:
             for event in self.source.events():
                 if event is not None:
-                    self.ticks.append(event)
+                    self.epics.append(event[0])
+                    self.ticks.append(event[1])
                 if self._stop.is_set():
                     return
         except Exception as exc:
@@ -64,7 +65,7 @@ class Consumer:
 @pytest.fixture
 def streaming(ig_server):
     """A started IG source subscribed on the test server, consumed on a thread."""
-    source = IgSource(EPIC, IgCredentials("trader-1", Secret(PASSWORD), Secret(API_KEY)), ig_server.url)
+    source = IgSource([EPIC], IgCredentials("trader-1", Secret(PASSWORD), Secret(API_KEY)), ig_server.url)
     source.start()
     consumer = Consumer(source)
     wait_until(lambda: ig_server.connected_sessions == 1, timeout=20, what="the subscription")
@@ -98,6 +99,24 @@ def test_normal_stream_merges_fields_and_stamps_receive_time(ig_server, streamin
     assert (second.bid, second.offer, second.update_time) == (60001.5, 60036.5, "10:00:01")  # unchanged kept
     assert before <= first.ts <= second.ts <= time.time_ns() // 1_000_000
     assert streaming.source.status == "CONNECTED:WS-STREAMING"
+
+
+def test_several_epics_share_one_subscription_each_item_merged_on_its_own(ig_server):
+    ether = "CS.D.ETHUSD.CFD.IP"
+    source = IgSource([EPIC, ether], IgCredentials("trader-1", Secret(PASSWORD), Secret(API_KEY)), ig_server.url)
+    source.start()
+    consumer = Consumer(source)
+    try:
+        wait_until(lambda: ig_server.connected_sessions == 1 and ig_server.subscriptions == 1, timeout=20,
+                   what="one subscription of both items")
+        ig_server.publish(ITEM, QUOTE)
+        ig_server.publish(f"MARKET:{ether}", {**QUOTE, "BID": "3000.5", "OFFER": "3001.5"})
+        ig_server.publish(ITEM, {"BID": "60001.5"})  # MERGE: the bitcoin item's other fields are its own
+        wait_until(lambda: len(consumer.ticks) == 3, timeout=20, what="three ticks")
+        assert consumer.epics == [EPIC, ether, EPIC] and ig_server.subscriptions == 1
+        assert [(t.bid, t.offer) for t in consumer.ticks] == [(60000.5, 60036.5), (3000.5, 3001.5), (60001.5, 60036.5)]
+    finally:
+        consumer.stop()
 
 
 def test_zero_bid_null_and_empty_fields_do_not_stop_parsing(ig_server, streaming):
@@ -155,7 +174,7 @@ def test_session_ended_for_good_logs_in_again(ig_server, streaming, caplog, how)
 
 def test_sessions_refused_despite_fresh_logins_stop_the_source_with_a_clear_error(ig_server):
     ig_server.refuse_sessions = True
-    source = IgSource(EPIC, IgCredentials("trader-1", Secret(PASSWORD), Secret(API_KEY)), ig_server.url)
+    source = IgSource([EPIC], IgCredentials("trader-1", Secret(PASSWORD), Secret(API_KEY)), ig_server.url)
     source.start()
     consumer = Consumer(source)
     try:

@@ -36,9 +36,9 @@ class FakeClock:
 
 def test_paced_waits_by_timestamps_times_speed_and_yields_idle_events():
     clock = FakeClock()
-    ticks = [tick(0), tick(1000), tick(1500), tick(31_500)]
+    ticks = [(EPIC, tick(0)), ("OTHER", tick(1000)), (EPIC, tick(1500)), (EPIC, tick(31_500))]
     events = list(paced(ticks, speed=10.0, clock=clock, sleep=clock.sleep))
-    assert [e.ts for e in events if e is not None] == [0, 1000, 1500, 31_500]
+    assert [e for e in events if e is not None] == ticks
     assert clock.now == pytest.approx(3.15)  # 31.5 s of market time at 10x
     assert events.count(None) == 5  # the 3 s wait: a None after each 0.5 s sleep but the last
     assert max(clock.sleeps) <= 0.5
@@ -46,18 +46,30 @@ def test_paced_waits_by_timestamps_times_speed_and_yields_idle_events():
 
 def test_paced_as_fast_as_possible_never_sleeps():
     clock = FakeClock()
-    assert len(list(paced([tick(0), tick(10**9)], speed=None, clock=clock, sleep=clock.sleep))) == 2
+    assert len(list(paced([(EPIC, tick(0)), (EPIC, tick(10**9))], speed=None, clock=clock, sleep=clock.sleep))) == 2
     assert clock.sleeps == []
 
 
 def test_simulator_resumes_after_the_last_tick_from_its_mid():
-    first = next(t for t in SimulatedSource(EPIC, "random-walk", 1, None).events())
+    _, first = next(SimulatedSource([EPIC], "random-walk", 1, None).events())
     last = tick(first.ts + 3_600_000, bid=50_000.0, offer=50_036.0)
-    resumed = [t for _, t in zip(range(50), SimulatedSource(EPIC, "random-walk", 1, None, after=last).events(),
-                                 strict=False)]
+    resumed = [t for _, (_, t) in zip(range(50), SimulatedSource([EPIC], "random-walk", 1, None,
+                                                                 after={EPIC: last}).events(), strict=False)]
     assert resumed[0].ts > last.ts - 1  # the Sequencer drops a tick at or before the last stored one
     assert abs((resumed[0].bid + resumed[0].offer) / 2 - 50_018.0) < 200
     assert all(b.ts > a.ts for a, b in itertools.pairwise(resumed))
+
+
+def test_a_simulator_of_several_epics_merges_their_markets_in_time_order_and_the_first_is_the_one_epics():
+    alone = [t for _, (_, t) in zip(range(300), SimulatedSource([EPIC], "planted-signal", 4, None).events(),
+                                    strict=False)]
+    merged = [e for _, e in zip(range(900), SimulatedSource([EPIC, "B", "C"], "planted-signal", 4, None).events(),
+                                strict=False)]
+    assert {epic for epic, _ in merged} == {EPIC, "B", "C"}
+    assert all(a[1].ts <= b[1].ts for a, b in itertools.pairwise(merged))
+    first = [t for epic, t in merged if epic == EPIC]
+    assert first == alone[:len(first)]  # the first epic's market is the single-epic one (same seed)
+    assert [t for epic, t in merged if epic == "B"][:5] != first[:5]  # the others have markets of their own
 
 
 def test_replay_reads_the_prices_columns_of_its_epic(tmp_path):
@@ -66,8 +78,8 @@ def test_replay_reads_the_prices_columns_of_its_epic(tmp_path):
     path = tmp_path / "ticks.csv"
     rows = pd.concat([prices, other])
     rows.assign(ts=format_ts(rows["ts"].to_numpy())).to_csv(path, index=False, columns=list(PRICE_COLUMNS))
-    replayed = [t for t in ReplaySource(str(path), EPIC, None).events()]
-    assert replayed == list(frame_ticks(prices))
+    replayed = list(ReplaySource(str(path), EPIC, None).events())
+    assert replayed == [(EPIC, t) for t in frame_ticks(prices)]
 
 
 def test_replay_file_problems_are_one_line_user_errors(tmp_path):
@@ -107,7 +119,7 @@ def test_replay_skips_counts_and_names_the_rows_the_batch_reader_would_reject(tm
     path = tmp_path / "ticks.csv"
     path.write_text("\n".join(lines) + "\n")
     source = ReplaySource(str(path), EPIC, None)
-    replayed = [t for t in source.events()]
+    replayed = [t for _, t in source.events()]
     assert [t.ts for t in replayed] == [ts for i, ts in enumerate(prices["ts"]) if i + 2 not in bad]
     assert (source.rows, source.bad) == (60, 9)
     assert source.bad_rows == ("9 bad rows skipped (line 3: bid is not a finite number; line 5: high is not a finite "

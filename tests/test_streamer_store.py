@@ -138,8 +138,8 @@ def test_batches_claim_consecutive_ranges_in_open_order(mongo_db, ticks):
     in_order = [(t.open_ts, t.trade_id) for batch in claimed for t in batch.sort_values(["open_ts", "trade_id"])
                 .itertuples()]
     assert in_order == eligible[:3 * size]  # consecutive in open order: none skipped, none twice
-    assert all(re.fullmatch(r"\d{8}T\d{6}Z-0000\d", c["_id"]) for c in claims[:3])
-    assert [c["_id"] for c in claims[:3]] == sorted(c["_id"] for c in claims[:3])
+    assert all(re.fullmatch(r"\d{8}T\d{6}Z-0000\d", c["batch_id"]) for c in claims[:3])
+    assert [c["batch_id"] for c in claims[:3]] == sorted(c["batch_id"] for c in claims[:3])
     assert claimed[1]["close_ts"].max() == claims[1]["last_close_ts"]
     prices = store.batch_prices(claims[1])
     assert prices["ts"].iat[0] <= claims[1]["first_open_ts"] - 600_000 < prices["ts"].iat[1]

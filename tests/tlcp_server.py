@@ -6,7 +6,8 @@ One aiohttp app on 127.0.0.1, served from a background thread:
   `lightstreamerEndpoint` (this server).
 - `GET /lightstreamer`: TLCP over WebSocket (subprotocol TLCP-2.5.0.lightstreamer.com): `wsok`,
   `create_session` (LS_user must be the account, LS_password `CST-<cst>|XST-<xst>` of a valid login, else
-  CONERR 1), `control` (add / delete / destroy), `bind_session` (no session recovery here: CONERR 20, so the
+  CONERR 1), `control` (add — of one item or several, space-separated in LS_group — / delete / destroy),
+  `bind_session` (no session recovery here: CONERR 20, so the
   client opens a new session and subscribes again; also over HTTP, where the client tries recovery),
   `heartbeat`; PROBE at the keepalive interval.
 
@@ -48,8 +49,8 @@ def _params(line: str) -> dict[str, str]:
 class _Session:
     def __init__(self, session_id: str, ws: web.WebSocketResponse, transport):
         self.id, self.ws, self.transport = session_id, ws, transport
-        self.subscriptions: dict[str, tuple[str, list[str]]] = {}  # subId → (item, fields)
-        self.sent: dict[str, dict[str, str | None]] = {}  # subId → last values sent
+        self.subscriptions: dict[str, tuple[list[str], list[str]]] = {}  # subId → (items, fields)
+        self.sent: dict[tuple[str, str], dict[str, str | None]] = {}  # (subId, item) → last values sent
 
 
 class TlcpServer:
@@ -200,13 +201,14 @@ class TlcpServer:
         if ack and op != "destroy":
             await session.ws.send_str(f"REQOK,{request_id}\r\n")
         if op == "add":
-            sub_id, item = params["LS_subId"], params["LS_group"]
+            sub_id, items = params["LS_subId"], params["LS_group"].split(" ")
             fields = params["LS_schema"].split(" ")
-            session.subscriptions[sub_id] = (item, fields)
+            session.subscriptions[sub_id] = (items, fields)
             self.subscriptions += 1
-            await session.ws.send_str(f"SUBOK,{sub_id},1,{len(fields)}\r\n")
-            if params.get("LS_snapshot") == "true" and item in self._state:
-                await self._send_update(session, sub_id)
+            await session.ws.send_str(f"SUBOK,{sub_id},{len(items)},{len(fields)}\r\n")
+            for item in items:
+                if params.get("LS_snapshot") == "true" and item in self._state:
+                    await self._send_update(session, sub_id, item)
         elif op == "delete":
             session.subscriptions.pop(params["LS_subId"], None)
             await session.ws.send_str(f"UNSUB,{params['LS_subId']}\r\n")
@@ -224,19 +226,19 @@ class TlcpServer:
         self._state.setdefault(item, {}).update(fields)
         for session in list(self._sessions.values()):
             for sub_id, (subscribed, _) in list(session.subscriptions.items()):
-                if subscribed == item:
-                    await self._send_update(session, sub_id)
+                if item in subscribed:
+                    await self._send_update(session, sub_id, item)
 
-    async def _send_update(self, session: _Session, sub_id: str) -> None:
-        item, fields = session.subscriptions[sub_id]
-        state, sent = self._state[item], session.sent.setdefault(sub_id, {})
+    async def _send_update(self, session: _Session, sub_id: str, item: str) -> None:
+        items, fields = session.subscriptions[sub_id]
+        state, sent = self._state[item], session.sent.setdefault((sub_id, item), {})
         values = []
         for name in fields:
             value = state.get(name)
             values.append("" if name in sent and sent[name] == value else encode_value(value))
             sent[name] = value
         if not session.ws.closed:
-            await session.ws.send_str(f"U,{sub_id},1,{'|'.join(values)}\r\n")
+            await session.ws.send_str(f"U,{sub_id},{items.index(item) + 1},{'|'.join(values)}\r\n")
 
     async def _drop(self) -> None:
         for session in list(self._sessions.values()):
