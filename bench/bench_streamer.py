@@ -1,10 +1,12 @@
-"""Streamer: ticks/s through the bot with 10k open trades (vs a naive baseline), memory over a long replay, and
-the time from a batch's last closed trade to its manifest in S3.
+"""Streamer: ticks/s through the bot with 10k open trades (vs a naive baseline), memory over a long replay, the
+time from a batch's last closed trade to its manifest in S3, and ticks/s of one process following 1, 10 and 50
+epics at once.
 
 Against the local stack's daemons (infra.local.services): the MongoDB-wire server and moto's server. The
 baseline is what the seed did: every tick scans every open trade, and every write is its own request
 (insert_one per tick and per opened trade, update_one per closed trade).
-Sizes: LIVETRAIN_BENCH_REPLAY_TICKS (default 100000) ticks for the replay.
+Sizes: LIVETRAIN_BENCH_REPLAY_TICKS (default 100000) ticks for the replay; LIVETRAIN_BENCH_EPICS_SECONDS (default
+30) seconds of streaming for each epic count.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ MEASURED_TICKS = 5_000
 BASELINE_TICKS = 1_000
 BATCH_SIZE = 10_000
 REPLAY_TICKS = int(os.environ.get("LIVETRAIN_BENCH_REPLAY_TICKS", 100_000))
+EPICS_SECONDS = float(os.environ.get("LIVETRAIN_BENCH_EPICS_SECONDS", 30))
+EPIC_COUNTS = (1, 10, 50)
 BIN = Path(sys.executable).parent
 
 
@@ -212,8 +216,47 @@ def batch_latency(uri: str, endpoint: str, s3) -> list[dict]:
              "seed": "polled every 10 s"}]
 
 
+# ---------------------------------------------------------------- several epics in one process
+
+def epics_throughput(uri: str, endpoint: str) -> list[dict]:
+    """`livetrain stream --source sim --speed max` following n epics for EPICS_SECONDS: stored ticks per second
+    (all epics together, from its first status line to its last) and its peak RSS, for each n."""
+    import re
+    import signal
+
+    rows = []
+    for count in EPIC_COUNTS:
+        epics = ",".join([EPIC, *(f"SIM.D.MARKET{i:02d}.IP" for i in range(1, count))])
+        command = [str(BIN / "livetrain"), "stream", "--source", "sim", "--speed", "max", "--epic", epics,
+                   "--mongo-uri", f"{uri}bench_epics_{count}", "--s3-endpoint-url", endpoint,
+                   "--batch-size", str(BATCH_SIZE)]
+        print(f"  {count} epic(s) in one process for {EPICS_SECONDS:.0f} s …", file=sys.stderr, flush=True)
+        with tempfile.TemporaryFile("w+") as log:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+            start, peak = time.perf_counter(), 0.0
+            while time.perf_counter() - start < EPICS_SECONDS and process.poll() is None:
+                peak = max(peak, rss_mb(process.pid) or 0.0)
+                time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            if process.wait(timeout=60) != 0:
+                raise RuntimeError(f"the streamer of {count} epics exited with {process.returncode}")
+            log.seek(0)
+            status = [(line[:23], int(match.group(1).replace(",", ""))) for line in log
+                      if (match := re.search(r": ([\d,]+) ticks stored \(", line))]
+        (first_at, first_ticks), (last_at, last_ticks) = status[0], status[-1]
+        from datetime import datetime
+
+        seconds = (datetime.fromisoformat(last_at) - datetime.fromisoformat(first_at)).total_seconds()
+        rate = (last_ticks - first_ticks) / seconds
+        rows.append({"epics in one process": count, "ticks/s, all epics": f"{rate:,.0f}",
+                     "ticks/s per epic": f"{rate / count:,.0f}", "peak RSS MB": f"{peak:.0f}",
+                     "ticks stored": f"{last_ticks:,}"})
+    return rows
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as workdir, local_services(Path(workdir)) as (uri, endpoint, s3):
+        print(table(epics_throughput(uri, endpoint)))
         rows = throughput(uri)
         print(table(rows))
         print(table(batch_latency(uri, endpoint, s3)))

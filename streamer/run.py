@@ -29,6 +29,7 @@ from streamer.trading import BotSettings
 
 log = logging.getLogger("livetrain.stream")
 STATUS_EVERY_S = 5.0
+SWEEP_EVERY_S = 0.05  # how often every lane is looked at (a tick's own lane: at each tick)
 STOP_WAIT_S = 1.0  # on SIGTERM, how long the export in progress may take; the next run finishes an unfinished batch
 
 
@@ -186,6 +187,11 @@ class Lane:
     exporter: Exporter
     sequencer: Sequencer
 
+    def flush(self) -> None:
+        """Write the buffered ticks and trades; the exporter looks for a batch to claim."""
+        self.store.flush()
+        self.exporter.wake()
+
 
 def run_stream(settings: StreamSettings) -> int:
     """The streamer's main loop; returns the exit code."""
@@ -225,7 +231,7 @@ def run_stream(settings: StreamSettings) -> int:
              ", ".join(settings.epics), settings.source, sum(lane.bot.open_trades for lane in lanes.values()),
              settings.batch_size, settings.bucket)
     status = _Status(lanes, source, scorer)
-    exhausted = False
+    exhausted, next_sweep = False, 0.0
     try:
         for event in source.events():
             if event is not None:
@@ -233,21 +239,25 @@ def run_stream(settings: StreamSettings) -> int:
                 lane = lanes[epic]
                 if (tick := lane.sequencer(tick)) is not None:
                     lane.bot.on_tick(tick)
-            for lane in lanes.values():
                 if lane.store.flush_due():
-                    lane.store.flush()
-                    lane.exporter.wake()
-                if lane.exporter.failure is not None:
-                    raise lane.exporter.failure
-            status.maybe_log()
-            if stop.requested.is_set() or all(lane.exporter.done for lane in lanes.values()):
+                    lane.flush()
+            if time.monotonic() >= next_sweep:  # every lane, a few times a second: time-due flushes, failures
+                next_sweep = time.monotonic() + SWEEP_EVERY_S
+                for lane in lanes.values():
+                    if lane.store.flush_due():
+                        lane.flush()
+                    if lane.exporter.failure is not None:
+                        raise lane.exporter.failure
+                status.maybe_log()
+                if all(lane.exporter.done for lane in lanes.values()):
+                    break
+            if stop.requested.is_set():
                 break
         else:
             exhausted = True
         source.close()
         for lane in lanes.values():
-            lane.store.flush()
-            lane.exporter.wake()
+            lane.flush()
         if exhausted:  # a replay's end
             log.info("source exhausted: exporting the complete batches")
             for lane in lanes.values():
