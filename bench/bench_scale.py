@@ -6,7 +6,9 @@ moto server and state folder; the batch is uploaded and the pipeline upserted be
 `livetrain pipeline run-local` is measured alone: its wall time (the process's start and exit included) and the
 peaks of the summed RSS and of the summed PSS of it and every descendant (psutil, sampled every 50 ms; the RSS
 sum counts pages that processes share, such as the training data the tuning jobs map, once per process, the PSS
-sum once). Sizes: LIVETRAIN_BENCH_SCALE_TRADES (default "10000,100000"). The baseline is main before the Linear
+sum once; the anonymous RSS leaves out file pages, i.e. the mapped data, which the kernel may drop and reread).
+Sizes: LIVETRAIN_BENCH_SCALE_TRADES (default "10000,100000"; 1000000 for the million-trade figure: its batch takes
+about 5 min to generate, once). The baseline is main before the Linear
 Learner decoded its channels once (f660bb4, measured with this benchmark on 2026-12-05); it is other code, so it
 is quoted, not rerun. On a shared 2-core machine the wall time moves 2-4x with the load; the CPU time of the
 tree is the steadier comparison.
@@ -88,6 +90,7 @@ def run_size(trades: int) -> dict:
             "CPU, tree (s)": f"{result.cpu_seconds:.1f}",
             "peak RSS, tree (GB)": f"{result.peak_rss_mb / 1024:.2f}",
             "peak PSS, tree (GB)": f"{result.peak_pss_mb / 1024:.2f}",
+            "peak anonymous RSS, tree (GB)": f"{result.peak_anon_mb / 1024:.2f}",
             "main f660bb4 (quoted)": before,
             "CPU, main / now": f"{before_cpu / result.cpu_seconds:.2f}x" if before_cpu else "-"}
 

@@ -16,6 +16,7 @@ class Measurement:
     peak_rss_mb: float
     cpu_seconds: float | None = None  # user + system, the whole process tree (measure_tree)
     peak_pss_mb: float | None = None  # the tree's proportional set size: shared pages counted once (measure_tree)
+    peak_anon_mb: float | None = None  # the tree's anonymous RSS: without file pages the kernel can drop and reread
 
 
 def measure(command: list[str], **popen_kwargs) -> Measurement:
@@ -34,7 +35,9 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
     """Run `command` to completion; its wall time, the peak of the summed RSS of it and all its descendants, the
     peak of their summed PSS, and their CPU time (user + system; on a busy machine a steadier measure of work
     than the wall time). The RSS sum counts a page shared by several processes (a fork's copy-on-write
-    memory, a memory-mapped file that several jobs read) once per process; the PSS sum counts it once.
+    memory, a memory-mapped file that several jobs read) once per process; the PSS sum counts it once. The
+    summed anonymous RSS leaves out the pages of files (memory-mapped training data above all), which are page
+    cache the kernel can drop under pressure and read again: what the processes' own memory needs.
 
     The tree is sampled every `interval` seconds (psutil), so a peak shorter than that can be missed. The CPU
     time is that of every descendant its parent waited for (multiprocessing and subprocess do).
@@ -45,9 +48,9 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
     start = time.perf_counter()
     process = subprocess.Popen(command, **popen_kwargs)
     root = psutil.Process(process.pid)
-    peak = peak_pss = 0
+    peak = peak_pss = peak_anon = 0
     while process.poll() is None:
-        total = total_pss = 0
+        total = total_pss = total_anon = 0
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
@@ -56,14 +59,16 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
             with contextlib.suppress(psutil.NoSuchProcess):  # ended between the listing and the reading
                 memory = member.memory_full_info()
                 total, total_pss = total + memory.rss, total_pss + memory.pss
-        peak, peak_pss = max(peak, total), max(peak_pss, total_pss)
+                total_anon += memory.rss - memory.shared  # Linux: shared = RssFile + RssShmem
+        peak, peak_pss, peak_anon = max(peak, total), max(peak_pss, total_pss), max(peak_anon, total_anon)
         time.sleep(interval)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return Measurement(seconds=seconds, peak_rss_mb=peak / 2**20, cpu_seconds=cpu, peak_pss_mb=peak_pss / 2**20)
+    return Measurement(seconds=seconds, peak_rss_mb=peak / 2**20, cpu_seconds=cpu, peak_pss_mb=peak_pss / 2**20,
+                       peak_anon_mb=peak_anon / 2**20)
 
 
 def table(rows: list[dict]) -> str:

@@ -101,16 +101,21 @@ def threshold_at_target_recall(labels: np.ndarray, scores: np.ndarray, target_re
 def fit_and_score(train: tuple, validation: tuple, test_features: np.ndarray, target_recall: float):
     """(test scores, test predicted labels, threshold)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     (x, y), (xv, yv) = train, validation
     for name, labels in (("train", y), ("validation", yv)):
         if labels.min() == labels.max():
             raise InputError(f"the {name} slice has only label {labels[0]}; the baseline needs both")
-    # copy=False: standardise the slices in place, so each is held once
-    model = make_pipeline(StandardScaler(copy=False), LogisticRegression(C=REGULARISATION_C, max_iter=1000))
-    model.fit(x, y)
+    # Standardised CHUNK_ROWS rows at a time and in place: fitting the scaler on the whole slice at once makes
+    # float64 temporaries of it (6.3 GB for a million trades where the slices take 2.4 GB)
+    scaler = StandardScaler(copy=False)
+    for start in range(0, len(x), CHUNK_ROWS):
+        scaler.partial_fit(x[start:start + CHUNK_ROWS])
+    for rows in (x, xv, test_features):
+        for start in range(0, len(rows), CHUNK_ROWS):
+            scaler.transform(rows[start:start + CHUNK_ROWS])
+    model = LogisticRegression(C=REGULARISATION_C, max_iter=1000).fit(x, y)
     threshold = threshold_at_target_recall(yv, model.predict_proba(xv)[:, 1], target_recall)
     scores = model.predict_proba(test_features)[:, 1]
     return scores, (scores >= threshold).astype(np.int64), threshold
