@@ -417,19 +417,32 @@ def _run_writer(source: FeatureSource, parts: list[Part], staging: Path, writer:
         write_part(source, part, staging / f"{part.file}.part{writer}", report)
 
 
-def _start_writer(source: FeatureSource, parts: list[Part], staging: Path, writer: int, writers: int) -> int:
-    """Fork a process that writes `parts` (it shares the arrays) and exits 0 on success; returns its pid."""
+def _forked(work, name: str) -> int:
+    """Fork a process that runs `work()` (it shares this one's arrays) and exits 0 on success; returns its pid."""
     pid = os.fork()
     if pid:
         return pid
     status = 1
     try:
-        _run_writer(source, parts, staging, writer, writers)
+        work()
         status = 0
     except BaseException as exc:
-        print(f"preprocess: writer {writer + 1}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        print(f"preprocess: {name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     finally:
         os._exit(status)  # never returns into the parent's code
+
+
+def _in_processes(shares: list, work, name: str) -> None:
+    """`work(share)` for each share: the first here, each other one in a forked process; ChildProcessError if
+    any of those fails (after all have ended)."""
+    children = [_forked(functools.partial(work, share), f"{name} {number + 1}")
+                for number, share in enumerate(shares) if number > 0]
+    try:
+        work(shares[0])
+    finally:
+        failed = sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0 for pid in children)
+    if failed:
+        raise ChildProcessError(f"{failed} of {len(children)} forked {name}s failed")
 
 
 def write_feature_files(source: FeatureSource, files: list[Part], staging: Path, writers: int) -> int:
@@ -440,13 +453,8 @@ def write_feature_files(source: FeatureSource, files: list[Part], staging: Path,
     plans = plan_parts(files, writers)
     for f in files:
         (staging / f.file).parent.mkdir(parents=True, exist_ok=True)
-    children = [_start_writer(source, plans[w], staging, w, writers) for w in range(1, writers)]
-    try:
-        _run_writer(source, plans[0], staging, 0, writers)
-    finally:
-        failed = sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0 for pid in children)
-    if failed:
-        raise ChildProcessError(f"{failed} of {writers - 1} forked feature writers failed")
+    _in_processes(list(range(writers)), lambda w: _run_writer(source, plans[w], staging, w, writers),
+                  "feature writer")
     for f in files:
         _join_parts(staging / f.file, [staging / f"{f.file}.part{w}" for w in range(writers)])
     return total
@@ -532,23 +540,26 @@ def preprocess(input_dir: str | os.PathLike, output_dir: str | os.PathLike, pric
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.preprocess-", dir=output_dir.parent))
     try:
         _write_metadata(staging, summary, split, trade_ids, test_trades)
-        done = []
-        for shard in shards:
-            shard_started = time.monotonic()
-            ticks = _shard_ticks(prices_dir, meta, shard, open_ts, lookback_seconds, first_tick)
-            first, end = shard["trades"]
-            source = FeatureSource(ticks, open_ts, labels, lookback_seconds)
-            files = [Part(shard_output(name, shard), rows[np.searchsorted(rows, first):np.searchsorted(rows, end)],
-                          with_label)
-                     for name, rows, with_label in ((TRAIN_CSV, split.rows["train"], True),
-                                                    (VALIDATION_CSV, split.rows["validation"], True),
-                                                    (TEST_FEATURES_CSV, split.rows["test"], False))]
-            written = write_feature_files(source, [f for f in files if len(f.rows)], staging,
-                                          workers or os.cpu_count() or 1)
-            log(f"{shard['file']} ({len(done) + 1} of {len(shards)} here, {len(meta['price_shards'])} in the "
-                f"batch): {len(ticks.mid):,} ticks, {written:,} feature rows in "
-                f"{time.monotonic() - shard_started:.1f} s")
-            done.append(shard)
+        def do(share: list[dict], writers: int) -> None:
+            for shard in share:
+                started = time.monotonic()
+                ticks = _shard_ticks(prices_dir, meta, shard, open_ts, lookback_seconds, first_tick)
+                first, end = shard["trades"]
+                files = [Part(shard_output(name, shard), rows[np.searchsorted(rows, first):np.searchsorted(rows, end)],
+                              with_label)
+                         for name, rows, with_label in ((TRAIN_CSV, split.rows["train"], True),
+                                                        (VALIDATION_CSV, split.rows["validation"], True),
+                                                        (TEST_FEATURES_CSV, split.rows["test"], False))]
+                written = write_feature_files(FeatureSource(ticks, open_ts, labels, lookback_seconds),
+                                              [f for f in files if len(f.rows)], staging, writers)
+                log(f"{shard['file']} (of {len(meta['price_shards'])}): {len(ticks.mid):,} ticks, {written:,} "
+                    f"feature rows in {time.monotonic() - started:.1f} s")
+
+        workers = workers or os.cpu_count() or 1
+        if 1 < workers <= len(shards):  # a process per share of the shards: their reading is parallel too
+            _in_processes([shards[w::workers] for w in range(workers)], lambda share: do(share, 1), "shard worker")
+        elif shards:  # too few shards: the rows of each are shared out among the workers
+            do(shards, workers)
         _publish(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -343,7 +343,7 @@ def test_a_failing_forked_writer_fails_the_step_and_leaves_no_output(synthetic_o
     with pytest.raises(ChildProcessError, match=r"^1 of 2 forked feature writers failed$"):
         pp.preprocess(make_batch_dir(batch, tmp_path), tmp_path / "out", min_test_windows=0, workers=3,
                       log=lambda m: None)
-    assert "preprocess: writer 2: RuntimeError: disk full" in capfd.readouterr().err
+    assert "preprocess: feature writer 2: RuntimeError: disk full" in capfd.readouterr().err
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == [tmp_path / "batch"]  # nor staging
 
 
@@ -374,6 +374,27 @@ def test_shards_shared_out_among_instances_give_the_files_of_one_whole_run(synth
         assert slice_text(tmp_path / "out", name) == slice_text(out, name), name
     for name in (pp.TEST_TRADES_CSV, pp.ROWS_CSV, pp.FEATURES_JSON):
         assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_shards_in_forked_workers_write_the_files_of_one_and_a_failing_worker_fails_the_step(
+        synthetic_output, tmp_path, monkeypatch, capfd):
+    batch, out = synthetic_output
+    sharded = make_batch_dir(batch, tmp_path, shard_trades=300)
+    pp.preprocess(sharded, tmp_path / "out", min_test_windows=0, workers=3, log=lambda m: None)  # 7 shards, 3 workers
+    for name in (pp.TRAIN_CSV, pp.VALIDATION_CSV, pp.TEST_FEATURES_CSV):
+        assert slice_text(tmp_path / "out", name) == slice_text(out, name), name
+    read_shard = bc.read_shard
+
+    def fail_on_the_second_shard(prices_dir, meta, shard, columns):
+        if shard["file"].endswith("part-00001.csv"):  # the second worker's first shard
+            raise RuntimeError("disk full")
+        return read_shard(prices_dir, meta, shard, columns)
+
+    monkeypatch.setattr(bc, "read_shard", fail_on_the_second_shard)
+    with pytest.raises(ChildProcessError, match=r"^1 of 2 forked shard workers failed$"):
+        pp.preprocess(sharded, tmp_path / "again", min_test_windows=0, workers=3, log=lambda m: None)
+    assert "preprocess: shard worker 2: RuntimeError: disk full" in capfd.readouterr().err
+    assert not (tmp_path / "again").exists()
 
 
 def test_a_shard_that_is_not_the_batchs_is_refused(synthetic_output, tmp_path):
