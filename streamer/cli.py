@@ -94,7 +94,8 @@ def add_stream_command(commands, config) -> None:
                              f"look-back (default {LOOKBACK_SECONDS})")
     stream.add_argument("--speed", type=speed, default=1.0,
                         help="sim/replay: times real time, or `max` for as fast as possible (default 1)")
-    stream.add_argument("--replay-file", help="replay: a ticks CSV with the columns of a batch's prices.csv")
+    stream.add_argument("--replay-file",
+                        help="replay: a ticks CSV with the columns of a batch's price shards (prices/part-NNNNN.csv)")
     stream.add_argument("--market", choices=MARKETS, default="planted-signal",
                         help="sim: market model (default planted-signal)")
     stream.add_argument("--seed", type=int, default=0, help="sim: random seed (default 0)")
@@ -130,7 +131,8 @@ def run_stream(args: argparse.Namespace) -> int:
     if not args.mongo_uri:
         raise UserError("no MongoDB: pass --mongo-uri URI or set MONGODB_URI")
     if args.source == "replay" and not args.replay_file:
-        raise UserError("--source replay needs --replay-file FILE (a ticks CSV with the prices.csv columns)")
+        raise UserError("--source replay needs --replay-file FILE (a ticks CSV with the columns of a batch's price "
+                        "shards)")
     epics = parse_epics(args.epic or [args.default_epic])
     if len(epics) > 1 and args.source == "replay":
         raise UserError(f"--source replay follows one epic, not {len(epics)}: run one streamer per replayed epic")

@@ -120,7 +120,7 @@ class SimulatedSource:
 
 
 class ReplaySource:
-    """A ticks CSV with the batch contract's price columns (e.g. a batch's prices.csv), read in chunks.
+    """A ticks CSV with the batch contract's price columns (e.g. a batch's price shard), read in chunks.
 
     Rows of other epics are skipped. Rows of the epic that the batch contract's reader would reject (a malformed
     line or timestamp, a number that is not finite, a price that is not positive, bid above offer, a tick time not
@@ -143,7 +143,7 @@ class ReplaySource:
         missing = [column for column in PRICE_COLUMNS if column not in self._header]
         if missing:
             raise UserError(f"--replay-file {path}: missing columns {', '.join(missing)}; a replay file has the "
-                            f"columns of a batch's prices.csv ({','.join(PRICE_COLUMNS)})")
+                            f"columns of a batch's price shards ({','.join(PRICE_COLUMNS)})")
         self.rows = self.bad = 0  # rows of the epic and lines with the wrong number of fields; bad ones among them
         self.epic_rows = 0  # well-formed rows of the epic
         self._problems: list[str] = []  # the first few, "line N: problem"
