@@ -11,9 +11,9 @@ A batch is what the streamer writes to S3 and the Preprocess step reads:
     batches/<epic>/<batch_id>/batch.manifest          written LAST, ManifestFile: transactions.csv, batch.json
 
 Shard k holds the ticks its trades' features need and no more: trades k·SHARD_TRADES … (k+1)·SHARD_TRADES − 1
-(open order), ticks from the last one at or before its first trade's open minus the look-back, up to and
-including the next shard's first open (the last shard: up to the last tick). Its own ticks (for rebuilding the
-whole series) start at its first trade's open (shard 0: at the first tick) and end before the next shard's.
+(open order), ticks from the last one at or before its first trade's open minus the look-back up to the next
+shard's first open (the last shard: up to the last tick). Its own ticks (for rebuilding the whole series) start
+at its first trade's open (shard 0: at the first tick) and end where the next shard's start.
 So a Processing job can spread the shards over its instances (`ShardedByS3Key` on the prices manifest) while
 every instance reads the whole, small, trade table, and each instance holds one shard's ticks at a time.
 The prices manifest's key is the batch manifest's plus `.prices`, so a pipeline started with the one can name
@@ -127,7 +127,7 @@ def shard_file(number: int) -> str:
 class Shard:
     """One price shard, as row ranges of the whole tick series and of the trades (both end-exclusive)."""
 
-    file: str  # under PRICES_DIR/
+    file: str  # its path in the batch: prices/part-NNNNN.csv
     trades: tuple[int, int]
     ticks: tuple[int, int]  # the rows in its file
     own_from: int  # its own ticks start here (the previous shard's end there)
