@@ -101,6 +101,7 @@ CHUNK_ROWS = 16  # rows per step: small temporaries stay in the CPU cache and in
 WRITE_BUFFER_BYTES = 1 << 20  # writes of 1 MB: less kernel time per byte than 64 KB ones, fewer page faults than 8 MB
 MIN_ROWS_PER_WORKER = 1_000  # below this a second process costs more than it saves (at 3k trades it already gains)
 PROGRESS_SECONDS = 5.0
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent ends
 
 
 # ---------------------------------------------------------------- ticks and features
@@ -418,18 +419,35 @@ def _run_writer(source: FeatureSource, parts: list[Part], staging: Path, writer:
 
 
 def _forked(work, name: str) -> int:
-    """Fork a process that runs `work()` (it shares this one's arrays) and exits 0 on success; returns its pid."""
+    """Fork a process that runs `work()` (it shares this one's arrays) and exits 0 on success; returns its pid.
+
+    The child is killed when this process ends, so a step stopped by its runner (a time limit, a stop) leaves no
+    worker behind (Linux; livetrain/processes.py does the same for the local stack's own children)."""
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     status = 1
     try:
+        _die_with(parent)
         work()
         status = 0
     except BaseException as exc:
         print(f"preprocess: {name}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     finally:
         os._exit(status)  # never returns into the parent's code
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL for this (forked) process when `parent` ends: prctl(PR_SET_PDEATHSIG) on Linux."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it ended before the request took effect
+        os._exit(1)
 
 
 def _in_processes(shares: list, work, name: str) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from infra.local.services import wait_until
 from processing import batch_contract as bc
 from processing import preprocess as pp
 
@@ -395,6 +396,21 @@ def test_shards_in_forked_workers_write_the_files_of_one_and_a_failing_worker_fa
         pp.preprocess(sharded, tmp_path / "again", min_test_windows=0, workers=3, log=lambda m: None)
     assert "preprocess: shard worker 2: RuntimeError: disk full" in capfd.readouterr().err
     assert not (tmp_path / "again").exists()
+
+
+def test_a_forked_worker_dies_with_the_script_when_the_script_is_killed():
+    """kill -9 of the script (what the engine does at MaxRuntimeInSeconds) ends its forked workers too."""
+    import psutil
+
+    script = ("import sys, time; from processing import preprocess as pp; "
+              "print(pp._forked(lambda: time.sleep(60), 'worker'), flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    worker = psutil.Process(int(parent.stdout.readline()))
+    assert worker.ppid() == parent.pid and worker.is_running()
+    parent.kill()
+    parent.wait(timeout=10)
+    wait_until(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, timeout=10,
+               what="the forked worker to die with the script")
 
 
 def test_a_shard_that_is_not_the_batchs_is_refused(synthetic_output, tmp_path):
