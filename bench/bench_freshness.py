@@ -41,7 +41,7 @@ def main() -> None:
         upload_batch_dir(stack.client("s3"), config.bucket, batch)
 
         def packages():
-            return sagemaker.list_model_packages(ModelPackageGroupName=config.model_package_group)[
+            return sagemaker.list_model_packages(ModelPackageGroupName=stack.model_package_group())[
                 "ModelPackageSummaryList"]
 
         wait_until(lambda: packages() or (stack.executions and stack.executions[0].done()), 600, "the pipeline run")

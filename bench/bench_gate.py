@@ -136,12 +136,13 @@ class Stack:
 
     def run(self, batch_dir: Path) -> dict:
         from pipelines.local.engine import LocalExecution, fetch_definition
-        from pipelines.parameters import resolve_parameters
+        from pipelines.parameters import resolve_parameters, with_batch_epic
         from processing.batch_contract import upload_batch_dir
 
         key = upload_batch_dir(self.s3, BUCKET, batch_dir)
         definition, arn = fetch_definition(self.sagemaker, PIPELINE)
-        execution = LocalExecution(definition, resolve_parameters(definition, {"InputManifestKey": key}),
+        parameters = resolve_parameters(definition, with_batch_epic({"InputManifestKey": key}))
+        execution = LocalExecution(definition, parameters,
                                    s3=self.s3, sagemaker=self.sagemaker, state_dir=self.state,
                                    pipeline_name=PIPELINE, pipeline_arn=arn, progress=lambda line: None)
         return execution.run()

@@ -156,7 +156,7 @@ def create_change_set(cloudformation, stack: str, template_url: str, parameters:
     when there is nothing to change."""
     name = f"livetrain-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"  # two deploys in one second differ
     request = {"StackName": stack, "ChangeSetName": name, "TemplateURL": template_url,
-               "Parameters": parameters, "Capabilities": ["CAPABILITY_IAM"],
+               "Parameters": parameters, "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
                "ChangeSetType": "CREATE" if creating else "UPDATE", "Description": "livetrain infra deploy"}
     if role_arn:
         request["RoleARN"] = role_arn

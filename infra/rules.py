@@ -3,10 +3,11 @@
 The local stack applies the very same event patterns and pipeline parameter mapping as AWS does, by
 reading them here rather than retyping them:
 
-- `manifest_rule_pattern(bucket)`: S3 "Object Created" in the bucket, key `batches/*.manifest`;
-- `approval_rule_pattern(group)`: "SageMaker Model Package State Change" for the group, Approved;
-- `pipeline_parameter_mapping()`: pipeline parameter -> JSON path into the event (the whole value is
-  the path, as EventBridge's dynamic target parameters require);
+- `manifest_rule_pattern(bucket, epic)`: S3 "Object Created" in the bucket, key `batches/<epic>/*.manifest` (the
+  template has one such rule per epic, `Fn::ForEach` over its Epics; `epic="*"` gives the pattern of them all);
+- `approval_rule_pattern(group)`: "SageMaker Model Package State Change" for the epics' groups `<group>-…`, Approved;
+- `pipeline_parameter_mapping(epic)`: pipeline parameter -> what the epic's rule passes: a JSON path into the event
+  (EventBridge's dynamic target parameters: the whole value is the path), or a constant (the epic);
 - `live_lift_alarm(endpoint)`: the live-lift alarm's PutMetricAlarm arguments;
 - `alarm_rule_pattern(alarm_name)`: that alarm's "CloudWatch Alarm State Change" to ALARM.
 """
@@ -17,7 +18,7 @@ import copy
 import functools
 import re
 
-MANIFEST_RULE = "ManifestRule"
+MANIFEST_RULES = "Fn::ForEach::ManifestRules"  # one rule per epic
 APPROVAL_RULE = "ApprovalRule"
 ALARM_RULE = "LiveLiftAlarmRule"
 LIVE_LIFT_ALARM = "LiveLiftAlarm"
@@ -54,9 +55,17 @@ def _pattern(rule: str, refs: dict[str, str]) -> dict:
     return _resolve(copy.deepcopy(_resources()[rule]["Properties"]["EventPattern"]), refs)
 
 
-def manifest_rule_pattern(bucket: str) -> dict:
-    """The event pattern that starts the pipeline: a batch manifest created in `bucket`."""
-    return _pattern(MANIFEST_RULE, {"DataBucket": bucket})
+def _epic_rule() -> tuple[str, dict]:
+    """(the loop's identifier, the properties of each epic's manifest rule), from the template's Fn::ForEach."""
+    identifier, _, fragment = _resources()[MANIFEST_RULES]
+    ((_, rule),) = fragment.items()
+    return identifier, rule["Properties"]
+
+
+def manifest_rule_pattern(bucket: str, epic: str = "*") -> dict:
+    """The event pattern that starts the pipeline on the epic's batches: a batch manifest created in `bucket`."""
+    identifier, properties = _epic_rule()
+    return _resolve(copy.deepcopy(properties["EventPattern"]), {"DataBucket": bucket, identifier: epic})
 
 
 def approval_rule_pattern(group: str) -> dict:
@@ -64,11 +73,13 @@ def approval_rule_pattern(group: str) -> dict:
     return _pattern(APPROVAL_RULE, {"ModelPackageGroupName": group})
 
 
-def pipeline_parameter_mapping() -> dict[str, str]:
-    """Pipeline parameter name -> JSON path into the event, as the manifest rule's pipeline target declares."""
-    (target,) = [t for t in _resources()[MANIFEST_RULE]["Properties"]["Targets"] if "SageMakerPipelineParameters" in t]
-    parameters = target["SageMakerPipelineParameters"]["PipelineParameterList"]
-    return {parameter["Name"]: parameter["Value"] for parameter in parameters}
+def pipeline_parameter_mapping(epic: str) -> dict[str, str]:
+    """Pipeline parameter name -> JSON path into the event, or constant, as the epic's rule's pipeline target
+    declares."""
+    identifier, properties = _epic_rule()
+    (target,) = [t for t in properties["Targets"] if "SageMakerPipelineParameters" in t]
+    return {parameter["Name"]: _resolve(parameter["Value"], {identifier: epic})
+            for parameter in target["SageMakerPipelineParameters"]["PipelineParameterList"]}
 
 
 def live_lift_alarm(endpoint: str) -> dict:

@@ -1,16 +1,18 @@
-"""Deploy an approved model package to the endpoint: the Lambda behind the "package approved" rule.
+"""Deploy an approved model package to its epic's endpoint: the Lambda behind the "package approved" rule.
 
 boto3 only (the Lambda runtime's). `handler` reads its configuration from the environment the template sets
 (ENDPOINT_NAME, MODEL_PACKAGE_GROUP, EXECUTION_ROLE_ARN, ALARM_NAMES, INSTANCE_TYPE, DATA_CAPTURE_URI, ...);
-`deploy` is the
-whole behaviour, with the SageMaker client passed in.
+`deploy` is the whole behaviour, with the SageMaker client passed in.
 
-For an Approved package of the group: a model named `<endpoint>-v<version>` from the package, an endpoint
-config of the same name, then the endpoint is created, or updated blue/green with automatic rollback on the
-alarms. With DATA_CAPTURE_URI the endpoint config captures every request and response there (SageMaker's data
-capture: JSON Lines under <uri>/<endpoint>/<variant>/yyyy/mm/dd/hh/), for the live-quality monitor to merge
-with ground truth. It then waits, within a bounded time, for InService and reports; past that time SageMaker
-carries on and the report says so. Idempotent: a package already in service or being deployed is a logged
+One endpoint per epic: a package of an epic's group `<MODEL_PACKAGE_GROUP>-<epic slug>` (where the pipeline
+registers, lambdas/epics.py) goes to the epic's endpoint `<ENDPOINT_NAME>-<epic slug>`, watched by the epic's alarms
+(each of ALARM_NAMES named `<ENDPOINT_NAME>-…` becomes `<ENDPOINT_NAME>-<epic slug>-…`); a package of the group
+MODEL_PACKAGE_GROUP itself goes to ENDPOINT_NAME. For an Approved package: a model named `<endpoint>-v<version>`
+from the package, an endpoint config of the same name, then the endpoint is created, or updated blue/green with
+automatic rollback on the alarms. With DATA_CAPTURE_URI the endpoint config captures every request and response
+there (SageMaker's data capture: JSON Lines under <uri>/<endpoint>/<variant>/yyyy/mm/dd/hh/), for the live-quality
+monitor to merge with ground truth. It then waits, within a bounded time, for InService and reports; past that time
+SageMaker carries on and the report says so. Idempotent: a package already in service or being deployed is a logged
 no-op, and an existing model or config of that name is reused; so are events for other groups or other statuses.
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from botocore.exceptions import ClientError
 
@@ -145,14 +147,30 @@ def _wait(sagemaker, config: DeployConfig, wait_seconds: float) -> dict:
         time.sleep(min(config.poll_seconds, remaining))
 
 
+def for_group(config: DeployConfig, group: str | None) -> DeployConfig | None:
+    """The configuration for a package of `group`: the configured group → the configured endpoint; an epic's group
+    `<group>-<slug>` → the epic's endpoint `<endpoint>-<slug>` and alarms; None for any other group."""
+    if group == config.model_package_group:
+        return config
+    prefix = f"{config.model_package_group}-"
+    if not group or not group.startswith(prefix):
+        return None
+    endpoint = f"{config.endpoint_name}-{group[len(prefix):]}"
+    alarms = tuple(endpoint + name[len(config.endpoint_name):] if name.startswith(f"{config.endpoint_name}-") else name
+                   for name in config.alarm_names)
+    return replace(config, model_package_group=group, endpoint_name=endpoint, alarm_names=alarms)
+
+
 def deploy(event: dict, sagemaker, config: DeployConfig, wait_seconds: float | None = None) -> dict:
-    """Deploy the package an Approved event names; returns a report (action, endpoint, config, status)."""
+    """Deploy the package an Approved event names to its epic's endpoint (for_group); returns a report (action,
+    endpoint, config, status)."""
     detail = event.get("detail") or {}
     group, status = detail.get("ModelPackageGroupName"), detail.get("ModelApprovalStatus")
     if event.get("detail-type") != DETAIL_TYPE:
         return _skipped(f"not a {DETAIL_TYPE} event: {event.get('detail-type')!r}")
-    if group != config.model_package_group:
-        return _skipped(f"package of group {group!r}, not {config.model_package_group!r}")
+    if for_group(config, group) is None:
+        return _skipped(f"package of group {group!r}, not {config.model_package_group!r} or an epic's group of it")
+    config = for_group(config, group)
     if status != "Approved":
         return _skipped(f"package {detail.get('ModelPackageArn')} is {status}, not Approved")
 

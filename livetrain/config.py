@@ -49,6 +49,8 @@ class Config:
     # wall-clock second of the traffic the endpoint sees (a simulator's --speed): its windows are wall-clock
     monitor_every_s: float = 0.0
     market_speed: float = 1.0
+    # the local stack: pipeline executions running at once (SageMaker limits them per account); the rest wait
+    max_concurrent_executions: int = 2
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Config:

@@ -7,7 +7,7 @@ Standard library only: the CLI imports this without the SageMaker SDK.
 
 from __future__ import annotations
 
-PARAMETER_NAMES = ("InputBucket", "InputManifestKey", "ProcessingInstanceType", "ProcessingInstanceCount",
+PARAMETER_NAMES = ("InputBucket", "InputManifestKey", "Epic", "ProcessingInstanceType", "ProcessingInstanceCount",
                    "TrainingInstanceType", "TrainingInstanceCount",
                    "TargetRecall", "MinTestWindows", "MinPrecision", "MinLift", "MaxShortfallVsBaseline",
                    "MaxShortfallVsChampion", "ModelApprovalStatus")
@@ -53,3 +53,12 @@ def function_arn(region: str, role_arn: str, pipeline_name: str, suffix: str) ->
 def champion_function_arn(region: str, role_arn: str, pipeline_name: str) -> str:
     """The FindChampion Lambda's ARN."""
     return function_arn(region, role_arn, pipeline_name, CHAMPION_FUNCTION_SUFFIX)
+
+
+def manifest_epic(key: str) -> str | None:
+    """The epic of a batch manifest's key, `batches/<epic>/…` (the batch contract's layout; the epic's rule matches
+    that prefix), or None for a key outside it."""
+    from processing.batch_contract import BATCHES_PREFIX
+
+    parts = key.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == BATCHES_PREFIX and parts[1] else None

@@ -157,6 +157,7 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
 
     input_bucket = ParameterString("InputBucket", default_value=bucket)
     input_manifest_key = ParameterString("InputManifestKey")  # no default: each run names its batch
+    epic = ParameterString("Epic", default_value=Config.epic)  # the batch's instrument: its group and endpoint
     processing_instance_type = ParameterString("ProcessingInstanceType", default_value=INSTANCE_TYPE)
     processing_instance_count = ParameterInteger("ProcessingInstanceCount", default_value=1)  # Preprocess's
     training_instance_type = ParameterString("TrainingInstanceType", default_value=INSTANCE_TYPE)
@@ -288,13 +289,16 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
     # 6. FindChampion and TransformChampion: the model in service scores the same test slice.
     find_champion = LambdaStep(
         name="FindChampion", display_name="Find champion",
-        description="The latest Approved package of the group (the model in service), as a SageMaker model; the "
-                    "challenger's own model when the group has none (lambdas/find_champion.py).",
+        description="The epic's model package group (created if new) and its latest Approved package (the model "
+                    "in service), as a SageMaker model; the challenger's own model when the group has none "
+                    "(lambdas/find_champion.py).",
         lambda_func=Lambda(function_arn=champion_function_arn(region, role_arn, pipeline_name),
                            session=session),
-        inputs={"ModelPackageGroupName": model_package_group, "ChallengerModelName": create_model.properties.ModelName,
+        inputs={"ModelPackageGroupPrefix": model_package_group, "Epic": epic,
+                "ChallengerModelName": create_model.properties.ModelName,
                 "ExecutionRoleArn": role_arn, "ModelNamePrefix": f"{pipeline_name}-champion"},
-        outputs=[LambdaOutput(output_name="ChampionPackageArn"), LambdaOutput(output_name="ChampionModelName")])
+        outputs=[LambdaOutput(output_name=name)
+                 for name in ("ModelPackageGroupName", "ChampionPackageArn", "ChampionModelName")])
     champion = find_champion.properties.Outputs
     transform_champion = score_test_slice("TransformChampion", "Score test slice with champion",
                                           "Batch Transform of the test slice with the model in service.",
@@ -332,14 +336,15 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
     def report(path: str) -> JsonGet:
         return JsonGet(step_name=evaluate.name, property_file=evaluation_report, json_path=path)
 
-    # 8. RegisterBestModel: into the model package group, with evaluation.json as its metrics.
+    # 8. RegisterBestModel: into the epic's model package group (FindChampion's), with evaluation.json as its metrics.
     evaluation_uri = Join(on="/", values=[
         evaluate.properties.ProcessingOutputConfig.Outputs["evaluation"].S3Output.S3Uri, EVALUATION_FILE])
     register = ModelStep(
         name="RegisterBestModel", display_name="Register best model",
-        description="A model package version in the group, with evaluation.json as its model quality metrics.",
+        description="A model package version in the epic's group, with evaluation.json as its model quality "
+                    "metrics.",
         step_args=best_model.register(
-            model_package_group_name=model_package_group, approval_status=model_approval_status,
+            model_package_group_name=champion["ModelPackageGroupName"], approval_status=model_approval_status,
             content_types=["text/csv", "application/json"],
             response_types=["application/json", "application/jsonlines"],
             inference_instances=["ml.t2.medium", INSTANCE_TYPE], transform_instances=[INSTANCE_TYPE],
@@ -389,7 +394,7 @@ def get_pipeline(region: str, role_arn: str, bucket: str, pipeline_name: str, mo
 
     return Pipeline(
         name=pipeline_name, sagemaker_session=session,
-        parameters=[input_bucket, input_manifest_key, processing_instance_type, processing_instance_count,
+        parameters=[input_bucket, input_manifest_key, epic, processing_instance_type, processing_instance_count,
                     training_instance_type, training_instance_count, target_recall, min_test_windows, min_precision,
                     min_lift, max_shortfall_vs_baseline, max_shortfall_vs_champion, model_approval_status],
         steps=[preprocess, tune, fit_baseline, create_model, transform, find_champion, transform_champion, evaluate,

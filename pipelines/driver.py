@@ -22,7 +22,7 @@ from livetrain.errors import UserError
 from livetrain.files import write_text_atomically
 from pipelines.code import PROCESSING_DIR, code_bundles
 from pipelines.contract import PLACEHOLDER_ROLE_ARN, monitor_pipeline_name
-from pipelines.parameters import resolve_parameters
+from pipelines.parameters import resolve_parameters, with_batch_epic
 
 FINISHED = ("Succeeded", "Failed", "Stopped")
 PIPELINE_DESCRIPTION = ("livetrain: one batch of paper trades -> features -> tuned Linear Learner -> "
@@ -155,8 +155,10 @@ def _pipeline_exists(sagemaker, name: str) -> bool:
 
 
 def start_execution(sagemaker, s3, pipeline_name: str, parameters: dict[str, str]) -> str:
-    """Start an execution with these parameters; its ARN. First checks them against the types the pipeline's
-    definition declares, and that the batch's manifest (InputBucket, InputManifestKey) exists in S3."""
+    """Start an execution with these parameters, Epic taken from the batch's key unless given (with_batch_epic); its
+    ARN. First checks them against the types the pipeline's definition declares, and that the batch's manifest
+    (InputBucket, InputManifestKey) exists in S3."""
+    parameters = with_batch_epic(parameters)
     _, definition = describe_pipeline(sagemaker, pipeline_name)
     resolve_parameters(definition, parameters)
     _check_manifest(s3, parameters["InputBucket"], parameters["InputManifestKey"])

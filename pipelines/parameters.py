@@ -51,3 +51,16 @@ def _convert(name: str, kind: str, text: str):
         raise UserError(f"parameter {name} is {kind}; {text!r} is not a valid {kind.lower()}") from None
     except KeyError:
         raise UserError(f"parameter {name} has type {kind!r}, which livetrain does not know") from None
+
+
+def with_batch_epic(overrides: dict[str, str]) -> dict[str, str]:
+    """The overrides with Epic set to the epic of the batch InputManifestKey names (`batches/<epic>/…`), as the
+    epic's EventBridge rule sets it; UserError when an Epic given differs from the batch's."""
+    from pipelines.contract import manifest_epic
+
+    epic = manifest_epic(overrides.get("InputManifestKey", ""))
+    given = overrides.get("Epic")
+    if epic and given and given != epic:
+        raise UserError(f"Epic={given} but the batch {overrides['InputManifestKey']} is of epic {epic}: "
+                        f"leave Epic out (it is taken from the batch) or pass Epic={epic}")
+    return {**overrides, "Epic": given or epic} if given or epic else overrides

@@ -15,15 +15,19 @@ from pathlib import Path
 import pytest
 from botocore.stub import Stubber
 
-from infra.local.dispatcher import json_path
-from infra.rules import approval_rule_pattern, manifest_rule_pattern, pipeline_parameter_mapping
+from infra.local.dispatcher import rule_parameters
+from infra.rules import approval_rule_pattern, manifest_rule_pattern
 from lambdas.deploy_on_approval import DeployConfig, deploy, deployment_config, handler
 from processing.batch_contract import MANIFEST_FILE, PRICES_MANIFEST_SUFFIX, batch_key_prefix
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
-GROUP, ENDPOINT = "livetrain-models", "livetrain"
+# The configured names are prefixes: the pipeline registers an epic's models into its own group, and the deploy
+# Lambda serves them from the epic's own endpoint.
+GROUP, ENDPOINT = "livetrain-models-CS-D-BITCOIN-CFD-IP", "livetrain-CS-D-BITCOIN-CFD-IP"
+V1, V2 = f"{ENDPOINT}-v1", f"{ENDPOINT}-v2"
+ENDPOINT_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT.lower()}"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/endpoint-model-role"
-CONFIG = DeployConfig(endpoint_name=ENDPOINT, model_package_group=GROUP, execution_role_arn=ROLE,
+CONFIG = DeployConfig(endpoint_name="livetrain", model_package_group="livetrain-models", execution_role_arn=ROLE,
                       alarm_names=("livetrain-invocation-5xx", "livetrain-model-latency"), bake_seconds=120,
                       wait_seconds=5, poll_seconds=1)
 
@@ -46,13 +50,13 @@ def tap(aws, name: str, pattern: dict) -> str:
     return url
 
 
-def test_the_manifest_rule_matches_a_batch_manifest_only(aws):
+def test_an_epics_manifest_rule_matches_a_batch_manifest_of_the_epic_only(aws):
     s3, sqs = aws.client("s3"), aws.client("sqs")
     for bucket in ("livetrain-data", "elsewhere"):
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_notification_configuration(Bucket=bucket,
                                                  NotificationConfiguration={"EventBridgeConfiguration": {}})
-    manifest_rule = tap(aws, "manifest", manifest_rule_pattern("livetrain-data"))
+    manifest_rule = tap(aws, "manifest", manifest_rule_pattern("livetrain-data", "CS.D.BITCOIN.CFD.IP"))
     # Why one wildcard matcher: matchers listed in one array are OR-ed, so prefix and suffix side by side
     # would also match these other keys.
     either_rule = tap(aws, "prefix-or-suffix", {"source": ["aws.s3"], "detail-type": ["Object Created"],
@@ -62,15 +66,16 @@ def test_the_manifest_rule_matches_a_batch_manifest_only(aws):
     manifest = batch + MANIFEST_FILE
     for bucket, key in (("livetrain-data", batch + MANIFEST_FILE + PRICES_MANIFEST_SUFFIX),  # the shards' manifest
                         ("livetrain-data", "exports/b1/batch.manifest"), ("elsewhere", manifest),
+                        ("livetrain-data", batch_key_prefix("CS.D.ETHUSD.CFD.IP", "b1") + MANIFEST_FILE),  # its rule's
                         ("livetrain-data", manifest)):
         s3.put_object(Bucket=bucket, Key=key, Body=b"[]")
 
     (event,) = drain(sqs, manifest_rule)
 
     assert (event["detail-type"], event["detail"]["object"]["key"]) == ("Object Created", manifest)
-    assert {name: json_path(event, path) for name, path in pipeline_parameter_mapping().items()} == {
-        "InputBucket": "livetrain-data", "InputManifestKey": manifest}
-    assert len(drain(sqs, either_rule)) == 4
+    assert rule_parameters(event) == {"InputBucket": "livetrain-data", "InputManifestKey": manifest,
+                                      "Epic": "CS.D.BITCOIN.CFD.IP"}
+    assert len(drain(sqs, either_rule)) == 5
 
 
 @pytest.fixture
@@ -78,7 +83,7 @@ def bus(aws):
     """moto's default bus with two SQS-tapped rules (every package state change, and the template's approval
     rule); the local stack's moto puts package state changes on it, as SageMaker does on AWS (moto_gaps.py)."""
     queues = {"all-packages": tap(aws, "all-packages", {"source": ["aws.sagemaker"]}),
-              "approval": tap(aws, "approval", approval_rule_pattern(GROUP))}
+              "approval": tap(aws, "approval", approval_rule_pattern(CONFIG.model_package_group))}
     return aws.client("sqs"), queues
 
 
@@ -120,19 +125,19 @@ def test_approved_package_creates_the_endpoint_and_a_replay_is_a_no_op(sagemaker
 
     assert report["action"] == "created" and report["status"] == "InService"
     endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
-    assert endpoint["EndpointConfigName"] == "livetrain-v1"
-    model = sagemaker.describe_model(ModelName="livetrain-v1")
+    assert endpoint["EndpointConfigName"] == V1
+    model = sagemaker.describe_model(ModelName=V1)
     assert model["PrimaryContainer"]["ModelPackageName"] == event["detail"]["ModelPackageArn"]
     assert model["ExecutionRoleArn"] == ROLE
-    config = sagemaker.describe_endpoint_config(EndpointConfigName="livetrain-v1")
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=V1)
     variant = config["ProductionVariants"][0]
-    assert (variant["ModelName"], variant["InstanceType"]) == ("livetrain-v1", "ml.m5.large")
+    assert (variant["ModelName"], variant["InstanceType"]) == (V1, "ml.m5.large")
     assert not config.get("DataCaptureConfig")  # no DATA_CAPTURE_URI, no capture (moto answers {})
 
     replay = deploy(event, sagemaker, CONFIG)
 
     assert replay["action"] == "skipped" and "already in service" in replay["reason"]
-    assert names(sagemaker) == (["livetrain-v1"], ["livetrain-v1"])
+    assert names(sagemaker) == ([V1], [V1])
 
 
 def test_other_group_is_a_no_op(sagemaker, bus):
@@ -168,14 +173,14 @@ def test_every_approval_change_is_an_event_in_order_so_the_endpoint_ends_on_the_
     v2 = register(sagemaker, bus)["detail"]["ModelPackageArn"]
     for event in drain(sqs, queues["approval"]):
         deploy(event, sagemaker, CONFIG)
-    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == "livetrain-v2"
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == V2
 
     for status in ("Rejected", "Approved"):
         sagemaker.update_model_package(ModelPackageArn=v1, ModelApprovalStatus=status)
     assert [e["detail"]["ModelApprovalStatus"] for e in drain(sqs, queues["all-packages"])] == ["Rejected", "Approved"]
     for event in drain(sqs, queues["approval"]):
         deploy(event, sagemaker, CONFIG)
-    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == "livetrain-v1"
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == V1
     assert v2 != v1
 
 
@@ -202,8 +207,8 @@ class UpdateEndpointStubbed:
 
 
 EXPECTED_UPDATE = {
-    "EndpointName": "livetrain",
-    "EndpointConfigName": "livetrain-v2",
+    "EndpointName": ENDPOINT,
+    "EndpointConfigName": V2,
     "DeploymentConfig": {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 120},
@@ -211,7 +216,7 @@ EXPECTED_UPDATE = {
             "MaximumExecutionTimeoutInSeconds": 1920,
         },
         "AutoRollbackConfiguration": {
-            "Alarms": [{"AlarmName": "livetrain-invocation-5xx"}, {"AlarmName": "livetrain-model-latency"}]},
+            "Alarms": [{"AlarmName": f"{ENDPOINT}-invocation-5xx"}, {"AlarmName": f"{ENDPOINT}-model-latency"}]},
     },
 }
 
@@ -220,26 +225,24 @@ def test_a_newer_package_updates_the_endpoint_blue_green_once(sagemaker, bus, aw
     deploy(register(sagemaker, bus), sagemaker, CONFIG)
     second = register(sagemaker, bus)
     client = UpdateEndpointStubbed(sagemaker, aws, completes=True)
-    client.stubber.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:"
-                                                                   "endpoint/livetrain"}, EXPECTED_UPDATE)
+    client.stubber.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN}, EXPECTED_UPDATE)
 
     report = deploy(second, client, CONFIG)
 
     client.stubber.assert_no_pending_responses()
-    assert (report["action"], report["status"], report["endpoint_config"]) == ("updated", "InService", "livetrain-v2")
-    assert names(sagemaker) == (["livetrain-v1", "livetrain-v2"], ["livetrain-v1", "livetrain-v2"])
+    assert (report["action"], report["status"], report["endpoint_config"]) == ("updated", "InService", V2)
+    assert names(sagemaker) == ([V1, V2], [V1, V2])
 
     replay = deploy(second, client, CONFIG)  # the Stubber has no second response: another update would raise
 
     assert replay["action"] == "skipped"
-    assert names(sagemaker) == (["livetrain-v1", "livetrain-v2"], ["livetrain-v1", "livetrain-v2"])
+    assert names(sagemaker) == ([V1, V2], [V1, V2])
 
 
 def test_an_update_that_ends_on_the_old_config_is_reported_rolled_back(sagemaker, bus, aws):
     deploy(register(sagemaker, bus), sagemaker, CONFIG)
     client = UpdateEndpointStubbed(sagemaker, aws, completes=False)
-    client.stubber.add_response("update_endpoint", {"EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:"
-                                                                   "endpoint/livetrain"}, EXPECTED_UPDATE)
+    client.stubber.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN}, EXPECTED_UPDATE)
 
     report = deploy(register(sagemaker, bus), client, CONFIG)
 
@@ -249,15 +252,16 @@ def test_an_update_that_ends_on_the_old_config_is_reported_rolled_back(sagemaker
 def test_handler_reads_its_configuration_from_the_environment(sagemaker, bus, aws, monkeypatch):
     event = register(sagemaker, bus)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
-    for name, value in {"ENDPOINT_NAME": "from-env", "MODEL_PACKAGE_GROUP": GROUP, "EXECUTION_ROLE_ARN": ROLE,
+    for name, value in {"ENDPOINT_NAME": "from-env", "MODEL_PACKAGE_GROUP": "livetrain-models",
+                        "EXECUTION_ROLE_ARN": ROLE,
                         "ALARM_NAMES": "a,b", "INSTANCE_TYPE": "ml.c5.xlarge", "WAIT_SECONDS": "5",
                         "DATA_CAPTURE_URI": "s3://livetrain-data/livetrain/datacapture"}.items():
         monkeypatch.setenv(name, value)
 
     report = handler(event, None)
 
-    assert report["action"] == "created" and report["endpoint_config"] == "from-env-v1"
-    config = sagemaker.describe_endpoint_config(EndpointConfigName="from-env-v1")
+    assert report["action"] == "created" and report["endpoint_config"] == "from-env-CS-D-BITCOIN-CFD-IP-v1"
+    config = sagemaker.describe_endpoint_config(EndpointConfigName="from-env-CS-D-BITCOIN-CFD-IP-v1")
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.c5.xlarge"
     capture = config["DataCaptureConfig"]
     assert capture["DestinationS3Uri"] == "s3://livetrain-data/livetrain/datacapture"

@@ -24,9 +24,18 @@ def as_list(value) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def resources(template: dict):
+    """(logical id, resource) for every resource, those an Fn::ForEach makes as its fragment declares them."""
+    for name, resource in template["Resources"].items():
+        if name.startswith("Fn::ForEach::"):
+            yield from resource[2].items()
+        else:
+            yield name, resource
+
+
 def policy_documents(template: dict):
     """(where, document) for every IAM policy in the template: identity, trust and resource policies."""
-    for name, resource in template["Resources"].items():
+    for name, resource in resources(template):
         properties = resource.get("Properties", {})
         for key in ("PolicyDocument", "AssumeRolePolicyDocument"):
             if key in properties:
@@ -83,7 +92,7 @@ def test_unscopable_actions_pass_and_deny_statements_may_be_broad():
 
 
 def test_every_checkov_skip_gives_its_reason_in_the_template():
-    skips = [(name, skip) for name, resource in load_template()["Resources"].items()
+    skips = [(name, skip) for name, resource in resources(load_template())
              for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])]
 
     assert skips, "the template documents its checkov skips"
@@ -98,11 +107,30 @@ def test_the_streamer_runs_in_private_subnets_without_a_public_ip():
 
 
 def test_the_rules_come_from_the_template():
-    assert manifest_rule_pattern("b")["detail"] == {"bucket": {"name": ["b"]},
-                                                    "object": {"key": [{"wildcard": "batches/*.manifest"}]}}
-    assert approval_rule_pattern("g")["detail"] == {"ModelPackageGroupName": ["g"], "ModelApprovalStatus": ["Approved"]}
-    assert pipeline_parameter_mapping() == {"InputBucket": "$.detail.bucket.name",
-                                            "InputManifestKey": "$.detail.object.key"}
+    assert manifest_rule_pattern("b", "CS.D.X.IP")["detail"] == {
+        "bucket": {"name": ["b"]}, "object": {"key": [{"wildcard": "batches/CS.D.X.IP/*.manifest"}]}}
+    assert approval_rule_pattern("g")["detail"] == {"ModelPackageGroupName": [{"prefix": "g-"}],
+                                                    "ModelApprovalStatus": ["Approved"]}
+    assert pipeline_parameter_mapping("CS.D.X.IP") == {"InputBucket": "$.detail.bucket.name",
+                                                       "InputManifestKey": "$.detail.object.key",
+                                                       "Epic": "CS.D.X.IP"}  # a constant: no JSON path
+
+
+def test_one_manifest_rule_per_epic_of_the_epics_parameter():
+    template = load_template()
+    identifier, collection, fragment = template["Resources"]["Fn::ForEach::ManifestRules"]
+
+    assert template["Transform"] == "AWS::LanguageExtensions"
+    assert collection == {"Ref": "Epics"} and template["Parameters"]["Epics"]["Type"] == "CommaDelimitedList"
+    assert template["Parameters"]["Epics"]["Default"] == Config.epic
+    ((logical_id, rule),) = fragment.items()
+    assert logical_id == f"ManifestRule&{{{identifier}}}"  # &{}: the epic's dots left out of the logical id
+    # named after the epic, so that the dead-letter queue's policy can allow them all by one ARN pattern
+    assert rule["Properties"]["Name"] == {"Fn::Sub": f"${{PipelineName}}-batch-landed-${{{identifier}}}"}
+    statement = next(s for s in template["Resources"]["EventsDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]
+                     ["Statement"] if s.get("Sid") == "AllowUndeliveredEventsFromTheBatchRules")
+    source = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(":rule/${PipelineName}-batch-landed-*")
 
 
 def test_the_template_agrees_with_the_batch_contract_and_the_pipeline():
@@ -110,9 +138,9 @@ def test_the_template_agrees_with_the_batch_contract_and_the_pipeline():
     manifest_suffix = MANIFEST_FILE[MANIFEST_FILE.rindex("."):]
 
     assert template["Mappings"]["Constants"]["Prefixes"]["Batches"] == BATCHES_PREFIX
-    key_matchers = manifest_rule_pattern("b")["detail"]["object"]["key"]
-    assert key_matchers == [{"wildcard": f"{BATCHES_PREFIX}/*{manifest_suffix}"}]
-    assert set(pipeline_parameter_mapping()) <= set(PARAMETER_NAMES)
+    key_matchers = manifest_rule_pattern("b", "E")["detail"]["object"]["key"]
+    assert key_matchers == [{"wildcard": f"{BATCHES_PREFIX}/E/*{manifest_suffix}"}]
+    assert set(pipeline_parameter_mapping("E")) <= set(PARAMETER_NAMES)
 
 
 def test_infra_template_prints_the_template(run_cli):

@@ -54,7 +54,7 @@ def queue_is_empty(stack, name: str) -> bool:
 def test_the_local_rules_are_the_templates(stack):
     events = stack.client("events")
     rules = {rule["Name"]: json.loads(rule["EventPattern"]) for rule in events.list_rules()["Rules"]}
-    alarm = live_lift_alarm(CONFIG.endpoint_name)
+    alarm = live_lift_alarm(stack.endpoint_name())
     assert rules == {f"{CONFIG.pipeline_name}-batch-landed": manifest_rule_pattern(CONFIG.bucket),
                      f"{CONFIG.pipeline_name}-package-approved": approval_rule_pattern(CONFIG.model_package_group),
                      f"{CONFIG.pipeline_name}-live-lift-alarm": alarm_rule_pattern(alarm["AlarmName"])}
@@ -65,7 +65,7 @@ def test_the_local_rules_are_the_templates(stack):
     wait_until(lambda: stack.alarm_actions, 30, "the live-lift alarm's action")
     [report] = stack.alarm_actions
     assert report["retrain"]["request"].startswith(f"{CONFIG.pipeline_name}/export-requests/")
-    assert report["rollback"] == {"action": "skipped", "reason": f"endpoint {CONFIG.endpoint_name} does not exist"}
+    assert report["rollback"] == {"action": "skipped", "reason": f"endpoint {stack.endpoint_name()} does not exist"}
 
 
 def test_the_same_event_twice_starts_one_run(stack):
@@ -143,7 +143,7 @@ def register_another_model_of_the_tuning_job(stack, execution_arn: str, register
     artefacts = {job["ModelArtifacts"]["S3ModelArtifacts"] for job in jobs if job["TrainingJobStatus"] == "Completed"}
     artefacts -= {container["ModelDataUrl"]}
     spec = {**registered["InferenceSpecification"], "Containers": [{**container, "ModelDataUrl": min(artefacts)}]}
-    return sagemaker.create_model_package(ModelPackageGroupName=CONFIG.model_package_group,
+    return sagemaker.create_model_package(ModelPackageGroupName=stack.model_package_group(),
                                           InferenceSpecification=spec,
                                           ModelApprovalStatus="PendingManualApproval")["ModelPackageArn"]
 
@@ -183,13 +183,13 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     with pytest.raises(urllib.error.HTTPError, match="404"):
         urllib.request.urlopen(f"{run_page}/steps/NoSuchStep/logs", timeout=30)
     assert first["PipelineExecutionStatus"] == "Succeeded", first["FailureReason"]
-    (v1,) = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group)["ModelPackageSummaryList"]
+    (v1,) = sagemaker.list_model_packages(ModelPackageGroupName=stack.model_package_group())["ModelPackageSummaryList"]
     stack.approve(v1["ModelPackageArn"])
-    assert stack.wait_for_endpoint(v1["ModelPackageArn"])["EndpointConfigName"] == f"{CONFIG.endpoint_name}-v1"
+    assert stack.wait_for_endpoint(v1["ModelPackageArn"])["EndpointConfigName"] == f"{stack.endpoint_name()}-v1"
     body = b"\n".join((",".join(["1.5"] * 605)).encode() for _ in range(3))
 
     def scores():
-        response = runtime.invoke_endpoint(EndpointName=CONFIG.endpoint_name, ContentType="text/csv",
+        response = runtime.invoke_endpoint(EndpointName=stack.endpoint_name(), ContentType="text/csv",
                                            Accept="application/json", Body=body)
         return [p["score"] for p in json.loads(response["Body"].read())["predictions"]]
 
@@ -198,14 +198,14 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     # v2: another model of the same tuning job, registered as a pipeline run would (pending approval). A second
     # 10,000-trade run would prove nothing more here: how often a run registers is bench_gate's figure.
     v2 = register_another_model_of_the_tuning_job(stack, first["PipelineExecutionArn"], v1["ModelPackageArn"])
-    packages = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group,
+    packages = sagemaker.list_model_packages(ModelPackageGroupName=stack.model_package_group(),
                                              SortBy="CreationTime", SortOrder="Descending")["ModelPackageSummaryList"]
     assert [(p["ModelPackageArn"], p["ModelApprovalStatus"]) for p in packages] == [
         (v2, "PendingManualApproval"), (v1["ModelPackageArn"], "Approved")]
     wait_until(lambda: queue_is_empty(stack, f"{CONFIG.pipeline_name}-package-approved-tap"), 30,
                "the approval rule's tap to be drained")
-    assert sagemaker.describe_endpoint(EndpointName=CONFIG.endpoint_name)["EndpointConfigName"] == \
-        f"{CONFIG.endpoint_name}-v1"
+    assert sagemaker.describe_endpoint(EndpointName=stack.endpoint_name())["EndpointConfigName"] == \
+        f"{stack.endpoint_name()}-v1"
     assert scores() == served_by_v1
     assert [d["action"] for d in stack.deployments] == ["created"]
 
@@ -219,7 +219,7 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     expect(page.locator("#serving-version")).to_have_text("2", timeout=60_000)
     assert sagemaker.describe_model_package(ModelPackageName=v2)["ApprovalDescription"] == \
         "another model of the same tuning job"
-    assert stack.wait_for_endpoint(v2)["EndpointConfigName"] == f"{CONFIG.endpoint_name}-v2"
+    assert stack.wait_for_endpoint(v2)["EndpointConfigName"] == f"{stack.endpoint_name()}-v2"
     assert [d["action"] for d in stack.deployments] == ["created", "updated"]
     wait_until(lambda: scores() != served_by_v1, 10, "the endpoint server to load the new model")
 
@@ -324,11 +324,12 @@ def test_a_restarted_stack_still_has_the_objects_the_packages_and_the_pipeline(t
         stack.provision()
         s3, sagemaker = stack.client("s3"), stack.client("sagemaker")
         s3.put_object(Bucket=CONFIG.bucket, Key="batches/kept/batch.manifest", Body=b'["kept"]')
+        sagemaker.create_model_package_group(ModelPackageGroupName=stack.model_package_group())  # as a run does
         container = {"Image": "local/linear-learner", "ModelDataUrl": f"s3://{CONFIG.bucket}/models/model.tar.gz"}
         specification = {"Containers": [container], "SupportedContentTypes": ["text/csv"],
                          "SupportedResponseMIMETypes": ["text/csv"]}
         arns = [sagemaker.create_model_package(
-            ModelPackageGroupName=CONFIG.model_package_group, InferenceSpecification=specification,
+            ModelPackageGroupName=stack.model_package_group(), InferenceSpecification=specification,
             ModelApprovalStatus="PendingManualApproval")["ModelPackageArn"] for _ in range(2)]
         stack.approve(arns[0])
         pipeline = sagemaker.describe_pipeline(PipelineName=CONFIG.pipeline_name)
@@ -336,7 +337,7 @@ def test_a_restarted_stack_still_has_the_objects_the_packages_and_the_pipeline(t
     with LocalStack(CONFIG, tmp_path / "state", log=lambda line: None) as stack:
         s3, sagemaker = stack.client("s3"), stack.client("sagemaker")
         assert s3.get_object(Bucket=CONFIG.bucket, Key="batches/kept/batch.manifest")["Body"].read() == b'["kept"]'
-        packages = sagemaker.list_model_packages(ModelPackageGroupName=CONFIG.model_package_group,
+        packages = sagemaker.list_model_packages(ModelPackageGroupName=stack.model_package_group(),
                                                  SortOrder="Ascending")["ModelPackageSummaryList"]
         assert [(p["ModelPackageArn"], p["ModelApprovalStatus"]) for p in packages] == [
             (arns[0], "Approved"), (arns[1], "PendingManualApproval")]

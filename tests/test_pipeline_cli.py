@@ -82,7 +82,7 @@ def test_start_with_parameters_wait_and_list(upserted, aws, run_cli):
     parameters = sagemaker.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]
     assert {p["Name"]: p["Value"] for p in parameters} == {
         "InputBucket": "in-bucket", "InputManifestKey": "batches/E/b1/batch.manifest", "MinPrecision": "0.6",
-        "TrainingInstanceType": "ml.c5.xlarge"}
+        "TrainingInstanceType": "ml.c5.xlarge", "Epic": "E"}  # the batch's epic, from its key, as its rule passes it
 
     listed = run_cli("pipeline", "executions", "--endpoint-url", aws.endpoint_url)
     assert listed.returncode == 0, listed.stderr
@@ -149,6 +149,7 @@ def test_an_endpoint_url_that_is_not_a_url_is_one_line(run_cli, args, url):
     (["--param", "Bogus=1"], "unknown parameter 'Bogus'; the definition declares InputBucket, InputManifestKey"),
     (["--manifest-key", "batches/none/batch.manifest"],
      "no batch manifest at s3://livetrain-data/batches/none/batch.manifest; pass the --manifest-key"),
+    (["--param", "Epic=CS.D.OTHER.IP"], "Epic=CS.D.OTHER.IP but the batch batches/b1/batch.manifest is of epic b1"),
 ])
 def test_start_checks_parameters_and_the_manifest_before_starting(upserted, aws, run_cli, args, expected):
     aws.client("s3").put_object(Bucket=BUCKET, Key="batches/b1/batch.manifest", Body=b"[]")

@@ -229,7 +229,7 @@ def test_dependencies(steps):
         "TransformChampion": {"FindChampion", "Preprocess"},
         "EvaluateBestModel": {"TransformTest", "TransformChampion", "FindChampion", "Preprocess"},
         **gate,
-        "RegisterBestModel": {"TuneLinearLearner", "EvaluateBestModel"},
+        "RegisterBestModel": {"TuneLinearLearner", "EvaluateBestModel", "FindChampion"},  # the epic's group
     }
     # the baseline's output is read at a path built from the execution id, so the step says it waits for it
     assert {name: step.get("DependsOn") for name, step in steps.items() if "DependsOn" in step} == {
@@ -292,7 +292,7 @@ def test_parameters_are_the_contract_and_all_used(definition, text):
     used = {ref.removeprefix("Parameters.") for ref in expressions(definition["Steps"], "Get")}
     assert set(declared) <= used
     defaults = {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}
-    assert defaults == {"InputBucket": "data-bucket", "InputManifestKey": None,
+    assert defaults == {"InputBucket": "data-bucket", "InputManifestKey": None, "Epic": "CS.D.BITCOIN.CFD.IP",
                         "ProcessingInstanceType": "ml.m5.xlarge", "ProcessingInstanceCount": 1,
                         "TrainingInstanceType": "ml.m5.xlarge", "TrainingInstanceCount": 1,
                         "TargetRecall": 0.25, "MinTestWindows": 20, "MinPrecision": 0.4, "MinLift": 0.05,
@@ -460,10 +460,11 @@ def test_best_model_transform_and_evaluation(steps):
     assert champion["TransformInput"] == transform["TransformInput"]
     find = steps["FindChampion"]
     assert find["FunctionArn"] == "arn:aws:lambda:eu-west-1:123456789012:function:lt-find-champion"
-    assert find["Arguments"] == {"ModelPackageGroupName": "lt-models", "ChallengerModelName":
-                                 {"Get": "Steps.BestModel.ModelName"}, "ExecutionRoleArn": ARGS["role_arn"],
-                                 "ModelNamePrefix": "lt-champion"}
-    assert [o["OutputName"] for o in find["OutputParameters"]] == ["ChampionPackageArn", "ChampionModelName"]
+    assert find["Arguments"] == {"ModelPackageGroupPrefix": "lt-models", "Epic": {"Get": "Parameters.Epic"},
+                                 "ChallengerModelName": {"Get": "Steps.BestModel.ModelName"},
+                                 "ExecutionRoleArn": ARGS["role_arn"], "ModelNamePrefix": "lt-champion"}
+    assert [o["OutputName"] for o in find["OutputParameters"]] == ["ModelPackageGroupName", "ChampionPackageArn",
+                                                                   "ChampionModelName"]
 
     baseline = steps["FitBaseline"]["Arguments"]
     assert baseline["AppSpecification"]["ContainerEntrypoint"][-1] == "/opt/ml/processing/input/code/baseline.py"
@@ -491,7 +492,8 @@ def test_best_model_transform_and_evaluation(steps):
 
 def test_registration_and_failure_message(steps):
     register = steps["RegisterBestModel"]["Arguments"]
-    assert register["ModelPackageGroupName"] == "lt-models"
+    # the epic's group, lt-models-<epic slug>, which FindChampion names (and creates on the epic's first run)
+    assert register["ModelPackageGroupName"] == {"Get": "Steps.FindChampion.OutputParameters['ModelPackageGroupName']"}
     assert register["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
     spec = register["InferenceSpecification"]
     assert spec["SupportedContentTypes"] == ["text/csv", "application/json"]

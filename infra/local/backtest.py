@@ -159,7 +159,6 @@ class _Pipeline:
         self.sagemaker = local_client("sagemaker", self.moto.url, self.config.region)
         try:
             self.s3.create_bucket(Bucket=self.config.bucket)
-            self.sagemaker.create_model_package_group(ModelPackageGroupName=self.config.model_package_group)
             upsert_pipeline(self.s3, self.sagemaker, PipelineSettings(
                 region=self.config.region, role_arn=ROLE_ARN, bucket=self.config.bucket,
                 pipeline_name=self.config.pipeline_name, model_package_group=self.config.model_package_group,
@@ -172,12 +171,13 @@ class _Pipeline:
     def run(self, batch_dir: Path) -> dict:
         """{"batch_id", "status", "reason", "package"}: the run on this batch; a registered package is approved."""
         from pipelines.local.engine import LocalExecution, fetch_definition
-        from pipelines.parameters import resolve_parameters
+        from pipelines.parameters import resolve_parameters, with_batch_epic
         from processing.batch_contract import upload_batch_dir
 
         key = upload_batch_dir(self.s3, self.config.bucket, batch_dir)
         definition, arn = fetch_definition(self.sagemaker, self.config.pipeline_name)
-        execution = LocalExecution(definition, resolve_parameters(definition, {"InputManifestKey": key}),
+        parameters = resolve_parameters(definition, with_batch_epic({"InputManifestKey": key}))
+        execution = LocalExecution(definition, parameters,
                                    s3=self.s3, sagemaker=self.sagemaker, state_dir=self.state_dir,
                                    pipeline_name=self.config.pipeline_name, pipeline_arn=arn,
                                    progress=lambda line: None)

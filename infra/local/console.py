@@ -34,6 +34,7 @@ from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.local.services import local_client
+from lambdas.epics import epic_name
 from livetrain.aws_errors import describe, is_not_found
 from livetrain.config import Config
 from livetrain.errors import UserError
@@ -165,9 +166,9 @@ class StackView:
                 "cached_from": step.get("CacheHitResult", {}).get("SourcePipelineExecutionArn", "")}
 
     def packages(self) -> list[dict]:
-        """The group's packages, newest first, with approval status, comment and metrics."""
+        """The configured epic's group's packages, newest first, with approval status, comment and metrics."""
         summaries = self.sagemaker.list_model_packages(
-            ModelPackageGroupName=self.config.model_package_group, SortBy="CreationTime",
+            ModelPackageGroupName=epic_name(self.config.model_package_group, self.config.epic), SortBy="CreationTime",
             SortOrder="Descending")["ModelPackageSummaryList"]
         packages = []
         for summary in summaries:
@@ -181,9 +182,11 @@ class StackView:
         return packages
 
     def endpoint(self) -> dict | None:
-        """The endpoint's status and the package version it serves; None before the first deployment."""
+        """The configured epic's endpoint's status and the package version it serves; None before the first
+        deployment."""
         try:
-            endpoint = self.sagemaker.describe_endpoint(EndpointName=self.config.endpoint_name)
+            endpoint = self.sagemaker.describe_endpoint(EndpointName=epic_name(self.config.endpoint_name,
+                                                                               self.config.epic))
             config = self.sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
             model = self.sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
         except ClientError as error:

@@ -22,6 +22,7 @@ from pathlib import Path
 from infra.local.service import described, down, status, up
 from infra.local.services import local_client, wait_until
 from infra.local.stack import wait_for_endpoint
+from lambdas.epics import epic_name
 from livetrain.config import Config
 from livetrain.errors import UserError
 from livetrain.processes import dies_with_parent
@@ -218,7 +219,8 @@ def _start_streamer(user: LocalUser, settings: DemoSettings, max_batches: int | 
     in all (None: until stopped); its lines are shown. With a `speed`, the market is paced and every trade is
     scored by the endpoint (live scoring)."""
     environment = user.environment
-    paced = ["--speed", f"{speed:g}", "--endpoint-name", settings.config.endpoint_name] if speed else ["--speed", "max"]
+    endpoint = epic_name(settings.config.endpoint_name, settings.config.epic)  # the streamed epic's
+    paced = ["--speed", f"{speed:g}", "--endpoint-name", endpoint] if speed else ["--speed", "max"]
     command = [str(Path(sys.executable).with_name("livetrain")), "stream", "--source", "sim", *paced,
                "--market", settings.market, "--seed", str(settings.seed), "--batch-size", str(settings.batch_size),
                "--bucket", settings.config.bucket, "--s3-endpoint-url", environment["AWS_ENDPOINT_URL"],
@@ -311,7 +313,8 @@ def _train_and_deploy(user: LocalUser, settings: DemoSettings, phases: Phases, a
         return outcome
     with phases("approve the package (what a reviewer does in the model registry); the Lambda deploys it"):
         sagemaker.update_model_package(ModelPackageArn=package, ModelApprovalStatus="Approved")
-        outcome["endpoint"] = wait_for_endpoint(sagemaker, settings.config.endpoint_name, package)[
+        endpoint = epic_name(settings.config.endpoint_name, settings.config.epic)
+        outcome["endpoint"] = wait_for_endpoint(sagemaker, endpoint, package)[
             "EndpointConfigName"]
     with phases("predict through boto3.client('sagemaker-runtime').invoke_endpoint"):
         outcome["predictions"] = _predict(user, record, package)
@@ -343,7 +346,8 @@ def _predict(user: LocalUser, record: dict, package: str, rows: int = 5) -> list
     test, _ = s3io.prefix_objects(user.client("s3"), features)[0]  # the first of the test slice's files
     body = b"\n".join(s3io.read_bytes(user.client("s3"), test).splitlines()[:rows]) + b"\n"
     response = user.client("sagemaker-runtime").invoke_endpoint(
-        EndpointName=user.config.endpoint_name, ContentType="text/csv", Accept="application/json", Body=body)
+        EndpointName=epic_name(user.config.endpoint_name, user.config.epic), ContentType="text/csv",
+        Accept="application/json", Body=body)
     predictions = json.loads(response["Body"].read())["predictions"]
     described = user.client("sagemaker").describe_model_package(ModelPackageName=package)
     model_data = described["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]

@@ -56,13 +56,26 @@ def manifest_event(bucket: str, key: str, etag: str) -> dict:
             "detail": {"bucket": {"name": bucket}, "object": {"key": key, "etag": etag.strip('"')}}}
 
 
-def start_pipeline(sagemaker, pipeline_name: str, event: dict) -> tuple[str, dict[str, str]]:
-    """EventBridge's pipeline target for the manifest rule: StartPipelineExecution with the parameters the rule maps
-    from the event and the batch's token as the client token (a redelivered event, or the same manifest found by
-    the catch-up scan, finds its execution instead of starting another); (the execution's ARN, the parameters)."""
+def rule_parameters(event: dict) -> dict[str, str]:
+    """The pipeline parameters that the manifest rule of the batch's epic (the template has one per epic, each
+    matching `batches/<epic>/`) passes for an S3 event: its JSON paths read from the event, the epic as a constant."""
     from infra.rules import pipeline_parameter_mapping
+    from pipelines.contract import manifest_epic
 
-    parameters = {name: str(json_path(event, path)) for name, path in pipeline_parameter_mapping().items()}
+    key = event["detail"]["object"]["key"]
+    epic = manifest_epic(key)
+    if epic is None:
+        raise ValueError(f"{key} is not under batches/<epic>/: no epic's rule matches it")
+    return {name: str(json_path(event, value)) if value.startswith("$.") else value
+            for name, value in pipeline_parameter_mapping(epic).items()}
+
+
+def start_pipeline(sagemaker, pipeline_name: str, event: dict) -> tuple[str, dict[str, str]]:
+    """EventBridge's pipeline target for the manifest rule of the batch's epic: StartPipelineExecution with the
+    parameters it passes (rule_parameters) and the batch's token as the client token (a redelivered event, or the
+    same manifest found by the catch-up scan, finds its execution instead of starting another); (the execution's
+    ARN, the parameters)."""
+    parameters = rule_parameters(event)
     manifest = event["detail"]["object"]
     etag = manifest.get("etag") or manifest.get("eTag", "")  # moto 5.2.5 spells it eTag; AWS's events: etag
     token = batch_token(event["detail"]["bucket"]["name"], manifest["key"], etag)

@@ -6,12 +6,16 @@ what the CloudFormation template provisions on AWS (the data bucket with EventBr
 rules with the template's own patterns and parameter mapping, the model package group, the IG secret, the
 pipeline); and dispatches rule matches to their real targets:
 
-- the manifest rule → StartPipelineExecution with the parameters EventBridge would pass (and a client token made
-  from the manifest object), the same call a user makes with boto3: moto (`moto_gaps.py`) queues the execution in
-  the state directory and the stack's runner executes the queue in the local engine (`pipelines/local`), in
-  arrival order, up to `max_concurrent_executions` at a time; none is dropped, and at start a scan of S3 starts
-  the batches that have no run (`start_missed_batches`);
-- the approval rule → the deploy Lambda's code, in-process, configured as the template configures it;
+- the manifest rules (the template has one per epic; locally every epic's batches start runs) → StartPipelineExecution
+  with the parameters EventBridge would pass, the batch's epic among them (and a client token made from the
+  manifest object), the same call a user makes with boto3: moto (`moto_gaps.py`) queues the execution in the state
+  directory and the stack's runner executes the queue in the local engine (`pipelines/local`), in arrival order, up
+  to `max_concurrent_executions` at a time (SageMaker's per-account limit of concurrent executions;
+  LIVETRAIN_MAX_CONCURRENT_EXECUTIONS). An execution beyond the limit waits in the queue, Executing with no step
+  started; the queue is on disk, so a crash loses none; and at start a scan of S3 starts the batches that have no
+  run (`start_missed_batches`);
+- the approval rule → the deploy Lambda's code, in-process, configured as the template configures it (each epic's
+  package to the epic's endpoint);
 - the live-lift alarm's rule → the act-on-alarm Lambda's code, in-process, likewise (ask the streamer for a
   batch now, roll back to the previous approved package when it measured better).
 
@@ -41,6 +45,7 @@ from infra.rules import (
     live_lift_alarm,
     manifest_rule_pattern,
 )
+from lambdas.epics import epic_name
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from pipelines.local.submissions import Submissions
 from processing.monitor import DEPENDENCE_SECONDS, QUALITY_FILE, WINDOW_HOURS
@@ -54,7 +59,7 @@ class LocalStack:
     """Services, provisioning and event dispatch; use as a context manager, or start() and stop()."""
 
     def __init__(self, config: Config, state_dir: Path | None = None, *, max_jobs: int | None = None,
-                 max_parallel_jobs: int | None = None, max_concurrent_executions: int = 1, log=None,
+                 max_parallel_jobs: int | None = None, max_concurrent_executions: int | None = None, log=None,
                  monitor_every_s: float | None = None):
         self.config = config
         self.state_dir = Path(state_dir or config.state_dir).resolve()
@@ -71,7 +76,8 @@ class LocalStack:
         self.submissions = Submissions(self.state_dir)
         self._runs: dict[str, Future] = {}  # execution id → its run in this process, for every queued execution
         self._runs_lock = threading.Lock()
-        self._runner = ThreadPoolExecutor(max_workers=max_concurrent_executions, thread_name_prefix="pipeline")
+        self._runner = ThreadPoolExecutor(max_workers=max_concurrent_executions or config.max_concurrent_executions,
+                                          thread_name_prefix="pipeline")
         self.monitor_every_s = monitor_every_s
         self.live_quality: list[dict] = []  # each monitoring run's live_quality.json
         self._stop = threading.Event()
@@ -150,28 +156,31 @@ class LocalStack:
         s3.put_bucket_notification_configuration(Bucket=config.bucket,
                                                  NotificationConfiguration={"EventBridgeConfiguration": {}})
         sagemaker = self.client("sagemaker")
-        try:
-            sagemaker.describe_model_package_group(ModelPackageGroupName=config.model_package_group)
-        except sagemaker.exceptions.ClientError:  # moto would replace an existing group: create only a missing one
-            sagemaker.create_model_package_group(ModelPackageGroupName=config.model_package_group,
-                                                 ModelPackageGroupDescription="livetrain models (local)")
         # The IG secret exists, as on AWS, with a placeholder value: the local demo streams the simulator.
         secrets = self.client("secretsmanager")
         with contextlib.suppress(secrets.exceptions.ResourceExistsException):
             secrets.create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
                 {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
         upsert_pipeline(s3, sagemaker, self.pipeline_settings(), config.cache_dir, progress=self.log)
-        alarm = live_lift_alarm(config.endpoint_name)
+        alarm = live_lift_alarm(self.endpoint_name())
         self.client("cloudwatch").put_metric_alarm(**alarm)
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
-        self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",
+        self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",  # every epic's rule at once
                                            manifest_rule_pattern(config.bucket), self._start_pipeline))
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-package-approved",
                                            approval_rule_pattern(config.model_package_group), self._deploy))
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-live-lift-alarm",
                                            alarm_rule_pattern(alarm["AlarmName"]), self._act_on_alarm))
-        self.log(f"provisioned bucket {config.bucket}, model package group {config.model_package_group}, "
-                 f"pipeline {config.pipeline_name}, the live-lift alarm and the three rules")
+        self.log(f"provisioned bucket {config.bucket}, pipeline {config.pipeline_name}, the live-lift alarm and "
+                 f"the rules (each epic's models go to {config.model_package_group}-<epic>)")
+
+    def model_package_group(self, epic: str | None = None) -> str:
+        """The epic's model package group (default: the configured epic's), where its runs register."""
+        return epic_name(self.config.model_package_group, epic or self.config.epic)
+
+    def endpoint_name(self, epic: str | None = None) -> str:
+        """The epic's endpoint (default: the configured epic's), where its approved packages are deployed."""
+        return epic_name(self.config.endpoint_name, epic or self.config.epic)
 
     def pipeline_settings(self):
         """What the local pipeline's definition is built from (pipelines.driver.PipelineSettings)."""
@@ -206,7 +215,8 @@ class LocalStack:
         with the batch's token, so its event arriving after all starts nothing more. The new executions' ids."""
         bucket = self.config.bucket
         (matcher,) = manifest_rule_pattern(bucket)["detail"]["object"]["key"]
-        prefix, _, suffix = matcher["wildcard"].partition("*")
+        parts = matcher["wildcard"].split("*")
+        prefix, suffix = parts[0], parts[-1]
         have = {(r["Parameters"].get("InputBucket"), r["Parameters"].get("InputManifestKey"))
                 for r in self.submissions.store.all()}
         started = []
@@ -231,7 +241,7 @@ class LocalStack:
         from infra.local.monitoring import MonitorSettings
 
         config = self.config  # its windows are wall-clock: a market simulated S times faster shrinks them S times
-        return MonitorSettings(config.bucket, config.pipeline_name, config.endpoint_name, config.model_package_group,
+        return MonitorSettings(config.bucket, config.pipeline_name, self.endpoint_name(), self.model_package_group(),
                                window_hours=WINDOW_HOURS / config.market_speed,
                                dependence_seconds=DEPENDENCE_SECONDS / config.market_speed)
 
@@ -319,7 +329,8 @@ class LocalStack:
         return record
 
     def _lambda_environment(self) -> dict[str, str]:
-        """The Lambdas' environment as the template sets it; no instances to bake locally."""
+        """The deploy Lambda's environment as the template sets it (the names' prefixes: each epic's package goes to
+        the epic's endpoint); no instances to bake locally."""
         return {"ENDPOINT_NAME": self.config.endpoint_name, "MODEL_PACKAGE_GROUP": self.config.model_package_group,
                 "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
                 "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture",
@@ -334,8 +345,10 @@ class LocalStack:
     def _act_on_alarm(self, event: dict) -> None:
         from lambdas.act_on_alarm import ActionConfig, act
 
-        report = act(event, self.client("s3"), self.client("sagemaker"),
-                     ActionConfig.from_env(self._lambda_environment()), wait_seconds=60)
+        environment = {**self._lambda_environment(),  # as the template sets it: the monitored epic's names
+                       "ENDPOINT_NAME": self.endpoint_name(), "MODEL_PACKAGE_GROUP": self.model_package_group()}
+        report = act(event, self.client("s3"), self.client("sagemaker"), ActionConfig.from_env(environment),
+                     wait_seconds=60)
         self.alarm_actions.append(report)
         rollback = report.get("rollback", {})
         self.log(f"live-lift alarm {report.get('id', '')}: retrain {report.get('retrain', {}).get('action')}, "
@@ -347,9 +360,9 @@ class LocalStack:
         """What a reviewer's click in the model registry does."""
         self.client("sagemaker").update_model_package(ModelPackageArn=package_arn, ModelApprovalStatus="Approved")
 
-    def wait_for_endpoint(self, package_arn: str, timeout: float = 120) -> dict:
-        """wait_for_endpoint on this stack, raising what stops it meanwhile."""
-        return wait_for_endpoint(self.client("sagemaker"), self.config.endpoint_name, package_arn, timeout,
+    def wait_for_endpoint(self, package_arn: str, timeout: float = 120, epic: str | None = None) -> dict:
+        """wait_for_endpoint on this stack for the epic's endpoint, raising what stops it meanwhile."""
+        return wait_for_endpoint(self.client("sagemaker"), self.endpoint_name(epic), package_arn, timeout,
                                  check=self.check)
 
 

@@ -68,7 +68,7 @@ def run_local(args: argparse.Namespace) -> int:
 
     from livetrain import aws
     from pipelines.local.engine import LocalExecution, fetch_definition, load_definition_file
-    from pipelines.parameters import parse_assignments, resolve_parameters
+    from pipelines.parameters import parse_assignments, resolve_parameters, with_batch_epic
 
     config = args.config
     session = boto3.session.Session(region_name=config.region)
@@ -77,7 +77,7 @@ def run_local(args: argparse.Namespace) -> int:
         return aws.client(service, endpoint_url=args.endpoint_url, session=session)
 
     s3, sagemaker = client("s3"), client("sagemaker")
-    overrides = parse_assignments(args.param)
+    overrides = with_batch_epic(parse_assignments(args.param))
     if args.definition:
         definition = load_definition_file(args.definition)
         pipeline_name = config.pipeline_name

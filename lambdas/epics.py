@@ -1,0 +1,34 @@
+"""The names of an epic's resources: its model package group and its endpoint, `<base>-<epic slug>`.
+
+Standard library only; shipped in the Lambda zip beside the handlers (FindChampion names the group it registers
+into, the deploy Lambda the endpoint of a group) and imported by the rest of livetrain, so the rule is written once.
+
+The slug is the epic with each "." made "-" (IG epics look like `CS.D.BITCOIN.CFD.IP` → `CS-D-BITCOIN-CFD-IP`):
+SageMaker names allow [a-zA-Z0-9-] up to 63 characters, and CloudFormation computes the same slug with
+`!Join ["-", !Split [".", epic]]` (infra/template.yaml).
+"""
+
+from __future__ import annotations
+
+import re
+
+EPIC_PATTERN = re.compile(r"[A-Za-z0-9]+(\.[A-Za-z0-9]+)*")  # letters and digits, in parts separated by dots
+MAX_NAME_LENGTH = 63  # SageMaker's model package group and endpoint names
+
+
+def epic_slug(epic: str) -> str:
+    """`CS.D.BITCOIN.CFD.IP` → `CS-D-BITCOIN-CFD-IP`; ValueError for an epic the rule cannot name."""
+    if not EPIC_PATTERN.fullmatch(epic or ""):
+        raise ValueError(f"epic {epic!r} is not letters and digits in parts separated by dots (e.g. "
+                         "CS.D.BITCOIN.CFD.IP): no SageMaker name can be made from it")
+    return epic.replace(".", "-")
+
+
+def epic_name(base: str, epic: str) -> str:
+    """The epic's model package group (base: the configured group name) or endpoint (base: the configured
+    endpoint name): `<base>-<slug>`; ValueError when that is longer than SageMaker allows."""
+    name = f"{base}-{epic_slug(epic)}"
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{name!r} is {len(name)} characters, over SageMaker's {MAX_NAME_LENGTH}: "
+                         f"shorten the base name {base!r}")
+    return name
