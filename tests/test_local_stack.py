@@ -360,3 +360,54 @@ def test_a_restarted_stack_still_has_the_objects_the_packages_and_the_pipeline(t
         manifests = [Submissions(tmp_path / "state").store.load(e)["Parameters"]["InputManifestKey"] for e in started]
         assert sorted(manifests) == ["batches/kept/batch.manifest", "batches/new/batch.manifest"]
         assert len(stack.executions) == 2
+
+
+def most_running_at_once(records: list[dict]) -> int:
+    """The most executions that ran at one time, from their records: each ran from its first step's start to its
+    end (a queued execution has no step yet)."""
+    changes = sorted([(min(step["StartTime"] for step in record["Steps"].values() if step.get("StartTime")), 1)
+                      for record in records]
+                     + [(record["EndTime"], -1) for record in records])  # at one instant an end sorts first
+    running = most = 0
+    for _, change in changes:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def test_each_epic_runs_into_its_own_group_and_endpoint_at_most_two_runs_at_once(tmp_path, make_batch):
+    """Two epics' batches and two batches that cannot run (of a third epic) land at once: every one gets its run,
+    with its epic; no more than max_concurrent_executions run at a time (the others wait, queued); each epic's
+    model is registered in the epic's group and, approved, served by the epic's endpoint."""
+    epics = ("CS.D.BITCOIN.CFD.IP", "CS.D.ETHUSD.CFD.IP")
+    with LocalStack(CONFIG, tmp_path / "state", log=lambda line: None, max_jobs=4,
+                    max_concurrent_executions=2) as stack:
+        stack.provision()
+        stack.run_in_background()
+        s3, sagemaker = stack.client("s3"), stack.client("sagemaker")
+        for epic in epics:
+            upload_batch_dir(s3, CONFIG.bucket, make_batch(seed=0, epic=epic, **PLANTED))
+        for batch in ("empty-1", "empty-2"):
+            s3.put_object(Bucket=CONFIG.bucket, Key=f"batches/CS.D.EMPTY.IP/{batch}/batch.manifest", Body=b"[]")
+        records = finished_runs(stack, 4)
+
+        assert most_running_at_once(records) == 2
+        by_epic = {}
+        for record in records:
+            by_epic.setdefault(record["Parameters"]["Epic"], []).append(record)
+            assert record["Parameters"]["InputManifestKey"].startswith(f"batches/{record['Parameters']['Epic']}/")
+        assert sorted(by_epic) == sorted([*epics, "CS.D.EMPTY.IP"])
+        assert [r["PipelineExecutionStatus"] for r in by_epic["CS.D.EMPTY.IP"]] == ["Failed", "Failed"]
+        packages = {}
+        for epic in epics:
+            ((record,),) = [by_epic[epic]]
+            assert record["PipelineExecutionStatus"] == "Succeeded", record["FailureReason"]
+            (packages[epic],) = sagemaker.list_model_packages(
+                ModelPackageGroupName=stack.model_package_group(epic))["ModelPackageSummaryList"]
+        assert stack.model_package_group(epics[1]) == "livetrain-models-CS-D-ETHUSD-CFD-IP"
+
+        stack.approve(packages[epics[1]]["ModelPackageArn"])
+        endpoint = stack.wait_for_endpoint(packages[epics[1]]["ModelPackageArn"], epic=epics[1])
+        assert endpoint["EndpointName"] == "livetrain-CS-D-ETHUSD-CFD-IP"
+        with pytest.raises(sagemaker.exceptions.ClientError, match="Could not find"):
+            sagemaker.describe_endpoint(EndpointName=stack.endpoint_name(epics[0]))  # nothing approved there
