@@ -8,7 +8,7 @@ reading them here rather than retyping them:
 - `approval_rule_pattern(group)`: "SageMaker Model Package State Change" for the epics' groups `<group>-…`, Approved;
 - `pipeline_parameter_mapping(epic)`: pipeline parameter -> what the epic's rule passes: a JSON path into the event
   (EventBridge's dynamic target parameters: the whole value is the path), or a constant (the epic);
-- `live_lift_alarm(endpoint)`: the live-lift alarm's PutMetricAlarm arguments;
+- `live_lift_alarm(endpoint, epic)`: the live-lift alarm's PutMetricAlarm arguments (on the epic's endpoint);
 - `alarm_rule_pattern(alarm_name)`: that alarm's "CloudWatch Alarm State Change" to ALARM.
 """
 
@@ -18,7 +18,7 @@ import copy
 import functools
 import re
 
-MANIFEST_RULES = "Fn::ForEach::ManifestRules"  # one rule per epic
+EACH_EPIC = "Fn::ForEach::EachEpic"  # one manifest rule (and endpoint alarms) per epic
 APPROVAL_RULE = "ApprovalRule"
 ALARM_RULE = "LiveLiftAlarmRule"
 LIVE_LIFT_ALARM = "LiveLiftAlarm"
@@ -36,8 +36,9 @@ def _resources() -> dict:
 
 
 def _resolve(node, refs: dict[str, str]):
-    """Replace {"Ref": name} by refs[name] and a plain {"Fn::Sub": "…${name}…"} by the names' values; any other
-    intrinsic function is an error (what the local stack reads must stay plain)."""
+    """Replace {"Ref": name} by refs[name], a plain {"Fn::Sub": "…${name}…"} by the names' values, and apply
+    Fn::Join and Fn::Split (the template's epic slug); any other intrinsic function is an error (what the local stack
+    reads must stay plain)."""
     if isinstance(node, list):
         return [_resolve(item, refs) for item in node]
     if isinstance(node, dict):
@@ -45,6 +46,12 @@ def _resolve(node, refs: dict[str, str]):
             return refs[node["Ref"]]
         if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
             return re.sub(r"\$\{(\w+)\}", lambda match: str(refs[match.group(1)]), node["Fn::Sub"])
+        if set(node) == {"Fn::Join"}:
+            separator, items = node["Fn::Join"]
+            return separator.join(_resolve(items, refs))
+        if set(node) == {"Fn::Split"}:
+            separator, text = node["Fn::Split"]
+            return _resolve(text, refs).split(separator)
         if any(key.startswith("Fn::") for key in node):
             raise ValueError(f"event patterns may only use !Ref, not {sorted(node)}")
         return {key: _resolve(value, refs) for key, value in node.items()}
@@ -57,9 +64,8 @@ def _pattern(rule: str, refs: dict[str, str]) -> dict:
 
 def _epic_rule() -> tuple[str, dict]:
     """(the loop's identifier, the properties of each epic's manifest rule), from the template's Fn::ForEach."""
-    identifier, _, fragment = _resources()[MANIFEST_RULES]
-    ((_, rule),) = fragment.items()
-    return identifier, rule["Properties"]
+    identifier, _, fragment = _resources()[EACH_EPIC]
+    return identifier, fragment[f"ManifestRule&{{{identifier}}}"]["Properties"]
 
 
 def manifest_rule_pattern(bucket: str, epic: str = "*") -> dict:
@@ -82,11 +88,12 @@ def pipeline_parameter_mapping(epic: str) -> dict[str, str]:
             for parameter in target["SageMakerPipelineParameters"]["PipelineParameterList"]}
 
 
-def live_lift_alarm(endpoint: str) -> dict:
-    """PutMetricAlarm's arguments for the live-lift alarm on `endpoint` (the template's default window count)."""
+def live_lift_alarm(endpoint: str, epic: str) -> dict:
+    """PutMetricAlarm's arguments for the live-lift alarm on the epic's endpoint (`endpoint`: the endpoints' prefix;
+    the template's default window count)."""
     windows = _template()["Parameters"]["LiveLiftAlarmWindows"]["Default"]
     properties = _resolve(copy.deepcopy(_resources()[LIVE_LIFT_ALARM]["Properties"]),
-                          {"EndpointName": endpoint, "LiveLiftAlarmWindows": windows})
+                          {"EndpointName": endpoint, "Epic": epic, "LiveLiftAlarmWindows": windows})
     return {**properties, "EvaluationPeriods": int(windows), "DatapointsToAlarm": int(windows)}
 
 

@@ -27,7 +27,7 @@ from streamer.market import MarketSettings, MarketSimulator
 from streamer.sources import frame_ticks
 from streamer.store import Store
 
-BUCKET, PREFIX, GROUP, ENDPOINT = "data", "lt", "models", "ep"
+BUCKET, PREFIX, GROUP, ENDPOINT = "data", "lt", "models", "lt-ep"  # epic ep's
 CONFIG = ActionConfig(BUCKET, PREFIX, DeployConfig(ENDPOINT, GROUP, "arn:aws:iam::123456789012:role/model",
                                                    wait_seconds=5, poll_seconds=1))
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -40,7 +40,7 @@ def world(aws):
     s3, sagemaker, cloudwatch = aws.client("s3"), aws.client("sagemaker"), aws.client("cloudwatch")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"EventBridgeConfiguration": {}})
-    cloudwatch.put_metric_alarm(**live_lift_alarm(ENDPOINT))
+    cloudwatch.put_metric_alarm(**live_lift_alarm("lt", "ep"))
     sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
     for _ in (1, 2):
         arn = sagemaker.create_model_package(
@@ -50,7 +50,7 @@ def world(aws):
         )["ModelPackageArn"]
         deploy({"detail-type": DETAIL_TYPE, "detail": {"ModelPackageGroupName": GROUP, "ModelApprovalStatus":
                 "Approved", "ModelPackageArn": arn}}, sagemaker, CONFIG.deploy, wait_seconds=5)
-    assert serving(sagemaker) == "ep-v2"
+    assert serving(sagemaker) == "lt-ep-v2"
     return s3, sagemaker, cloudwatch, aws.client("events")
 
 
@@ -108,7 +108,7 @@ def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path
     [report] = reports
     assert report["state"] == "done" and report["retrain"]["action"] == "requested"
     assert export_requests(s3) == [report["retrain"]["request"]]
-    assert report["rollback"]["action"] == "rolled back" and serving(sagemaker) == "ep-v1"
+    assert report["rollback"]["action"] == "rolled back" and serving(sagemaker) == "lt-ep-v1"
     versions = {p["ModelPackageVersion"]: p["ModelApprovalStatus"]
                 for p in sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]}
     assert versions == {1: "Approved", 2: "Rejected"}
@@ -124,7 +124,7 @@ def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path
          "detail": json.loads(change["Detail"])}))
     assert dispatcher.poll_once(wait_seconds=1) == 1
     assert reports[-1]["action"] == "skipped" and reports[-1]["reason"] == "already acted on this alarm state change"
-    assert export_requests(s3) == [report["retrain"]["request"]] and serving(sagemaker) == "ep-v1"
+    assert export_requests(s3) == [report["retrain"]["request"]] and serving(sagemaker) == "lt-ep-v1"
 
     # the streamer answers the request with the trades collected since the last batch; its manifest starts the run
     store = streamed(mongo_db)
@@ -162,7 +162,7 @@ def test_a_healthy_model_triggers_nothing(world, aws, tmp_path):
 
     assert evaluate_alarms(cloudwatch, events) == []
     assert dispatcher.poll_once(wait_seconds=1) == 0 and reports == []
-    assert export_requests(s3) == [] and serving(sagemaker) == "ep-v2"
+    assert export_requests(s3) == [] and serving(sagemaker) == "lt-ep-v2"
 
 
 def test_the_previous_version_is_judged_on_its_shadow_figures_and_without_any_not_rolled_back_to(world):
@@ -175,14 +175,14 @@ def test_the_previous_version_is_judged_on_its_shadow_figures_and_without_any_no
 
     report = act(event, s3, sagemaker, CONFIG, wait_seconds=5)
 
-    assert report["retrain"]["action"] == "requested" and serving(sagemaker) == "ep-v2"
+    assert report["retrain"]["action"] == "requested" and serving(sagemaker) == "lt-ep-v2"
     assert report["rollback"]["action"] == "skipped" and report["rollback"]["reason"].startswith("not enough data")
 
     # the next alarm, after a monitoring run that shadow-scored v1 on v2's requests (infra/local/monitoring.py)
     write_figures(s3, {"1-shadow": [0.10, 0.08], "2": [-0.05, -0.06]})
     event["detail"]["state"]["timestamp"] = "2026-12-06T12:00:00.000+0000"
     report = act(event, s3, sagemaker, CONFIG, wait_seconds=5)
-    assert report["rollback"]["action"] == "rolled back" and serving(sagemaker) == "ep-v1"
+    assert report["rollback"]["action"] == "rolled back" and serving(sagemaker) == "lt-ep-v1"
     assert report["rollback_plan"]["reason"].startswith("v1-shadow measured better than v2")
 
 

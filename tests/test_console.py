@@ -10,9 +10,11 @@ from test_local_engine import output, processing_step
 from test_local_report import evaluation_with_all_three_models
 
 from infra.local.console import background_console
+from lambdas.epics import epic_name
 from livetrain.config import Config
 
 CONFIG = Config()
+GROUP = epic_name(CONFIG.model_package_group, CONFIG.epic)  # the console shows the configured epic's group
 
 
 @pytest.fixture
@@ -30,9 +32,9 @@ def post(url: str, **form) -> int:
 
 def test_reject_with_a_comment_is_an_update_model_package(aws, console):
     sagemaker = aws.client("sagemaker")
-    sagemaker.create_model_package_group(ModelPackageGroupName=CONFIG.model_package_group)
+    sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
     arn = sagemaker.create_model_package(
-        ModelPackageGroupName=CONFIG.model_package_group, ModelApprovalStatus="PendingManualApproval",
+        ModelPackageGroupName=GROUP, ModelApprovalStatus="PendingManualApproval",
         InferenceSpecification={"Containers": [{"Image": "local/linear-learner"}],
                                 "SupportedContentTypes": ["text/csv"],
                                 "SupportedResponseMIMETypes": ["text/csv"]})["ModelPackageArn"]

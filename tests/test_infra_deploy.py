@@ -1,9 +1,10 @@
 """`livetrain infra deploy` against moto's CloudFormation in server mode.
 
-moto's CloudFormation cannot create the full template (it skips secrets, the model package group, bucket
+moto's CloudFormation cannot create the full template (it does not expand its Fn::ForEach, skips secrets and bucket
 policies, and fails a GetAtt on an alarm: shared/reference/moto.md), so the change-set flow runs on a reduced
 template with the same deploy-managed parameters and resources moto does create (bucket, IAM role, Lambda
-function from the uploaded zip). The full template is used for what fails before or at execution. Rollbacks
+function from the uploaded zip). The full template is used for what fails before the change set; the reduced one
+with an alarm's GetAtt for what fails at execution. Rollbacks
 never happen in moto: their report is tested with a Stubber on CloudFormation's responses. moto 5.2.5 returns no
 Outputs for a stack made through change sets, so the pipeline upsert is tested on its own, against moto.
 """
@@ -52,6 +53,19 @@ Resources:
       Code: {S3Bucket: !Ref LambdaCodeBucket, S3Key: !Ref LambdaCodeKey}
       Environment:
         Variables: {EPIC: !Ref Epic}
+"""
+
+
+# What moto's CloudFormation fails when the change set executes: a GetAtt on an alarm.
+FAILING_RESOURCES = """\
+  EndpointInvocationErrorsAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties: {Namespace: AWS/SageMaker, MetricName: Invocation5XXErrors, Statistic: Sum, Period: 60,
+                 EvaluationPeriods: 1, Threshold: 1, ComparisonOperator: GreaterThanOrEqualToThreshold}
+  AlarmsQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      Tags: [{Key: alarm, Value: !GetAtt EndpointInvocationErrorsAlarm.Arn}]
 """
 
 
@@ -143,10 +157,10 @@ def test_bad_parameters_are_named(run_cli, aws, parameter, message):
     assert result.returncode == 2 and message in error_line(result)
 
 
-def test_a_failed_execution_names_the_stage_the_cause_and_the_stack_left(run_cli, aws):
-    # moto's CloudFormation cannot GetAtt an alarm: the full template fails when the change set executes.
-    result = deploy(run_cli, aws, "--no-pipeline", "--parameter", "StreamerSubnetIds=subnet-1",
-                    "--parameter", "StreamerSecurityGroupIds=sg-1")
+def test_a_failed_execution_names_the_stage_the_cause_and_the_stack_left(run_cli, aws, tmp_path):
+    failing = tmp_path / "failing.yaml"  # moto's CloudFormation cannot GetAtt an alarm: it fails at execution
+    failing.write_text(REDUCED_TEMPLATE + FAILING_RESOURCES)
+    result = deploy(run_cli, aws, "--no-pipeline", "--template", str(failing))
 
     assert result.returncode == 2
     line = error_line(result)

@@ -116,15 +116,17 @@ def test_the_rules_come_from_the_template():
                                                        "Epic": "CS.D.X.IP"}  # a constant: no JSON path
 
 
-def test_one_manifest_rule_per_epic_of_the_epics_parameter():
+def test_one_manifest_rule_and_rollback_alarms_per_epic_of_the_epics_parameter():
     template = load_template()
-    identifier, collection, fragment = template["Resources"]["Fn::ForEach::ManifestRules"]
+    identifier, collection, fragment = template["Resources"]["Fn::ForEach::EachEpic"]
 
     assert template["Transform"] == "AWS::LanguageExtensions"
     assert collection == {"Ref": "Epics"} and template["Parameters"]["Epics"]["Type"] == "CommaDelimitedList"
     assert template["Parameters"]["Epics"]["Default"] == Config.epic
-    ((logical_id, rule),) = fragment.items()
-    assert logical_id == f"ManifestRule&{{{identifier}}}"  # &{}: the epic's dots left out of the logical id
+    # &{}: the epic's dots left out of the logical ids
+    assert sorted(fragment) == [f"{name}&{{{identifier}}}" for name in
+                                ("EndpointInvocationErrorsAlarm", "EndpointLatencyAlarm", "ManifestRule")]
+    rule = fragment[f"ManifestRule&{{{identifier}}}"]
     # named after the epic, so that the dead-letter queue's policy can allow them all by one ARN pattern
     assert rule["Properties"]["Name"] == {"Fn::Sub": f"${{PipelineName}}-batch-landed-${{{identifier}}}"}
     statement = next(s for s in template["Resources"]["EventsDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]
@@ -173,8 +175,13 @@ def test_the_schedule_starts_the_monitoring_pipeline_whose_lambda_publishes_into
     assert rule["ScheduleExpression"] == {"Ref": "MonitorSchedule"}
     (target,) = rule["Targets"]
     assert target["Arn"]["Fn::Sub"].endswith(f":pipeline/${{PipelineName}}{MONITOR_PIPELINE_SUFFIX}")
+    # the streamer's epic's endpoint: the one the live-lift alarm watches and the act-on-alarm Lambda rolls back
+    endpoint = resources["LiveLiftAlarm"]["Properties"]["Dimensions"][0]["Value"]
+    slug = {"Fn::Join": ["-", {"Fn::Split": [".", {"Ref": "Epic"}]}]}
+    assert endpoint == {"Fn::Join": ["-", [{"Ref": "EndpointName"}, slug]]}
     assert target["SageMakerPipelineParameters"]["PipelineParameterList"] == [
-        {"Name": "EndpointName", "Value": {"Ref": "EndpointName"}}]
+        {"Name": "EndpointName", "Value": endpoint}]
+    assert resources["ActOnAlarmFunction"]["Properties"]["Environment"]["Variables"]["ENDPOINT_NAME"] == endpoint
     (start,) = resources["MonitorScheduleRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert start["Action"] == "sagemaker:StartPipelineExecution" and start["Resource"] == target["Arn"]
     function = resources["PublishLiveQualityFunction"]["Properties"]

@@ -20,19 +20,19 @@ DAY = timedelta(days=1)
 
 @pytest.fixture
 def alarm(aws):
-    """The live-lift alarm on endpoint "ep", as the local stack provisions it; its description."""
+    """The live-lift alarm on the endpoint "lt-ep" of epic "ep", as the local stack provisions it; its description."""
     cloudwatch = aws.client("cloudwatch")
-    cloudwatch.put_metric_alarm(**live_lift_alarm("ep"))
-    return cloudwatch.describe_alarms(AlarmNames=["ep-live-lift"])["MetricAlarms"][0]
+    cloudwatch.put_metric_alarm(**live_lift_alarm("lt", "ep"))
+    return cloudwatch.describe_alarms(AlarmNames=["lt-ep-live-lift"])["MetricAlarms"][0]
 
 
 def publish(cloudwatch, *lower_bounds: float, now: datetime = NOW) -> None:
-    """LiftLowerBound of the model in service on endpoint "ep", one window a day, the last one ending just before
+    """LiftLowerBound of the model in service on endpoint "lt-ep", one window a day, the last one ending just before
     `now`."""
     cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=[
         {"MetricName": "LiftLowerBound", "Value": value,
          "Timestamp": now - (len(lower_bounds) - i) * DAY + timedelta(hours=1),
-         "Dimensions": [{"Name": "Endpoint", "Value": "ep"}]} for i, value in enumerate(lower_bounds)])
+         "Dimensions": [{"Name": "Endpoint", "Value": "lt-ep"}]} for i, value in enumerate(lower_bounds)])
 
 
 def test_the_alarm_comes_from_the_template(alarm):
@@ -40,7 +40,7 @@ def test_the_alarm_comes_from_the_template(alarm):
     assert alarm["Period"] == MonitorSettings("b", "p", "ep").window_hours * 3600  # one period = one window
     assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 2
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 0)
-    assert alarm_rule_pattern("ep-live-lift")["detail"] == {"alarmName": ["ep-live-lift"],
+    assert alarm_rule_pattern("lt-ep-live-lift")["detail"] == {"alarmName": ["lt-ep-live-lift"],
                                                             "state": {"value": ["ALARM"]}}
 
 
@@ -48,7 +48,7 @@ def test_two_declining_windows_raise_the_alarm_once_and_the_event_reaches_the_ru
     cloudwatch = aws.client("cloudwatch")
     received = []
     dispatcher = Dispatcher(aws.client("events"), aws.client("sqs"), tmp_path)
-    dispatcher.add_rule(LocalRule("live-lift", alarm_rule_pattern("ep-live-lift"), received.append))
+    dispatcher.add_rule(LocalRule("live-lift", alarm_rule_pattern("lt-ep-live-lift"), received.append))
 
     publish(cloudwatch, -0.05)  # one declining window: not yet (moto starts an alarm OK; AWS: INSUFFICIENT_DATA)
     assert evaluate_alarms(cloudwatch, aws.client("events"), NOW) == []
@@ -56,13 +56,13 @@ def test_two_declining_windows_raise_the_alarm_once_and_the_event_reaches_the_ru
     later = NOW + timedelta(minutes=5)
     assert len(evaluate_alarms(cloudwatch, aws.client("events"), later)) == 1
     assert evaluate_alarms(cloudwatch, aws.client("events"), later) == []  # no change, no event
-    assert cloudwatch.describe_alarms(AlarmNames=["ep-live-lift"])["MetricAlarms"][0]["StateValue"] == "ALARM"
+    assert cloudwatch.describe_alarms(AlarmNames=["lt-ep-live-lift"])["MetricAlarms"][0]["StateValue"] == "ALARM"
 
     assert dispatcher.poll_once(wait_seconds=1) == 1
     [event] = received
     assert event["source"] == "aws.cloudwatch" and event["resources"] == [alarm["AlarmArn"]]
     detail = event["detail"]
-    assert detail["alarmName"] == "ep-live-lift" and detail["previousState"]["value"] == "OK"
+    assert detail["alarmName"] == "lt-ep-live-lift" and detail["previousState"]["value"] == "OK"
     assert detail["state"]["value"] == "ALARM" and detail["state"]["timestamp"].startswith("2026-12-04T12:05:00")
     assert json.loads(detail["state"]["reasonData"])["recentDatapoints"] == [-0.05, -0.03]
 
@@ -73,7 +73,7 @@ def test_healthy_or_missing_windows_do_not_raise_it_and_a_recovery_is_announced(
     assert evaluate_alarms(cloudwatch, events, NOW) == []
     # two days with no judged window (not enough data): missing counts as not breaching
     assert evaluate_alarms(cloudwatch, events, NOW + 3 * DAY) == []
-    cloudwatch.set_alarm_state(AlarmName="ep-live-lift", StateValue="ALARM", StateReason="test")
+    cloudwatch.set_alarm_state(AlarmName="lt-ep-live-lift", StateValue="ALARM", StateReason="test")
     [change] = evaluate_alarms(cloudwatch, events, NOW)
     detail = json.loads(change["Detail"])
     assert (detail["previousState"]["value"], detail["state"]["value"]) == ("ALARM", "OK")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from lambdas.epics import epic_name
+from livetrain.config import Config
 from pipelines.contract import GATE_STEPS
 from pipelines.local.records import ExecutionStore
 from processing.batch_contract import (
@@ -26,7 +28,7 @@ from processing.batch_contract import (
 pytestmark = pytest.mark.slow
 
 BUCKET = "livetrain-data"
-GROUP = "livetrain-models"
+GROUP = epic_name("livetrain-models", Config.epic)  # the batches' epic (run-local reads it from the key)
 ROLE = "arn:aws:iam::123456789012:role/livetrain-pipeline"
 TRADES = 3000  # enough for the failure paths
 # The planted signal shows through the time split when the batch spans enough market time: 10,000 trades

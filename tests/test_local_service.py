@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from conftest import group_is_gone
 
 from infra.local.services import wait_until
+from lambdas.epics import epic_name
 from livetrain.config import Config
 
 pytestmark = pytest.mark.slow
@@ -27,8 +28,9 @@ def exported(stdout: str) -> dict[str, str]:
 
 
 def up(run_cli, state) -> tuple[int, dict[str, str], str]:
-    """The service's pid, its export lines, its console's URL."""
-    started = run_cli("local", "up", "--state-dir", state, timeout=120)
+    """The service's pid, its export lines, its console's URL; one execution at a time (the others queue)."""
+    started = run_cli("local", "up", "--state-dir", state, env={"LIVETRAIN_MAX_CONCURRENT_EXECUTIONS": "1"},
+                      timeout=120)
     assert started.returncode == 0, started.stderr
     # a shell can eval it: comments and exports only
     assert all(line.startswith(("# ", "export ")) for line in started.stdout.splitlines()), started.stdout
@@ -77,8 +79,10 @@ def test_up_serves_the_stack_to_a_shell_and_down_leaves_no_process(run_cli, tmp_
     pid, environment, _ = up(run_cli, state)
     config = Config()
     local(environment, "s3").put_object(Bucket=config.bucket, Key="capture/kept.jsonl", Body=b"kept")
+    group = epic_name(config.model_package_group, config.epic)  # the console shows the configured epic's group
+    local(environment, "sagemaker").create_model_package_group(ModelPackageGroupName=group)
     package = local(environment, "sagemaker").create_model_package(  # rejected: no deployment starts
-        ModelPackageGroupName=config.model_package_group, ModelApprovalStatus="Rejected", InferenceSpecification={
+        ModelPackageGroupName=group, ModelApprovalStatus="Rejected", InferenceSpecification={
             "Containers": [{"Image": "local/linear-learner"}], "SupportedContentTypes": ["text/csv"],
             "SupportedResponseMIMETypes": ["text/csv"]})["ModelPackageArn"]
     # Two runs of a two-step pipeline, the second queued behind the first; kill -9 while the first one's Second

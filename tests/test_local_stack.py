@@ -54,7 +54,8 @@ def queue_is_empty(stack, name: str) -> bool:
 def test_the_local_rules_are_the_templates(stack):
     events = stack.client("events")
     rules = {rule["Name"]: json.loads(rule["EventPattern"]) for rule in events.list_rules()["Rules"]}
-    alarm = live_lift_alarm(stack.endpoint_name())
+    alarm = live_lift_alarm(CONFIG.endpoint_name, CONFIG.epic)
+    assert alarm["Dimensions"] == [{"Name": "Endpoint", "Value": stack.endpoint_name()}]
     assert rules == {f"{CONFIG.pipeline_name}-batch-landed": manifest_rule_pattern(CONFIG.bucket),
                      f"{CONFIG.pipeline_name}-package-approved": approval_rule_pattern(CONFIG.model_package_group),
                      f"{CONFIG.pipeline_name}-live-lift-alarm": alarm_rule_pattern(alarm["AlarmName"])}

@@ -162,7 +162,7 @@ class LocalStack:
             secrets.create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
                 {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
         upsert_pipeline(s3, sagemaker, self.pipeline_settings(), config.cache_dir, progress=self.log)
-        alarm = live_lift_alarm(self.endpoint_name())
+        alarm = live_lift_alarm(config.endpoint_name, config.epic)
         self.client("cloudwatch").put_metric_alarm(**alarm)
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",  # every epic's rule at once
