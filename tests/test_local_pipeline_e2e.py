@@ -44,7 +44,7 @@ def run_pipeline(aws, run_cli, tmp_path, batch_dir, *parameters):
         s3.create_bucket(Bucket=BUCKET)
     manifest_key = upload_batch_dir(s3, BUCKET, batch_dir)
     upsert = run_cli("pipeline", "upsert", "--endpoint-url", aws.endpoint_url, "--role-arn", ROLE, "--bucket", BUCKET,
-                     "--model-package-group", GROUP, "--max-jobs", "2", "--max-parallel-jobs", "2")
+                     "--model-package-group", "livetrain-models", "--max-jobs", "2", "--max-parallel-jobs", "2")
     assert upsert.returncode == 0, upsert.stderr
     state = tmp_path / "state"
     result = run_cli("pipeline", "run-local", "--pipeline-name", "livetrain", "--endpoint-url", aws.endpoint_url,
@@ -216,7 +216,8 @@ def test_a_challenger_worse_than_the_approved_champion_is_not_registered(aws, ru
     result, record = run_pipeline(aws, run_cli, tmp_path / "second", reversal_until_the_test_slice)
     report = evaluation(record)
     assert record["Steps"]["FindChampion"]["Properties"]["OutputParameters"] == {
-        "ChampionPackageArn": champion, "ChampionModelName": "livetrain-champion-v1"}
+        "ModelPackageGroupName": GROUP, "ChampionPackageArn": champion,
+        "ChampionModelName": epic_name("livetrain-champion", Config.epic) + "-v1"}
     assert report["champion"]["package_arn"] == champion
     assert report["vs_champion"]["shortfall"]["lower"] > 0  # the champion's advantage is significant
     assert_not_registered_at(aws, result, record, "WorseThanChampion", packages=[champion])

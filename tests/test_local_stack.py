@@ -237,7 +237,8 @@ def test_the_monitoring_pipeline_runs_on_the_stacks_timer_and_publishes_to_cloud
         write_traffic(tmp_path / "traffic", "1", skill=-0.2, trades=2000, seed=5)
         s3 = stack.client("s3")
         for path in (tmp_path / "traffic").rglob("*.jsonl"):
-            relative = path.relative_to(tmp_path / "traffic").as_posix().replace("capture/", "datacapture/", 1)
+            relative = path.relative_to(tmp_path / "traffic").as_posix().replace(  # the configured epic's endpoint's
+                "capture/livetrain/", f"datacapture/{stack.endpoint_name()}/", 1)
             s3.put_object(Bucket=CONFIG.bucket, Key=f"{CONFIG.pipeline_name}/{relative}", Body=path.read_bytes())
         wait_until(lambda: stack.live_quality and stack.live_quality[-1]["windows"], 60, "a monitoring run")
         metrics = stack.client("cloudwatch").list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
