@@ -141,7 +141,7 @@ class Stack:
 
         key = upload_batch_dir(self.s3, BUCKET, batch_dir)
         definition, arn = fetch_definition(self.sagemaker, PIPELINE)
-        parameters = resolve_parameters(definition, with_batch_epic({"InputManifestKey": key}))
+        parameters = resolve_parameters(definition, with_batch_epic(definition, {"InputManifestKey": key}))
         execution = LocalExecution(definition, parameters,
                                    s3=self.s3, sagemaker=self.sagemaker, state_dir=self.state,
                                    pipeline_name=PIPELINE, pipeline_arn=arn, progress=lambda line: None)

@@ -158,8 +158,8 @@ def start_execution(sagemaker, s3, pipeline_name: str, parameters: dict[str, str
     """Start an execution with these parameters, Epic taken from the batch's key unless given (with_batch_epic); its
     ARN. First checks them against the types the pipeline's definition declares, and that the batch's manifest
     (InputBucket, InputManifestKey) exists in S3."""
-    parameters = with_batch_epic(parameters)
     _, definition = describe_pipeline(sagemaker, pipeline_name)
+    parameters = with_batch_epic(definition, parameters)
     resolve_parameters(definition, parameters)
     _check_manifest(s3, parameters["InputBucket"], parameters["InputManifestKey"])
     with aws_call("StartPipelineExecution", IF_MISSING):

@@ -53,9 +53,9 @@ def _convert(name: str, kind: str, text: str):
         raise UserError(f"parameter {name} has type {kind!r}, which livetrain does not know") from None
 
 
-def with_batch_epic(overrides: dict[str, str]) -> dict[str, str]:
-    """The overrides with Epic set to the epic of the batch InputManifestKey names (`batches/<epic>/…`), as the
-    epic's EventBridge rule sets it; UserError when an Epic given differs from the batch's."""
+def with_batch_epic(definition: dict, overrides: dict[str, str]) -> dict[str, str]:
+    """The overrides with Epic, when the definition declares it, set to the epic of the batch InputManifestKey names
+    (`batches/<epic>/…`), as the epic's EventBridge rule sets it; UserError when an Epic given differs from it."""
     from pipelines.contract import manifest_epic
 
     epic = manifest_epic(overrides.get("InputManifestKey", ""))
@@ -63,4 +63,7 @@ def with_batch_epic(overrides: dict[str, str]) -> dict[str, str]:
     if epic and given and given != epic:
         raise UserError(f"Epic={given} but the batch {overrides['InputManifestKey']} is of epic {epic}: "
                         f"leave Epic out (it is taken from the batch) or pass Epic={epic}")
-    return {**overrides, "Epic": given or epic} if given or epic else overrides
+    declared = {parameter["Name"] for parameter in definition.get("Parameters", [])}
+    if epic and not given and "Epic" in declared:
+        return {**overrides, "Epic": epic}
+    return overrides

@@ -69,7 +69,7 @@ def test_demo_runs_the_whole_loop(demos):
     record, _ = training_runs(tmp_path)
     assert record["PipelineExecutionStatus"] == "Succeeded"
     assert record["Steps"]["RegisterBestModel"]["StepStatus"] == "Succeeded"
-    assert "deployed to endpoint config livetrain-v1; 5 predictions served" in result.stdout
+    assert "deployed to endpoint config livetrain-CS-D-BITCOIN-CFD-IP-v1; 5 predictions served" in result.stdout
     deployments = result.stdout.count("predictions served")
     assert result.stderr.count("predicted_label") == 5 * deployments  # answered through boto3's invoke_endpoint
     assert result.stderr.count("(the model's threshold 0.") == 5 * deployments

@@ -176,7 +176,7 @@ class _Pipeline:
 
         key = upload_batch_dir(self.s3, self.config.bucket, batch_dir)
         definition, arn = fetch_definition(self.sagemaker, self.config.pipeline_name)
-        parameters = resolve_parameters(definition, with_batch_epic({"InputManifestKey": key}))
+        parameters = resolve_parameters(definition, with_batch_epic(definition, {"InputManifestKey": key}))
         execution = LocalExecution(definition, parameters,
                                    s3=self.s3, sagemaker=self.sagemaker, state_dir=self.state_dir,
                                    pipeline_name=self.config.pipeline_name, pipeline_arn=arn,

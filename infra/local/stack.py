@@ -2,9 +2,9 @@
 
 `LocalStack` starts moto (S3, EventBridge, SQS, Secrets Manager, SageMaker records), the MongoDB-wire server
 and the local SageMaker Runtime endpoint, all on 127.0.0.1 with their state under one directory; provisions
-what the CloudFormation template provisions on AWS (the data bucket with EventBridge notifications, the three
-rules with the template's own patterns and parameter mapping, the model package group, the IG secret, the
-pipeline); and dispatches rule matches to their real targets:
+what the CloudFormation template provisions on AWS (the data bucket with EventBridge notifications, the rules with
+the template's own patterns and parameter mapping, the IG secret, the pipeline; each epic's model package group is
+made by its first run, as on AWS); and dispatches rule matches to their real targets:
 
 - the manifest rules (the template has one per epic; locally every epic's batches start runs) → StartPipelineExecution
   with the parameters EventBridge would pass, the batch's epic among them (and a client token made from the

@@ -77,7 +77,7 @@ def run_local(args: argparse.Namespace) -> int:
         return aws.client(service, endpoint_url=args.endpoint_url, session=session)
 
     s3, sagemaker = client("s3"), client("sagemaker")
-    overrides = with_batch_epic(parse_assignments(args.param))
+    overrides = parse_assignments(args.param)
     if args.definition:
         definition = load_definition_file(args.definition)
         pipeline_name = config.pipeline_name
@@ -86,7 +86,7 @@ def run_local(args: argparse.Namespace) -> int:
     else:
         pipeline_name = args.pipeline_name
         definition, pipeline_arn = fetch_definition(sagemaker, pipeline_name)
-    parameters = resolve_parameters(definition, overrides)
+    parameters = resolve_parameters(definition, with_batch_epic(definition, overrides))
     execution = LocalExecution(definition, parameters, s3=s3, sagemaker=sagemaker, state_dir=args.state_dir,
                                pipeline_name=pipeline_name, pipeline_arn=pipeline_arn)
     record = execution.run()
