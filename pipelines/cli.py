@@ -43,7 +43,8 @@ def add_commands(commands, config) -> None:
 
     start = subparsers.add_parser(
         "start", help="start a pipeline execution on one batch",
-        description="Start an execution on the batch whose manifest is s3://BUCKET/MANIFEST_KEY.")
+        description="Start an execution on the batch whose manifest is s3://BUCKET/MANIFEST_KEY; its Epic parameter "
+                    "is the batch's (batches/<epic>/…), as the epic's EventBridge rule passes it.")
     _add_target_arguments(start, config)
     start.add_argument("--bucket", default=config.bucket, help=f"the batch's bucket (default {config.bucket})")
     start.add_argument("--manifest-key", required=True, metavar="KEY",

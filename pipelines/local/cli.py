@@ -22,7 +22,8 @@ def add_commands(commands, config) -> None:
     source.add_argument("--definition", metavar="FILE", help="definition JSON (from `livetrain pipeline definition`)")
     source.add_argument("--pipeline-name", metavar="NAME", help="fetch the definition with DescribePipeline")
     run.add_argument("--param", action="append", default=[], metavar="Name=Value",
-                     help="override a pipeline parameter (repeatable)")
+                     help="override a pipeline parameter (repeatable); Epic defaults to the epic of the batch "
+                          "InputManifestKey names (batches/<epic>/…)")
     add_endpoint_argument(run)
     add_state_dir_argument(run, config)
     run.set_defaults(handler=run_local, config=config)
