@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from infra.template import TEMPLATE_PATH as TEMPLATE
+from livetrain.config import parse_epics
 from livetrain.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,9 @@ def add_commands(commands, config) -> None:
     deploy.add_argument("--model-package-group", default=config.model_package_group)
     deploy.add_argument("--endpoint-name", default=config.endpoint_name,
                         help=f"the endpoint approved models are deployed to (default {config.endpoint_name})")
-    deploy.add_argument("--epic", default=config.epic, help=f"the market the streamer reads (default {config.epic})")
+    deploy.add_argument("--epic", default=config.epic, metavar="EPIC[,EPIC…]",
+                        help="the markets the streamer follows, each with its batch rule, model package group and "
+                             f"endpoint; the first's endpoint is monitored live (default {config.epic})")
     deploy.add_argument("--artifact-bucket", help="bucket for the Lambda's zip (default "
                                                   "livetrain-artifacts-<account>-<region>, created if missing)")
     deploy.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
@@ -90,7 +93,8 @@ def run_deploy(args) -> int:
 
     deploy(DeploySettings(
         stack_name=args.stack_name, region=args.region, bucket=args.bucket, pipeline_name=args.pipeline_name,
-        model_package_group=args.model_package_group, endpoint_name=args.endpoint_name, epic=args.epic,
+        model_package_group=args.model_package_group, endpoint_name=args.endpoint_name,
+        epics=parse_epics([args.epic]),
         parameters=tuple(args.parameter), template=args.template, role_arn=args.role_arn,
         endpoint_url=args.endpoint_url, artifact_bucket=args.artifact_bucket, timeout=args.timeout,
         upsert_pipeline=not args.no_pipeline, cache_dir=args.cache_dir))

@@ -30,7 +30,7 @@ SET_BY_DEPLOY = {
     "PipelineName": "pass --pipeline-name instead (the pipeline upsert uses it too)",
     "ModelPackageGroupName": "pass --model-package-group instead (the pipeline upsert uses it too)",
     "EndpointName": "pass --endpoint-name instead",
-    "Epic": "pass --epic instead",
+    "Epics": "pass --epic instead (one or several, comma-separated)",
     "LambdaCodeBucket": "deploy uploads the Lambda; pass --artifact-bucket to choose the bucket",
     "LambdaCodeKey": "deploy uploads the Lambda and names the key after its content",
 }
@@ -56,7 +56,7 @@ class DeploySettings:
     pipeline_name: str
     model_package_group: str
     endpoint_name: str
-    epic: str
+    epics: tuple[str, ...]  # the markets the streamer follows; each has its rule, group and endpoint
     parameters: tuple[str, ...] = ()  # KEY=VALUE for the template's other parameters
     template: Path = TEMPLATE_PATH
     role_arn: str | None = None  # the service role CloudFormation assumes (None: the caller's credentials)
@@ -305,7 +305,8 @@ def deploy(settings: DeploySettings) -> dict[str, str]:
     code_key = f"lambdas/lambdas-{hashlib.sha256(code).hexdigest()[:16]}.zip"
     values = {"DataBucketName": settings.bucket, "PipelineName": settings.pipeline_name,
               "ModelPackageGroupName": settings.model_package_group, "EndpointName": settings.endpoint_name,
-              "Epic": settings.epic, "LambdaCodeBucket": artifact_bucket, "LambdaCodeKey": code_key, **overrides}
+              "Epics": ",".join(settings.epics), "LambdaCodeBucket": artifact_bucket, "LambdaCodeKey": code_key,
+              **overrides}
     parameters = stack_parameters(declared, {k: v for k, v in values.items() if k in declared}, creating,
                                   settings.stack_name)
 

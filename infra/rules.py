@@ -37,8 +37,8 @@ def _resources() -> dict:
 
 def _resolve(node, refs: dict[str, str]):
     """Replace {"Ref": name} by refs[name], a plain {"Fn::Sub": "…${name}…"} by the names' values, and apply
-    Fn::Join and Fn::Split (the template's epic slug); any other intrinsic function is an error (what the local stack
-    reads must stay plain)."""
+    Fn::Join, Fn::Split and Fn::Select (the template's epic slug); any other intrinsic function is an error (what the
+    local stack reads must stay plain)."""
     if isinstance(node, list):
         return [_resolve(item, refs) for item in node]
     if isinstance(node, dict):
@@ -52,6 +52,9 @@ def _resolve(node, refs: dict[str, str]):
         if set(node) == {"Fn::Split"}:
             separator, text = node["Fn::Split"]
             return _resolve(text, refs).split(separator)
+        if set(node) == {"Fn::Select"}:
+            index, items = node["Fn::Select"]
+            return _resolve(items, refs)[int(index)]
         if any(key.startswith("Fn::") for key in node):
             raise ValueError(f"event patterns may only use !Ref, not {sorted(node)}")
         return {key: _resolve(value, refs) for key, value in node.items()}
@@ -90,10 +93,10 @@ def pipeline_parameter_mapping(epic: str) -> dict[str, str]:
 
 def live_lift_alarm(endpoint: str, epic: str) -> dict:
     """PutMetricAlarm's arguments for the live-lift alarm on the epic's endpoint (`endpoint`: the endpoints' prefix;
-    the template's default window count)."""
+    the template's default window count; on AWS the epic is the first of Epics)."""
     windows = _template()["Parameters"]["LiveLiftAlarmWindows"]["Default"]
     properties = _resolve(copy.deepcopy(_resources()[LIVE_LIFT_ALARM]["Properties"]),
-                          {"EndpointName": endpoint, "Epic": epic, "LiveLiftAlarmWindows": windows})
+                          {"EndpointName": endpoint, "Epics": [epic], "LiveLiftAlarmWindows": windows})
     return {**properties, "EvaluationPeriods": int(windows), "DatapointsToAlarm": int(windows)}
 
 

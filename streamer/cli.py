@@ -10,7 +10,7 @@ import argparse
 import os
 
 from livetrain.arguments import positive_float, positive_int
-from livetrain.config import MARKETS
+from livetrain.config import MARKETS, parse_epics
 from livetrain.errors import UserError
 from streamer.trading import BotSettings, parse_directions
 
@@ -112,19 +112,6 @@ def add_stream_command(commands, config) -> None:
     add_bot_arguments(stream, config)
     stream.set_defaults(handler=run_stream, region=config.region, monitor_prefix=config.pipeline_name,
                         default_epic=config.epic)
-
-
-def parse_epics(values: list[str]) -> tuple[str, ...]:
-    """The --epic values (each one epic or a comma-separated list) as distinct epics; UserError for an empty or
-    repeated one."""
-    epics = [epic.strip() for value in values for epic in value.split(",")]
-    if "" in epics:
-        raise UserError(f"--epic {','.join(values)}: an empty epic; give names separated by commas, e.g. "
-                        f"--epic CS.D.BITCOIN.CFD.IP,CS.D.ETHUSD.CFD.IP")
-    repeated = sorted({epic for epic in epics if epics.count(epic) > 1})
-    if repeated:
-        raise UserError(f"--epic: {', '.join(repeated)} given more than once; name each epic once")
-    return tuple(epics)
 
 
 def run_stream(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ Parameters:
   ModelPackageGroupName: {Type: String, Default: livetrain-models}
   LambdaCodeBucket: {Type: String}
   LambdaCodeKey: {Type: String}
-  Epic: {Type: String}
+  Epics: {Type: CommaDelimitedList}
 Resources:
   DataBucket:
     Type: AWS::S3::Bucket
@@ -52,7 +52,7 @@ Resources:
       Role: !GetAtt PipelineExecutionRole.Arn
       Code: {S3Bucket: !Ref LambdaCodeBucket, S3Key: !Ref LambdaCodeKey}
       Environment:
-        Variables: {EPIC: !Ref Epic}
+        Variables: {EPICS: !Join [",", !Ref Epics]}
 """
 
 
@@ -102,13 +102,15 @@ def test_deploy_creates_updates_and_reports_no_changes(run_cli, aws, reduced_tem
     assert "stack lt: no changes" in unchanged.stderr
     assert [s["Status"] for s in cloudformation.list_change_sets(StackName="lt")["Summaries"]] == ["CREATE_COMPLETE"]
 
-    updated = deploy(run_cli, aws, "--template", reduced_template, "--no-pipeline", "--epic", "CS.D.TWO")
+    updated = deploy(run_cli, aws, "--template", reduced_template, "--no-pipeline", "--epic", "CS.D.TWO,CS.D.THREE")
 
     assert updated.returncode == 0, updated.stderr
     stack = cloudformation.describe_stacks(StackName="lt")["Stacks"][0]
     assert stack["StackStatus"] == "UPDATE_COMPLETE"
     parameters = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
-    assert (parameters["Epic"], parameters["DataBucketName"]) == ("CS.D.TWO", "livetrain-data")
+    assert parameters["DataBucketName"] == "livetrain-data"  # (moto 5.2.5 shows a list parameter as a Python list)
+    (function,) = aws.client("lambda").list_functions()["Functions"]
+    assert function["Environment"]["Variables"] == {"EPICS": "CS.D.TWO,CS.D.THREE"}
 
 
 def test_without_the_role_output_the_upsert_stage_says_what_is_deployed(run_cli, aws, reduced_template):
@@ -124,7 +126,7 @@ def test_without_the_role_output_the_upsert_stage_says_what_is_deployed(run_cli,
 def upsert_settings(aws) -> DeploySettings:
     return DeploySettings(stack_name="lt", region="us-east-1", endpoint_url=aws.endpoint_url, bucket="livetrain-data",
                           pipeline_name="lt-pipeline", model_package_group="lt-models", endpoint_name="lt",
-                          epic="CS.D.ONE")
+                          epics=("CS.D.ONE",))
 
 
 def test_a_failed_upsert_names_the_stage_and_the_command_to_retry(aws):
@@ -155,6 +157,18 @@ def test_bad_parameters_are_named(run_cli, aws, parameter, message):
     result = deploy(run_cli, aws, "--parameter", parameter)
 
     assert result.returncode == 2 and message in error_line(result)
+
+
+@pytest.mark.parametrize(("epics", "message"), [
+    ("CS.D.ONE,,CS.D.TWO", "an empty epic"),
+    ("CS.D.ONE,CS.D.ONE", "CS.D.ONE given more than once"),
+    ("CS.D.BIT COIN", "no SageMaker name can be made from it"),
+])
+def test_bad_epics_are_named_before_anything_is_touched(run_cli, aws, epics, message):
+    result = deploy(run_cli, aws, "--epic", epics)
+
+    assert result.returncode == 2 and message in error_line(result)
+    assert aws.client("s3").list_buckets()["Buckets"] == []
 
 
 def test_a_failed_execution_names_the_stage_the_cause_and_the_stack_left(run_cli, aws, tmp_path):

@@ -133,6 +133,9 @@ def test_one_manifest_rule_and_rollback_alarms_per_epic_of_the_epics_parameter()
                      ["Statement"] if s.get("Sid") == "AllowUndeliveredEventsFromTheBatchRules")
     source = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
     assert source.endswith(":rule/${PipelineName}-batch-landed-*")
+    # the streamer follows them all (`livetrain stream --epic A,B`)
+    container, = template["Resources"]["StreamerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert {"Name": "LIVETRAIN_EPIC", "Value": {"Fn::Join": [",", {"Ref": "Epics"}]}} in container["Environment"]
 
 
 def test_the_template_agrees_with_the_batch_contract_and_the_pipeline():
@@ -175,9 +178,9 @@ def test_the_schedule_starts_the_monitoring_pipeline_whose_lambda_publishes_into
     assert rule["ScheduleExpression"] == {"Ref": "MonitorSchedule"}
     (target,) = rule["Targets"]
     assert target["Arn"]["Fn::Sub"].endswith(f":pipeline/${{PipelineName}}{MONITOR_PIPELINE_SUFFIX}")
-    # the streamer's epic's endpoint: the one the live-lift alarm watches and the act-on-alarm Lambda rolls back
+    # the first epic's endpoint: the one the live-lift alarm watches and the act-on-alarm Lambda rolls back
     endpoint = resources["LiveLiftAlarm"]["Properties"]["Dimensions"][0]["Value"]
-    slug = {"Fn::Join": ["-", {"Fn::Split": [".", {"Ref": "Epic"}]}]}
+    slug = {"Fn::Join": ["-", {"Fn::Split": [".", {"Fn::Select": [0, {"Ref": "Epics"}]}]}]}
     assert endpoint == {"Fn::Join": ["-", [{"Ref": "EndpointName"}, slug]]}
     assert target["SageMakerPipelineParameters"]["PipelineParameterList"] == [
         {"Name": "EndpointName", "Value": endpoint}]
@@ -195,7 +198,7 @@ def test_the_schedule_starts_the_monitoring_pipeline_whose_lambda_publishes_into
 
 # The template's parameters whose defaults are livetrain's (DataBucketName has none: bucket names are global).
 CONFIG_PARAMETERS = {"DataBucketName": "bucket", "PipelineName": "pipeline_name",
-                     "ModelPackageGroupName": "model_package_group", "EndpointName": "endpoint_name", "Epic": "epic"}
+                     "ModelPackageGroupName": "model_package_group", "EndpointName": "endpoint_name", "Epics": "epic"}
 
 
 def test_parameter_defaults_are_configs_and_deploy_passes_them():
