@@ -20,8 +20,8 @@ from livetrain import aws
 from livetrain.aws_errors import describe, is_not_found
 from livetrain.errors import UserError
 
-LAMBDA_SOURCES = tuple(Path(__file__).resolve().parents[1] / "lambdas" / name  # one handler module each
-                       for name in ("act_on_alarm.py", "deploy_on_approval.py", "find_champion.py",
+LAMBDA_SOURCES = tuple(Path(__file__).resolve().parents[1] / "lambdas" / name  # the handler modules, what they import
+                       for name in ("act_on_alarm.py", "deploy_on_approval.py", "epics.py", "find_champion.py",
                                     "publish_live_quality.py"))
 MAX_TEMPLATE_BYTES = 1_000_000  # what CloudFormation accepts from S3 (TemplateURL)
 POLL_SECONDS = 5
@@ -83,7 +83,8 @@ def stage(name: str, left: str = ""):
 
 
 def package_lambda(sources: tuple[Path, ...] = LAMBDA_SOURCES) -> bytes:
-    """A zip of the handler modules at its root (boto3 comes with the runtime), byte-identical for identical source;
+    """A zip of the handler modules and what they import at its root (boto3 comes with the runtime), byte-identical
+    for identical source;
     every function of the template runs from it with its own Handler."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

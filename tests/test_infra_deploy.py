@@ -221,15 +221,23 @@ def test_a_change_set_without_changes_is_deleted_and_reported_as_none():
         stubber.assert_no_pending_responses()
 
 
-def test_the_lambda_zip_is_the_handlers_alone_and_reproducible():
+def test_the_lambda_zip_is_the_handlers_and_what_they_import_and_reproducible(tmp_path):
     import io
+    import subprocess
+    import sys
     import zipfile
 
     archive = zipfile.ZipFile(io.BytesIO(package_lambda()))
 
-    assert archive.namelist() == ["act_on_alarm.py", "deploy_on_approval.py", "find_champion.py",
+    assert archive.namelist() == ["act_on_alarm.py", "deploy_on_approval.py", "epics.py", "find_champion.py",
                                   "publish_live_quality.py"]
     assert package_lambda() == package_lambda()
+    # every handler imports from the zip alone, as in the Lambda runtime (boto3 beside it, no livetrain package)
+    archive.extractall(tmp_path)
+    handlers = ", ".join(name.removesuffix(".py") for name in archive.namelist())
+    imported = subprocess.run([sys.executable, "-c", f"import sys; sys.modules['lambdas'] = None; import {handlers}"],
+                              cwd=tmp_path, capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
 
 
 def test_upsert_creates_the_pipeline_with_the_stacks_role(aws):
