@@ -5,10 +5,11 @@ boto3 only (the Lambda runtime's). `handler` reads its configuration from the en
 
 For one alarm state change (its id: the state-change time and the alarm's name), two actions:
 
-- retrain: ask the streamer for a batch now, an export request `s3://<bucket>/<prefix>/export-requests/<id>.json`.
-  The streamer's exporter answers it with a batch of the trades closed since the last batch (streamer/exporter.py),
-  and that batch's manifest starts the retraining run through the manifest rule, as every batch does (one run per
-  batch; its client token is made from the manifest object). The batch does not exist when the alarm fires, so
+- retrain: ask the streamer for a batch of the monitored epic (EPIC) now, an export request
+  `s3://<bucket>/<prefix>/export-requests/<epic>/<id>.json`. The streamer's exporter of that epic answers it with a
+  batch of the trades closed since the last batch (streamer/exporter.py), and that batch's manifest starts the
+  retraining run through the epic's manifest rule, as every batch does (one run per batch; its client token is made
+  from the manifest object). The batch does not exist when the alarm fires, so
   this Lambda cannot name it in a StartPipelineExecution of its own.
 - roll back: when the monitor's latest per-version figures (live_quality.json under <prefix>/monitoring/) show that
   the previous approved package measured better than the one in service on the same windows (in every window
@@ -38,9 +39,11 @@ from botocore.exceptions import ClientError
 try:  # in the Lambda zip, modules sit at its root
     from deploy_on_approval import DETAIL_TYPE as PACKAGE_STATE_CHANGE
     from deploy_on_approval import DeployConfig, deploy
+    from epics import export_requests_prefix
 except ImportError:
     from lambdas.deploy_on_approval import DETAIL_TYPE as PACKAGE_STATE_CHANGE
     from lambdas.deploy_on_approval import DeployConfig, deploy
+    from lambdas.epics import export_requests_prefix
 
 log = logging.getLogger("act_on_alarm")
 log.setLevel(logging.INFO)
@@ -54,15 +57,16 @@ SHADOW_SUFFIX = "-shadow"  # processing/monitor.py's: a version's figures from s
 class ActionConfig:
     bucket: str
     prefix: str
+    epic: str  # the epic of the endpoint the alarm watches: its streamer lane is asked for a batch
     deploy: DeployConfig
 
     @classmethod
     def from_env(cls, environ=os.environ) -> ActionConfig:
-        """DATA_BUCKET, PREFIX and the deploy Lambda's variables (DeployConfig.from_env)."""
-        missing = [name for name in ("DATA_BUCKET", "PREFIX") if not environ.get(name)]
+        """DATA_BUCKET, PREFIX, EPIC and the deploy Lambda's variables (DeployConfig.from_env)."""
+        missing = [name for name in ("DATA_BUCKET", "PREFIX", "EPIC") if not environ.get(name)]
         if missing:
             raise RuntimeError(f"environment variables not set: {', '.join(missing)}")
-        return cls(environ["DATA_BUCKET"], environ["PREFIX"], DeployConfig.from_env(environ))
+        return cls(environ["DATA_BUCKET"], environ["PREFIX"], environ["EPIC"], DeployConfig.from_env(environ))
 
 
 def action_id(detail: dict) -> str:
@@ -87,7 +91,7 @@ def _put_json(s3, bucket: str, key: str, content: dict) -> None:
 
 def request_export(s3, config: ActionConfig, request: str, detail: dict) -> dict:
     """The export request for this alarm, unless it exists."""
-    key = f"{config.prefix}/export-requests/{request}.json"
+    key = f"{export_requests_prefix(config.prefix, config.epic)}{request}.json"
     if _get_json(s3, config.bucket, key) is not None:
         log.info("no-op: export request s3://%s/%s exists", config.bucket, key)
         return {"action": "skipped", "reason": "export already requested", "request": key}

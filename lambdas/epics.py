@@ -1,4 +1,5 @@
-"""The names of an epic's resources: its model package group and its endpoint, `<base>-<epic slug>`.
+"""The names of an epic's resources: its model package group and its endpoint, `<base>-<epic slug>`, and where
+the streamer looks for its export requests.
 
 Standard library only; shipped in the Lambda zip beside the handlers (FindChampion names the group it registers
 into, the deploy Lambda the endpoint of a group) and imported by the rest of livetrain, so the rule is written once.
@@ -22,6 +23,11 @@ def epic_slug(epic: str) -> str:
         raise ValueError(f"epic {epic!r} is not letters and digits in parts separated by dots (e.g. "
                          "CS.D.BITCOIN.CFD.IP): no SageMaker name can be made from it")
     return epic.replace(".", "-")
+
+
+def export_requests_prefix(prefix: str, epic: str) -> str:
+    """Where the act-on-alarm Lambda asks the streamer's lane of `epic` for a batch now (`prefix`: the pipeline's)."""
+    return f"{prefix}/export-requests/{epic}/"
 
 
 def epic_name(base: str, epic: str) -> str:

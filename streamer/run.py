@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lambdas.epics import export_requests_prefix
 from livetrain.errors import UserError
 from streamer.sources import Source, Stopped, Tick, usable
 
@@ -56,7 +57,7 @@ class StreamSettings:
     endpoint_name: str | None = None  # live scoring (streamer/scoring.py): off when None
     runtime_endpoint_url: str | None = None  # SageMaker Runtime, e.g. the local endpoint server
     monitor_prefix: str = "livetrain"  # ground truth under s3://<bucket>/<prefix>/groundtruth/, export requests under
-    # s3://<bucket>/<prefix>/export-requests/
+    # s3://<bucket>/<prefix>/export-requests/<epic>/ (lambdas/epics.py)
 
 
 class Sequencer:
@@ -222,7 +223,8 @@ def run_stream(settings: StreamSettings) -> int:
     lanes = {}
     for epic, store in stores.items():
         exporter = Exporter(store, s3, settings.bucket, settings.batch_size, settings.bot.as_dict(),
-                            settings.max_batches, requests_prefix=f"{settings.monitor_prefix}/export-requests/")
+                            settings.max_batches,
+                            requests_prefix=export_requests_prefix(settings.monitor_prefix, epic))
         last = last_ticks[epic]
         lanes[epic] = Lane(store, Bot(store, settings.bot, settings.warmup_seconds, scorer), exporter,
                            Sequencer(source.live, None if last is None else last.ts))

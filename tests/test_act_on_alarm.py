@@ -20,6 +20,7 @@ from infra.local.services import wait_until
 from infra.rules import alarm_rule_pattern, live_lift_alarm, manifest_rule_pattern
 from lambdas.act_on_alarm import ActionConfig, act, action_records, compare, latest_figures
 from lambdas.deploy_on_approval import DETAIL_TYPE, DeployConfig, deploy
+from lambdas.epics import export_requests_prefix
 from pipelines.local.report import render_report
 from processing.batch_contract import MANIFEST_FILE
 from streamer.exporter import Exporter
@@ -28,7 +29,7 @@ from streamer.sources import frame_ticks
 from streamer.store import Store
 
 BUCKET, PREFIX, GROUP, ENDPOINT = "data", "lt", "models", "lt-ep"  # epic ep's
-CONFIG = ActionConfig(BUCKET, PREFIX, DeployConfig(ENDPOINT, GROUP, "arn:aws:iam::123456789012:role/model",
+CONFIG = ActionConfig(BUCKET, PREFIX, EPIC, DeployConfig(ENDPOINT, GROUP, "arn:aws:iam::123456789012:role/model",
                                                    wait_seconds=5, poll_seconds=1))
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAYS = [(NOW - timedelta(days=k)).strftime("%Y-%m-%dT00:00:00+00:00") for k in (2, 1)]
@@ -129,9 +130,13 @@ def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path
     # the streamer answers the request with the trades collected since the last batch; its manifest starts the run
     store = streamed(mongo_db)
 
-    def exporter() -> Exporter:  # a new one each time, as after a restart (it looks for requests at once)
-        return Exporter(store, s3, BUCKET, 100_000, SETTINGS.as_dict(), requests_prefix=f"{PREFIX}/export-requests/")
+    def exporter(store=store) -> Exporter:  # a new one each time, as after a restart (it looks for requests at once)
+        return Exporter(store, s3, BUCKET, 100_000, SETTINGS.as_dict(),
+                        requests_prefix=export_requests_prefix(PREFIX, store.epic))
 
+    assert export_requests(s3) == [f"{PREFIX}/export-requests/{EPIC}/{report['id']}.json"]
+    assert exporter(Store(mongo_db, "CS.D.OTHER.IP"))._pending_request() is None  # another epic's lane: not its
+    assert exporter()._pending_request() == report["id"]
     assert exporter()._step()
     assert not exporter()._step()  # answered (MongoDB records it): the same request never makes a second batch
     wait_until(lambda: dispatcher.poll_once(wait_seconds=1), 20, "the requested batch's manifest event")

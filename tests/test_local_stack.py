@@ -65,7 +65,7 @@ def test_the_local_rules_are_the_templates(stack):
     stack.client("events").put_events(Entries=[state_change_event(provisioned, "ALARM", "test", {}, datetime.now(UTC))])
     wait_until(lambda: stack.alarm_actions, 30, "the live-lift alarm's action")
     [report] = stack.alarm_actions
-    assert report["retrain"]["request"].startswith(f"{CONFIG.pipeline_name}/export-requests/")
+    assert report["retrain"]["request"].startswith(f"{CONFIG.pipeline_name}/export-requests/{CONFIG.epic}/")
     assert report["rollback"] == {"action": "skipped", "reason": f"endpoint {stack.endpoint_name()} does not exist"}
 
 

@@ -346,7 +346,8 @@ class LocalStack:
         from lambdas.act_on_alarm import ActionConfig, act
 
         environment = {**self._lambda_environment(),  # as the template sets it: the monitored epic's names
-                       "ENDPOINT_NAME": self.endpoint_name(), "MODEL_PACKAGE_GROUP": self.model_package_group()}
+                       "EPIC": self.config.epic, "ENDPOINT_NAME": self.endpoint_name(),
+                       "MODEL_PACKAGE_GROUP": self.model_package_group()}
         report = act(event, self.client("s3"), self.client("sagemaker"), ActionConfig.from_env(environment),
                      wait_seconds=60)
         self.alarm_actions.append(report)
