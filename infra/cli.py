@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from infra.template import TEMPLATE_PATH as TEMPLATE
-from livetrain.config import parse_epics
+from lambdas.epics import parse_epics
 from livetrain.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

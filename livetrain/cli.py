@@ -66,12 +66,13 @@ def build_parser(config: Config | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; user and AWS errors become one line on stderr and exit code 2."""
+    from lambdas.epics import EpicError
     from processing.batch_contract import BatchError
 
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args) or 0
-    except (UserError, BatchError) as exc:
+    except (UserError, BatchError, EpicError) as exc:
         print(f"livetrain: error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("livetrain: interrupted", file=sys.stderr)

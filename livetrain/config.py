@@ -63,26 +63,6 @@ class Config:
         return cls(**overrides)
 
 
-def parse_epics(values: list[str]) -> tuple[str, ...]:
-    """--epic values (each one epic or a comma-separated list, as LIVETRAIN_EPIC may be) as distinct epics;
-    UserError for an empty or repeated one, or one no SageMaker name can be made from (lambdas/epics.py)."""
-    from lambdas.epics import epic_slug
-
-    epics = [epic.strip() for value in values for epic in value.split(",")]
-    if "" in epics:
-        raise UserError(f"--epic {','.join(values)}: an empty epic; give names separated by commas, e.g. "
-                        f"--epic CS.D.BITCOIN.CFD.IP,CS.D.ETHUSD.CFD.IP")
-    repeated = sorted({epic for epic in epics if epics.count(epic) > 1})
-    if repeated:
-        raise UserError(f"--epic: {', '.join(repeated)} given more than once; name each epic once")
-    for epic in epics:
-        try:
-            epic_slug(epic)
-        except ValueError as error:
-            raise UserError(f"--epic: {error}") from None
-    return tuple(epics)
-
-
 def _convert(name: str, text: str, kind: type):
     try:
         return kind(text)

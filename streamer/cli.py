@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from lambdas.epics import parse_epics
 from livetrain.arguments import positive_float, positive_int
-from livetrain.config import MARKETS, parse_epics
+from livetrain.config import MARKETS
 from livetrain.errors import UserError
 from streamer.trading import BotSettings, parse_directions
 
