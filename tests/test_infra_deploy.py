@@ -148,24 +148,16 @@ def test_creating_without_a_required_parameter_names_it_and_touches_nothing(run_
     assert aws.client("cloudformation").list_stacks()["StackSummaries"] == []
 
 
-@pytest.mark.parametrize(("parameter", "message"), [
-    ("StreamerSubnetIds", "is not KEY=VALUE"),
-    ("NoSuchParameter=1", "--parameter NoSuchParameter: the template has no such parameter"),
-    ("DataBucketName=other", "--parameter DataBucketName: pass --bucket instead"),
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--parameter", "StreamerSubnetIds", "is not KEY=VALUE"),
+    ("--parameter", "NoSuchParameter=1", "--parameter NoSuchParameter: the template has no such parameter"),
+    ("--parameter", "DataBucketName=other", "--parameter DataBucketName: pass --bucket instead"),
+    ("--epic", "CS.D.ONE,,CS.D.TWO", "an empty epic"),
+    ("--epic", "CS.D.ONE,CS.D.ONE", "CS.D.ONE given more than once"),
+    ("--epic", "CS.D.BIT COIN", "no SageMaker name can be made from it"),
 ])
-def test_bad_parameters_are_named(run_cli, aws, parameter, message):
-    result = deploy(run_cli, aws, "--parameter", parameter)
-
-    assert result.returncode == 2 and message in error_line(result)
-
-
-@pytest.mark.parametrize(("epics", "message"), [
-    ("CS.D.ONE,,CS.D.TWO", "an empty epic"),
-    ("CS.D.ONE,CS.D.ONE", "CS.D.ONE given more than once"),
-    ("CS.D.BIT COIN", "no SageMaker name can be made from it"),
-])
-def test_bad_epics_are_named_before_anything_is_touched(run_cli, aws, epics, message):
-    result = deploy(run_cli, aws, "--epic", epics)
+def test_bad_parameters_and_epics_are_named_before_anything_is_touched(run_cli, aws, flag, value, message):
+    result = deploy(run_cli, aws, flag, value)
 
     assert result.returncode == 2 and message in error_line(result)
     assert aws.client("s3").list_buckets()["Buckets"] == []
