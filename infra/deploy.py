@@ -83,9 +83,8 @@ def stage(name: str, left: str = ""):
 
 
 def package_lambda(sources: tuple[Path, ...] = LAMBDA_SOURCES) -> bytes:
-    """A zip of the handler modules and what they import at its root (boto3 comes with the runtime), byte-identical
-    for identical source;
-    every function of the template runs from it with its own Handler."""
+    """A zip of the handler modules and what they import, at its root (boto3 comes with the runtime),
+    byte-identical for identical source; every function of the template runs from it with its own Handler."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for source in sources:

@@ -9,8 +9,8 @@ For one alarm state change (its id: the state-change time and the alarm's name),
   `s3://<bucket>/<prefix>/export-requests/<epic>/<id>.json`. The streamer's exporter of that epic answers it with a
   batch of the trades closed since the last batch (streamer/exporter.py), and that batch's manifest starts the
   retraining run through the epic's manifest rule, as every batch does (one run per batch; its client token is made
-  from the manifest object). The batch does not exist when the alarm fires, so
-  this Lambda cannot name it in a StartPipelineExecution of its own.
+  from the manifest object). The batch does not exist when the alarm fires, so this Lambda cannot name it in a
+  StartPipelineExecution of its own.
 - roll back: when the monitor's latest per-version figures (live_quality.json under <prefix>/monitoring/) show that
   the previous approved package measured better than the one in service on the same windows (in every window
   where both were measured, a higher lift, and in at least one, a lift interval wholly above the other's), the

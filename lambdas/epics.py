@@ -26,7 +26,7 @@ def epic_slug(epic: str) -> str:
     """`CS.D.BITCOIN.CFD.IP` → `CS-D-BITCOIN-CFD-IP`; EpicError for an epic the rule cannot name."""
     if not EPIC_PATTERN.fullmatch(epic or ""):
         raise EpicError(f"epic {epic!r} is not letters and digits in parts separated by dots (e.g. "
-                         "CS.D.BITCOIN.CFD.IP): no SageMaker name can be made from it")
+                        "CS.D.BITCOIN.CFD.IP): no SageMaker name can be made from it")
     return epic.replace(".", "-")
 
 
