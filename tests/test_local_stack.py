@@ -290,8 +290,8 @@ def test_a_stack_starting_after_a_crash_resumes_what_the_killed_one_left_executi
     (entry,) = submissions.queue_dir.glob(f"*-{cut_short}.json")
     entry.unlink()
 
-    lines = []
-    with LocalStack(CONFIG, tmp_path / "state", log=lines.append) as stack:
+    lines = []  # one execution at a time, so that the order of the resumed runs shows in their times
+    with LocalStack(CONFIG, tmp_path / "state", log=lines.append, max_concurrent_executions=1) as stack:
         sagemaker = stack.client("sagemaker")
 
         def describe(execution_id: str) -> dict:
