@@ -168,9 +168,10 @@ def deploy(event: dict, sagemaker, config: DeployConfig, wait_seconds: float | N
     group, status = detail.get("ModelPackageGroupName"), detail.get("ModelApprovalStatus")
     if event.get("detail-type") != DETAIL_TYPE:
         return _skipped(f"not a {DETAIL_TYPE} event: {event.get('detail-type')!r}")
-    if for_group(config, group) is None:
+    epic_config = for_group(config, group)
+    if epic_config is None:
         return _skipped(f"package of group {group!r}, not {config.model_package_group!r} or an epic's group of it")
-    config = for_group(config, group)
+    config = epic_config
     if status != "Approved":
         return _skipped(f"package {detail.get('ModelPackageArn')} is {status}, not Approved")
 
