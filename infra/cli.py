@@ -44,8 +44,8 @@ def add_commands(commands, config) -> None:
     deploy.add_argument("--endpoint-name", default=config.endpoint_name,
                         help=f"the endpoint approved models are deployed to (default {config.endpoint_name})")
     deploy.add_argument("--epic", default=config.epic, metavar="EPIC[,EPIC…]",
-                        help="the markets the streamer follows, each with its batch rule, model package group and "
-                             f"endpoint; the first's endpoint is monitored live (default {config.epic})")
+                        help="the markets the streamer follows, each with its batch rule, model package group, "
+                             f"endpoint and live-quality monitor (default {config.epic})")
     deploy.add_argument("--artifact-bucket", help="bucket for the Lambda's zip (default "
                                                   "livetrain-artifacts-<account>-<region>, created if missing)")
     deploy.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",

@@ -8,8 +8,9 @@ reading them here rather than retyping them:
 - `approval_rule_pattern(group)`: "SageMaker Model Package State Change" for the epics' groups `<group>-…`, Approved;
 - `pipeline_parameter_mapping(epic)`: pipeline parameter -> what the epic's rule passes: a JSON path into the event
   (EventBridge's dynamic target parameters: the whole value is the path), or a constant (the epic);
-- `live_lift_alarm(endpoint, epic)`: the live-lift alarm's PutMetricAlarm arguments (on the epic's endpoint);
-- `alarm_rule_pattern(alarm_name)`: that alarm's "CloudWatch Alarm State Change" to ALARM.
+- `live_lift_alarm(endpoint, epic)`: the epic's live-lift alarm's PutMetricAlarm arguments (one per epic, on its
+  endpoint, `Fn::ForEach` again);
+- `alarm_rule_pattern(endpoint)`: any epic's live-lift alarm's "CloudWatch Alarm State Change" to ALARM.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import functools
 import re
 
 EACH_EPIC = "Fn::ForEach::EachEpic"  # one manifest rule (and endpoint alarms) per epic
+MONITORED_EPIC = "Fn::ForEach::MonitoredEpic"  # one monitor schedule and live-lift alarm per epic
 APPROVAL_RULE = "ApprovalRule"
 ALARM_RULE = "LiveLiftAlarmRule"
-LIVE_LIFT_ALARM = "LiveLiftAlarm"
 
 
 @functools.cache
@@ -65,10 +66,14 @@ def _pattern(rule: str, refs: dict[str, str]) -> dict:
     return _resolve(copy.deepcopy(_resources()[rule]["Properties"]["EventPattern"]), refs)
 
 
+def _per_epic(loop: str, resource: str) -> tuple[str, dict]:
+    """(the loop's identifier, the properties of the resource it makes per epic), from the template's Fn::ForEach."""
+    identifier, _, fragment = _resources()[loop]
+    return identifier, fragment[f"{resource}&{{{identifier}}}"]["Properties"]
+
+
 def _epic_rule() -> tuple[str, dict]:
-    """(the loop's identifier, the properties of each epic's manifest rule), from the template's Fn::ForEach."""
-    identifier, _, fragment = _resources()[EACH_EPIC]
-    return identifier, fragment[f"ManifestRule&{{{identifier}}}"]["Properties"]
+    return _per_epic(EACH_EPIC, "ManifestRule")
 
 
 def manifest_rule_pattern(bucket: str, epic: str = "*") -> dict:
@@ -93,13 +98,15 @@ def pipeline_parameter_mapping(epic: str) -> dict[str, str]:
 
 def live_lift_alarm(endpoint: str, epic: str) -> dict:
     """PutMetricAlarm's arguments for the live-lift alarm on the epic's endpoint (`endpoint`: the endpoints' prefix;
-    the template's default window count; on AWS the epic is the first of Epics)."""
+    the template's default window count)."""
     windows = _template()["Parameters"]["LiveLiftAlarmWindows"]["Default"]
-    properties = _resolve(copy.deepcopy(_resources()[LIVE_LIFT_ALARM]["Properties"]),
-                          {"EndpointName": endpoint, "Epics": [epic], "LiveLiftAlarmWindows": windows})
+    identifier, properties = _per_epic(MONITORED_EPIC, "LiveLiftAlarm")
+    properties = _resolve(copy.deepcopy(properties),
+                          {"EndpointName": endpoint, identifier: epic, "LiveLiftAlarmWindows": windows})
     return {**properties, "EvaluationPeriods": int(windows), "DatapointsToAlarm": int(windows)}
 
 
-def alarm_rule_pattern(alarm_name: str) -> dict:
-    """The event pattern that triggers the act-on-alarm Lambda: the live-lift alarm went into ALARM."""
-    return _pattern(ALARM_RULE, {LIVE_LIFT_ALARM: alarm_name})
+def alarm_rule_pattern(endpoint: str) -> dict:
+    """The event pattern that triggers the act-on-alarm Lambda: an epic's live-lift alarm (on an endpoint
+    `<endpoint>-<epic slug>`) went into ALARM."""
+    return _pattern(ALARM_RULE, {"EndpointName": endpoint})

@@ -3,15 +3,19 @@
 boto3 only (the Lambda runtime's). `handler` reads its configuration from the environment the template sets
 (DATA_BUCKET, PREFIX and the deploy Lambda's variables); `act` is the whole behaviour, with the clients passed in.
 
-For one alarm state change (its id: the state-change time and the alarm's name), two actions:
+One live-lift alarm per epic, `<endpoint>-live-lift` on the epic's endpoint `<ENDPOINT_NAME>-<epic slug>`: the
+alarm's name gives its epic, and with it the epic's endpoint, model package group and rollback alarms, named as the
+deploy Lambda names them (`for_alarm`). For one alarm state change (its id: the state-change time and the alarm's
+name), two actions:
 
-- retrain: ask the streamer for a batch of the monitored epic (EPIC) now, an export request
+- retrain: ask the streamer for a batch of the alarm's epic now, an export request
   `s3://<bucket>/<prefix>/export-requests/<epic>/<id>.json`. The streamer's exporter of that epic answers it with a
   batch of the trades closed since the last batch (streamer/exporter.py), and that batch's manifest starts the
   retraining run through the epic's manifest rule, as every batch does (one run per batch; its client token is made
   from the manifest object). The batch does not exist when the alarm fires, so this Lambda cannot name it in a
   StartPipelineExecution of its own.
-- roll back: when the monitor's latest per-version figures (live_quality.json under <prefix>/monitoring/) show that
+- roll back: when the monitor's latest per-version figures for the endpoint (live_quality.json under
+  <prefix>/monitoring/<endpoint>/) show that
   the previous approved package measured better than the one in service on the same windows (in every window
   where both were measured, a higher lift, and in at least one, a lift interval wholly above the other's), the
   previous package is deployed again (the deploy Lambda's code, blue/green) and the package in service is marked
@@ -32,18 +36,18 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from botocore.exceptions import ClientError
 
 try:  # in the Lambda zip, modules sit at its root
     from deploy_on_approval import DETAIL_TYPE as PACKAGE_STATE_CHANGE
-    from deploy_on_approval import DeployConfig, deploy
-    from epics import export_requests_prefix
+    from deploy_on_approval import DeployConfig, deploy, for_group
+    from epics import EpicError, export_requests_prefix, slug_epic
 except ImportError:
     from lambdas.deploy_on_approval import DETAIL_TYPE as PACKAGE_STATE_CHANGE
-    from lambdas.deploy_on_approval import DeployConfig, deploy
-    from lambdas.epics import export_requests_prefix
+    from lambdas.deploy_on_approval import DeployConfig, deploy, for_group
+    from lambdas.epics import EpicError, export_requests_prefix, slug_epic
 
 log = logging.getLogger("act_on_alarm")
 log.setLevel(logging.INFO)
@@ -51,22 +55,37 @@ log.setLevel(logging.INFO)
 DETAIL_TYPE = "CloudWatch Alarm State Change"
 NOT_ENOUGH = "not enough data"
 SHADOW_SUFFIX = "-shadow"  # processing/monitor.py's: a version's figures from shadow scoring (a one-file Lambda)
+LIVE_LIFT_SUFFIX = "-live-lift"  # an epic's live-lift alarm is <its endpoint>-live-lift (infra/template.yaml)
 
 
 @dataclass(frozen=True)
 class ActionConfig:
     bucket: str
     prefix: str
-    epic: str  # the epic of the endpoint the alarm watches: its streamer lane is asked for a batch
-    deploy: DeployConfig
+    deploy: DeployConfig  # the deploy Lambda's: names' prefixes, until for_alarm picks the alarm's epic's names
+    epic: str = ""  # the alarm's epic (for_alarm): its streamer lane is asked for a batch
 
     @classmethod
     def from_env(cls, environ=os.environ) -> ActionConfig:
-        """DATA_BUCKET, PREFIX, EPIC and the deploy Lambda's variables (DeployConfig.from_env)."""
-        missing = [name for name in ("DATA_BUCKET", "PREFIX", "EPIC") if not environ.get(name)]
+        """DATA_BUCKET, PREFIX and the deploy Lambda's variables (DeployConfig.from_env)."""
+        missing = [name for name in ("DATA_BUCKET", "PREFIX") if not environ.get(name)]
         if missing:
             raise RuntimeError(f"environment variables not set: {', '.join(missing)}")
-        return cls(environ["DATA_BUCKET"], environ["PREFIX"], environ["EPIC"], DeployConfig.from_env(environ))
+        return cls(environ["DATA_BUCKET"], environ["PREFIX"], DeployConfig.from_env(environ))
+
+
+def for_alarm(config: ActionConfig, alarm_name: str) -> ActionConfig | None:
+    """The configuration for an epic's live-lift alarm `<endpoint>-<epic slug>-live-lift`: the epic, its endpoint,
+    group and rollback alarms (the deploy Lambda's for_group); None for any other alarm."""
+    head = f"{config.deploy.endpoint_name}-"
+    if not (alarm_name.startswith(head) and alarm_name.endswith(LIVE_LIFT_SUFFIX)):
+        return None
+    slug = alarm_name[len(head):-len(LIVE_LIFT_SUFFIX)]
+    try:
+        epic = slug_epic(slug)
+    except EpicError:
+        return None
+    return replace(config, epic=epic, deploy=for_group(config.deploy, f"{config.deploy.model_package_group}-{slug}"))
 
 
 def action_id(detail: dict) -> str:
@@ -106,9 +125,10 @@ def _keys(s3, bucket: str, prefix: str) -> list[str]:
             for item in page.get("Contents", [])]
 
 
-def latest_figures(s3, bucket: str, prefix: str) -> dict | None:
-    """The newest live_quality.json the monitor wrote (its runs sit under <prefix>/monitoring/<UTC time>/)."""
-    keys = [key for key in _keys(s3, bucket, f"{prefix}/monitoring/") if key.endswith("/live_quality.json")]
+def latest_figures(s3, bucket: str, prefix: str, endpoint: str) -> dict | None:
+    """The newest live_quality.json the monitor wrote for `endpoint` (its runs sit under
+    <prefix>/monitoring/<endpoint>/<UTC time>-<execution id>/)."""
+    keys = [key for key in _keys(s3, bucket, f"{prefix}/monitoring/{endpoint}/") if key.endswith("/live_quality.json")]
     return _get_json(s3, bucket, max(keys)) if keys else None
 
 
@@ -152,7 +172,7 @@ def plan_rollback(s3, sagemaker, config: ActionConfig) -> dict:
     if found is None:
         return {"roll_back": False, "reason": f"no approved package older than v{current} in service"}
     previous, previous_arn = found
-    figures = latest_figures(s3, config.bucket, config.prefix)
+    figures = latest_figures(s3, config.bucket, config.prefix, deploy_config.endpoint_name)
     if figures is None:
         return {"roll_back": False, "reason": "no monitoring output yet"}
     better, reason = compare(figures, current, previous)
@@ -198,6 +218,10 @@ def act(event: dict, s3, sagemaker, config: ActionConfig, wait_seconds: float | 
     if event.get("detail-type") != DETAIL_TYPE or (detail.get("state") or {}).get("value") != "ALARM":
         log.info("no-op: not an alarm going into ALARM: %r", event.get("detail-type"))
         return {"action": "skipped", "reason": "not an alarm going into ALARM"}
+    config = for_alarm(config, detail.get("alarmName", ""))
+    if config is None:
+        log.info("no-op: %r is not an epic's live-lift alarm", detail.get("alarmName"))
+        return {"action": "skipped", "reason": "not an epic's live-lift alarm"}
     request = action_id(detail)
     key = f"{config.prefix}/alarm-actions/{request}.json"
     record = _get_json(s3, config.bucket, key)

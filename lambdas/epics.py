@@ -30,6 +30,13 @@ def epic_slug(epic: str) -> str:
     return epic.replace(".", "-")
 
 
+def slug_epic(slug: str) -> str:
+    """The epic `slug` was made from: epics hold no "-", so each "-" was a "."; EpicError when no epic makes it."""
+    epic = slug.replace("-", ".")
+    epic_slug(epic)
+    return epic
+
+
 def parse_epics(values: list[str]) -> tuple[str, ...]:
     """--epic values (each one epic or a comma-separated list, as LIVETRAIN_EPIC may be) as distinct epics;
     EpicError for an empty or repeated one, or one no SageMaker name can be made from."""

@@ -419,7 +419,8 @@ def get_monitor_pipeline(region: str, role_arn: str, bucket: str, pipeline_name:
         → PublishLiveQuality (Lambda: its cloudwatch_metrics.json → PutMetricData, where the live-lift alarm
           watches)
 
-    Each run writes s3://<bucket>/<prefix>/monitoring/<start time>-<execution id>/ (newest last by name)."""
+    Each run writes s3://<bucket>/<prefix>/monitoring/<endpoint>/<start time>-<execution id>/ (newest last by
+    name; one schedule per epic's endpoint)."""
     session = PipelineSession(boto_session=boto3.Session(region_name=region), default_bucket=bucket,
                               sagemaker_config=SDK_CONFIG)
     endpoint_name = ParameterString("EndpointName", default_value=Config.endpoint_name)
@@ -427,7 +428,7 @@ def get_monitor_pipeline(region: str, role_arn: str, bucket: str, pipeline_name:
     dependence_seconds = ParameterFloat("DependenceSeconds", default_value=DEPENDENCE_SECONDS)
     min_windows = ParameterFloat("MinWindows", default_value=MIN_WINDOWS)
     instance_type = ParameterString("ProcessingInstanceType", default_value=INSTANCE_TYPE)
-    output_uri = Join(on="/", values=["s3:/", bucket, prefix, "monitoring", Join(on="-", values=[
+    output_uri = Join(on="/", values=["s3:/", bucket, prefix, "monitoring", endpoint_name, Join(on="-", values=[
         ExecutionVariables.START_DATETIME, ExecutionVariables.PIPELINE_EXECUTION_ID])])
     measure = ProcessingStep(
         name="MeasureLiveQuality", display_name="Measure live quality",

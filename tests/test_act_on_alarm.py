@@ -20,7 +20,7 @@ from infra.local.services import wait_until
 from infra.rules import alarm_rule_pattern, live_lift_alarm, manifest_rule_pattern
 from lambdas.act_on_alarm import ActionConfig, act, action_records, compare, latest_figures
 from lambdas.deploy_on_approval import DETAIL_TYPE, DeployConfig, deploy
-from lambdas.epics import export_requests_prefix
+from lambdas.epics import epic_name, export_requests_prefix
 from pipelines.local.report import render_report
 from processing.batch_contract import MANIFEST_FILE
 from streamer.exporter import Exporter
@@ -28,9 +28,11 @@ from streamer.market import MarketSettings, MarketSimulator
 from streamer.sources import frame_ticks
 from streamer.store import Store
 
-BUCKET, PREFIX, GROUP, ENDPOINT = "data", "lt", "models", "lt-ep"  # epic ep's
-CONFIG = ActionConfig(BUCKET, PREFIX, EPIC, DeployConfig(ENDPOINT, GROUP, "arn:aws:iam::123456789012:role/model",
-                                                   wait_seconds=5, poll_seconds=1))
+BUCKET, PREFIX = "data", "lt"
+CONFIG = ActionConfig(BUCKET, PREFIX, DeployConfig("lt", "models", "arn:aws:iam::123456789012:role/model",
+                                                   wait_seconds=5, poll_seconds=1))  # the template's: prefixes
+ENDPOINT, GROUP = epic_name("lt", EPIC), epic_name("models", EPIC)  # the epic's, where its alarm acts
+OTHER = "CS.D.ETHUSD.CFD.IP"
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAYS = [(NOW - timedelta(days=k)).strftime("%Y-%m-%dT00:00:00+00:00") for k in (2, 1)]
 
@@ -41,34 +43,41 @@ def world(aws):
     s3, sagemaker, cloudwatch = aws.client("s3"), aws.client("sagemaker"), aws.client("cloudwatch")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={"EventBridgeConfiguration": {}})
-    cloudwatch.put_metric_alarm(**live_lift_alarm("lt", "ep"))
-    sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
-    for _ in (1, 2):
-        arn = sagemaker.create_model_package(
-            ModelPackageGroupName=GROUP, ModelApprovalStatus="Approved", InferenceSpecification={
-                "Containers": [{"Image": "linear-learner:1", "ModelDataUrl": "s3://data/model.tar.gz"}],
-                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["application/json"]},
-        )["ModelPackageArn"]
-        deploy({"detail-type": DETAIL_TYPE, "detail": {"ModelPackageGroupName": GROUP, "ModelApprovalStatus":
-                "Approved", "ModelPackageArn": arn}}, sagemaker, CONFIG.deploy, wait_seconds=5)
-    assert serving(sagemaker) == "lt-ep-v2"
+    serve_two_versions(sagemaker, cloudwatch, EPIC)
     return s3, sagemaker, cloudwatch, aws.client("events")
 
 
-def serving(sagemaker) -> str:
-    return sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+def serve_two_versions(sagemaker, cloudwatch, epic: str) -> None:
+    """The epic's live-lift alarm, and its endpoint serving v2 after v1, both approved (the deploy Lambda's code)."""
+    cloudwatch.put_metric_alarm(**live_lift_alarm("lt", epic))
+    group = epic_name("models", epic)
+    sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    for _ in (1, 2):
+        arn = sagemaker.create_model_package(
+            ModelPackageGroupName=group, ModelApprovalStatus="Approved", InferenceSpecification={
+                "Containers": [{"Image": "linear-learner:1", "ModelDataUrl": "s3://data/model.tar.gz"}],
+                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["application/json"]},
+        )["ModelPackageArn"]
+        deploy({"detail-type": DETAIL_TYPE, "detail": {"ModelPackageGroupName": group, "ModelApprovalStatus":
+                "Approved", "ModelPackageArn": arn}}, sagemaker, CONFIG.deploy, wait_seconds=5)
+    assert serving(sagemaker, epic_name("lt", epic)) == f"{epic_name('lt', epic)}-v2"
+
+
+def serving(sagemaker, endpoint: str = ENDPOINT) -> str:
+    return sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
 
 
 def lift(value: float, half_width: float = 0.02) -> dict:
     return {"value": value, "lower": value - half_width, "upper": value + half_width}
 
 
-def write_figures(s3, lifts: dict[str, list[float]]) -> None:
-    """A monitoring run's live_quality.json: per version, its lift in each of the two days (None: not measured)."""
+def write_figures(s3, lifts: dict[str, list[float]], endpoint: str = ENDPOINT) -> None:
+    """A monitoring run's live_quality.json on `endpoint`: per version, its lift in each of the two days (None: not
+    measured)."""
     windows = [{"model_version": version, "start": day, "trades": 500, "status": "judged", "lift": lift(value)}
                for version, values in lifts.items() for day, value in zip(DAYS, values, strict=True)
                if value is not None]
-    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/monitoring/2026-12-04T12-00-00Z/live_quality.json",
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/monitoring/{endpoint}/2026-12-04T12-00-00Z-x/live_quality.json",
                   Body=json.dumps({"windows": windows}).encode())
 
 
@@ -76,7 +85,7 @@ def wire(s3, sagemaker, events, sqs, tmp_path) -> tuple[Dispatcher, list[dict]]:
     """The template's alarm rule in moto, its target the Lambda's code (as the local stack wires it)."""
     reports = []
     dispatcher = Dispatcher(events, sqs, tmp_path)
-    dispatcher.add_rule(LocalRule("live-lift-alarm", alarm_rule_pattern(f"{ENDPOINT}-live-lift"),
+    dispatcher.add_rule(LocalRule("live-lift-alarm", alarm_rule_pattern("lt"),
                                   lambda event: reports.append(act(event, s3, sagemaker, CONFIG, wait_seconds=5))))
     return dispatcher, reports
 
@@ -101,7 +110,7 @@ def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path
     dispatcher.add_rule(LocalRule("batch-landed", manifest_rule_pattern(BUCKET),
                                   lambda event: start_pipeline(sagemaker, PREFIX, event)))
     write_figures(s3, {"1": [0.10, 0.08], "2": [-0.05, -0.06]})  # the windows where both served
-    publish(cloudwatch, -0.07, -0.08, now=NOW)
+    publish(cloudwatch, -0.07, -0.08, now=NOW, endpoint=ENDPOINT)
 
     [change] = evaluate_alarms(cloudwatch, events)
     assert dispatcher.poll_once(wait_seconds=1) == 1
@@ -109,7 +118,7 @@ def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path
     [report] = reports
     assert report["state"] == "done" and report["retrain"]["action"] == "requested"
     assert export_requests(s3) == [report["retrain"]["request"]]
-    assert report["rollback"]["action"] == "rolled back" and serving(sagemaker) == "lt-ep-v1"
+    assert report["rollback"]["action"] == "rolled back" and serving(sagemaker) == f"{ENDPOINT}-v1"
     versions = {p["ModelPackageVersion"]: p["ModelApprovalStatus"]
                 for p in sagemaker.list_model_packages(ModelPackageGroupName=GROUP)["ModelPackageSummaryList"]}
     assert versions == {1: "Approved", 2: "Rejected"}
@@ -125,7 +134,7 @@ def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path
          "detail": json.loads(change["Detail"])}))
     assert dispatcher.poll_once(wait_seconds=1) == 1
     assert reports[-1]["action"] == "skipped" and reports[-1]["reason"] == "already acted on this alarm state change"
-    assert export_requests(s3) == [report["retrain"]["request"]] and serving(sagemaker) == "lt-ep-v1"
+    assert export_requests(s3) == [report["retrain"]["request"]] and serving(sagemaker) == f"{ENDPOINT}-v1"
 
     # the streamer answers the request with the trades collected since the last batch; its manifest starts the run
     store = streamed(mongo_db)
@@ -151,7 +160,7 @@ def test_a_decaying_model_is_retrained_and_rolled_back_once(world, aws, tmp_path
     # visible in the report: the live-quality panel and what the alarm did
     record = {"PipelineExecutionId": "e1", "PipelineName": PREFIX, "PipelineExecutionArn": run["PipelineExecutionArn"],
               "PipelineExecutionStatus": "Executing", "StartTime": "", "Parameters": {}, "Steps": {}}
-    page = render_report(record, tmp_path / "report", latest_figures(s3, BUCKET, PREFIX),
+    page = render_report(record, tmp_path / "report", latest_figures(s3, BUCKET, PREFIX, ENDPOINT),
                          tuple(action_records(s3, BUCKET, PREFIX))).read_text()
     assert (tmp_path / "report" / "live_lift.png").read_bytes().startswith(b"\x89PNG")
     assert "Live quality of the models in service" in page and "<td>v2</td>" in page
@@ -163,32 +172,65 @@ def test_a_healthy_model_triggers_nothing(world, aws, tmp_path):
     s3, sagemaker, cloudwatch, events = world
     dispatcher, reports = wire(s3, sagemaker, events, aws.client("sqs"), tmp_path)
     write_figures(s3, {"1": [0.10, 0.08], "2": [0.12, 0.11]})
-    publish(cloudwatch, 0.03, -0.01, now=NOW)  # one window's bound below 0 is not two
+    publish(cloudwatch, 0.03, -0.01, now=NOW, endpoint=ENDPOINT)  # one window's bound below 0 is not two
 
     assert evaluate_alarms(cloudwatch, events) == []
     assert dispatcher.poll_once(wait_seconds=1) == 0 and reports == []
-    assert export_requests(s3) == [] and serving(sagemaker) == "lt-ep-v2"
+    assert export_requests(s3) == [] and serving(sagemaker) == f"{ENDPOINT}-v2"
 
 
 def test_the_previous_version_is_judged_on_its_shadow_figures_and_without_any_not_rolled_back_to(world):
     s3, sagemaker, cloudwatch, _ = world
     write_figures(s3, {"1": [None, None], "2": [-0.05, -0.06]})
-    alarm = cloudwatch.describe_alarms(AlarmNames=[f"{ENDPOINT}-live-lift"])["MetricAlarms"][0]
-    entry = state_change_event(alarm, "ALARM", "test", {}, NOW)
-    event = {"id": "e1", "detail-type": entry["DetailType"], "source": entry["Source"],
-             "detail": json.loads(entry["Detail"])}
+    event = alarm_event(cloudwatch, ENDPOINT)
 
     report = act(event, s3, sagemaker, CONFIG, wait_seconds=5)
 
-    assert report["retrain"]["action"] == "requested" and serving(sagemaker) == "lt-ep-v2"
+    assert report["retrain"]["action"] == "requested" and serving(sagemaker) == f"{ENDPOINT}-v2"
     assert report["rollback"]["action"] == "skipped" and report["rollback"]["reason"].startswith("not enough data")
 
     # the next alarm, after a monitoring run that shadow-scored v1 on v2's requests (infra/local/monitoring.py)
     write_figures(s3, {"1-shadow": [0.10, 0.08], "2": [-0.05, -0.06]})
     event["detail"]["state"]["timestamp"] = "2026-12-06T12:00:00.000+0000"
     report = act(event, s3, sagemaker, CONFIG, wait_seconds=5)
-    assert report["rollback"]["action"] == "rolled back" and serving(sagemaker) == "lt-ep-v1"
+    assert report["rollback"]["action"] == "rolled back" and serving(sagemaker) == f"{ENDPOINT}-v1"
     assert report["rollback_plan"]["reason"].startswith("v1-shadow measured better than v2")
+
+
+def alarm_event(cloudwatch, endpoint: str, alarm_name: str | None = None) -> dict:
+    """The endpoint's live-lift alarm going into ALARM, as EventBridge delivers it (`alarm_name`: named otherwise)."""
+    alarm = cloudwatch.describe_alarms(AlarmNames=[f"{endpoint}-live-lift"])["MetricAlarms"][0]
+    entry = state_change_event({**alarm, "AlarmName": alarm_name or alarm["AlarmName"]}, "ALARM", "test", {}, NOW)
+    return {"id": "e1", "detail-type": entry["DetailType"], "source": entry["Source"],
+            "detail": json.loads(entry["Detail"])}
+
+
+def test_each_epics_alarm_acts_on_that_epic_alone(world):
+    """Two epics, each endpoint serving v2 after v1, each with its monitor's figures: v1 measured better on the
+    first's, not on the other's. Each alarm asks its own epic's lane for a batch and judges its own endpoint."""
+    s3, sagemaker, cloudwatch, _ = world
+    serve_two_versions(sagemaker, cloudwatch, OTHER)
+    other = epic_name("lt", OTHER)
+    write_figures(s3, {"1": [0.10, 0.08], "2": [-0.05, -0.06]})
+    write_figures(s3, {"1": [0.01, 0.00], "2": [0.02, 0.03]}, endpoint=other)
+
+    report = act(alarm_event(cloudwatch, other), s3, sagemaker, CONFIG, wait_seconds=5)
+    assert report["retrain"]["request"] == f"{PREFIX}/export-requests/{OTHER}/{report['id']}.json"
+    assert report["rollback"]["action"] == "skipped" and "v1 did not measure better" in report["rollback"]["reason"]
+    assert serving(sagemaker) == f"{ENDPOINT}-v2" and serving(sagemaker, other) == f"{other}-v2"
+
+    report = act(alarm_event(cloudwatch, ENDPOINT), s3, sagemaker, CONFIG, wait_seconds=5)
+    assert report["retrain"]["request"] == f"{PREFIX}/export-requests/{EPIC}/{report['id']}.json"
+    assert report["rollback"]["action"] == "rolled back"
+    assert serving(sagemaker) == f"{ENDPOINT}-v1" and serving(sagemaker, other) == f"{other}-v2"
+    rejected = [group for group in (GROUP, epic_name("models", OTHER))
+                for p in sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
+                if p["ModelApprovalStatus"] == "Rejected"]
+    assert rejected == [GROUP]
+
+    for name in (f"{ENDPOINT}-invocation-5xx", "lt-x--y-live-lift", "other-CS-D-ETHUSD-CFD-IP-live-lift"):
+        assert act(alarm_event(cloudwatch, ENDPOINT, name), s3, sagemaker, CONFIG) == {
+            "action": "skipped", "reason": "not an epic's live-lift alarm"}, name
 
 
 def test_the_previous_version_must_measure_better_in_every_common_window_and_clearly_in_one():

@@ -129,10 +129,7 @@ def test_one_manifest_rule_and_rollback_alarms_per_epic_of_the_epics_parameter()
     rule = fragment[f"ManifestRule&{{{identifier}}}"]
     # named after the epic, so that the dead-letter queue's policy can allow them all by one ARN pattern
     assert rule["Properties"]["Name"] == {"Fn::Sub": f"${{PipelineName}}-batch-landed-${{{identifier}}}"}
-    statement = next(s for s in template["Resources"]["EventsDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]
-                     ["Statement"] if s.get("Sid") == "AllowUndeliveredEventsFromTheBatchRules")
-    source = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
-    assert source.endswith(":rule/${PipelineName}-batch-landed-*")
+    assert any(source.endswith(":rule/${PipelineName}-batch-landed-*") for source in dead_letter_sources(template))
     # the streamer follows them all (`livetrain stream --epic A,B`)
     container, = template["Resources"]["StreamerTaskDefinition"]["Properties"]["ContainerDefinitions"]
     assert {"Name": "LIVETRAIN_EPIC", "Value": {"Fn::Join": [",", {"Ref": "Epics"}]}} in container["Environment"]
@@ -169,22 +166,37 @@ def test_the_find_champion_function_has_the_name_the_pipeline_invokes():
     assert function["Handler"] == "find_champion.handler"
     assert champion_function_arn("eu-west-2", "arn:aws:iam::111122223333:role/r", "lt") == (
         "arn:aws:lambda:eu-west-2:111122223333:function:lt-find-champion")
+def dead_letter_sources(template: dict) -> list[str]:
+    """The ARN patterns of the rules whose undeliverable events the dead-letter queue's policy accepts."""
+    (statement,) = [s for s in template["Resources"]["EventsDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]
+                    ["Statement"] if s.get("Sid") == "AllowUndeliveredEventsFromTheEpicsRules"]
+    return [source["Fn::Sub"] for source in statement["Condition"]["ArnLike"]["aws:SourceArn"]]
+
+
 def test_the_schedule_starts_the_monitoring_pipeline_whose_lambda_publishes_into_one_namespace():
     from pipelines.contract import MONITOR_PIPELINE_SUFFIX, PUBLISH_FUNCTION_SUFFIX
     from processing.monitor import NAMESPACE
 
     resources = load_template()["Resources"]
-    rule = resources["MonitorScheduleRule"]["Properties"]
+    # per epic: a schedule on its endpoint, and the live-lift alarm on that endpoint's figures
+    identifier, epics, fragment = resources["Fn::ForEach::MonitoredEpic"]
+    assert epics == {"Ref": "Epics"}
+    rule = fragment[f"MonitorScheduleRule&{{{identifier}}}"]["Properties"]
     assert rule["ScheduleExpression"] == {"Ref": "MonitorSchedule"}
     (target,) = rule["Targets"]
     assert target["Arn"]["Fn::Sub"].endswith(f":pipeline/${{PipelineName}}{MONITOR_PIPELINE_SUFFIX}")
-    # the first epic's endpoint: the one the live-lift alarm watches and the act-on-alarm Lambda rolls back
-    endpoint = resources["LiveLiftAlarm"]["Properties"]["Dimensions"][0]["Value"]
-    slug = {"Fn::Join": ["-", {"Fn::Split": [".", {"Fn::Select": [0, {"Ref": "Epics"}]}]}]}
+    endpoint = fragment[f"LiveLiftAlarm&{{{identifier}}}"]["Properties"]["Dimensions"][0]["Value"]
+    slug = {"Fn::Join": ["-", {"Fn::Split": [".", {"Ref": identifier}]}]}
     assert endpoint == {"Fn::Join": ["-", [{"Ref": "EndpointName"}, slug]]}
     assert target["SageMakerPipelineParameters"]["PipelineParameterList"] == [
         {"Name": "EndpointName", "Value": endpoint}]
-    assert resources["ActOnAlarmFunction"]["Properties"]["Environment"]["Variables"]["ENDPOINT_NAME"] == endpoint
+    # undeliverable schedule events reach the dead-letter queue: its policy allows the rules by their names
+    assert rule["Name"] == {"Fn::Sub": f"${{PipelineName}}-monitor-${{{identifier}}}"}
+    assert any(source.endswith(":rule/${PipelineName}-monitor-*") for source in dead_letter_sources(load_template()))
+    # the act-on-alarm Lambda gets the deploy Lambda's prefixes: the alarm's name picks the epic
+    act_on_alarm = resources["ActOnAlarmFunction"]["Properties"]["Environment"]["Variables"]
+    deploy = resources["DeployFunction"]["Properties"]["Environment"]["Variables"]
+    assert {name: act_on_alarm[name] for name in deploy} == deploy
     (start,) = resources["MonitorScheduleRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert start["Action"] == "sagemaker:StartPipelineExecution" and start["Resource"] == target["Arn"]
     function = resources["PublishLiveQualityFunction"]["Properties"]

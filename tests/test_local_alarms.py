@@ -26,13 +26,13 @@ def alarm(aws):
     return cloudwatch.describe_alarms(AlarmNames=["lt-ep-live-lift"])["MetricAlarms"][0]
 
 
-def publish(cloudwatch, *lower_bounds: float, now: datetime = NOW) -> None:
-    """LiftLowerBound of the model in service on endpoint "lt-ep", one window a day, the last one ending just before
+def publish(cloudwatch, *lower_bounds: float, now: datetime = NOW, endpoint: str = "lt-ep") -> None:
+    """LiftLowerBound of the model in service on `endpoint`, one window a day, the last one ending just before
     `now`."""
     cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=[
         {"MetricName": "LiftLowerBound", "Value": value,
          "Timestamp": now - (len(lower_bounds) - i) * DAY + timedelta(hours=1),
-         "Dimensions": [{"Name": "Endpoint", "Value": "lt-ep"}]} for i, value in enumerate(lower_bounds)])
+         "Dimensions": [{"Name": "Endpoint", "Value": endpoint}]} for i, value in enumerate(lower_bounds)])
 
 
 def test_the_alarm_comes_from_the_template(alarm):
@@ -40,15 +40,16 @@ def test_the_alarm_comes_from_the_template(alarm):
     assert alarm["Period"] == MonitorSettings("b", "p", "ep").window_hours * 3600  # one period = one window
     assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 2
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 0)
-    assert alarm_rule_pattern("lt-ep-live-lift")["detail"] == {"alarmName": ["lt-ep-live-lift"],
-                                                            "state": {"value": ["ALARM"]}}
+    # one rule for every epic's live-lift alarm: <endpoints' prefix>-<epic slug>-live-lift
+    assert alarm_rule_pattern("lt")["detail"] == {"alarmName": [{"wildcard": "lt-*-live-lift"}],
+                                                  "state": {"value": ["ALARM"]}}
 
 
 def test_two_declining_windows_raise_the_alarm_once_and_the_event_reaches_the_rule(aws, alarm, tmp_path):
     cloudwatch = aws.client("cloudwatch")
     received = []
     dispatcher = Dispatcher(aws.client("events"), aws.client("sqs"), tmp_path)
-    dispatcher.add_rule(LocalRule("live-lift", alarm_rule_pattern("lt-ep-live-lift"), received.append))
+    dispatcher.add_rule(LocalRule("live-lift", alarm_rule_pattern("lt"), received.append))
 
     publish(cloudwatch, -0.05)  # one declining window: not yet (moto starts an alarm OK; AWS: INSUFFICIENT_DATA)
     assert evaluate_alarms(cloudwatch, aws.client("events"), NOW) == []

@@ -3,7 +3,7 @@
 import json
 import urllib.error
 import urllib.request
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
 import pytest
@@ -58,7 +58,7 @@ def test_the_local_rules_are_the_templates(stack):
     assert alarm["Dimensions"] == [{"Name": "Endpoint", "Value": stack.endpoint_name()}]
     assert rules == {f"{CONFIG.pipeline_name}-batch-landed": manifest_rule_pattern(CONFIG.bucket),
                      f"{CONFIG.pipeline_name}-package-approved": approval_rule_pattern(CONFIG.model_package_group),
-                     f"{CONFIG.pipeline_name}-live-lift-alarm": alarm_rule_pattern(alarm["AlarmName"])}
+                     f"{CONFIG.pipeline_name}-live-lift-alarm": alarm_rule_pattern(CONFIG.endpoint_name)}
     [provisioned] = stack.client("cloudwatch").describe_alarms()["MetricAlarms"]
     assert {key: provisioned[key] for key in alarm} == alarm
     # the alarm's rule reaches the act-on-alarm Lambda's code, configured as the template configures it
@@ -225,29 +225,40 @@ def test_a_new_package_replaces_the_served_model_only_after_approval(stack, make
     wait_until(lambda: scores() != served_by_v1, 10, "the endpoint server to load the new model")
 
 
-def test_the_monitoring_pipeline_runs_on_the_stacks_timer_and_publishes_to_cloudwatch(tmp_path):
-    """The timer starts `<pipeline>-monitor` through the SageMaker API, as the template's schedule rule does on AWS:
-    its processing step measures the captured traffic, its Lambda step publishes the figures."""
+def test_the_monitoring_pipeline_runs_on_the_stacks_timer_for_each_epic_and_publishes_to_cloudwatch(tmp_path):
+    """The timer starts `<pipeline>-monitor` through the SageMaker API on each configured epic's endpoint, as the
+    template's schedule rules do on AWS: its processing step measures the captured traffic, its Lambda step
+    publishes the figures, and the endpoint's live-lift alarm watches them. Two epics, traffic on the second's."""
     from test_monitor import write_traffic
 
+    from lambdas.act_on_alarm import latest_figures
     from pipelines.contract import monitor_pipeline_name
 
-    with LocalStack(CONFIG, tmp_path / "state", log=lambda line: None, monitor_every_s=0.5) as stack:
+    config = replace(CONFIG, epic=f"{CONFIG.epic},CS.D.ETHUSD.CFD.IP")
+    with LocalStack(config, tmp_path / "state", log=lambda line: None, monitor_every_s=0.5) as stack:
         stack.provision()
+        endpoint = stack.endpoint_name("CS.D.ETHUSD.CFD.IP")
         write_traffic(tmp_path / "traffic", "1", skill=-0.2, trades=2000, seed=5)
         s3 = stack.client("s3")
         for path in (tmp_path / "traffic").rglob("*.jsonl"):
-            relative = path.relative_to(tmp_path / "traffic").as_posix().replace(  # the configured epic's endpoint's
-                "capture/livetrain/", f"datacapture/{stack.endpoint_name()}/", 1)
+            relative = path.relative_to(tmp_path / "traffic").as_posix().replace(
+                "capture/livetrain/", f"datacapture/{endpoint}/", 1)
             s3.put_object(Bucket=CONFIG.bucket, Key=f"{CONFIG.pipeline_name}/{relative}", Body=path.read_bytes())
         wait_until(lambda: stack.live_quality and stack.live_quality[-1]["windows"], 60, "a monitoring run")
-        metrics = stack.client("cloudwatch").list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
-        sagemaker = stack.client("sagemaker")
+        cloudwatch, sagemaker = stack.client("cloudwatch"), stack.client("sagemaker")
+        metrics = cloudwatch.list_metrics(Namespace="livetrain/LiveQuality")["Metrics"]
+        alarms = {alarm["AlarmName"]: alarm["Dimensions"] for alarm in cloudwatch.describe_alarms()["MetricAlarms"]}
         run = sagemaker.list_pipeline_executions(PipelineName=monitor_pipeline_name(CONFIG.pipeline_name))[
             "PipelineExecutionSummaries"][-1]["PipelineExecutionArn"]
         steps = sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=run)["PipelineExecutionSteps"]
+        figures = {name: latest_figures(s3, CONFIG.bucket, CONFIG.pipeline_name, name)
+                   for name in (stack.endpoint_name(), endpoint)}
     assert stack.live_quality[-1]["windows"][0]["status"] == "declining"
-    assert "LiftLowerBound" in {metric["MetricName"] for metric in metrics}
+    assert [{"Name": "Endpoint", "Value": endpoint}] in [
+        metric["Dimensions"] for metric in metrics if metric["MetricName"] == "LiftLowerBound"]
+    assert alarms == {f"{name}-live-lift": [{"Name": "Endpoint", "Value": name}]
+                      for name in (stack.endpoint_name(), endpoint)}  # one per epic, on its endpoint
+    assert figures[stack.endpoint_name()] is None and figures[endpoint] == stack.live_quality[-1]  # its own folder
     assert [(step["StepName"], step["StepStatus"]) for step in steps] == [
         ("PublishLiveQuality", "Succeeded"), ("MeasureLiveQuality", "Succeeded")]  # newest first
 

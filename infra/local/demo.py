@@ -219,8 +219,8 @@ def _start_streamer(user: LocalUser, settings: DemoSettings, max_batches: int | 
     in all (None: until stopped); its lines are shown. With a `speed`, the market is paced and every trade is
     scored by the endpoint (live scoring)."""
     environment = user.environment
-    endpoint = epic_name(settings.config.endpoint_name, settings.config.epic)  # the streamed epic's
-    paced = ["--speed", f"{speed:g}", "--endpoint-name", endpoint] if speed else ["--speed", "max"]
+    paced = (["--speed", f"{speed:g}", "--endpoint-name", demo_endpoint(settings.config)] if speed
+             else ["--speed", "max"])
     command = [str(Path(sys.executable).with_name("livetrain")), "stream", "--source", "sim", *paced,
                "--market", settings.market, "--seed", str(settings.seed), "--batch-size", str(settings.batch_size),
                "--bucket", settings.config.bucket, "--s3-endpoint-url", environment["AWS_ENDPOINT_URL"],
@@ -236,6 +236,11 @@ def _start_streamer(user: LocalUser, settings: DemoSettings, max_batches: int | 
 
     threading.Thread(target=relay, daemon=True).start()
     return process
+
+
+def demo_endpoint(config: Config) -> str:
+    """The endpoint of the epic the demo streams (lambdas/epics.py names it)."""
+    return epic_name(config.endpoint_name, config.epic)
 
 
 def _stop(streamer: subprocess.Popen) -> None:
@@ -265,7 +270,8 @@ class LiveQuality:
         if self.version is None:
             return False
         config = self.user.config
-        figures = latest_figures(self.user.client("s3"), config.bucket, config.pipeline_name) or {}
+        figures = latest_figures(self.user.client("s3"), config.bucket, config.pipeline_name,
+                                 demo_endpoint(config)) or {}
         windows = [w for w in figures.get("windows", []) if w["model_version"] == self.version]
         if windows and windows[-1] != self._shown:
             self._shown, self.line = windows[-1], live_line(self.version, windows[-1])
@@ -302,7 +308,8 @@ def _train_and_deploy(user: LocalUser, settings: DemoSettings, phases: Phases, a
 
         s3, bucket, prefix = user.client("s3"), settings.config.bucket, settings.config.pipeline_name
         outcome["report"] = render_report(record, settings.state_dir / "reports" / outcome["execution"],
-                                          latest_figures(s3, bucket, prefix), tuple(action_records(s3, bucket, prefix)))
+                                          latest_figures(s3, bucket, prefix, demo_endpoint(settings.config)),
+                                          tuple(action_records(s3, bucket, prefix)))
     if outcome["status"] != ExecutionStatus.SUCCEEDED:
         print(f"    the pipeline stopped: {outcome['reason']}; nothing is deployed", file=sys.stderr)
         return outcome
@@ -313,8 +320,7 @@ def _train_and_deploy(user: LocalUser, settings: DemoSettings, phases: Phases, a
         return outcome
     with phases("approve the package (what a reviewer does in the model registry); the Lambda deploys it"):
         sagemaker.update_model_package(ModelPackageArn=package, ModelApprovalStatus="Approved")
-        endpoint = epic_name(settings.config.endpoint_name, settings.config.epic)
-        outcome["endpoint"] = wait_for_endpoint(sagemaker, endpoint, package)[
+        outcome["endpoint"] = wait_for_endpoint(sagemaker, demo_endpoint(settings.config), package)[
             "EndpointConfigName"]
     with phases("predict through boto3.client('sagemaker-runtime').invoke_endpoint"):
         outcome["predictions"] = _predict(user, record, package)
@@ -346,7 +352,7 @@ def _predict(user: LocalUser, record: dict, package: str, rows: int = 5) -> list
     test, _ = s3io.prefix_objects(user.client("s3"), features)[0]  # the first of the test slice's files
     body = b"\n".join(s3io.read_bytes(user.client("s3"), test).splitlines()[:rows]) + b"\n"
     response = user.client("sagemaker-runtime").invoke_endpoint(
-        EndpointName=epic_name(user.config.endpoint_name, user.config.epic), ContentType="text/csv",
+        EndpointName=demo_endpoint(user.config), ContentType="text/csv",
         Accept="application/json", Body=body)
     predictions = json.loads(response["Body"].read())["predictions"]
     described = user.client("sagemaker").describe_model_package(ModelPackageName=package)

@@ -1,12 +1,13 @@
 """The live-quality monitor as the local stack runs it: the monitoring pipeline, started on a timer.
 
-On AWS the template's schedule rule starts the monitoring pipeline `<pipeline>-monitor` (pipelines/definition.py,
-`get_monitor_pipeline`): MeasureLiveQuality runs processing/monitor.py over the endpoint's data capture
-(s3://<bucket>/<prefix>/datacapture/<endpoint>/) and the ground truth (s3://<bucket>/<prefix>/groundtruth/), writes
-its three files to s3://<bucket>/<prefix>/monitoring/<start time>-<execution id>/, and PublishLiveQuality sends the
-metric data with PutMetricData (namespace livetrain/LiveQuality), where the live-lift alarm watches LiftLowerBound.
-The local stack starts the same pipeline with StartPipelineExecution on its timer (infra/local/stack.py); its
-engine runs the same script and the same Lambda code.
+On AWS each epic's schedule rule in the template starts the monitoring pipeline `<pipeline>-monitor`
+(pipelines/definition.py, `get_monitor_pipeline`) on the epic's endpoint: MeasureLiveQuality runs
+processing/monitor.py over the endpoint's data capture (s3://<bucket>/<prefix>/datacapture/<endpoint>/) and the
+ground truth (s3://<bucket>/<prefix>/groundtruth/), writes its three files to
+s3://<bucket>/<prefix>/monitoring/<endpoint>/<start time>-<execution id>/, and PublishLiveQuality sends the metric
+data with PutMetricData (namespace livetrain/LiveQuality), where the endpoint's live-lift alarm watches
+LiftLowerBound. The local stack starts the same pipeline with StartPipelineExecution on its timer for each epic's
+endpoint (infra/local/stack.py); its engine runs the same script and the same Lambda code.
 
 Shadow scoring, local only (given a SageMaker client, before each run): the previous approved package (the newest
 one older than the version in service) scores the captured requests of the version in service, and its answers

@@ -22,10 +22,11 @@ made by its first run, as on AWS); and dispatches rule matches to their real tar
 A stack starting on a state directory a killed stack left behind resumes its unfinished executions (see
 `Submissions.recover`): none stays Executing forever, none queued behind it is skipped.
 
-With `monitor_every_s`, the monitoring pipeline (infra/local/monitoring.py) is started on that timer, as the
-template's schedule rule starts it on AWS, over the endpoint's data capture and the streamer's ground truth,
-publishing its metrics to moto's CloudWatch; after each run the alarms are evaluated (infra/local/alarms.py: moto
-does not), the template's live-lift alarm among them.
+With `monitor_every_s`, the monitoring pipeline (infra/local/monitoring.py) is started on that timer for each
+epic's endpoint, as the template's schedule rules start it on AWS, over the endpoint's data capture and the
+streamer's ground truth, publishing its metrics to moto's CloudWatch; after the runs the alarms are evaluated
+(infra/local/alarms.py: moto does not), the epics' live-lift alarms among them. The epics monitored are the
+template's Epics: the configured ones (LIVETRAIN_EPIC, comma-separated, as the streamer follows them).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from infra.rules import (
     live_lift_alarm,
     manifest_rule_pattern,
 )
-from lambdas.epics import epic_name
+from lambdas.epics import epic_name, parse_epics
 from livetrain.config import LOCAL_ACCOUNT_ID, Config
 from pipelines.local.submissions import Submissions
 from processing.monitor import DEPENDENCE_SECONDS, QUALITY_FILE, WINDOW_HOURS
@@ -62,6 +63,7 @@ class LocalStack:
                  max_parallel_jobs: int | None = None, max_concurrent_executions: int | None = None, log=None,
                  monitor_every_s: float | None = None):
         self.config = config
+        self.epics = parse_epics([config.epic])  # each with a live-lift alarm and a monitor (the template's Epics)
         self.state_dir = Path(state_dir or config.state_dir).resolve()
         self.max_jobs = max_jobs or config.max_jobs
         self.max_parallel_jobs = max_parallel_jobs or config.max_parallel_jobs
@@ -162,25 +164,26 @@ class LocalStack:
             secrets.create_secret(Name=IG_SECRET_ID, SecretString=json.dumps(
                 {"ig_identifier": "", "ig_password": "", "ig_api_key": ""}))
         upsert_pipeline(s3, sagemaker, self.pipeline_settings(), config.cache_dir, progress=self.log)
-        alarm = live_lift_alarm(config.endpoint_name, config.epic)
-        self.client("cloudwatch").put_metric_alarm(**alarm)
+        for epic in self.epics:
+            self.client("cloudwatch").put_metric_alarm(**live_lift_alarm(config.endpoint_name, epic))
         self.dispatcher = Dispatcher(self.client("events"), self.client("sqs"), self.state_dir)
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-batch-landed",  # every epic's rule at once
                                            manifest_rule_pattern(config.bucket), self._start_pipeline))
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-package-approved",
                                            approval_rule_pattern(config.model_package_group), self._deploy))
         self.dispatcher.add_rule(LocalRule(f"{config.pipeline_name}-live-lift-alarm",
-                                           alarm_rule_pattern(alarm["AlarmName"]), self._act_on_alarm))
-        self.log(f"provisioned bucket {config.bucket}, pipeline {config.pipeline_name}, the live-lift alarm and "
-                 f"the rules (each epic's models go to {config.model_package_group}-<epic>)")
+                                           alarm_rule_pattern(config.endpoint_name), self._act_on_alarm))
+        self.log(f"provisioned bucket {config.bucket}, pipeline {config.pipeline_name}, the live-lift alarms of "
+                 f"{', '.join(self.epics)} and the rules (each epic's models go to "
+                 f"{config.model_package_group}-<epic>)")
 
     def model_package_group(self, epic: str | None = None) -> str:
-        """The epic's model package group (default: the configured epic's), where its runs register."""
-        return epic_name(self.config.model_package_group, epic or self.config.epic)
+        """The epic's model package group (default: the first configured epic's), where its runs register."""
+        return epic_name(self.config.model_package_group, epic or self.epics[0])
 
     def endpoint_name(self, epic: str | None = None) -> str:
-        """The epic's endpoint (default: the configured epic's), where its approved packages are deployed."""
-        return epic_name(self.config.endpoint_name, epic or self.config.epic)
+        """The epic's endpoint (default: the first configured epic's), where its approved packages are deployed."""
+        return epic_name(self.config.endpoint_name, epic or self.epics[0])
 
     def pipeline_settings(self):
         """What the local pipeline's definition is built from (pipelines.driver.PipelineSettings)."""
@@ -227,32 +230,37 @@ class LocalStack:
         return started
 
     def _monitor_loop(self) -> None:
-        """monitor_once every `monitor_every_s` seconds; a failed run is logged, and the next one tries again."""
+        """monitor_once for each epic every `monitor_every_s` seconds, each run followed by the alarms; a failed run
+        is logged, and the next one tries again."""
         while not self._stop.wait(self.monitor_every_s):
-            try:
-                quality = self.monitor_once()
-                if quality is not None:
-                    self.live_quality.append(quality)
-                    self.evaluate_alarms()
-            except Exception as exc:
-                self.log(f"live-quality monitor: {exc}")
+            for epic in self.epics:
+                try:
+                    quality = self.monitor_once(epic)
+                    if quality is not None:
+                        self.live_quality.append(quality)
+                        self.evaluate_alarms()
+                except Exception as exc:
+                    self.log(f"live-quality monitor of {epic}: {exc}")
 
-    def monitor_settings(self):
+    def monitor_settings(self, epic: str | None = None):
+        """The monitoring run's settings for the epic's endpoint (default: the first configured epic's)."""
         from infra.local.monitoring import MonitorSettings
 
         config = self.config  # its windows are wall-clock: a market simulated S times faster shrinks them S times
-        return MonitorSettings(config.bucket, config.pipeline_name, self.endpoint_name(), self.model_package_group(),
+        return MonitorSettings(config.bucket, config.pipeline_name, self.endpoint_name(epic),
+                               self.model_package_group(epic),
                                window_hours=WINDOW_HOURS / config.market_speed,
                                dependence_seconds=DEPENDENCE_SECONDS / config.market_speed)
 
-    def monitor_once(self) -> dict | None:
-        """One run of the monitoring pipeline, started as the template's schedule rule starts it on AWS (after the
-        local-only shadow scoring); its live_quality.json, or None while nothing is captured or known yet."""
+    def monitor_once(self, epic: str | None = None) -> dict | None:
+        """One run of the monitoring pipeline on the epic's endpoint, started as the epic's schedule rule starts it
+        on AWS (after the local-only shadow scoring); its live_quality.json, or None while nothing is captured or
+        known yet."""
         from infra.local.monitoring import upload_shadow_scores
         from pipelines.contract import monitor_pipeline_name
         from pipelines.local import s3io
 
-        s3, sagemaker, settings = self.client("s3"), self.client("sagemaker"), self.monitor_settings()
+        s3, sagemaker, settings = self.client("s3"), self.client("sagemaker"), self.monitor_settings(epic)
         for uri in (settings.capture_uri(), settings.ground_truth_uri()):
             bucket, prefix = s3io.split_s3_uri(uri)
             if not s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"):
@@ -329,8 +337,8 @@ class LocalStack:
         return record
 
     def _lambda_environment(self) -> dict[str, str]:
-        """The deploy Lambda's environment as the template sets it (the names' prefixes: each epic's package goes to
-        the epic's endpoint); no instances to bake locally."""
+        """The deploy and act-on-alarm Lambdas' environment as the template sets it (the names' prefixes: each
+        epic's package goes to the epic's endpoint, each epic's alarm acts on it); no instances to bake locally."""
         return {"ENDPOINT_NAME": self.config.endpoint_name, "MODEL_PACKAGE_GROUP": self.config.model_package_group,
                 "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
                 "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture",
@@ -345,11 +353,8 @@ class LocalStack:
     def _act_on_alarm(self, event: dict) -> None:
         from lambdas.act_on_alarm import ActionConfig, act
 
-        environment = {**self._lambda_environment(),  # as the template sets it: the monitored epic's names
-                       "EPIC": self.config.epic, "ENDPOINT_NAME": self.endpoint_name(),
-                       "MODEL_PACKAGE_GROUP": self.model_package_group()}
-        report = act(event, self.client("s3"), self.client("sagemaker"), ActionConfig.from_env(environment),
-                     wait_seconds=60)
+        report = act(event, self.client("s3"), self.client("sagemaker"),
+                     ActionConfig.from_env(self._lambda_environment()), wait_seconds=60)
         self.alarm_actions.append(report)
         rollback = report.get("rollback", {})
         self.log(f"live-lift alarm {report.get('id', '')}: retrain {report.get('retrain', {}).get('action')}, "
