@@ -15,14 +15,13 @@ name), two actions:
   from the manifest object). The batch does not exist when the alarm fires, so this Lambda cannot name it in a
   StartPipelineExecution of its own.
 - roll back: when the monitor's latest per-version figures for the endpoint (live_quality.json under
-  <prefix>/monitoring/<endpoint>/) show that
-  the previous approved package measured better than the one in service on the same windows (in every window
-  where both were measured, a higher lift, and in at least one, a lift interval wholly above the other's), the
-  previous package is deployed again (the deploy Lambda's code, blue/green) and the package in service is marked
-  Rejected with the reason. The previous version rarely served in the same windows, so when it has no figures
-  there, its shadow figures (version "<v>-shadow": the monitor's run scored the captured requests with it; the
-  local stack's run does, infra/local/monitoring.py) are compared instead, and the reason says so; with neither,
-  nothing is rolled back and the report says "not enough data".
+  <prefix>/monitoring/<endpoint>/) show that the previous approved package measured better than the one in service
+  on the same windows (in every window where both were measured, a higher lift, and in at least one, a lift
+  interval wholly above the other's), the previous package is deployed again (the deploy Lambda's code,
+  blue/green) and the package in service is marked Rejected with the reason. The previous version rarely served
+  in the same windows, so when it has no figures there, its shadow figures (version "<v>-shadow": the monitor's
+  run scored the captured requests with it; the local stack's run does, infra/local/monitoring.py) are compared
+  instead, and the reason says so; with neither, nothing is rolled back and the report says "not enough data".
 
 Idempotent: the decision is recorded first in `s3://<bucket>/<prefix>/alarm-actions/<id>.json` ("started"), the
 actions are each idempotent (an existing request is kept; a package already in service or rejected is a no-op),
