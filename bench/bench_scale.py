@@ -5,8 +5,8 @@ cached under bench/results/ (git-ignored) so the set-up stays short after the fi
 moto server and state folder; the batch is uploaded and the pipeline upserted before the clock starts, then
 `livetrain pipeline run-local` is measured alone: its wall time (the process's start and exit included) and the
 peaks of the summed RSS and of the summed PSS of it and every descendant (psutil, sampled every 50 ms; the RSS
-sum counts pages that processes share, such as the training data the tuning jobs map, once per process, the PSS
-sum once; the anonymous RSS leaves out file pages, i.e. the mapped data, which the kernel may drop and reread).
+sum counts pages that processes share once per process, the PSS sum once; the anonymous RSS leaves out file
+pages, which the kernel may drop and reread).
 Sizes: LIVETRAIN_BENCH_SCALE_TRADES (default "10000,100000"; 1000000 for the million-trade figure: its batch takes
 about 5 min to generate, once). The baseline is main before the Linear
 Learner decoded its channels once (f660bb4, measured with this benchmark on 2026-12-05); it is other code, so it

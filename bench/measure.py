@@ -36,7 +36,7 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
     peak of their summed PSS, and their CPU time (user + system; on a busy machine a steadier measure of work
     than the wall time). The RSS sum counts a page shared by several processes (a fork's copy-on-write
     memory, a memory-mapped file that several jobs read) once per process; the PSS sum counts it once. The
-    summed anonymous RSS leaves out the pages of files (memory-mapped training data above all), which are page
+    summed anonymous RSS leaves out the pages of files (memory-mapped libraries and data), which are page
     cache the kernel can drop under pressure and read again: what the processes' own memory needs.
 
     The tree is sampled every `interval` seconds (psutil), so a peak shorter than that can be missed. The CPU

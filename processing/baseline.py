@@ -7,7 +7,8 @@ standardised features) on the CSV files in T (all of them, in name order, as
 Linear Learner reads a channel), chooses its decision threshold on those in V
 as Linear Learner's `precision_at_target_recall` criterion does (the highest
 precision among the thresholds that reach the target recall), and scores
-those in X. Writes O/test_features.csv.out in
+those in X (validation and test read a chunk at a time: only the train slice
+is held whole). Writes O/test_features.csv.out in
 the layout of Batch Transform's output (one `{"score": …, "predicted_label": …}`
 per line), so that evaluate.py reads the baseline like any other model.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,42 +42,70 @@ CHUNK_ROWS = 8192
 REGULARISATION_C = 0.001  # strong L2: on 605 correlated price lags it scored best of 0.001-1 (bench/README)
 
 
-def read_csv(directory: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """(float32 features, labels or None) from the headerless CSV files in `directory`, in name order; labels are
-    the first column when `labelled`. Read CHUNK_ROWS rows at a time into arrays sized by a count of the lines,
-    so a slice is held once (float32, as Linear Learner computes: a million-trade train slice is 1.7 GB)."""
-    import pandas as pd
-
+def csv_files(directory: Path) -> list[Path]:
+    """The slice's CSV files, in name order (as Linear Learner reads a channel); InputError when there are none."""
     files = sorted(Path(directory).glob("*.csv"))
     if not files:
         raise InputError(f"{directory}: no CSV files; check the step's input location")
-    rows = sum(_count_lines(path) for path in files)
-    features = labels = None
-    done = 0
-    for path in files:
+    return files
+
+
+def csv_chunks(directory: Path, labelled: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(float32 features, labels or None) of the slice's headerless CSV files, CHUNK_ROWS rows at a time, each
+    checked: numeric and finite, the same number of columns throughout, a 0/1 label first when `labelled`;
+    InputError naming the file otherwise."""
+    import pandas as pd
+
+    width = None
+    for path in csv_files(directory):
         try:
             for chunk in pd.read_csv(path, header=None, dtype=np.float32, chunksize=CHUNK_ROWS):
                 table = chunk.to_numpy()
-                if features is None:
-                    features = np.empty((rows, table.shape[1] - labelled), np.float32)
-                    labels = np.empty(rows, np.int64) if labelled else None
-                if table.shape[1] - labelled != features.shape[1]:
-                    raise InputError(f"{path}: {table.shape[1]} columns, other files have "
-                                     f"{features.shape[1] + labelled}")
+                width = table.shape[1] if width is None else width
+                if table.shape[1] != width:
+                    raise InputError(f"{path}: {table.shape[1]} columns, other files have {width}")
                 if not np.isfinite(table).all():
                     raise InputError(f"{path}: holds empty, NaN or infinite values")
-                if labelled:
-                    if not np.isin(table[:, 0], (0.0, 1.0)).all():
-                        raise InputError(f"{path}: the first column must be a 0/1 label")
-                    labels[done:done + len(table)] = table[:, 0]
-                features[done:done + len(table)] = table[:, labelled:]
-                done += len(table)
+                if labelled and not np.isin(table[:, 0], (0.0, 1.0)).all():
+                    raise InputError(f"{path}: the first column must be a 0/1 label")
+                yield table[:, labelled:], table[:, 0].astype(np.int64) if labelled else None
         except InputError:
             raise
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise InputError(f"{path}: not a numeric CSV ({str(exc).splitlines()[0]})") from None
-    if features is None or done != rows:
-        raise InputError(f"{directory}: {done} rows read of {rows} lines; the CSV files hold no or blank rows")
+
+
+def feature_count(directory: Path, labelled: bool) -> int:
+    """The number of features in the slice's first rows."""
+    features, _ = next(csv_chunks(directory, labelled), (None, None))
+    if features is None:
+        raise InputError(f"{directory}: the CSV files hold no rows")
+    return features.shape[1]
+
+
+def _check_rows(directory: Path, rows: int) -> None:
+    """InputError unless `rows` rows were read, one per line of the slice's files (a blank line is skipped by the
+    parser: its row would be missing from the predictions, which evaluate.py pairs with the test rows by line)."""
+    lines = sum(_count_lines(path) for path in csv_files(directory))
+    if not rows or rows != lines:
+        raise InputError(f"{directory}: {rows} rows read of {lines} lines; the CSV files hold no or blank rows")
+
+
+def read_csv(directory: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(float32 features, labels or None) of the whole slice, in arrays sized by a count of the lines, so the slice
+    is held once (float32, as Linear Learner computes: a million-trade train slice is 1.7 GB)."""
+    rows = sum(_count_lines(path) for path in csv_files(directory))
+    features = labels = None
+    done = 0
+    for table, table_labels in csv_chunks(directory, labelled):
+        if features is None:
+            features = np.empty((rows, table.shape[1]), np.float32)
+            labels = np.empty(rows, np.int64) if labelled else None
+        features[done:done + len(table)] = table
+        if labelled:
+            labels[done:done + len(table)] = table_labels
+        done += len(table)
+    _check_rows(directory, done)
     return features, labels
 
 
@@ -98,41 +128,51 @@ def threshold_at_target_recall(labels: np.ndarray, scores: np.ndarray, target_re
     return float(thresholds[best])
 
 
-def fit_and_score(train: tuple, validation: tuple, test_features: np.ndarray, target_recall: float):
-    """(test scores, test predicted labels, threshold)."""
+def _both_labels(name: str, labels: np.ndarray) -> None:
+    if labels.min() == labels.max():
+        raise InputError(f"the {name} slice has only label {labels[0]}; the baseline needs both")
+
+
+def fit(x: np.ndarray, y: np.ndarray):
+    """(the fitted logistic regression, its StandardScaler) on the train slice, standardised in place."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    (x, y), (xv, yv) = train, validation
-    for name, labels in (("train", y), ("validation", yv)):
-        if labels.min() == labels.max():
-            raise InputError(f"the {name} slice has only label {labels[0]}; the baseline needs both")
+    _both_labels("train", y)
     # Standardised CHUNK_ROWS rows at a time and in place: fitting the scaler on the whole slice at once makes
-    # float64 temporaries of it (6.3 GB for a million trades where the slices take 2.4 GB)
+    # float64 temporaries of it (6.3 GB for a million trades where the slice takes 1.7 GB)
     scaler = StandardScaler(copy=False)
     for start in range(0, len(x), CHUNK_ROWS):
         scaler.partial_fit(x[start:start + CHUNK_ROWS])
-    for rows in (x, xv, test_features):
-        for start in range(0, len(rows), CHUNK_ROWS):
-            scaler.transform(rows[start:start + CHUNK_ROWS])
-    model = LogisticRegression(C=REGULARISATION_C, max_iter=1000).fit(x, y)
-    threshold = threshold_at_target_recall(yv, model.predict_proba(xv)[:, 1], target_recall)
-    scores = model.predict_proba(test_features)[:, 1]
-    return scores, (scores >= threshold).astype(np.int64), threshold
+    for start in range(0, len(x), CHUNK_ROWS):
+        scaler.transform(x[start:start + CHUNK_ROWS])
+    return LogisticRegression(C=REGULARISATION_C, max_iter=1000).fit(x, y), scaler
+
+
+def score(model, scaler, directory: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the model's scores, the labels or None) of a slice read CHUNK_ROWS rows at a time: never held whole."""
+    scores, labels = [], []
+    for features, chunk_labels in csv_chunks(directory, labelled):
+        scores.append(model.predict_proba(scaler.transform(features))[:, 1])
+        labels.append(chunk_labels)
+    _check_rows(directory, sum(map(len, scores)))
+    return np.concatenate(scores), np.concatenate(labels) if labelled else None
 
 
 def run(train_dir, validation_dir, test_dir, output_dir, target_recall: float = 0.25) -> float:
     """Fit, score and write the predictions (atomically); returns the threshold. Raises InputError."""
-    train = read_csv(Path(train_dir), labelled=True)
-    validation = read_csv(Path(validation_dir), labelled=True)
-    test_features, _ = read_csv(Path(test_dir), labelled=False)
-    widths = {train[0].shape[1], validation[0].shape[1], test_features.shape[1]}
+    x, y = read_csv(Path(train_dir), labelled=True)
+    widths = {x.shape[1], feature_count(Path(validation_dir), True), feature_count(Path(test_dir), False)}
     if len(widths) != 1:
         raise InputError(f"the slices have different numbers of features ({sorted(widths)}); "
                          f"they must come from one Preprocess run")
-    scores, predicted, threshold = fit_and_score(train, validation, test_features, target_recall)
-    lines = (json.dumps({"score": float(s), "predicted_label": int(p)}) + "\n"
-             for s, p in zip(scores, predicted, strict=True))
+    model, scaler = fit(x, y)
+    del x  # the validation and test slices are scored a chunk at a time, beside the model only
+    validation_scores, validation_labels = score(model, scaler, Path(validation_dir), labelled=True)
+    _both_labels("validation", validation_labels)
+    threshold = threshold_at_target_recall(validation_labels, validation_scores, target_recall)
+    scores, _ = score(model, scaler, Path(test_dir), labelled=False)
+    lines = (json.dumps({"score": float(s), "predicted_label": int(s >= threshold)}) + "\n" for s in scores)
     write_atomically(output_dir, PREDICTIONS_FILE, lambda out: out.writelines(lines))
     return threshold
 

@@ -73,6 +73,28 @@ def test_test_auc_is_within_0_01_of_scikit_learn(channels, tmp_path):
     assert roc_auc_score(y_test, model.predict(x_test)[0]) == pytest.approx(metrics["test:roc_auc_score"])
 
 
+def test_data_larger_than_a_block_is_shuffled_a_block_at_a_time_and_still_learnt(channels, tmp_path, monkeypatch):
+    """Past BLOCK_BYTES of features a job reads blocks of consecutive rows in random order, each shuffled within
+    (its memory stays one block at any size): an epoch still sees every row once, and the planted signal is still
+    found as well as with the whole train slice shuffled at once (the test above)."""
+    from pipelines.local.algorithms.linear_learner import training
+
+    whole, _, _ = fit(channels, tmp_path / "whole", used=("train", "validation", "test"))
+    monkeypatch.setattr(training, "BLOCK_BYTES", 1000 * 605 * 4)  # 7 blocks of the 7,000 train rows
+    x, _ = read_channel("train", channels["train"])
+    batches = list(training._minibatches(x, 300, np.random.default_rng(1), whole=None))
+    rows = np.concatenate([numbers for numbers, _ in batches])
+    assert np.array_equal(np.sort(rows), np.arange(len(x)))  # every row once
+    assert all(len(set(numbers // 1000)) == 1 for numbers, _ in batches)  # a mini-batch comes from one block
+    blocks = [int(numbers[0] // 1000) for numbers, _ in batches]
+    visits = [block for i, block in enumerate(blocks) if i == 0 or block != blocks[i - 1]]
+    assert sorted(visits) == list(range(7)) and visits != sorted(visits)  # each block once, in random order
+    assert all(np.array_equal(features, x.read()[numbers]) for numbers, features in batches)
+
+    blocked, _, _ = fit(channels, tmp_path / "blocked", used=("train", "validation", "test"))
+    assert blocked["test:roc_auc_score"] >= whole["test:roc_auc_score"] - 0.01
+
+
 def test_roc_auc_counts_ties_one_half_as_scikit_learn_does():
     from sklearn.metrics import roc_auc_score
 
@@ -204,17 +226,17 @@ def test_bad_training_data_fails_with_the_channel_named(tmp_path, content, messa
         train(BASE | {"feature_dim": "auto"}, {"train": tmp_path / "train"}, tmp_path / "model", log=lambda _: None)
 
 
-def test_a_channel_is_decoded_once_and_mapped_by_every_later_job(tmp_path):
+def test_a_channel_is_decoded_once_and_read_by_every_later_job(tmp_path):
     (tmp_path / "train").mkdir()
     csv = tmp_path / "train" / "part.csv"
     csv.write_text("1,0.5,0.25\n0,-1.5,2.0\n")
     x, y = read_channel("train", tmp_path / "train")
-    assert isinstance(x, np.memmap) and x.tolist() == [[0.5, 0.25], [-1.5, 2.0]] and y.tolist() == [1.0, 0.0]
+    assert x.read().tolist() == [[0.5, 0.25], [-1.5, 2.0]] and y.tolist() == [1.0, 0.0]
     decoded = list((tmp_path / ".train.decoded").iterdir())
     read_channel("train", tmp_path / "train")  # a second job: nothing decoded again
     assert list((tmp_path / ".train.decoded").iterdir()) == decoded
     csv.write_text("0,7.0,8.0\n")  # other files (another run's download): decoded afresh
-    assert read_channel("train", tmp_path / "train")[0].tolist() == [[7.0, 8.0]]
+    assert read_channel("train", tmp_path / "train")[0].read().tolist() == [[7.0, 8.0]]
 
 
 # --- request and response formats (the container's inference contract) ---

@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -24,20 +25,56 @@ HOST = "algo-1"
 LOSS_NAME = "binary_classification_cross_entropy_objective"
 NEARBY_LR_MULTIPLIERS = (1.0, 3.0, 1 / 3, 9.0, 1 / 9)
 NEARBY_WD_MULTIPLIERS = (1.0, 10.0, 0.1)
-CHUNK_ROWS = 8192  # rows decoded, standardised or scored at a time: bounds the memory beside the mapped data
+CHUNK_ROWS = 8192  # rows decoded, standardised or scored at a time
+BLOCK_BYTES = 256 * 2**20  # feature rows a job holds while training (its shuffle buffer): its memory at any size
 
 
 # ---------------------------------------------------------------------------------------------
 # Data
 
 
-def read_channel(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(features, labels) of the CSV files under `path` (label first, no header), memory-mapped.
+class Features:
+    """A decoded channel's feature rows (float32, row after row) in a file, read a block at a time with plain reads.
+
+    The file's pages stay in the page cache, where the jobs of a tuning job share them, and a job holds only the
+    rows it is working on: a memory map would put every page a job touched in that job's resident memory."""
+
+    def __init__(self, path: Path, rows: int, width: int):
+        self.path, self.rows, self.width = Path(path), rows, width
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows, self.width
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def head(self, rows: int) -> Features:
+        """The first `rows` rows."""
+        return Features(self.path, min(rows, self.rows), self.width)
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) (default: all), as an array."""
+        stop = self.rows if stop is None else min(stop, self.rows)
+        return np.fromfile(self.path, dtype=np.float32, count=max(stop - start, 0) * self.width,
+                           offset=start * self.width * 4).reshape(-1, self.width)
+
+    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+        """All rows, `rows` at a time."""
+        for start in range(0, self.rows, rows):
+            yield self.read(start, start + rows)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.read() if dtype is None else self.read().astype(dtype)
+
+
+def read_channel(name: str, path: Path) -> tuple[Features, np.ndarray]:
+    """(features, labels) of the CSV files under `path` (label first, no header).
 
     The first reader decodes the files, CHUNK_ROWS rows at a time, into binaries beside the channel (features
     as float32, as the algorithm's container computes: half the memory of float64)
     (`.<channel dir>.decoded/`); every later reader of the same files (the other jobs of a tuning job, which
-    share one download) maps those, so the jobs hold no copy of their data and parse nothing."""
+    share one download) reads those, so the jobs parse nothing, and hold their features a block at a time."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(
         p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -49,8 +86,7 @@ def read_channel(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
         if not (decoded / "shape.json").exists():
             _decode(name, files, path, decoded)
     rows, width = json.loads((decoded / "shape.json").read_text())
-    features = np.memmap(decoded / "features.f32", dtype=np.float32, mode="r", shape=(rows, width))
-    return features, np.fromfile(decoded / "labels.f64", dtype=np.float64)
+    return Features(decoded / "features.f32", rows, width), np.fromfile(decoded / "labels.f64", dtype=np.float64)
 
 
 def _decode(name: str, files: list[Path], path: Path, decoded: Path) -> None:
@@ -193,12 +229,12 @@ class _Selection(NamedTuple):
     """The raw rows that choose the model and threshold: validation, or train without a validation channel."""
 
     channel: str
-    x: np.ndarray
+    x: Features
     y: np.ndarray
 
 
 class _Scaler(NamedTuple):
-    """The normalisation, applied to rows as they are used (the data stays raw and memory-mapped)."""
+    """The normalisation, applied to rows as they are used (the data stays raw, on disk)."""
 
     mean: np.ndarray
     scale: np.ndarray
@@ -206,10 +242,38 @@ class _Scaler(NamedTuple):
     def standardize(self, rows: np.ndarray) -> np.ndarray:
         return (rows - self.mean) / self.scale
 
-    def margins(self, x: np.ndarray, weights: np.ndarray, biases) -> np.ndarray:
+    def margins(self, x: Features, weights: np.ndarray, biases) -> np.ndarray:
         """standardize(x) @ weights + biases, CHUNK_ROWS rows at a time."""
-        return np.concatenate([self.standardize(x[start:start + CHUNK_ROWS]) @ weights + biases
-                               for start in range(0, len(x), CHUNK_ROWS)])
+        return np.concatenate([self.standardize(rows) @ weights + biases for rows in x.chunks()])
+
+
+def block_rows(width: int, batch: int) -> int:
+    """Rows of `width` features a job reads at a time while training (BLOCK_BYTES, at least a mini-batch)."""
+    return max(batch, BLOCK_BYTES // (4 * width))
+
+
+def _minibatches(x: Features, batch: int, rng, whole: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch's mini-batches, every row once: (row numbers, feature rows). Blocks of block_rows consecutive
+    rows come in random order, each shuffled within (a shuffle buffer, as a trainer streaming its data has); data
+    that fits one block, `whole`, read once for all epochs, is shuffled as a whole."""
+    size = block_rows(x.width, batch)
+    starts = np.arange(0, len(x), size)
+    for first in (starts if whole is not None else starts[rng.permutation(len(starts))]):
+        block = whole if whole is not None else x.read(first, first + size)
+        order = rng.permutation(len(block))
+        for start in range(0, len(block), batch):
+            local = order[start:start + batch]
+            yield first + local, block[local]
+
+
+def _scaler_sample(x: Features, size: int, rng) -> np.ndarray:
+    """`size` rows drawn without replacement (every row when there are no more), read a block at a time."""
+    if len(x) <= size:
+        return x.read()
+    chosen = np.sort(rng.choice(len(x), size, replace=False))
+    step = block_rows(x.width, 1)
+    return np.concatenate([x.read(first, first + step)[chosen[(chosen >= first) & (chosen < first + step)] - first]
+                           for first in range(0, len(x), step)])
 
 
 @dataclass
@@ -277,7 +341,7 @@ def _container_metric_name(name: str, hp: dict) -> str:
     return {"objective_loss": LOSS_NAME, "binary_f_beta": f"binary_f_{hp['f_beta']:.3f}"}.get(name, name)
 
 
-def _fit(x, y, scaler: _Scaler, selection: _Selection, hp, models: _Models, rng, log):
+def _fit(x: Features, y, scaler: _Scaler, selection: _Selection, hp, models: _Models, rng, log):
     """Train all models on the raw rows `x`, standardised a mini-batch at a time; returns (weights (d, m),
     biases (m,), train loss per model at its best epoch)."""
     n, d = x.shape
@@ -292,7 +356,9 @@ def _fit(x, y, scaler: _Scaler, selection: _Selection, hp, models: _Models, rng,
     bias_lr = 1.0 if hp["bias_lr_mult"] == "auto" else hp["bias_lr_mult"]
     bias_wd = 0.0 if hp["bias_wd_mult"] == "auto" else hp["bias_wd_mult"]
     batch = min(hp["mini_batch_size"], n)
-    batches_per_epoch = math.ceil(n / batch)
+    size = block_rows(d, batch)
+    whole = x.read() if n <= size else None  # one block: read once, for every epoch
+    batches_per_epoch = sum(math.ceil(min(size, n - first) / batch) for first in range(0, n, size))
     schedule_step = batches_per_epoch if hp["lr_scheduler_step"] == "auto" else hp["lr_scheduler_step"]
     schedule_factor = 0.99 if hp["lr_scheduler_factor"] == "auto" else hp["lr_scheduler_factor"]
     minimum_lr = 1e-5 if hp["lr_scheduler_minimum_lr"] == "auto" else hp["lr_scheduler_minimum_lr"]
@@ -305,11 +371,9 @@ def _fit(x, y, scaler: _Scaler, selection: _Selection, hp, models: _Models, rng,
     learning_rate = models.learning_rate.copy()
     for epoch in range(hp["epochs"]):
         started = time.perf_counter()
-        order = rng.permutation(n)
         epoch_loss = np.zeros(models.count)
-        for start in range(0, n, batch):
-            rows = order[start:start + batch]
-            xb, yb, wb = scaler.standardize(x[rows]), y[rows], sample_weight[rows]
+        for rows, features in _minibatches(x, batch, rng, whole):
+            xb, yb, wb = scaler.standardize(features), y[rows], sample_weight[rows]
             margins = xb @ weights + biases
             epoch_loss += np.sum((np.logaddexp(0.0, margins) - yb[:, None] * margins) * wb, axis=0)
             residual = (expit(margins) - yb[:, None]) * wb / len(rows)
@@ -381,8 +445,7 @@ def train(hyperparameters: dict[str, str], channels: dict[str, Path], model_dir:
             raise LinearLearnerError(f"feature_dim is {feature_dim} but channel '{name}' has "
                                      f"{features.shape[1]} feature columns after the label")
     rng = np.random.default_rng(0)
-    sample = x if len(x) <= hp["num_point_for_scaler"] else x[rng.choice(len(x), hp["num_point_for_scaler"],
-                                                                           replace=False)]
+    sample = _scaler_sample(x, hp["num_point_for_scaler"], rng)
     unbias = hp["use_bias"] if hp["unbias_data"] == "auto" else hp["unbias_data"]
     normalize = hp["normalize_data"] is not False
     mean = sample.mean(axis=0, dtype=np.float64) if (normalize or unbias) else np.zeros(feature_dim)
@@ -394,7 +457,7 @@ def train(hyperparameters: dict[str, str], channels: dict[str, Path], model_dir:
     if "validation" in data:
         xv, yv = data["validation"]
         calibration = len(yv) if hp["num_calibration_samples"] == "auto" else hp["num_calibration_samples"]
-        selection = _Selection("validation", xv[:calibration], yv[:calibration])
+        selection = _Selection("validation", xv.head(calibration), yv[:calibration])
     else:
         selection = _Selection("train", x, y)
     models = _model_settings(hp, y)
@@ -422,8 +485,7 @@ def train(hyperparameters: dict[str, str], channels: dict[str, Path], model_dir:
         if channel_data is None:
             continue
         features = channel_data[0]
-        scores = np.concatenate([model.predict(features[start:start + CHUNK_ROWS])[0]
-                                 for start in range(0, len(features), CHUNK_ROWS)])
+        scores = np.concatenate([model.predict(rows)[0] for rows in features.chunks()])
         values = binary_metrics(scores, channel_data[1], threshold, hp["f_beta"], models.positive_weight[best])
         for name, value in values.items():
             if channel == "train" and name == "objective_loss":
