@@ -42,11 +42,11 @@ from botocore.exceptions import ClientError
 try:  # in the Lambda zip, modules sit at its root
     from deploy_on_approval import DETAIL_TYPE as PACKAGE_STATE_CHANGE
     from deploy_on_approval import DeployConfig, deploy, for_group
-    from epics import EpicError, export_requests_prefix, slug_epic
+    from epics import export_requests_prefix, slug_epic
 except ImportError:
     from lambdas.deploy_on_approval import DETAIL_TYPE as PACKAGE_STATE_CHANGE
     from lambdas.deploy_on_approval import DeployConfig, deploy, for_group
-    from lambdas.epics import EpicError, export_requests_prefix, slug_epic
+    from lambdas.epics import export_requests_prefix, slug_epic
 
 log = logging.getLogger("act_on_alarm")
 log.setLevel(logging.INFO)
@@ -75,16 +75,14 @@ class ActionConfig:
 
 def for_alarm(config: ActionConfig, alarm_name: str) -> ActionConfig | None:
     """The configuration for an epic's live-lift alarm `<endpoint>-<epic slug>-live-lift`: the epic, its endpoint,
-    group and rollback alarms (the deploy Lambda's for_group); None for any other alarm."""
+    group and rollback alarms (the deploy Lambda's for_group: an epic of the stack's EPICS, if set); None for any
+    other alarm."""
     head = f"{config.deploy.endpoint_name}-"
     if not (alarm_name.startswith(head) and alarm_name.endswith(LIVE_LIFT_SUFFIX)):
         return None
     slug = alarm_name[len(head):-len(LIVE_LIFT_SUFFIX)]
-    try:
-        epic = slug_epic(slug)
-    except EpicError:
-        return None
-    return replace(config, epic=epic, deploy=for_group(config.deploy, f"{config.deploy.model_package_group}-{slug}"))
+    deploy_config = for_group(config.deploy, f"{config.deploy.model_package_group}-{slug}")
+    return None if deploy_config is None else replace(config, epic=slug_epic(slug), deploy=deploy_config)
 
 
 def action_id(detail: dict) -> str:

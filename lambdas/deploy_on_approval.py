@@ -7,13 +7,15 @@ boto3 only (the Lambda runtime's). `handler` reads its configuration from the en
 One endpoint per epic: a package of an epic's group `<MODEL_PACKAGE_GROUP>-<epic slug>` (where the pipeline
 registers, lambdas/epics.py) goes to the epic's endpoint `<ENDPOINT_NAME>-<epic slug>`, watched by the epic's alarms
 (each of ALARM_NAMES named `<ENDPOINT_NAME>-…` becomes `<ENDPOINT_NAME>-<epic slug>-…`); a package of the group
-MODEL_PACKAGE_GROUP itself goes to ENDPOINT_NAME. For an Approved package: a model named `<endpoint>-v<version>`
-from the package, an endpoint config of the same name, then the endpoint is created, or updated blue/green with
-automatic rollback on the alarms. With DATA_CAPTURE_URI the endpoint config captures every request and response
-there (SageMaker's data capture: JSON Lines under <uri>/<endpoint>/<variant>/yyyy/mm/dd/hh/), for the live-quality
-monitor to merge with ground truth. It then waits, within a bounded time, for InService and reports; past that time
-SageMaker carries on and the report says so. Idempotent: a package already in service or being deployed is a logged
-no-op, and an existing model or config of that name is reused; so are events for other groups or other statuses.
+MODEL_PACKAGE_GROUP itself goes to ENDPOINT_NAME. With EPICS (the stack's, comma-separated) only those epics' groups
+are its own: another stack's names may begin with these prefixes. For an Approved package: a model named
+`<endpoint>-v<version>` from the package, an endpoint config of the same name, then the endpoint is created, or
+updated blue/green with automatic rollback on the alarms. With DATA_CAPTURE_URI the endpoint config captures every
+request and response there (SageMaker's data capture: JSON Lines under <uri>/<endpoint>/<variant>/yyyy/mm/dd/hh/),
+for the live-quality monitor to merge with ground truth. It then waits, within a bounded time, for InService and
+reports; past that time SageMaker carries on and the report says so. Idempotent: a package already in service or
+being deployed is a logged no-op, and an existing model or config of that name is reused; so are events for other
+groups or other statuses.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ import time
 from dataclasses import dataclass, replace
 
 from botocore.exceptions import ClientError
+
+try:  # in the Lambda zip, modules sit at its root
+    from epics import EpicError, slug_epic
+except ImportError:
+    from lambdas.epics import EpicError, slug_epic
 
 log = logging.getLogger("deploy_on_approval")
 log.setLevel(logging.INFO)
@@ -46,12 +53,13 @@ class DeployConfig:
     wait_seconds: int = 840
     poll_seconds: int = 15
     data_capture_uri: str = ""  # s3://<bucket>/<prefix>/datacapture; "" = no capture
+    epics: tuple[str, ...] = ()  # the stack's epics: a group of any other is not its own; () = any epic's
 
     @classmethod
     def from_env(cls, environ=os.environ) -> DeployConfig:
-        """ENDPOINT_NAME, MODEL_PACKAGE_GROUP, EXECUTION_ROLE_ARN (required); ALARM_NAMES (comma-separated),
-        INSTANCE_TYPE, INSTANCE_COUNT, VARIANT_NAME, DATA_CAPTURE_URI, BAKE_SECONDS, WAIT_SECONDS, POLL_SECONDS
-        (optional)."""
+        """ENDPOINT_NAME, MODEL_PACKAGE_GROUP, EXECUTION_ROLE_ARN (required); ALARM_NAMES and EPICS
+        (comma-separated), INSTANCE_TYPE, INSTANCE_COUNT, VARIANT_NAME, DATA_CAPTURE_URI, BAKE_SECONDS, WAIT_SECONDS,
+        POLL_SECONDS (optional)."""
         required = ("ENDPOINT_NAME", "MODEL_PACKAGE_GROUP", "EXECUTION_ROLE_ARN")
         missing = [name for name in required if not environ.get(name)]
         if missing:
@@ -65,13 +73,14 @@ class DeployConfig:
             model_package_group=environ["MODEL_PACKAGE_GROUP"],
             execution_role_arn=environ["EXECUTION_ROLE_ARN"],
             alarm_names=tuple(name for name in environ.get("ALARM_NAMES", "").split(",") if name),
+            epics=tuple(epic for epic in environ.get("EPICS", "").split(",") if epic),
             **{field: environ[name] for field, name in optional.items() if environ.get(name)},
             **{field: int(environ[name]) for field, name in numbers.items() if environ.get(name)},
         )
 
 
-# The rest of livetrain classifies AWS errors in livetrain/aws_errors.py; this Lambda ships as this one file with
-# only the runtime's boto3, so it keeps the two checks it needs here.
+# The rest of livetrain classifies AWS errors in livetrain/aws_errors.py; this Lambda ships with lambdas/ and only
+# the runtime's boto3, so it keeps the two checks it needs here.
 def _not_found(error) -> bool:
     message = error.response.get("Error", {}).get("Message", "")
     return error.response.get("Error", {}).get("Code") == "ValidationException" and "Could not find" in message
@@ -149,11 +158,18 @@ def _wait(sagemaker, config: DeployConfig, wait_seconds: float) -> dict:
 
 def for_group(config: DeployConfig, group: str | None) -> DeployConfig | None:
     """The configuration for a package of `group`: the configured group → the configured endpoint; an epic's group
-    `<group>-<slug>` → the epic's endpoint `<endpoint>-<slug>` and alarms; None for any other group."""
+    `<group>-<slug>` → the epic's endpoint `<endpoint>-<slug>` and alarms; None for any other group, among them
+    another stack's whose name begins with this one's (`<group>-dev-<slug>`: its epic is not one of `epics`)."""
     if group == config.model_package_group:
         return config
     prefix = f"{config.model_package_group}-"
     if not group or not group.startswith(prefix):
+        return None
+    try:
+        epic = slug_epic(group[len(prefix):])
+    except EpicError:
+        return None
+    if config.epics and epic not in config.epics:
         return None
     endpoint = f"{config.endpoint_name}-{group[len(prefix):]}"
     alarms = tuple(endpoint + name[len(config.endpoint_name):] if name.startswith(f"{config.endpoint_name}-") else name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,18 @@ def test_other_group_is_a_no_op(sagemaker, bus):
     assert sagemaker.list_endpoints()["Endpoints"] == []
 
 
+def test_a_package_of_another_stacks_group_sharing_the_prefix_is_a_no_op(sagemaker, bus):
+    """A dev stack named livetrain-…-dev beside this one: its groups begin with this stack's prefix, and its epics'
+    slugs would make this stack's Lambda deploy to the dev endpoint; EPICS (the template's) names this stack's own."""
+    config = replace(CONFIG, epics=("CS.D.BITCOIN.CFD.IP",))
+    sagemaker.create_model_package_group(ModelPackageGroupName="livetrain-models-dev-CS-D-BITCOIN-CFD-IP")
+    report = deploy(register(sagemaker, bus, group="livetrain-models-dev-CS-D-BITCOIN-CFD-IP"), sagemaker, config)
+
+    assert report["action"] == "skipped" and "'livetrain-models-dev-CS-D-BITCOIN-CFD-IP'" in report["reason"]
+    assert sagemaker.list_endpoints()["Endpoints"] == []
+    assert deploy(register(sagemaker, bus), sagemaker, config)["action"] == "created"  # its own epic's
+
+
 def test_rejected_package_is_a_no_op(sagemaker, bus):
     report = deploy(register(sagemaker, bus, status="Rejected"), sagemaker, CONFIG)
 
@@ -253,7 +266,7 @@ def test_handler_reads_its_configuration_from_the_environment(sagemaker, bus, aw
     event = register(sagemaker, bus)
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
     for name, value in {"ENDPOINT_NAME": "from-env", "MODEL_PACKAGE_GROUP": "livetrain-models",
-                        "EXECUTION_ROLE_ARN": ROLE,
+                        "EXECUTION_ROLE_ARN": ROLE, "EPICS": "CS.D.ETHUSD.CFD.IP,CS.D.BITCOIN.CFD.IP",
                         "ALARM_NAMES": "a,b", "INSTANCE_TYPE": "ml.c5.xlarge", "WAIT_SECONDS": "5",
                         "DATA_CAPTURE_URI": "s3://livetrain-data/livetrain/datacapture"}.items():
         monkeypatch.setenv(name, value)

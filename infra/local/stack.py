@@ -338,7 +338,8 @@ class LocalStack:
 
     def _lambda_environment(self) -> dict[str, str]:
         """The deploy and act-on-alarm Lambdas' environment as the template sets it (the names' prefixes: each
-        epic's package goes to the epic's endpoint, each epic's alarm acts on it); no instances to bake locally."""
+        epic's package goes to the epic's endpoint, each epic's alarm acts on it), without EPICS: locally every
+        epic's batches train (one local manifest rule), so every epic's packages deploy; no instances to bake."""
         return {"ENDPOINT_NAME": self.config.endpoint_name, "MODEL_PACKAGE_GROUP": self.config.model_package_group,
                 "EXECUTION_ROLE_ARN": LOCAL_ROLE_ARN, "BAKE_SECONDS": "0", "POLL_SECONDS": "1",
                 "DATA_CAPTURE_URI": f"s3://{self.config.bucket}/{self.config.pipeline_name}/datacapture",
