@@ -53,7 +53,7 @@ log.setLevel(logging.INFO)
 
 DETAIL_TYPE = "CloudWatch Alarm State Change"
 NOT_ENOUGH = "not enough data"
-SHADOW_SUFFIX = "-shadow"  # processing/monitor.py's: a version's figures from shadow scoring (a one-file Lambda)
+SHADOW_SUFFIX = "-shadow"  # processing/monitor.py's: a version's figures from shadow scoring (not in the zip)
 LIVE_LIFT_SUFFIX = "-live-lift"  # an epic's live-lift alarm is <its endpoint>-live-lift (infra/template.yaml)
 
 

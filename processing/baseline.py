@@ -83,10 +83,14 @@ def feature_count(directory: Path, labelled: bool) -> int:
     return features.shape[1]
 
 
-def _check_rows(directory: Path, rows: int) -> None:
+def _lines(directory: Path) -> int:
+    """Lines in the slice's files."""
+    return sum(_count_lines(path) for path in csv_files(directory))
+
+
+def _check_rows(directory: Path, rows: int, lines: int) -> None:
     """InputError unless `rows` rows were read, one per line of the slice's files (a blank line is skipped by the
     parser: its row would be missing from the predictions, which evaluate.py pairs with the test rows by line)."""
-    lines = sum(_count_lines(path) for path in csv_files(directory))
     if not rows or rows != lines:
         raise InputError(f"{directory}: {rows} rows read of {lines} lines; the CSV files hold no or blank rows")
 
@@ -94,7 +98,7 @@ def _check_rows(directory: Path, rows: int) -> None:
 def read_csv(directory: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """(float32 features, labels or None) of the whole slice, in arrays sized by a count of the lines, so the slice
     is held once (float32, as Linear Learner computes: a million-trade train slice is 1.7 GB)."""
-    rows = sum(_count_lines(path) for path in csv_files(directory))
+    rows = _lines(directory)
     features = labels = None
     done = 0
     for table, table_labels in csv_chunks(directory, labelled):
@@ -105,7 +109,7 @@ def read_csv(directory: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | 
         if labelled:
             labels[done:done + len(table)] = table_labels
         done += len(table)
-    _check_rows(directory, done)
+    _check_rows(directory, done, rows)
     return features, labels
 
 
@@ -155,7 +159,7 @@ def score(model, scaler, directory: Path, labelled: bool) -> tuple[np.ndarray, n
     for features, chunk_labels in csv_chunks(directory, labelled):
         scores.append(model.predict_proba(scaler.transform(features))[:, 1])
         labels.append(chunk_labels)
-    _check_rows(directory, sum(map(len, scores)))
+    _check_rows(directory, sum(map(len, scores)), _lines(directory))
     return np.concatenate(scores), np.concatenate(labels) if labelled else None
 
 
