@@ -7,6 +7,7 @@ The product's own definition is exercised end to end in test_local_pipeline_e2e.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -374,6 +375,47 @@ def test_a_jobs_log_keeps_its_last_bytes_once_it_ends(aws, tmp_path, monkeypatch
     log = Path(record["Steps"]["Chat"]["LogFile"]).read_bytes()
     assert log.startswith(b"... (earlier lines left out)\n") and log.endswith(b"line 999\n")
     assert b"line 0\n" not in log and len(log) < 2100
+
+
+def test_a_processing_script_starts_warm_and_sees_what_python_script_would_show_it(aws, tmp_path):
+    """Processing scripts run in children of the engine's fork server (pipelines/local/warm.py): the image's
+    libraries are imported already, and the script sees its command, directory, environment and temporary
+    folder as `python3 script args` shows them, none of the engine's; each job is a process of its own."""
+    probe = upload_script(aws, "probe", """
+        import json, multiprocessing, os, pathlib, sys, tempfile
+        import xml.dom.minidom  # imported here, not preloaded: the next job must not see it
+        child = multiprocessing.Process(target=os.getpid)  # the script may start processes of its own
+        child.start()
+        child.join()
+        print("to stdout")
+        print("to stderr", file=sys.stderr)
+        (pathlib.Path(sys.argv[1]) / "probe.json").write_text(json.dumps({
+            "argv": sys.argv, "path": sys.path[0], "cwd": os.getcwd(), "environment": dict(os.environ),
+            "tmp": tempfile.gettempdir(), "name": __name__, "pid": os.getpid(), "child": child.exitcode,
+            "warm": all(name in sys.modules for name in ("pandas", "scipy.stats", "sklearn.linear_model"))}))
+    """)
+    after = upload_script(aws, "after", """
+        import sys
+        sys.exit("the first job's import is here" if "xml.dom.minidom" in sys.modules else 0)
+    """)
+    out = "/opt/ml/processing/out"
+    definition = {"Steps": [
+        processing_step("Probe", probe, arguments=[out], environment={"MINE": "1"},
+                        outputs=[output("out", per_execution("out"), out)]),
+        {**processing_step("After", after), "DependsOn": ["Probe"]}]}
+    record = run_definition(aws, tmp_path, definition)
+    assert record["PipelineExecutionStatus"] == "Succeeded", record["FailureReason"]
+    found = json.loads(aws.client("s3").get_object(
+        Bucket=BUCKET, Key=f"runs/{record['PipelineExecutionId']}/out/probe.json")["Body"].read())
+    sandbox = Path(found["cwd"]) / "opt/ml/processing"
+    assert found["argv"] == [str(sandbox / "input/code/probe.py"), str(sandbox / "out")]
+    assert found["path"] == str(sandbox / "input/code") and found["name"] == "__main__"
+    assert found["environment"] == {"PATH": os.environ["PATH"], "HOME": found["cwd"], "TMPDIR": found["tmp"],
+                                    "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "MINE": "1"}
+    assert found["tmp"] == str(Path(found["cwd"]) / "tmp")
+    log = Path(record["Steps"]["Probe"]["LogFile"]).read_text()
+    assert found["warm"] and found["child"] == 0 and found["pid"] != os.getpid(), log
+    assert "to stdout" in log and "to stderr" in log
 
 
 PARALLEL_SCRIPT = """

@@ -120,8 +120,8 @@ def down(state_dir: Path, timeout: float = 30) -> bool:
         return _end_leftovers(state_dir)
     pid = running["pid"]
     os.kill(pid, signal.SIGTERM)
-    try:
-        wait_until(lambda: not _alive(pid), timeout, "the local stack to stop", interval=0.1)
+    try:  # the service, and what ends just after it (the engine's fork server, once it sees the service gone)
+        wait_until(lambda: not _alive(pid, group=True), timeout, "the local stack to stop", interval=0.1)
     except RuntimeError:
         _end_group(pid)
     return True

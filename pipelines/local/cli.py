@@ -65,6 +65,9 @@ def add_state_dir_argument(parser: argparse.ArgumentParser, config) -> None:
 
 
 def run_local(args: argparse.Namespace) -> int:
+    from pipelines.local import warm
+
+    warm.start()  # first: its imports take longer than the rest of the start
     import boto3
 
     from livetrain import aws

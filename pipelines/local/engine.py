@@ -4,7 +4,8 @@ It reads the definition (a file, or DescribePipeline at an endpoint such as moto
 checks parameter overrides against the definition's Parameters, and runs the steps as a
 DAG: a step starts when the steps it reads (`Get` references) and its `DependsOn` have
 succeeded; steps nested in a Condition's IfSteps/ElseSteps run only on that outcome;
-independent steps run in parallel threads (the heavy work is in subprocesses). Each
+independent steps run in parallel threads (the heavy work is in child processes, started warm from a fork
+server: pipelines/local/warm.py). Each
 step honours its `CacheConfig` and `RetryPolicies`. Progress goes to `progress`; the
 execution's record is kept on disk (`records.ExecutionStore`) as steps change state.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from livetrain.aws_errors import is_service_fault, is_throttling
 from livetrain.errors import UserError
-from pipelines.local import s3io
+from pipelines.local import s3io, warm
 from pipelines.local.cache import StepCache, cache_key
 from pipelines.local.errors import DefinitionError, ExpressionError, StepFailure
 from pipelines.local.expressions import Resolver, follow, now_iso, referenced_steps
@@ -218,6 +219,7 @@ class LocalExecution:
     # -- public
 
     def run(self) -> dict:
+        warm.start()  # its imports run beside the first steps; the jobs of later steps start warm
         try:
             plans = plan_steps(self.definition)
         except DefinitionError as exc:

@@ -4,7 +4,9 @@ Strategy "Bayesian" is a Gaussian process (scikit-learn) with expected improveme
 "Random" samples every job at random. Both honour the ranges' ScalingType ("Auto" means logarithmic when a
 positive range spans two decades or more) and categorical values. `tune` runs up to `max_jobs` jobs, at most
 `max_parallel` at a time in separate processes, on any picklable job function (index, hyperparameters) ->
-metrics. The Tuning step (steps/tuning.py) reads CreateHyperParameterTuningJob into these and shapes the answer.
+metrics; the search itself runs in a child of the fork server (pipelines/local/warm.py), where scikit-learn is
+imported already. The Tuning step (steps/tuning.py) reads CreateHyperParameterTuningJob into these and shapes
+the answer.
 
 Reproducible: job k's hyperparameters depend only on the seed and on jobs 0..k-max_parallel (jobs still
 running count as "pending" at the worst objective seen, the "constant liar"), so the same seed gives the
@@ -15,14 +17,15 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.local import warm
 from pipelines.local.errors import TuningError
 from pipelines.local.workers import checkin, checkout, prestart
 
@@ -238,19 +241,10 @@ def _pool_shape(max_jobs: int, max_parallel: int) -> tuple[int, int]:
     return workers, max(1, (os.cpu_count() or 1) // workers)
 
 
-def warm_up(max_jobs: int, max_parallel: int, preload: tuple[str, ...] = (), strategy: str = "Bayesian") -> None:
-    """Start what `tune` with these arguments will need, so it warms up while other work runs: the worker
-    processes (importing `preload`) and, for a Bayesian search, the Gaussian process's imports."""
+def warm_up(max_jobs: int, max_parallel: int, preload: tuple[str, ...] = ()) -> None:
+    """Start the worker processes `tune` with these arguments will need, so they warm up while other work runs."""
     workers, threads = _pool_shape(max_jobs, max_parallel)
     prestart(workers, preload, threads)
-    if strategy == "Bayesian":
-        threading.Thread(target=_import_search_libraries, daemon=True).start()
-
-
-def _import_search_libraries() -> None:
-    """The Gaussian process's imports (seconds when cold)."""
-    import scipy.stats  # noqa: F401
-    import sklearn.gaussian_process  # noqa: F401
 
 
 def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, float]], *, max_jobs: int,
@@ -265,8 +259,6 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
     """
     if strategy == "Bayesian":
         search = BayesianSearch(space, seed, maximize, random_jobs=min(max_jobs, max(MIN_RANDOM_JOBS, max_parallel)))
-        if max_jobs > search.random_jobs:  # imported while the first, random jobs run
-            threading.Thread(target=_import_search_libraries, daemon=True).start()
     elif strategy == "Random":
         search = RandomSearch(space, seed)
     else:
@@ -294,6 +286,8 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
 
     workers, threads = _pool_shape(max_jobs, max_parallel)
     pool = checkout(workers, preload, threads)
+    # The search runs in a child of the fork server, where scikit-learn is imported already (a second here).
+    suggester = ProcessPoolExecutor(1, mp_context=warm.context)
     try:
         for index in range(max_jobs):
             settled = index - workers  # jobs up to this one are finished before job `index` is chosen
@@ -301,7 +295,7 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
                 wait_for(trials[settled])
             observed = [(t.point, t.objective) for t in trials[:settled + 1] if t.objective is not None]
             pending = [t.point for t in trials[max(settled + 1, 0):]]
-            point = search.suggest(index, observed, pending)
+            point = suggester.submit(search.suggest, index, observed, pending).result()
             trial = Trial(index=index, point=point, hyperparameters=space.hyperparameters(point), created=time.time())
             trials.append(trial)
             pool.submit(index, job, index, trial.hyperparameters)
@@ -310,6 +304,8 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
     except BaseException:
         pool.close()  # jobs still running are stopped with the step
         raise
+    finally:
+        suggester.shutdown(cancel_futures=True)
     checkin(pool)
     return trials
 

@@ -1,10 +1,11 @@
 """Warm worker processes for training jobs: started once, their imports done before the first job, reused.
 
-A `WorkerPool` holds `size` spawned processes, each running one job at a time. A worker imports its `preload`
-modules and limits its BLAS threads as soon as it starts, so a job never waits for a cold scikit-learn,
-scipy or pandas import. A job that kills its process (a segfault, the OOM killer, `os._exit`) fails alone
-with a reason, and a fresh worker takes the dead one's place; the other jobs run on. Workers exit when
-their parent process does, whatever way it ends (SIGTERM, SIGKILL), so none is left behind.
+A `WorkerPool` holds `size` processes forked from the engine's fork server (pipelines/local/warm.py, where
+numpy, pandas and the algorithm are imported already), each running one job at a time. A worker imports its
+`preload` modules and limits its BLAS threads as soon as it starts, so a job never waits for a cold import.
+A job that kills its process (a segfault, the OOM killer, `os._exit`) fails alone with a reason, and a fresh
+worker takes the dead one's place; the other jobs run on. Workers exit when the process that asked for them
+does, whatever way it ends (SIGTERM, SIGKILL), so none is left behind.
 
 `checkout` hands out an idle pool of the wanted shape, or starts one; `checkin` keeps it warm for the next
 tuning step in this process (the local stack runs many executions in one process). `prestart` starts one
@@ -16,7 +17,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
-import multiprocessing
 import os
 import signal
 import threading
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from pipelines.local import warm
 from pipelines.local.errors import StepFailure
 
 STOP_SECONDS = 2.0  # how long close() waits for a worker to exit before killing it
@@ -44,15 +45,9 @@ def run_job(job: Callable, args: tuple) -> dict:
     return outcome
 
 
-def _exit_with_parent() -> None:
-    """End this worker at once when its parent process ends (the parent's sentinel becomes readable)."""
-    wait([multiprocessing.parent_process().sentinel])
-    os._exit(1)
-
-
 def _serve(connection: Connection, preload: tuple[str, ...], threads: int) -> None:
     """A worker's life: warm up, then run the jobs it receives until it receives None."""
-    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    warm.exit_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     from threadpoolctl import threadpool_limits
 
@@ -97,7 +92,7 @@ class WorkerPool:
 
     def __init__(self, size: int, preload: tuple[str, ...] = (), threads: int = 1):
         self.key = (size, tuple(preload), threads)
-        self._context = multiprocessing.get_context("spawn")  # no fork of a process that may run threads
+        self._context = warm.context  # forked from the fork server: its imports done, none of this process's threads
         self._workers = [self._start() for _ in range(size)]
         self.closed = False
         with _lock:

@@ -64,11 +64,8 @@ def run(arguments: dict, job: Job) -> dict:
 
 
 def prepare(arguments: dict) -> None:
-    """Start the training jobs' workers and the search's imports; a request that cannot run is left for
-    `run_tuning_job` to report.
-
-    Not earlier than the step: started when an execution starts, they slowed Preprocess threefold on two
-    cores (the imports are CPU work; there is no idle core to hide them on) and the run with it."""
+    """Start the training jobs' workers (forked from the warm fork server) while the channels download; a
+    request that cannot run is left for `run_tuning_job` to report."""
     config = arguments.get("HyperParameterTuningJobConfig") or {}
     definition = arguments.get("TrainingJobDefinition") or {}
     try:
@@ -76,7 +73,7 @@ def prepare(arguments: dict) -> None:
         max_jobs, max_parallel = resource_limits(config)
     except (TuningError, AttributeError):
         return
-    warm_up(max_jobs, max_parallel, worker_imports(algorithm), config.get("Strategy", "Bayesian"))
+    warm_up(max_jobs, max_parallel, worker_imports(algorithm))
 
 
 def training_job_name(tuning_job_name: str, index: int, hyperparameters: dict[str, str]) -> str:
