@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from livetrain.errors import UserError
-from pipelines.local import engine
+from pipelines.local import engine, warm
 from pipelines.local.engine import LocalExecution, plan_steps
 from pipelines.local.errors import DefinitionError, ExpressionError, StepFailure
 from pipelines.local.expressions import Resolver, parse_path, referenced_steps
@@ -381,6 +381,8 @@ def test_a_processing_script_starts_warm_and_sees_what_python_script_would_show_
     """Processing scripts run in children of the engine's fork server (pipelines/local/warm.py): the image's
     libraries are imported already, and the script sees its command, directory, environment and temporary
     folder as `python3 script args` shows them, none of the engine's; each job is a process of its own."""
+    warm.start()
+    assert warm.ready.wait(60)  # a script that starts before the server serves is a subprocess
     probe = upload_script(aws, "probe", """
         import json, multiprocessing, os, pathlib, sys, tempfile
         import xml.dom.minidom  # imported here, not preloaded: the next job must not see it

@@ -4,9 +4,10 @@ worker and Processing script starts from it with them already loaded.
 A cold Python spends about a second importing pandas, scipy and scikit-learn before its first line of work; a
 10k-trade run paid that in each of its three Processing scripts and both training workers, on two cores, more CPU
 than the training itself. Here multiprocessing's "forkserver" is started when an execution starts (`start`),
-imports WARM_IMPORTS while the execution's first steps run, and forks a child for each process asked of it: a new
-process with its own memory and environment, none of the engine's threads or state, the libraries already loaded.
-What a Processing bundle ships (arch) is not preloaded: a script imports its own copy, as in its container.
+imports WARM_IMPORTS while the execution's first steps run (about a second), and forks a child for each process
+asked of it: a new process with its own memory and environment, none of the engine's threads or state, the
+libraries already loaded. `ready` is set once it serves. What a Processing bundle ships (arch) is not preloaded: a
+script imports its own copy, as in its container.
 """
 
 from __future__ import annotations
@@ -26,9 +27,26 @@ context = multiprocessing.get_context("forkserver")
 context.set_forkserver_preload(list(WARM_IMPORTS))
 
 
+ready = threading.Event()  # set once the fork server has done its imports and serves
+_started = threading.Event()
+_starting = threading.Lock()
+
+
 def start() -> None:
     """Start the fork server now, if it is not running: its imports proceed while the caller goes on."""
     multiprocessing.forkserver.ensure_running()
+    with _starting:
+        if not _started.is_set():
+            _started.set()
+            threading.Thread(target=_signal_when_serving, daemon=True, name="fork-server-ready").start()
+
+
+def _signal_when_serving() -> None:
+    """Set `ready` once the fork server forks: it accepts no request before its imports are done."""
+    child = context.Process(target=int, name="fork-server-ready")
+    child.start()
+    child.join()
+    ready.set()
 
 
 def exit_with_parent() -> None:

@@ -1,8 +1,9 @@
 """Processing step (CreateProcessingJob): the container's command with this machine's Python, in a sandbox.
 
-`python3 <script>.py …`, what the pipeline's steps run, starts warm: in a child of the engine's fork server
-(pipelines/local/warm.py, `WarmScript`), with the image's libraries imported already; any other command is a
-subprocess. Every `/opt/ml/processing/...` path (input and output LocalPaths, entrypoint, arguments)
+`python3 <script>.py …`, what the pipeline's steps run, starts warm once the engine's fork server serves: in a
+child of it (pipelines/local/warm.py, `WarmScript`), with the image's libraries imported already. Any other
+command, and a script that starts before then (a run's first step: the server's imports would take longer than
+its own), is a subprocess. Every `/opt/ml/processing/...` path (input and output LocalPaths, entrypoint, arguments)
 is mapped to the same path under the job's directory; inputs are downloaded there first
 and outputs uploaded from there after a zero exit. The job's stdout and stderr go to its
 log; on a non-zero exit the script's last stderr line is the failure reason, with sandbox
@@ -118,7 +119,7 @@ def _run_command(command: list[str], job: Job, cwd: Path, environment: dict, max
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "TMPDIR": str(cwd / "tmp"),
            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", **{k: str(v) for k, v in environment.items()}}
     job.log(f"{host}$ {' '.join(command)}")
-    if _is_python_script(command):
+    if _is_python_script(command) and warm.ready.is_set():
         process = WarmScript(command[1], command[2:], cwd, env, job.log_path)
     else:
         with job.log_path.open("a") as log:
