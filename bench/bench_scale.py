@@ -8,10 +8,11 @@ peaks of the summed RSS and of the summed PSS of it and every descendant (psutil
 sum counts pages that processes share once per process, the PSS sum once; the anonymous RSS leaves out file
 pages, which the kernel may drop and reread).
 Sizes: LIVETRAIN_BENCH_SCALE_TRADES (default "10000,100000"; 1000000 for the million-trade figure: its batch takes
-about 5 min to generate, once). The baseline is main before the Linear
-Learner decoded its channels once (f660bb4, measured with this benchmark on 2026-12-05); it is other code, so it
-is quoted, not rerun. On a shared 2-core machine the wall time moves 2-4x with the load; the CPU time of the
-tree is the steadier comparison.
+about 5 min to generate, once). The baseline is main before the warm fork server (7f9a4b8: every Processing script
+and training worker a cold Python), measured with this benchmark on 2026-12-05 (10k: three runs alternating with
+this code; 100k and 1M: the same code at 3eb38a3, earlier that day); it is other code, so it is quoted, not rerun.
+On a shared 2-core machine the wall time moves 2-4x with the load; the CPU time of the tree is the steadier
+comparison.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = [int(n) for n in os.environ.get("LIVETRAIN_BENCH_SCALE_TRADES", "10000,100000").split(",")]
 SEED = 0
 TUNING_STEP = "TuneLinearLearner"
-# Main before the decoded channels (f660bb4), this benchmark, 2026-12-05: trades → (CPU seconds of the tree, what
-# else was measured), load average about 2 (other engineers at work).
-BEFORE = {10_000: (13.5, "8.5 s, 13.5 CPU-s, 1.11 GB RSS"), 100_000: (96.2, "58.0 s, 96.2 CPU-s, 4.30 GB RSS")}
+# Main before the warm fork server (7f9a4b8), this benchmark, 2026-12-05, machine otherwise idle: trades → (CPU
+# seconds of the tree, what else was measured).
+BEFORE = {10_000: (11.7, "7.5-8.0 s, 11.3-12.0 CPU-s, 0.80-0.85 / 0.59-0.63 GB RSS / PSS"),
+          100_000: (51.6, "35.8 s, 51.6 CPU-s, 1.51 / 1.32 GB RSS / PSS"),
+          1_000_000: (428.7, "290.6 s, 428.7 CPU-s, 3.45 / 3.32 GB RSS / PSS")}
 
 
 def cached_batch(trades: int) -> Path:
@@ -91,7 +94,7 @@ def run_size(trades: int) -> dict:
             "peak RSS, tree (GB)": f"{result.peak_rss_mb / 1024:.2f}",
             "peak PSS, tree (GB)": f"{result.peak_pss_mb / 1024:.2f}",
             "peak anonymous RSS, tree (GB)": f"{result.peak_anon_mb / 1024:.2f}",
-            "main f660bb4 (quoted)": before,
+            "main 7f9a4b8 (quoted)": before,
             "CPU, main / now": f"{before_cpu / result.cpu_seconds:.2f}x" if before_cpu else "-"}
 
 

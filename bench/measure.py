@@ -9,6 +9,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+PR_SET_CHILD_SUBREAPER = 36
+
 
 @dataclass
 class Measurement:
@@ -40,21 +42,26 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
     cache the kernel can drop under pressure and read again: what the processes' own memory needs.
 
     The tree is sampled every `interval` seconds (psutil), so a peak shorter than that can be missed. The CPU
-    time is that of every descendant its parent waited for (multiprocessing and subprocess do).
+    time is that of every descendant its parent waited for (multiprocessing and subprocess do); a descendant
+    still running when the command ends (a fork server, which ends once it sees its parent gone) is adopted here
+    (Linux's child subreaper) and waited for, so its CPU time and that of the children it waited for count too.
     """
     import psutil
 
+    _adopt_orphans()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = subprocess.Popen(command, **popen_kwargs)
     root = psutil.Process(process.pid)
     peak = peak_pss = peak_anon = 0
+    seen: set[int] = set()
     while process.poll() is None:
         total = total_pss = total_anon = 0
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             tree = []
+        seen.update(member.pid for member in tree)
         for member in tree:
             with contextlib.suppress(psutil.NoSuchProcess):  # ended between the listing and the reading
                 memory = member.memory_full_info()
@@ -63,12 +70,23 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
         peak, peak_pss, peak_anon = max(peak, total), max(peak_pss, total_pss), max(peak_anon, total_anon)
         time.sleep(interval)
     seconds = time.perf_counter() - start
+    for pid in seen - {process.pid}:
+        with contextlib.suppress(ChildProcessError):  # ended (and reaped by its parent) before the command
+            os.waitpid(pid, 0)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return Measurement(seconds=seconds, peak_rss_mb=peak / 2**20, cpu_seconds=cpu, peak_pss_mb=peak_pss / 2**20,
                        peak_anon_mb=peak_anon / 2**20)
+
+
+def _adopt_orphans() -> None:
+    """Become the child subreaper of this process's descendants (Linux prctl PR_SET_CHILD_SUBREAPER): one whose
+    parent ends is reparented here, where it can be waited for."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def table(rows: list[dict]) -> str:

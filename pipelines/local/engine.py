@@ -4,10 +4,10 @@ It reads the definition (a file, or DescribePipeline at an endpoint such as moto
 checks parameter overrides against the definition's Parameters, and runs the steps as a
 DAG: a step starts when the steps it reads (`Get` references) and its `DependsOn` have
 succeeded; steps nested in a Condition's IfSteps/ElseSteps run only on that outcome;
-independent steps run in parallel threads (the heavy work is in child processes, started warm from a fork
-server: pipelines/local/warm.py). Each
-step honours its `CacheConfig` and `RetryPolicies`. Progress goes to `progress`; the
-execution's record is kept on disk (`records.ExecutionStore`) as steps change state.
+independent steps run in parallel threads (the heavy work is in child processes, most of
+them forked warm from a fork server: pipelines/local/warm.py). Each step honours its
+`CacheConfig` and `RetryPolicies`. Progress goes to `progress`; the execution's record is
+kept on disk (`records.ExecutionStore`) as steps change state.
 """
 
 from __future__ import annotations

@@ -28,17 +28,14 @@ context.set_forkserver_preload(list(WARM_IMPORTS))
 
 
 ready = threading.Event()  # set once the fork server has done its imports and serves
-_started = threading.Event()
-_starting = threading.Lock()
+_watching = threading.Lock()  # held for good by the first start(), which starts the thread that sets `ready`
 
 
 def start() -> None:
     """Start the fork server now, if it is not running: its imports proceed while the caller goes on."""
     multiprocessing.forkserver.ensure_running()
-    with _starting:
-        if not _started.is_set():
-            _started.set()
-            threading.Thread(target=_signal_when_serving, daemon=True, name="fork-server-ready").start()
+    if _watching.acquire(blocking=False):
+        threading.Thread(target=_signal_when_serving, daemon=True, name="fork-server-ready").start()
 
 
 def _signal_when_serving() -> None:
