@@ -110,6 +110,7 @@ def test_a_job_whose_process_dies_fails_alone_and_a_fresh_worker_takes_its_place
 
 
 def test_sigterm_to_the_tuning_process_leaves_no_worker_behind(tmp_path):
+    """Nor anything else it started: the search's process, the fork server the workers come from."""
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
               "from functools import partial\nimport test_tuner\n"
               f"test_tuner.run(partial(test_tuner.hold, {str(tmp_path)!r}), strategy='Random', max_jobs=4)\n")
@@ -120,10 +121,12 @@ def test_sigterm_to_the_tuning_process_leaves_no_worker_behind(tmp_path):
             time.sleep(0.05)
         workers = [psutil.Process(int(name)) for name in os.listdir(tmp_path)]
         assert len(workers) == 2
+        started = psutil.Process(tuning.pid).children(recursive=True)
+        assert {w.pid for w in workers} < {p.pid for p in started}
         tuning.send_signal(signal.SIGTERM)
         tuning.wait(10)
-        _, alive = psutil.wait_procs(workers, timeout=4)
-        assert [w for w in alive if w.status() != psutil.STATUS_ZOMBIE] == []
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert [p.cmdline() for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     finally:
         tuning.kill()
 

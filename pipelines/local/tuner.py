@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -214,6 +214,43 @@ class BayesianSearch(RandomSearch):
         return candidates[int(np.argmax(expected))]
 
 
+class Suggester:
+    """A search's `suggest` in a child of the fork server, where scikit-learn is imported already (a second
+    here); the child ends with this process, however this one ends."""
+
+    def __init__(self, search: RandomSearch):
+        self.connection, child = warm.context.Pipe()
+        self.process = warm.context.Process(target=_serve_suggestions, args=(search, child), daemon=True,
+                                            name="livetrain-tuner-search")
+        self.process.start()
+        child.close()
+
+    def suggest(self, index: int, observed: list[tuple[tuple, float]], pending: list[tuple]) -> tuple:
+        self.connection.send((index, observed, pending))
+        point, error = self.connection.recv()
+        if error is not None:
+            raise error
+        return point
+
+    def close(self) -> None:
+        self.connection.close()  # the child's recv ends: it returns
+        self.process.join()
+
+
+def _serve_suggestions(search: RandomSearch, connection) -> None:
+    warm.exit_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    while True:
+        try:
+            request = connection.recv()
+        except EOFError:
+            return
+        try:
+            connection.send((search.suggest(*request), None))
+        except Exception as exc:  # raised in the parent
+            connection.send((None, exc))
+
+
 # ---------------------------------------------------------------------------------------------
 # The optimiser core
 
@@ -286,8 +323,7 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
 
     workers, threads = _pool_shape(max_jobs, max_parallel)
     pool = checkout(workers, preload, threads)
-    # The search runs in a child of the fork server, where scikit-learn is imported already (a second here).
-    suggester = ProcessPoolExecutor(1, mp_context=warm.context)
+    suggester = Suggester(search)
     try:
         for index in range(max_jobs):
             settled = index - workers  # jobs up to this one are finished before job `index` is chosen
@@ -295,7 +331,7 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
                 wait_for(trials[settled])
             observed = [(t.point, t.objective) for t in trials[:settled + 1] if t.objective is not None]
             pending = [t.point for t in trials[max(settled + 1, 0):]]
-            point = suggester.submit(search.suggest, index, observed, pending).result()
+            point = suggester.suggest(index, observed, pending)
             trial = Trial(index=index, point=point, hyperparameters=space.hyperparameters(point), created=time.time())
             trials.append(trial)
             pool.submit(index, job, index, trial.hyperparameters)
@@ -305,7 +341,7 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
         pool.close()  # jobs still running are stopped with the step
         raise
     finally:
-        suggester.shutdown(cancel_futures=True)
+        suggester.close()
     checkin(pool)
     return trials
 
