@@ -20,7 +20,7 @@ import pytest
 from bench.planted_data import write_channels
 from pipelines.local.errors import TuningError
 from pipelines.local.steps.tuning import run_tuning_job
-from pipelines.local.tuner import SearchSpace, best_first, tune
+from pipelines.local.tuner import RandomSearch, SearchSpace, Suggester, best_first, tune
 
 IMAGE = "382416733822.dkr.ecr.us-east-1.amazonaws.com/linear-learner:1"
 # The recommended Linear Learner ranges, shaped as SDK v3 writes them into a pipeline definition.
@@ -72,6 +72,17 @@ def fail_odd_jobs(index: int, hyperparameters: dict[str, str]) -> dict[str, floa
     if index % 2:
         raise ValueError(f"job {index} is odd")
     return known_function(index, hyperparameters)
+
+
+class BrokenSearch(RandomSearch):
+    """Fails its third suggestion with an error, or ends its process on the fourth."""
+
+    def suggest(self, index, observed, pending):
+        if index == 2:
+            raise ValueError("no point to suggest")
+        if index == 3:
+            os._exit(7)
+        return super().suggest(index, observed, pending)
 
 
 def run(job, strategy="Bayesian", seed=0, max_jobs=15, max_parallel=2, metric="objective"):
@@ -129,6 +140,18 @@ def test_sigterm_to_the_tuning_process_leaves_no_worker_behind(tmp_path):
         assert [p.cmdline() for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
     finally:
         tuning.kill()
+
+
+def test_the_search_runs_in_a_process_of_its_own_whose_errors_are_raised_here():
+    search = BrokenSearch(SearchSpace.from_ranges(RANGES), seed=0)
+    with Suggester(search) as suggester:
+        assert suggester.suggest(0, [], []) == search.suggest(0, [], [])  # the same point as in this process
+        assert suggester.process.pid != os.getpid()
+        with pytest.raises(ValueError, match="no point to suggest"):
+            suggester.suggest(2, [], [])
+        assert suggester.suggest(1, [], []) == search.suggest(1, [], [])  # it goes on after an error
+        with pytest.raises(TuningError, match=r"the search's process ended unexpectedly \(exit code 7\)"):
+            suggester.suggest(3, [], [])
 
 
 def test_the_same_seed_gives_the_same_jobs():

@@ -27,7 +27,7 @@ import numpy as np
 
 from pipelines.local import warm
 from pipelines.local.errors import TuningError
-from pipelines.local.workers import checkin, checkout, prestart
+from pipelines.local.workers import STOP_SECONDS, checkin, checkout, death, prestart
 
 AUTO_LOG_RATIO = 100.0  # "Auto" scaling is logarithmic when max/min reaches two decades
 MIN_RANDOM_JOBS = 3  # Bayesian search starts with max(3, MaxParallelTrainingJobs) random jobs
@@ -225,16 +225,25 @@ class Suggester:
         self.process.start()
         child.close()
 
+    def __enter__(self) -> Suggester:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.connection.close()  # the child's recv ends: it returns
+        self.process.join(STOP_SECONDS)
+        if self.process.is_alive():  # still working out a suggestion nobody waits for
+            self.process.kill()
+            self.process.join()
+
     def suggest(self, index: int, observed: list[tuple[tuple, float]], pending: list[tuple]) -> tuple:
         self.connection.send((index, observed, pending))
-        point, error = self.connection.recv()
+        try:
+            point, error = self.connection.recv()
+        except EOFError:
+            raise TuningError(f"the search's process ended unexpectedly ({death(self.process)})") from None
         if error is not None:
             raise error
         return point
-
-    def close(self) -> None:
-        self.connection.close()  # the child's recv ends: it returns
-        self.process.join()
 
 
 def _serve_suggestions(search: RandomSearch, connection) -> None:
@@ -246,9 +255,13 @@ def _serve_suggestions(search: RandomSearch, connection) -> None:
         except EOFError:
             return
         try:
-            connection.send((search.suggest(*request), None))
+            reply = (search.suggest(*request), None)
         except Exception as exc:  # raised in the parent
-            connection.send((None, exc))
+            reply = (None, exc)
+        try:
+            connection.send(reply)
+        except OSError:  # the parent closed its end: nobody waits
+            return
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,25 +336,24 @@ def tune(space: SearchSpace, job: Callable[[int, dict[str, str]], dict[str, floa
 
     workers, threads = _pool_shape(max_jobs, max_parallel)
     pool = checkout(workers, preload, threads)
-    suggester = Suggester(search)
     try:
-        for index in range(max_jobs):
-            settled = index - workers  # jobs up to this one are finished before job `index` is chosen
-            if settled >= 0:
-                wait_for(trials[settled])
-            observed = [(t.point, t.objective) for t in trials[:settled + 1] if t.objective is not None]
-            pending = [t.point for t in trials[max(settled + 1, 0):]]
-            point = suggester.suggest(index, observed, pending)
-            trial = Trial(index=index, point=point, hyperparameters=space.hyperparameters(point), created=time.time())
-            trials.append(trial)
-            pool.submit(index, job, index, trial.hyperparameters)
+        with Suggester(search) as suggester:
+            for index in range(max_jobs):
+                settled = index - workers  # jobs up to this one are finished before job `index` is chosen
+                if settled >= 0:
+                    wait_for(trials[settled])
+                observed = [(t.point, t.objective) for t in trials[:settled + 1] if t.objective is not None]
+                pending = [t.point for t in trials[max(settled + 1, 0):]]
+                point = suggester.suggest(index, observed, pending)
+                trial = Trial(index=index, point=point, hyperparameters=space.hyperparameters(point),
+                              created=time.time())
+                trials.append(trial)
+                pool.submit(index, job, index, trial.hyperparameters)
         for trial in trials:
             wait_for(trial)
     except BaseException:
         pool.close()  # jobs still running are stopped with the step
         raise
-    finally:
-        suggester.close()
     checkin(pool)
     return trials
 

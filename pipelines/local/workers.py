@@ -78,13 +78,15 @@ class _Worker:
         self.busy = False
         self.ticket: Any = None
 
-    def death(self) -> str:
-        """How the process ended, once it has."""
-        self.process.join(STOP_SECONDS)
-        code = self.process.exitcode
-        if code is not None and code < 0:
-            return f"killed by {signal.Signals(-code).name}"
-        return f"exit code {code}"
+
+
+def death(process) -> str:
+    """How a child process ended, once it has ("killed by SIGKILL", "exit code 3")."""
+    process.join(STOP_SECONDS)
+    code = process.exitcode
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 class WorkerPool:
@@ -146,8 +148,8 @@ class WorkerPool:
                 outcome = worker.connection.recv()
             except (EOFError, OSError):  # the process died during the job
                 now = time.time()
-                outcome = {"start": now, "end": now, "pid": worker.process.pid,
-                           "failure_reason": f"AlgorithmError: the training job's process died ({worker.death()})"}
+                reason = f"AlgorithmError: the training job's process died ({death(worker.process)})"
+                outcome = {"start": now, "end": now, "pid": worker.process.pid, "failure_reason": reason}
                 self._replace(worker)
             finished.append((worker.ticket, outcome))
         return finished
