@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -377,12 +378,17 @@ def test_a_jobs_log_keeps_its_last_bytes_once_it_ends(aws, tmp_path, monkeypatch
     assert b"line 0\n" not in log and len(log) < 2100
 
 
-def test_a_processing_script_starts_warm_and_sees_what_python_script_would_show_it(aws, tmp_path):
-    """Processing scripts run in children of the engine's fork server (pipelines/local/warm.py): the image's
-    libraries are imported already, and the script sees its command, directory, environment and temporary
-    folder as `python3 script args` shows them, none of the engine's; each job is a process of its own."""
+@pytest.mark.parametrize("served", [True, False], ids=["fork server serving", "before it serves"])
+def test_a_processing_script_sees_what_python_script_would_show_it_warm_or_not(aws, tmp_path, monkeypatch, served):
+    """Processing scripts run in children of the engine's fork server (pipelines/local/warm.py) once it serves,
+    the image's libraries imported already; before, as subprocesses. Either way the script sees its command,
+    directory, environment and temporary folder as `python3 script args` shows them, none of the engine's, and
+    each job is a process of its own."""
     warm.start()
-    assert warm.ready.wait(60)  # a script that starts before the server serves is a subprocess
+    if served:
+        assert warm.ready.wait(60)
+    else:
+        monkeypatch.setattr(warm, "ready", threading.Event())  # not serving yet
     probe = upload_script(aws, "probe", """
         import json, multiprocessing, os, pathlib, sys, tempfile
         import xml.dom.minidom  # imported here, not preloaded: the next job must not see it
@@ -416,7 +422,7 @@ def test_a_processing_script_starts_warm_and_sees_what_python_script_would_show_
                                     "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "MINE": "1"}
     assert found["tmp"] == str(Path(found["cwd"]) / "tmp")
     log = Path(record["Steps"]["Probe"]["LogFile"]).read_text()
-    assert found["warm"] and found["child"] == 0 and found["pid"] != os.getpid(), log
+    assert found["warm"] == served and found["child"] == 0 and found["pid"] != os.getpid(), log
     assert "to stdout" in log and "to stderr" in log
 
 
