@@ -9,7 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-PR_SET_CHILD_SUBREAPER = 36
+from livetrain.processes import adopt_orphans
 
 
 @dataclass
@@ -48,7 +48,7 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
     """
     import psutil
 
-    _adopt_orphans()
+    adopt_orphans()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = subprocess.Popen(command, **popen_kwargs)
@@ -79,14 +79,6 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return Measurement(seconds=seconds, peak_rss_mb=peak / 2**20, cpu_seconds=cpu, peak_pss_mb=peak_pss / 2**20,
                        peak_anon_mb=peak_anon / 2**20)
-
-
-def _adopt_orphans() -> None:
-    """Become the child subreaper of this process's descendants (Linux prctl PR_SET_CHILD_SUBREAPER): one whose
-    parent ends is reparented here, where it can be waited for."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def table(rows: list[dict]) -> str:

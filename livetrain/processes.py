@@ -3,6 +3,8 @@
 A process killed with SIGKILL cannot stop its children; with `preexec_fn=dies_with_parent()` the kernel sends
 each child SIGKILL when its parent ends. (Linux ties this to the parent *thread*: start the child from a thread
 that outlives it, as a thread waiting for the child does.) Elsewhere than Linux it does nothing.
+`adopt_orphans()` is the other direction (PR_SET_CHILD_SUBREAPER): descendants whose parent ended become this
+process's children, to be waited for (bench/measure.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 _prctl = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
@@ -29,3 +32,10 @@ def dies_with_parent():
             os.kill(os.getpid(), signal.SIGKILL)
 
     return preexec
+
+
+def adopt_orphans() -> None:
+    """Become the child subreaper of this process's descendants: one whose parent ends is reparented here, where it
+    can be waited for (Linux; elsewhere nothing)."""
+    if _prctl is not None:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

@@ -9,7 +9,7 @@ does, whatever way it ends (SIGTERM, SIGKILL), so none is left behind.
 
 `checkout` hands out an idle pool of the wanted shape, or starts one; `checkin` keeps it warm for the next
 tuning step in this process (the local stack runs many executions in one process). `prestart` starts one
-ahead of need, while other work (downloads, Preprocess) runs.
+ahead of need, while other work (the channels' download) runs.
 """
 
 from __future__ import annotations
