@@ -82,14 +82,19 @@ def test_data_larger_than_a_block_is_shuffled_a_block_at_a_time_and_still_learnt
     whole, _, _ = fit(channels, tmp_path / "whole", used=("train", "validation", "test"))
     monkeypatch.setattr(training, "BLOCK_BYTES", 1000 * 605 * 4)  # 7 blocks of the 7,000 train rows
     x, _ = read_channel("train", channels["train"])
-    batches = list(training._minibatches(x, 300, np.random.default_rng(1), whole=None))
+    raw = x.read()
+    scaler = training._Scaler(raw.mean(axis=0, dtype=np.float64), raw.std(axis=0, dtype=np.float64) + 1.0)
+    channel = training._Standardized(x, scaler, training.block_rows(x.width, 300))
+    assert channel.held is None  # 7 blocks: read as they are used
+    batches = list(training._minibatches(channel, 300, np.random.default_rng(1)))
     rows = np.concatenate([numbers for numbers, _ in batches])
     assert np.array_equal(np.sort(rows), np.arange(len(x)))  # every row once
     assert all(len(set(numbers // 1000)) == 1 for numbers, _ in batches)  # a mini-batch comes from one block
     blocks = [int(numbers[0] // 1000) for numbers, _ in batches]
     visits = [block for i, block in enumerate(blocks) if i == 0 or block != blocks[i - 1]]
     assert sorted(visits) == list(range(7)) and visits != sorted(visits)  # each block once, in random order
-    assert all(np.array_equal(features, x.read()[numbers]) for numbers, features in batches)
+    standardized = (raw - scaler.mean) / scaler.scale  # as read, standardised (in float32)
+    assert all(np.allclose(features, standardized[numbers], atol=1e-5) for numbers, features in batches)
 
     blocked, _, _ = fit(channels, tmp_path / "blocked", used=("train", "validation", "test"))
     assert blocked["test:roc_auc_score"] >= whole["test:roc_auc_score"] - 0.01
@@ -238,6 +243,26 @@ def test_a_channel_is_decoded_once_and_read_by_every_later_job(tmp_path):
     csv.write_text("0,7.0,8.0\n")  # other files (another run's download): decoded afresh
     assert read_channel("train", tmp_path / "train")[0].read().tolist() == [[7.0, 8.0]]
 
+
+
+def test_the_normalisation_is_worked_out_once_per_channel_and_sample_size(tmp_path):
+    """The first job draws num_point_for_scaler rows and keeps their mean and standard deviation beside the
+    decoded channel; a later job with the same sample size uses them (altered here, its model shows it)."""
+    channels = write_channels(tmp_path / "planted", rows=2_000)
+    hp = BASE | {"num_point_for_scaler": "500", "epochs": "1"}
+    train(hp, {"train": channels["train"]}, tmp_path / "first", log=lambda _: None)
+    x, _ = read_channel("train", channels["train"])
+    (saved,) = x.path.parent.glob("scaler-500.npy")
+    mean, std = np.load(saved)
+    sample = x.read()[np.sort(np.random.default_rng(0).choice(len(x), 500, replace=False))].astype(np.float64)
+    assert np.allclose(mean, sample.mean(axis=0)) and np.allclose(std, sample.std(axis=0))
+    assert np.allclose(load_model(tmp_path / "first" / "model.tar.gz").mean, mean)
+
+    np.save(saved, np.stack([mean + 1.0, std]))
+    train(hp, {"train": channels["train"]}, tmp_path / "second", log=lambda _: None)
+    assert np.allclose(load_model(tmp_path / "second" / "model.tar.gz").mean, mean + 1.0)
+    train(hp | {"num_point_for_scaler": "400"}, {"train": channels["train"]}, tmp_path / "third", log=lambda _: None)
+    assert sorted(p.name for p in x.path.parent.glob("scaler-*.npy")) == ["scaler-400.npy", "scaler-500.npy"]
 
 # --- request and response formats (the container's inference contract) ---
 

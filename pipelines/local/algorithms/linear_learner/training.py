@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -225,26 +226,54 @@ def _margins(scores: np.ndarray) -> np.ndarray:
 # Training
 
 
-class _Selection(NamedTuple):
-    """The raw rows that choose the model and threshold: validation, or train without a validation channel."""
+class _Scaler:
+    """The normalisation, applied to rows as they are read (the data stays raw, on disk), in float32 as the
+    algorithm's container computes: a float64 copy of every mini-batch took half a job's time."""
 
-    channel: str
-    x: Features
-    y: np.ndarray
-
-
-class _Scaler(NamedTuple):
-    """The normalisation, applied to rows as they are used (the data stays raw, on disk)."""
-
-    mean: np.ndarray
-    scale: np.ndarray
+    def __init__(self, mean: np.ndarray, scale: np.ndarray):
+        self.mean, self.scale = mean, scale
+        self._mean32, self._scale32 = mean.astype(np.float32), scale.astype(np.float32)
 
     def standardize(self, rows: np.ndarray) -> np.ndarray:
-        return (rows - self.mean) / self.scale
+        """`rows` (float32, a copy the caller owns) standardised in place."""
+        rows -= self._mean32
+        rows /= self._scale32
+        return rows
 
-    def margins(self, x: Features, weights: np.ndarray, biases) -> np.ndarray:
-        """standardize(x) @ weights + biases, CHUNK_ROWS rows at a time."""
-        return np.concatenate([self.standardize(rows) @ weights + biases for rows in x.chunks()])
+
+def _linear(rows: np.ndarray, weights: np.ndarray, biases) -> np.ndarray:
+    """rows @ weights + biases: the product in float32 (the rows' type), the result in float64."""
+    return (rows @ weights.astype(np.float32)).astype(np.float64) + biases
+
+
+class _Standardized:
+    """A channel's rows as the models see them: standardised once and held when they fit in `block` rows (one
+    block: every epoch uses the same copy), otherwise read from disk and standardised as they are used."""
+
+    def __init__(self, x: Features, scaler: _Scaler, block: int):
+        self.x, self.scaler, self.block = x, scaler, block
+        self.held = scaler.standardize(x.read()) if len(x) <= block else None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop), standardised."""
+        return self.held[start:stop] if self.held is not None else self.scaler.standardize(self.x.read(start, stop))
+
+    def margins(self, weights: np.ndarray, biases) -> np.ndarray:
+        """Every row's linear output for each model (column)."""
+        if self.held is not None:
+            return _linear(self.held, weights, biases)
+        return np.concatenate([_linear(self.scaler.standardize(rows), weights, biases) for rows in self.x.chunks()])
+
+
+class _Selection(NamedTuple):
+    """The rows that choose the model and threshold: validation, or train without a validation channel."""
+
+    channel: str
+    x: _Standardized
+    y: np.ndarray
 
 
 def block_rows(width: int, batch: int) -> int:
@@ -252,18 +281,32 @@ def block_rows(width: int, batch: int) -> int:
     return max(batch, BLOCK_BYTES // (4 * width))
 
 
-def _minibatches(x: Features, batch: int, rng, whole: np.ndarray | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch's mini-batches, every row once: (row numbers, feature rows). Blocks of block_rows consecutive
-    rows come in random order, each shuffled within (a shuffle buffer, as a trainer streaming its data has); data
-    that fits one block, `whole`, read once for all epochs, is shuffled as a whole."""
-    size = block_rows(x.width, batch)
-    starts = np.arange(0, len(x), size)
-    for first in (starts if whole is not None else starts[rng.permutation(len(starts))]):
-        block = whole if whole is not None else x.read(first, first + size)
+def _minibatches(x: _Standardized, batch: int, rng) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch's mini-batches, every row once: (row numbers, standardised feature rows). Blocks of x.block
+    consecutive rows come in random order, each shuffled within (a shuffle buffer, as a trainer streaming its
+    data has); rows that fit one block, held in memory, are shuffled as a whole."""
+    starts = np.arange(0, len(x), x.block)
+    for first in (starts if x.held is not None else starts[rng.permutation(len(starts))]):
+        block = x.read(first, first + x.block)
         order = rng.permutation(len(block))
         for start in range(0, len(block), batch):
             local = order[start:start + batch]
             yield first + local, block[local]
+
+
+def scaler_statistics(x: Features, size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mean, standard deviation, rows used) of `size` rows of `x` drawn at random (every row when there are no
+    more), in float64: worked out by the first job that asks, kept beside the decoded channel for the other jobs of
+    the tuning job (the same rows: the draw has a seed of its own)."""
+    saved = x.path.with_name(f"scaler-{size}.npy")
+    if not saved.exists():
+        sample = _scaler_sample(x, size, np.random.default_rng(0))
+        partial = saved.with_name(f"{saved.name}.{os.getpid()}.partial")
+        with open(partial, "wb") as out:
+            np.save(out, np.stack([sample.mean(axis=0, dtype=np.float64), sample.std(axis=0, dtype=np.float64)]))
+        os.replace(partial, saved)  # two jobs at once write the same values
+    mean, std = np.load(saved)
+    return mean, std, min(size, len(x))
 
 
 def _scaler_sample(x: Features, size: int, rng) -> np.ndarray:
@@ -341,10 +384,10 @@ def _container_metric_name(name: str, hp: dict) -> str:
     return {"objective_loss": LOSS_NAME, "binary_f_beta": f"binary_f_{hp['f_beta']:.3f}"}.get(name, name)
 
 
-def _fit(x: Features, y, scaler: _Scaler, selection: _Selection, hp, models: _Models, rng, log):
-    """Train all models on the raw rows `x`, standardised a mini-batch at a time; returns (weights (d, m),
-    biases (m,), train loss per model at its best epoch)."""
-    n, d = x.shape
+def _fit(x: _Standardized, y, selection: _Selection, hp, models: _Models, rng, log):
+    """Train all models on the rows `x`; returns (weights (d, m), biases (m,), train loss per model at its best
+    epoch)."""
+    n, d = x.x.shape
     if hp["init_method"] == "uniform":
         weights = rng.uniform(-hp["init_scale"], hp["init_scale"], (d, models.count))
     else:
@@ -356,9 +399,7 @@ def _fit(x: Features, y, scaler: _Scaler, selection: _Selection, hp, models: _Mo
     bias_lr = 1.0 if hp["bias_lr_mult"] == "auto" else hp["bias_lr_mult"]
     bias_wd = 0.0 if hp["bias_wd_mult"] == "auto" else hp["bias_wd_mult"]
     batch = min(hp["mini_batch_size"], n)
-    size = block_rows(d, batch)
-    whole = x.read() if n <= size else None  # one block: read once, for every epoch
-    batches_per_epoch = sum(math.ceil(min(size, n - first) / batch) for first in range(0, n, size))
+    batches_per_epoch = sum(math.ceil(min(x.block, n - first) / batch) for first in range(0, n, x.block))
     schedule_step = batches_per_epoch if hp["lr_scheduler_step"] == "auto" else hp["lr_scheduler_step"]
     schedule_factor = 0.99 if hp["lr_scheduler_factor"] == "auto" else hp["lr_scheduler_factor"]
     minimum_lr = 1e-5 if hp["lr_scheduler_minimum_lr"] == "auto" else hp["lr_scheduler_minimum_lr"]
@@ -372,12 +413,13 @@ def _fit(x: Features, y, scaler: _Scaler, selection: _Selection, hp, models: _Mo
     for epoch in range(hp["epochs"]):
         started = time.perf_counter()
         epoch_loss = np.zeros(models.count)
-        for rows, features in _minibatches(x, batch, rng, whole):
-            xb, yb, wb = scaler.standardize(features), y[rows], sample_weight[rows]
-            margins = xb @ weights + biases
+        for rows, xb in _minibatches(x, batch, rng):
+            yb, wb = y[rows], sample_weight[rows]
+            margins = _linear(xb, weights, biases)
             epoch_loss += np.sum((np.logaddexp(0.0, margins) - yb[:, None] * margins) * wb, axis=0)
             residual = (expit(margins) - yb[:, None]) * wb / len(rows)
-            step, size = adam_w.step(xb.T @ residual + models.wd * weights, learning_rate)
+            gradient = (xb.T @ residual.astype(np.float32)).astype(np.float64) + models.wd * weights
+            step, size = adam_w.step(gradient, learning_rate)
             weights -= step
             if models.l1.any():  # proximal step: soft-threshold by the coordinate's step size
                 weights = np.sign(weights) * np.maximum(np.abs(weights) - size * models.l1, 0.0)
@@ -387,7 +429,8 @@ def _fit(x: Features, y, scaler: _Scaler, selection: _Selection, hp, models: _Mo
             if hp["use_lr_scheduler"] and updates % schedule_step == 0:
                 learning_rate = np.maximum(learning_rate * schedule_factor, np.minimum(minimum_lr, learning_rate))
         epoch_loss /= n
-        values = _epoch_values(weights, biases, scaler, selection, hp, epoch_loss)
+        selection_margins = selection.x.margins(weights, biases) if selection.channel == "validation" else None
+        values = _epoch_values(selection_margins, selection, hp, epoch_loss)
         improved = np.array([_improved(v, b, hp["early_stopping_tolerance"])
                              for v, b in zip(values, best_value, strict=True)])
         best_weights[:, improved], best_biases[improved] = weights[:, improved], biases[improved]
@@ -396,10 +439,10 @@ def _fit(x: Features, y, scaler: _Scaler, selection: _Selection, hp, models: _Mo
         stale_epochs = 0 if improved.any() else stale_epochs + 1
         best_model = int(np.argmax(best_value))
         _log_metric(log, "train", LOSS_NAME, float(epoch_loss[best_model]), epoch)
-        if selection.channel == "validation":
-            margins = scaler.margins(selection.x, weights[:, best_model], biases[best_model])
+        if selection_margins is not None:
             weight = models.positive_weight[best_model]
-            loss = logistic_loss(margins[:, None], selection.y, np.where(selection.y == 1, weight, 1.0)[:, None])
+            loss = logistic_loss(selection_margins[:, [best_model]], selection.y,
+                                 np.where(selection.y == 1, weight, 1.0)[:, None])
             _log_metric(log, "validation", LOSS_NAME, float(loss[0]), epoch)
         log(f"#progress_metric: host={HOST}, completed {100 * (epoch + 1) / hp['epochs']:.1f} % of epochs")
         log(f"#throughput_metric: host={HOST}, train throughput={n / (time.perf_counter() - started):.1f} "
@@ -413,13 +456,14 @@ def _fit(x: Features, y, scaler: _Scaler, selection: _Selection, hp, models: _Mo
     return best_weights, best_biases, best_train_loss
 
 
-def _epoch_values(weights, biases, scaler: _Scaler, selection: _Selection, hp, train_loss) -> np.ndarray:
-    """Per model, the early-stopping value (larger is better)."""
-    if selection.channel != "validation":
+def _epoch_values(margins: np.ndarray | None, selection: _Selection, hp, train_loss) -> np.ndarray:
+    """Per model, the early-stopping value (larger is better): from the selection rows' `margins`, or the
+    training loss when there is no validation channel (`margins` None)."""
+    if margins is None:
         values = -train_loss
     else:
-        scores = expit(scaler.margins(selection.x, weights, biases))
-        values = np.array([choose_threshold(scores[:, j], selection.y, hp)[1] for j in range(weights.shape[1])])
+        scores = expit(margins)
+        values = np.array([choose_threshold(scores[:, j], selection.y, hp)[1] for j in range(margins.shape[1])])
     return np.where(np.isnan(values), -np.inf, values)  # a diverged model never counts as an improvement
 
 
@@ -445,28 +489,29 @@ def train(hyperparameters: dict[str, str], channels: dict[str, Path], model_dir:
             raise LinearLearnerError(f"feature_dim is {feature_dim} but channel '{name}' has "
                                      f"{features.shape[1]} feature columns after the label")
     rng = np.random.default_rng(0)
-    sample = _scaler_sample(x, hp["num_point_for_scaler"], rng)
+    sample_mean, sample_std, points = scaler_statistics(x, hp["num_point_for_scaler"])
     unbias = hp["use_bias"] if hp["unbias_data"] == "auto" else hp["unbias_data"]
     normalize = hp["normalize_data"] is not False
-    mean = sample.mean(axis=0, dtype=np.float64) if (normalize or unbias) else np.zeros(feature_dim)
-    scale = sample.std(axis=0, dtype=np.float64) if normalize else np.ones(feature_dim)
-    scale = np.where(scale > 0, scale, 1.0)
-    log(f"Scaling model computed on {len(sample)} points (normalize_data={normalize}, unbias_data={unbias})")
+    mean = sample_mean if (normalize or unbias) else np.zeros(feature_dim)
+    scale = np.where(sample_std > 0, sample_std, 1.0) if normalize else np.ones(feature_dim)
+    log(f"Scaling model computed on {points} points (normalize_data={normalize}, unbias_data={unbias})")
 
     scaler = _Scaler(mean, scale)
+    block = block_rows(feature_dim, min(hp["mini_batch_size"], len(y)))
+    rows = _Standardized(x, scaler, block)
     if "validation" in data:
         xv, yv = data["validation"]
         calibration = len(yv) if hp["num_calibration_samples"] == "auto" else hp["num_calibration_samples"]
-        selection = _Selection("validation", xv.head(calibration), yv[:calibration])
+        selection = _Selection("validation", _Standardized(xv.head(calibration), scaler, block), yv[:calibration])
     else:
-        selection = _Selection("train", x, y)
+        selection = _Selection("train", rows, y)
     models = _model_settings(hp, y)
     log(f"Training {models.count} model(s) on {len(y)} records, {feature_dim} features, "
         f"criterion {hp['binary_classifier_model_selection_criteria']}")
     with threadpool_limits(1):  # small matrix products: BLAS threads only add contention
-        weights, biases, train_loss = _fit(x, y, scaler, selection, hp, models, rng, log)
+        weights, biases, train_loss = _fit(rows, y, selection, hp, models, rng, log)
 
-    margins = scaler.margins(selection.x, weights, biases)
+    margins = selection.x.margins(weights, biases)
     candidates = [choose_threshold(expit(margins[:, j]), selection.y, hp) for j in range(models.count)]
     best = int(np.argmax([value for _, value in candidates]))
     threshold = candidates[best][0]
