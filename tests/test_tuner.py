@@ -170,14 +170,17 @@ def test_failed_jobs_are_reported_and_ranked_last():
     assert ranked[0].objective >= ranked[1].objective
 
 
+FIVE_RANGES = {
+    "ContinuousParameterRanges": [
+        {"Name": "wd", "MinValue": "1e-07", "MaxValue": "1", "ScalingType": "Auto"},
+        {"Name": "momentum", "MinValue": "0.9", "MaxValue": "0.9999", "ScalingType": "ReverseLogarithmic"},
+        {"Name": "f_beta", "MinValue": "0.5", "MaxValue": "2", "ScalingType": "Auto"}],
+    "IntegerParameterRanges": [{"Name": "epochs", "MinValue": "1", "MaxValue": "3"}],
+    "CategoricalParameterRanges": [{"Name": "loss", "Values": ["auto", "logistic"]}]}
+
+
 def test_ranges_follow_their_scaling_type():
-    space = SearchSpace.from_ranges({
-        "ContinuousParameterRanges": [
-            {"Name": "wd", "MinValue": "1e-07", "MaxValue": "1", "ScalingType": "Auto"},
-            {"Name": "momentum", "MinValue": "0.9", "MaxValue": "0.9999", "ScalingType": "ReverseLogarithmic"},
-            {"Name": "f_beta", "MinValue": "0.5", "MaxValue": "2", "ScalingType": "Auto"}],
-        "IntegerParameterRanges": [{"Name": "epochs", "MinValue": "1", "MaxValue": "3"}],
-        "CategoricalParameterRanges": [{"Name": "loss", "Values": ["auto", "logistic"]}]})
+    space = SearchSpace.from_ranges(FIVE_RANGES)
     assert [p.scaling for p in space.parameters] == [
         "Logarithmic", "ReverseLogarithmic", "Linear", "Linear", "Linear"]
     rng = np.random.default_rng(0)
@@ -189,6 +192,23 @@ def test_ranges_follow_their_scaling_type():
     assert {1, 2, 3} == set(epochs) and min(np.bincount(epochs)[1:]) > 800  # the end values as likely
     assert {"auto", "logistic"} == set(loss)
     assert space.hyperparameters(samples[0])["epochs"] in {"1", "2", "3"}
+
+
+def test_the_candidates_near_a_point_stay_near_it_on_each_range_scale():
+    """Bayesian search scores perturbations of its best points: each coordinate moves by N(0, spread) in unit
+    position (so by decades on a logarithmic range), stays in range, and a category is redrawn one time in five."""
+    space = SearchSpace.from_ranges(FIVE_RANGES)
+    point = (1e-3, 0.99, 1.0, 2, "auto")
+    near = space.perturb([point] * 4000, np.random.default_rng(0), np.full(4000, 0.05))
+    wd, momentum, f_beta, epochs, loss = (np.array(column) for column in zip(*near, strict=True))
+    assert np.std(np.log10(wd)) == pytest.approx(0.05 * 7, rel=0.1)  # 7 decades wide
+    assert np.std(np.log10(1 - momentum)) == pytest.approx(0.05 * 3, rel=0.1)  # 3 decades
+    assert 0.5 <= f_beta.min() and f_beta.max() <= 2.0 and np.median(f_beta) == pytest.approx(1.0, abs=0.01)
+    assert set(epochs) <= {1, 2, 3} and np.mean(epochs == 2) > 0.99  # ±1 needs half a step: 1/6 of the range
+    assert np.mean(loss == "logistic") == pytest.approx(0.1, abs=0.02)  # redrawn a fifth of the time, half changed
+    encoded = space.encode(near)
+    assert encoded.shape == (4000, 6) and np.array_equal(encoded[:, 4:].sum(axis=1), np.ones(4000))
+    assert np.allclose(encoded[:, 0], (np.log10(wd) + 7) / 7)
 
 
 @pytest.mark.parametrize(("ranges", "message"), [

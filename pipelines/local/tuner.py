@@ -15,7 +15,6 @@ same jobs whatever order parallel jobs finish in.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
@@ -54,37 +53,39 @@ class Parameter:
         # An integer's range is widened by half a step so that both end values are as likely as the others.
         return (self.low - 0.5, self.high + 0.5) if self.kind == "integer" else (self.low, self.high)
 
-    def value_at(self, unit: float):
-        """The value at position `unit` in [0, 1] of the range, in the range's scaling."""
+    def values_at(self, units: np.ndarray) -> list:
+        """The values at positions `units` (each in [0, 1]) of the range, in the range's scaling."""
+        units = np.asarray(units, dtype=np.float64)
         if self.kind == "categorical":
-            return self.values[min(int(unit * len(self.values)), len(self.values) - 1)]
+            return [self.values[i] for i in np.minimum((units * len(self.values)).astype(int), len(self.values) - 1)]
         low, high = self._bounds()
         if self.scaling == "Logarithmic":
-            value = math.exp(math.log(low) + unit * (math.log(high) - math.log(low)))
+            values = np.exp(np.log(low) + units * (np.log(high) - np.log(low)))
         elif self.scaling == "ReverseLogarithmic":
-            value = 1 - math.exp(math.log(1 - low) + unit * (math.log(1 - high) - math.log(1 - low)))
+            values = 1 - np.exp(np.log(1 - low) + units * (np.log(1 - high) - np.log(1 - low)))
         else:
-            value = low + unit * (high - low)
+            values = low + units * (high - low)
         if self.kind == "integer":
-            return int(min(max(round(value), self.low), self.high))
-        return min(max(value, self.low), self.high)
+            return np.clip(np.round(values), self.low, self.high).astype(int).tolist()
+        return np.clip(values, self.low, self.high).tolist()
 
-    def unit_of(self, value) -> float:
-        """The inverse of `value_at` for continuous and integer parameters."""
+    def units_of(self, values) -> np.ndarray:
+        """The inverse of `values_at` for continuous and integer parameters."""
+        values = np.asarray(values, dtype=np.float64)
         low, high = self._bounds()
         if self.scaling == "Logarithmic":
-            position = (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
+            position = (np.log(values) - np.log(low)) / (np.log(high) - np.log(low))
         elif self.scaling == "ReverseLogarithmic":
-            position = (math.log(1 - value) - math.log(1 - low)) / (math.log(1 - high) - math.log(1 - low))
+            position = (np.log(1 - values) - np.log(1 - low)) / (np.log(1 - high) - np.log(1 - low))
         else:
-            position = (value - low) / (high - low) if high > low else 0.5
-        return min(max(position, 0.0), 1.0)
+            position = (values - low) / (high - low) if high > low else np.full(values.shape, 0.5)
+        return np.clip(position, 0.0, 1.0)
 
-    def encode(self, value) -> list[float]:
-        """The value's coordinates for the Gaussian process: unit position, or one-hot for a category."""
+    def encode(self, values) -> np.ndarray:
+        """The values' coordinates for the Gaussian process, a row each: unit position, or one-hot for a category."""
         if self.kind == "categorical":
-            return [float(value == v) for v in self.values]
-        return [self.unit_of(value)]
+            return np.array([[value == v for v in self.values] for value in values], dtype=np.float64)
+        return self.units_of(values)[:, None]
 
     def format(self, value) -> str:
         """The value as the training job receives it (hyperparameters are strings)."""
@@ -117,22 +118,33 @@ class SearchSpace:
             raise TuningError(f"a hyperparameter appears in more than one range: {names}")
         return cls(tuple(parameters))
 
+    def random_points(self, rng: np.random.Generator, count: int) -> list[tuple]:
+        """`count` points, each parameter uniform on its range's scale."""
+        units = rng.random((count, len(self.parameters)))
+        return list(zip(*(p.values_at(units[:, i]) for i, p in enumerate(self.parameters)), strict=True))
+
     def random_point(self, rng: np.random.Generator) -> tuple:
-        return tuple(p.value_at(rng.random()) for p in self.parameters)
+        return self.random_points(rng, 1)[0]
 
-    def perturb(self, point: tuple, rng: np.random.Generator, spread: float) -> tuple:
-        """A point near `point`: unit positions moved by N(0, spread); a category redrawn one time in five."""
-        moved = []
-        for parameter, value in zip(self.parameters, point, strict=True):
+    def perturb(self, points: list[tuple], rng: np.random.Generator, spreads: np.ndarray) -> list[tuple]:
+        """A point near each of `points`: unit positions moved by N(0, spread); a category redrawn one time in
+        five."""
+        columns = []
+        for i, parameter in enumerate(self.parameters):
+            values = [point[i] for point in points]
             if parameter.kind == "categorical":
-                moved.append(parameter.value_at(rng.random()) if rng.random() < 0.2 else value)
+                redrawn = parameter.values_at(rng.random(len(points)))
+                redraw = rng.random(len(points)) < 0.2
+                columns.append([new if change else old
+                                for old, new, change in zip(values, redrawn, redraw, strict=True)])
             else:
-                unit = min(max(parameter.unit_of(value) + rng.normal(0.0, spread), 0.0), 1.0)
-                moved.append(parameter.value_at(unit))
-        return tuple(moved)
+                moved = parameter.units_of(values) + rng.normal(0.0, spreads)
+                columns.append(parameter.values_at(np.clip(moved, 0.0, 1.0)))
+        return list(zip(*columns, strict=True))
 
-    def encode(self, point: tuple) -> list[float]:
-        return [x for parameter, value in zip(self.parameters, point, strict=True) for x in parameter.encode(value)]
+    def encode(self, points: list[tuple]) -> np.ndarray:
+        """The points' coordinates for the Gaussian process, a row each."""
+        return np.hstack([p.encode([point[i] for point in points]) for i, p in enumerate(self.parameters)])
 
     def hyperparameters(self, point: tuple) -> dict[str, str]:
         return {p.name: p.format(v) for p, v in zip(self.parameters, point, strict=True)}
@@ -193,21 +205,21 @@ class BayesianSearch(RandomSearch):
         # Jobs still running are assumed to score the worst value seen (the "constant liar").
         points = [point for point, _ in observed] + pending
         targets = np.concatenate([values, np.full(len(pending), values.min())])
-        encoded = np.array([self.space.encode(p) for p in points])
+        encoded = self.space.encode(points)
         kernel = (ConstantKernel(1.0, (1e-3, 1e3))
                   * Matern(length_scale=np.full(encoded.shape[1], 0.3), length_scale_bounds=(1e-2, 1e1), nu=2.5)
                   + WhiteKernel(1e-3, (1e-6, 1e-1)))
         model = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2,
                                          random_state=int(rng.integers(2**31)))
         best_points = [points[i] for i in np.argsort(-values)[:3]]
-        candidates = [self.space.random_point(rng) for _ in range(CANDIDATES)]
-        candidates += [self.space.perturb(best_points[i % len(best_points)], rng, 0.05 if i % 2 else 0.15)
-                       for i in range(LOCAL_CANDIDATES)]
+        candidates = self.space.random_points(rng, CANDIDATES)
+        candidates += self.space.perturb([best_points[i % len(best_points)] for i in range(LOCAL_CANDIDATES)], rng,
+                                         np.where(np.arange(LOCAL_CANDIDATES) % 2, 0.05, 0.15))
         # Small matrices: BLAS threads only add contention (10x slower on a busy 2-core machine).
         with threadpool_limits(1), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bound-hitting length scales are expected on few points
             model.fit(encoded, targets)
-            mean, std = model.predict(np.array([self.space.encode(c) for c in candidates]), return_std=True)
+            mean, std = model.predict(self.space.encode(candidates), return_std=True)
         improvement = mean - values.max() - 0.01 * (values.std() or 1.0)
         z = improvement / np.maximum(std, 1e-12)
         expected = np.where(std > 1e-12, improvement * norm.cdf(z) + std * norm.pdf(z), np.maximum(improvement, 0))
