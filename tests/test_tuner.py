@@ -203,7 +203,7 @@ def test_the_candidates_near_a_point_stay_near_it_on_each_range_scale():
     wd, momentum, f_beta, epochs, loss = (np.array(column) for column in zip(*near, strict=True))
     assert np.std(np.log10(wd)) == pytest.approx(0.05 * 7, rel=0.1)  # 7 decades wide
     assert np.std(np.log10(1 - momentum)) == pytest.approx(0.05 * 3, rel=0.1)  # 3 decades
-    assert 0.5 <= f_beta.min() and f_beta.max() <= 2.0 and np.median(f_beta) == pytest.approx(1.0, abs=0.01)
+    assert f_beta.min() >= 0.5 and f_beta.max() <= 2.0 and np.median(f_beta) == pytest.approx(1.0, abs=0.01)
     assert set(epochs) <= {1, 2, 3} and np.mean(epochs == 2) > 0.99  # ±1 needs half a step: 1/6 of the range
     assert np.mean(loss == "logistic") == pytest.approx(0.1, abs=0.02)  # redrawn a fifth of the time, half changed
     encoded = space.encode(near)
