@@ -349,7 +349,7 @@ def _predict(user: LocalUser, record: dict, package: str, rows: int = 5) -> list
     from pipelines.local.endpoint import load_model_data
 
     features = _step_output(record, "Preprocess", "test").rstrip("/") + "/" + Path(TEST_FEATURES_DIR).name + "/"
-    test, _ = s3io.prefix_objects(user.client("s3"), features)[0]  # the first of the test slice's files
+    test, _, _ = s3io.prefix_objects(user.client("s3"), features)[0]  # the first of the test slice's files
     body = b"\n".join(s3io.read_bytes(user.client("s3"), test).splitlines()[:rows]) + b"\n"
     response = user.client("sagemaker-runtime").invoke_endpoint(
         EndpointName=demo_endpoint(user.config), ContentType="text/csv",

@@ -190,6 +190,7 @@ class LocalExecution:
         the steps that had succeeded (a retried run starts from the step that failed)."""
         self.definition = definition
         self.s3, self.sagemaker, self.cloudwatch = s3, sagemaker, cloudwatch
+        self.copies = s3io.LocalCopies()
         self.store = ExecutionStore(state_dir)
         self.cache = StepCache(state_dir)
         self.progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -377,7 +378,8 @@ class LocalExecution:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         work_dir = self.directory / "jobs" / name
         job = Job(step_name=name, job_name=name_of_job, arn_prefix=self.arn_prefix, work_dir=work_dir,
-                  log_path=log_path, s3=self.s3, sagemaker=self.sagemaker, cloudwatch=self.cloudwatch)
+                  log_path=log_path, s3=self.s3, sagemaker=self.sagemaker, cloudwatch=self.cloudwatch,
+                  copies=self.copies)
         self._jobs[name] = job
         self._set(name, LogFile=str(log_path), JobName=name_of_job)
         first_attempt, failures = time.monotonic(), 0

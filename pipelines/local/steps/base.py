@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 @dataclass
 class Job:
-    """What a runner gets besides its arguments: names, a private directory, a log, AWS clients."""
+    """What a runner gets besides its arguments: names, a private directory, a log, AWS clients, and the
+    execution's local copies of the S3 objects it has moved (s3io.LocalCopies)."""
 
     step_name: str
     job_name: str
@@ -27,6 +28,7 @@ class Job:
     s3: Any
     sagemaker: Any
     cloudwatch: Any = None  # only the monitoring pipeline's Lambda step uses it
+    copies: Any = None
     last_line: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -67,7 +67,7 @@ def run(arguments: dict, job: Job) -> dict:
     for number, instance_outputs in enumerate(outputs):
         host = f"algo-{number + 1}: " if instances > 1 else ""
         for name, path, uri in instance_outputs:
-            written = s3io.upload_directory(job.s3, path, uri)
+            written = s3io.upload_directory(job.s3, path, uri, job.copies)
             job.log(f"{host}output {name}: {len(written)} file(s) to {uri}")
     return {**arguments, "ProcessingJobName": job.job_name, "ProcessingJobArn": job.arn("processing-job"),
             "ProcessingJobStatus": "Completed", "ExitMessage": ""}
@@ -92,7 +92,7 @@ def _run_instance(arguments: dict, job: Job, work_dir: Path, number: int, instan
         destination = local(source["LocalPath"])
         destination.mkdir(parents=True, exist_ok=True)
         files = s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), destination,
-                                    number if sharded else 0, instances if sharded else 1)
+                                    number if sharded else 0, instances if sharded else 1, job.copies)
         job.log(f"{host}input {item.get('InputName')}: {len(files)} file(s) from {source['S3Uri']}")
     outputs = [(o["OutputName"], local(o["S3Output"]["LocalPath"]), o["S3Output"]["S3Uri"])
                for o in arguments.get("ProcessingOutputConfig", {}).get("Outputs", [])]

@@ -24,7 +24,8 @@ def run(arguments: dict, job: Job) -> dict:
     transform_input, transform_output = arguments["TransformInput"], arguments["TransformOutput"]
     source = transform_input["DataSource"]["S3DataSource"]
     inputs_dir, outputs_dir = job.work_dir / "input", job.work_dir / "output"
-    for path in s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), inputs_dir):
+    for path in s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), inputs_dir,
+                                    copies=job.copies):
         relative = path.relative_to(inputs_dir.resolve())
         output = outputs_dir / f"{relative}.out"
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +33,7 @@ def run(arguments: dict, job: Job) -> dict:
                         accept=transform_output.get("Accept", "application/json"),
                         split_type=transform_input.get("SplitType", "None"), algorithm=algorithm)
         job.log(f"transformed {relative} → {relative}.out")
-    written = s3io.upload_directory(job.s3, outputs_dir, transform_output["S3OutputPath"])
+    written = s3io.upload_directory(job.s3, outputs_dir, transform_output["S3OutputPath"], job.copies)
     job.log(f"uploaded {len(written)} file(s) to {transform_output['S3OutputPath']}")
     return {**arguments, "TransformJobName": job.job_name, "TransformJobArn": job.arn("transform-job"),
             "TransformJobStatus": "Completed"}

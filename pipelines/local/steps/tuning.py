@@ -42,7 +42,8 @@ def run(arguments: dict, job: Job) -> dict:
     for channel in definition.get("InputDataConfig", []):
         name, source = channel["ChannelName"], channel["DataSource"]["S3DataSource"]
         destination = job.work_dir / "input" / "data" / name
-        files = s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), destination)
+        files = s3io.download_input(job.s3, source["S3Uri"], source.get("S3DataType"), destination,
+                                    copies=job.copies)
         job.log(f"channel {name}: {len(files)} file(s) from {source['S3Uri']}")
         channels[name] = destination
 
