@@ -426,6 +426,26 @@ def test_a_processing_script_sees_what_python_script_would_show_it_warm_or_not(a
     assert "to stdout" in log and "to stderr" in log
 
 
+@pytest.mark.parametrize("served", [True, False], ids=["fork server serving", "before it serves"])
+def test_a_processing_scripts_exit_handlers_run_and_its_exit_code_stands(aws, tmp_path, monkeypatch, served):
+    """As when Python ends: the script's atexit handlers run, then its exit code is the job's (the fork server's
+    own quick exit, pipelines/local/forkserver_exit.py, is not inherited by its children)."""
+    warm.start()
+    if served:
+        assert warm.ready.wait(60)
+    else:
+        monkeypatch.setattr(warm, "ready", threading.Event())
+    script = upload_script(aws, "leaving", """
+        import atexit, sys
+        atexit.register(print, "exit handler ran")
+        sys.exit(3)
+    """)
+    record = run_definition(aws, tmp_path, {"Steps": [processing_step("Leave", script)]})
+    assert record["PipelineExecutionStatus"] == "Failed"
+    assert "exited with code 3" in record["FailureReason"], record["FailureReason"]
+    assert "exit handler ran" in Path(record["Steps"]["Leave"]["LogFile"]).read_text()
+
+
 PARALLEL_SCRIPT = """
     import os, pathlib, sys, time
     me, other = sys.argv[1], sys.argv[2]

@@ -15,7 +15,8 @@ def s3(aws):
     client = aws.client("s3")
     client.create_bucket(Bucket="transfers")
     client.gets = []  # the GetObject requests sent, by key
-    client.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: client.gets.append(params["Key"]))
+    client.meta.events.register("before-parameter-build.s3.GetObject",
+                                lambda params, **_: client.gets.append(params["Key"]))
     return client
 
 

@@ -21,7 +21,8 @@ from multiprocessing.connection import wait
 # What the Processing scripts (scikit-learn image: numpy, pandas, scipy, scikit-learn), the Linear Learner's training
 # jobs and the tuner's Gaussian process import.
 WARM_IMPORTS = ("numpy", "pandas", "scipy.stats", "sklearn.linear_model", "sklearn.metrics", "sklearn.preprocessing",
-                "sklearn.gaussian_process", "threadpoolctl", "pipelines.local.steps.tuning")
+                "sklearn.gaussian_process", "threadpoolctl", "pipelines.local.steps.tuning",
+                "pipelines.local.forkserver_exit")
 
 context = multiprocessing.get_context("forkserver")
 context.set_forkserver_preload(list(WARM_IMPORTS))

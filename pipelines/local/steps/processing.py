@@ -17,6 +17,7 @@ locations; the job fails if any instance fails.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import re
@@ -204,4 +205,7 @@ def _run_script(script: str, arguments: list[str], cwd: str, env: dict[str, str]
     tempfile.tempdir = None  # TMPDIR is read again
     sys.argv = [script, *arguments]
     sys.path.insert(0, str(Path(script).parent))
-    runpy.run_path(script, run_name="__main__")
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        atexit._run_exitfuncs()  # the exit handlers, as an interpreter's end runs them; a fork's end does not
