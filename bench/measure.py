@@ -33,7 +33,7 @@ def measure(command: list[str], **popen_kwargs) -> Measurement:
     return Measurement(seconds=seconds, peak_rss_mb=usage.ru_maxrss / 1024)
 
 
-def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> Measurement:
+def measure_tree(command: list[str], interval: float = 0.05, detail_every: int = 10, **popen_kwargs) -> Measurement:
     """Run `command` to completion; its wall time, the peak of the summed RSS of it and all its descendants, the
     peak of their summed PSS, and their CPU time (user + system; on a busy machine a steadier measure of work
     than the wall time). The RSS sum counts a page shared by several processes (a fork's copy-on-write
@@ -41,7 +41,10 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
     summed anonymous RSS leaves out the pages of files (memory-mapped libraries and data), which are page
     cache the kernel can drop under pressure and read again: what the processes' own memory needs.
 
-    The tree is sampled every `interval` seconds (psutil), so a peak shorter than that can be missed. The CPU
+    The tree's RSS is sampled every `interval` seconds (psutil), so a peak shorter than that can be missed; its
+    PSS and anonymous RSS every `detail_every` samples: they are read from /proc/<pid>/smaps_rollup, which walks
+    every mapping of a process (thousands, with numpy, scipy and scikit-learn loaded), and reading them for every
+    process at each sample took a fifth of a core from the 2-core run it measured (0.2-0.3 s of 4). The CPU
     time is that of every descendant its parent waited for (multiprocessing and subprocess do); a descendant
     still running when the command ends (a fork server, which ends once it sees its parent gone) is adopted here
     (Linux's child subreaper) and waited for, so its CPU time and that of the children it waited for count too.
@@ -55,8 +58,10 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
     root = psutil.Process(process.pid)
     peak = peak_pss = peak_anon = 0
     seen: set[int] = set()
+    samples = 0
     while process.poll() is None:
         total = total_pss = total_anon = 0
+        detail = samples % detail_every == 0
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
@@ -64,10 +69,13 @@ def measure_tree(command: list[str], interval: float = 0.05, **popen_kwargs) -> 
         seen.update(member.pid for member in tree)
         for member in tree:
             with contextlib.suppress(psutil.NoSuchProcess):  # ended between the listing and the reading
-                memory = member.memory_full_info()
-                total, total_pss = total + memory.rss, total_pss + memory.pss
-                total_anon += memory.rss - memory.shared  # Linux: shared = RssFile + RssShmem
+                memory = member.memory_full_info() if detail else member.memory_info()
+                total += memory.rss
+                if detail:
+                    total_pss += memory.pss
+                    total_anon += memory.rss - memory.shared  # Linux: shared = RssFile + RssShmem
         peak, peak_pss, peak_anon = max(peak, total), max(peak_pss, total_pss), max(peak_anon, total_anon)
+        samples += 1
         time.sleep(interval)
     seconds = time.perf_counter() - start
     for pid in seen - {process.pid}:
