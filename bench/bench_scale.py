@@ -4,13 +4,14 @@ Default bot and market (`livetrain synth-batch --trades N`, about 30 ticks per t
 cached under bench/results/ (git-ignored) so the set-up stays short after the first run. Each size gets a fresh
 moto server and state folder; the batch is uploaded and the pipeline upserted before the clock starts, then
 `livetrain pipeline run-local` is measured alone: its wall time (the process's start and exit included) and the
-peaks of the summed RSS and of the summed PSS of it and every descendant (psutil, sampled every 50 ms; the RSS
-sum counts pages that processes share once per process, the PSS sum once; the anonymous RSS leaves out file
-pages, which the kernel may drop and reread).
+peaks of the summed RSS and of the summed PSS of it and every descendant (psutil: RSS sampled every 50 ms, PSS and
+anonymous RSS every 0.5 s; the RSS sum counts pages that processes share once per process, the PSS sum once; the
+anonymous RSS leaves out file pages, which the kernel may drop and reread).
 Sizes: LIVETRAIN_BENCH_SCALE_TRADES (default "10000,100000"; 1000000 for the million-trade figure: its batch takes
-about 5 min to generate, once). The baseline is main before the warm fork server (7f9a4b8: every Processing script
-and training worker a cold Python), measured with this benchmark on 2026-12-05 (10k: three runs alternating with
-this code; 100k and 1M: the same code at 3eb38a3, earlier that day); it is other code, so it is quoted, not rerun.
+about 5 min to generate, once). The baseline is main at 4ca8fea (the Linear Learner computing in float64, every
+job fetching its inputs from S3, the fork server tearing down its libraries at the end), measured with this
+benchmark on 2026-12-05 (10k: three runs alternating with this code; 100k and 1M: one run each, just before this
+code's); it is other code, so it is quoted, not rerun.
 On a shared 2-core machine the wall time moves 2-4x with the load; the CPU time of the tree is the steadier
 comparison.
 """
@@ -32,11 +33,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = [int(n) for n in os.environ.get("LIVETRAIN_BENCH_SCALE_TRADES", "10000,100000").split(",")]
 SEED = 0
 TUNING_STEP = "TuneLinearLearner"
-# Main before the warm fork server (7f9a4b8), this benchmark, 2026-12-05, machine otherwise idle: trades → (CPU
-# seconds of the tree, what else was measured).
-BEFORE = {10_000: (11.7, "7.5-8.0 s, 11.3-12.0 CPU-s, 0.80-0.85 / 0.59-0.63 GB RSS / PSS"),
-          100_000: (51.6, "35.8 s, 51.6 CPU-s, 1.51 / 1.32 GB RSS / PSS"),
-          1_000_000: (428.7, "290.6 s, 428.7 CPU-s, 3.45 / 3.32 GB RSS / PSS")}
+# Main at 4ca8fea (before the float32 Linear Learner, the local copies of S3 objects and the fork server's quick
+# exit), this benchmark, 2026-12-05, machine otherwise idle: trades → (CPU seconds of the tree, what else was measured).
+BEFORE = {10_000: (7.45, "4.5-4.6 s, 7.4-7.5 CPU-s, 0.94-0.98 / 0.45-0.50 GB RSS / PSS"),
+          100_000: (46.8, "32.5 s, 46.8 CPU-s, 1.61 / 1.15 GB RSS / PSS"),
+          1_000_000: (399.1, "260.2 s, 399.1 CPU-s, 3.67 / 3.17 GB RSS / PSS")}
 
 
 def cached_batch(trades: int) -> Path:
@@ -94,7 +95,7 @@ def run_size(trades: int) -> dict:
             "peak RSS, tree (GB)": f"{result.peak_rss_mb / 1024:.2f}",
             "peak PSS, tree (GB)": f"{result.peak_pss_mb / 1024:.2f}",
             "peak anonymous RSS, tree (GB)": f"{result.peak_anon_mb / 1024:.2f}",
-            "main 7f9a4b8 (quoted)": before,
+            "main 4ca8fea (quoted)": before,
             "CPU, main / now": f"{before_cpu / result.cpu_seconds:.2f}x" if before_cpu else "-"}
 
 

@@ -111,7 +111,7 @@ def download_input(s3, uri: str, data_type: str | None, destination: Path, insta
     paths = []
     for source, relative, etag in objects[instance::instances]:
         path = local_path(destination, relative)
-        if not (copies and copies.copy(source, etag, path)):
+        if copies is None or not copies.copy(source, etag, path):
             download_file(s3, source, path, copies)
         paths.append(path)
     return paths
@@ -130,7 +130,7 @@ def download_file(s3, uri: str, path: Path, copies: LocalCopies | None = None) -
     path.parent.mkdir(parents=True, exist_ok=True)
     with _object_response(s3, uri) as response, open(path, "wb") as out:
         shutil.copyfileobj(response["Body"], out, COPY_BYTES)
-    if copies:
+    if copies is not None:
         copies.remember(uri, response["ETag"], path)
     return path
 
@@ -167,7 +167,7 @@ def upload_file(s3, path: Path, uri: str, copies: LocalCopies | None = None) -> 
     bucket, key = split_s3_uri(uri)
     with open(path, "rb") as body:  # one PUT, streamed from the file (the local stack's journal replays PUTs)
         etag = s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"]
-    if copies:
+    if copies is not None:
         copies.remember(uri, etag, path)
 
 
