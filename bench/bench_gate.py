@@ -19,7 +19,7 @@ large independent batch of the same market (40,000 trades), whose precision, lif
 target recall stand in for the true values. Goal: 90-98 %.
 
 Rates are given with Wilson 95 % intervals (statsmodels). Results go to bench/results/gate.json and a plot to
-bench/results/gate.png. `python -m bench bench_gate` (BENCH_GATE_SEEDS, default 20): about 30 min on 2 cores.
+bench/results/gate.png. `python -m bench bench_gate` (BENCH_GATE_SEEDS, default 20): about 8 min on 2 cores.
 """
 
 from __future__ import annotations
