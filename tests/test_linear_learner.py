@@ -244,7 +244,6 @@ def test_a_channel_is_decoded_once_and_read_by_every_later_job(tmp_path):
     assert read_channel("train", tmp_path / "train")[0].read().tolist() == [[7.0, 8.0]]
 
 
-
 def test_the_normalisation_is_worked_out_once_per_channel_and_sample_size(tmp_path):
     """The first job draws num_point_for_scaler rows and keeps their mean and standard deviation beside the
     decoded channel; a later job with the same sample size uses them (altered here, its model shows it)."""
@@ -263,6 +262,7 @@ def test_the_normalisation_is_worked_out_once_per_channel_and_sample_size(tmp_pa
     assert np.allclose(load_model(tmp_path / "second" / "model.tar.gz").mean, mean + 1.0)
     train(hp | {"num_point_for_scaler": "400"}, {"train": channels["train"]}, tmp_path / "third", log=lambda _: None)
     assert sorted(p.name for p in x.path.parent.glob("scaler-*.npy")) == ["scaler-400.npy", "scaler-500.npy"]
+
 
 # --- request and response formats (the container's inference contract) ---
 
