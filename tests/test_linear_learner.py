@@ -86,7 +86,7 @@ def test_data_larger_than_a_block_is_shuffled_a_block_at_a_time_and_still_learnt
     scaler = training._Scaler(raw.mean(axis=0, dtype=np.float64), raw.std(axis=0, dtype=np.float64) + 1.0)
     channel = training._Standardized(x, scaler, training.block_rows(x.width, 300))
     assert channel.held is None  # 7 blocks: read as they are used
-    batches = list(training._minibatches(channel, 300, np.random.default_rng(1)))
+    batches = list(channel.minibatches(300, np.random.default_rng(1)))
     rows = np.concatenate([numbers for numbers, _ in batches])
     assert np.array_equal(np.sort(rows), np.arange(len(x)))  # every row once
     assert all(len(set(numbers // 1000)) == 1 for numbers, _ in batches)  # a mini-batch comes from one block

@@ -257,9 +257,18 @@ class _Standardized:
     def __len__(self) -> int:
         return len(self.x)
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop), standardised."""
-        return self.held[start:stop] if self.held is not None else self.scaler.standardize(self.x.read(start, stop))
+    def minibatches(self, batch: int, rng) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch's mini-batches, every row once: (row numbers, standardised rows). Blocks of `block`
+        consecutive rows come in random order, each shuffled within (a shuffle buffer, as a trainer streaming its
+        data has); held rows are shuffled as a whole. A block read from disk is standardised a mini-batch at a
+        time, once its rows are gathered (in the CPU's cache rather than over the whole block)."""
+        starts = np.arange(0, len(self), self.block)
+        for first in (starts if self.held is not None else starts[rng.permutation(len(starts))]):
+            block = self.held if self.held is not None else self.x.read(first, first + self.block)
+            order = rng.permutation(len(block))
+            for start in range(0, len(block), batch):
+                local = order[start:start + batch]
+                yield first + local, block[local] if self.held is not None else self.scaler.standardize(block[local])
 
     def margins(self, weights: np.ndarray, biases) -> np.ndarray:
         """Every row's linear output for each model (column)."""
@@ -279,19 +288,6 @@ class _Selection(NamedTuple):
 def block_rows(width: int, batch: int) -> int:
     """Rows of `width` features a job reads at a time while training (BLOCK_BYTES, at least a mini-batch)."""
     return max(batch, BLOCK_BYTES // (4 * width))
-
-
-def _minibatches(x: _Standardized, batch: int, rng) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch's mini-batches, every row once: (row numbers, standardised feature rows). Blocks of x.block
-    consecutive rows come in random order, each shuffled within (a shuffle buffer, as a trainer streaming its
-    data has); rows that fit one block, held in memory, are shuffled as a whole."""
-    starts = np.arange(0, len(x), x.block)
-    for first in (starts if x.held is not None else starts[rng.permutation(len(starts))]):
-        block = x.read(first, first + x.block)
-        order = rng.permutation(len(block))
-        for start in range(0, len(block), batch):
-            local = order[start:start + batch]
-            yield first + local, block[local]
 
 
 def scaler_statistics(x: Features, size: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -413,7 +409,7 @@ def _fit(x: _Standardized, y, selection: _Selection, hp, models: _Models, rng, l
     for epoch in range(hp["epochs"]):
         started = time.perf_counter()
         epoch_loss = np.zeros(models.count)
-        for rows, xb in _minibatches(x, batch, rng):
+        for rows, xb in x.minibatches(batch, rng):
             yb, wb = y[rows], sample_weight[rows]
             margins = _linear(xb, weights, biases)
             epoch_loss += np.sum((np.logaddexp(0.0, margins) - yb[:, None] * margins) * wb, axis=0)
