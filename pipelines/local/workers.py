@@ -79,7 +79,6 @@ class _Worker:
         self.ticket: Any = None
 
 
-
 def death(process) -> str:
     """How a child process ended, once it has ("killed by SIGKILL", "exit code 3")."""
     process.join(STOP_SECONDS)
